@@ -1,0 +1,46 @@
+# GEO — the two commands a newcomer needs:
+#   make demo   set everything up and run the main job
+#   make test   run every test (installs what it needs into .venv)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: setup demo test lint unit artifacts crd clean help
+
+help:
+	@echo "make demo   - set up and run the GEO demo"
+	@echo "make test   - lint, type-check and run all tests"
+	@echo "make crd    - regenerate crds/ from the API models"
+
+$(STAMP): pyproject.toml
+	@echo "[setup] creating $(VENV) and installing geo-operator with its dev extras"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+setup: $(STAMP)
+
+artifacts: setup
+	@test -f examples/digits/artifacts/measurements.json || $(PY) examples/digits/make_artifacts.py
+
+crd: setup
+	$(VENV)/bin/geo crd > crds/geodeployments.geo.ai.yaml
+
+lint: setup
+	$(VENV)/bin/ruff check operator tests e2e examples
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+unit: setup artifacts
+	$(PY) -m pytest
+
+test: lint unit
+
+demo: setup artifacts
+	$(PY) e2e/demo.py
+
+clean:
+	rm -rf $(VENV) examples/digits/artifacts .pytest_cache .mypy_cache .ruff_cache

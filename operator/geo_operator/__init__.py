@@ -1,0 +1,1 @@
+"""GEO: a Kubernetes operator that serves models with NVIDIA Triton."""

@@ -1,0 +1,1 @@
+"""API models and the CRD rendered from them."""

@@ -1,0 +1,547 @@
+"""Pydantic models of the GeoDeployment API (spec and status).
+
+These models are the one source of truth for the API: `api.crd` renders the
+CustomResourceDefinition's OpenAPI schema from them (descriptions, defaults,
+enums, bounds and CEL rules included), the handlers parse every object through
+them, and the pure logic (`artifacts`, `builders`, `scaling`) takes them as
+input. Python attributes are snake_case; the wire format is camelCase.
+
+Rules the schema alone cannot say are written twice on purpose: once as CEL
+(`x-kubernetes-validations`, enforced by the API server) and once as a pydantic
+validator (so `geo render -f` and the unit tests refuse the same objects).
+A test evaluates the CEL rules against the same cases to keep the two in step.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "geo.ai"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "GeoDeployment"
+PLURAL = "geodeployments"
+SINGULAR = "geodeployment"
+SHORT_NAME = "geod"
+
+# Bounds that also keep the API server's CEL cost estimate finite.
+MAX_ARTIFACTS = 16
+MAX_NAME = 63
+MAX_URI = 2048
+
+DnsLabel = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+    ),
+]
+
+
+def _cel(
+    rule: str, message: str, field_path: str | None = None
+) -> dict[str, pydantic.JsonValue]:
+    """One `x-kubernetes-validations` entry."""
+    entry: dict[str, pydantic.JsonValue] = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class _Model(pydantic.BaseModel):
+    """Base: camelCase on the wire, unknown fields refused, defaults validated."""
+
+    model_config = pydantic.ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+
+class Precision(enum.StrEnum):
+    """Numeric precision of an artifact's weights."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    INT8 = "int8"
+    FP8 = "fp8"
+    INT4 = "int4"
+
+
+class ArtifactFormat(enum.StrEnum):
+    """How Triton serves an artifact (which backend)."""
+
+    ONNX = "onnx"
+    TENSORRT_PLAN = "tensorrt_plan"
+    TORCHSCRIPT = "torchscript"
+    # An ONNX file run by Triton's python backend with onnxruntime (the model.py
+    # ships with the operator); works with a Triton that has only that backend.
+    PYTHON = "python"
+
+
+class SelectionPolicy(enum.StrEnum):
+    """How the artifact is chosen among those that qualify."""
+
+    BEST_SCORE = "best-score"
+    SMALLEST = "smallest"
+    FASTEST = "fastest"
+    PINNED = "pinned"
+
+
+class MetricsSourceKind(enum.StrEnum):
+    """Where the autoscaler reads QPS and latency."""
+
+    DIRECT = "direct"
+    PROMETHEUS = "prometheus"
+
+
+DataType = Literal[
+    "TYPE_BOOL",
+    "TYPE_UINT8",
+    "TYPE_UINT16",
+    "TYPE_UINT32",
+    "TYPE_UINT64",
+    "TYPE_INT8",
+    "TYPE_INT16",
+    "TYPE_INT32",
+    "TYPE_INT64",
+    "TYPE_FP16",
+    "TYPE_FP32",
+    "TYPE_FP64",
+    "TYPE_STRING",
+    "TYPE_BF16",
+]
+
+
+class TensorSpec(_Model):
+    """One input or output tensor of the model, as Triton's config.pbtxt names it."""
+
+    name: str = Field(
+        min_length=1, max_length=MAX_NAME, description="Tensor name, as in the model file."
+    )
+    data_type: DataType = Field(description="Triton data type, e.g. TYPE_FP32.")
+    dims: list[Annotated[int, Field(ge=-1)]] = Field(
+        min_length=1,
+        max_length=8,
+        description="Shape of one item, without the batch dimension; -1 is variable.",
+    )
+
+
+class HardwareRequirements(_Model):
+    """What an artifact needs from the node it runs on."""
+
+    gpu_arch: list[Annotated[str, Field(max_length=MAX_NAME)]] | None = Field(
+        default=None,
+        max_length=16,
+        description=(
+            "GPU architectures that can run this artifact (e.g. hopper, ada, ampere). "
+            "Unset: any hardware, CPU included."
+        ),
+    )
+
+
+class Artifact(_Model):
+    """One quantized variant of the model."""
+
+    name: DnsLabel = Field(description="Unique name of the artifact, e.g. int8.")
+    precision: Precision = Field(description="Numeric precision of the weights.")
+    format: ArtifactFormat = Field(description="Serving format, i.e. which Triton backend runs it.")
+    uri: str = Field(
+        max_length=MAX_URI,
+        pattern=r"^(https?|s3|gs|pvc|file)://.+",
+        description="Where the artifact file is: http(s)://, s3://, gs://, pvc://CLAIM/path or file://.",
+    )
+    accuracy: float = Field(
+        ge=0.0, le=1.0, description="Accuracy measured on the user's held-out set, 0..1."
+    )
+    size_bytes: int | None = Field(default=None, ge=0, description="Size of the artifact file.")
+    latency_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="Measured latency of one request in milliseconds, if known.",
+    )
+    relative_cost: float | None = Field(
+        default=None,
+        gt=0,
+        description="Cost of serving relative to the other artifacts (1.0 = reference), if known.",
+    )
+    requires: HardwareRequirements | None = Field(
+        default=None, description="Hardware the artifact needs; unset means it runs anywhere."
+    )
+
+
+class SelectionWeights(_Model):
+    """Weights of the best-score policy (normalised terms, so they are comparable)."""
+
+    accuracy: float = Field(default=0.6, ge=0, le=1, description="Weight of accuracy.")
+    latency: float = Field(default=0.3, ge=0, le=1, description="Weight of speed (1/latency).")
+    cost: float = Field(default=0.1, ge=0, le=1, description="Weight of cheapness (1/cost).")
+
+
+class Selection(_Model):
+    """How the operator picks the artifact to serve."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.policy != 'pinned' || has(self.pinned)",
+                    "selection.pinned must name an artifact when policy is pinned",
+                    ".pinned",
+                )
+            ]
+        }
+    )
+
+    policy: SelectionPolicy = Field(
+        default=SelectionPolicy.BEST_SCORE,
+        description=(
+            "best-score: weighted accuracy, speed and cost; smallest: fewest bytes; "
+            "fastest: lowest latency; pinned: the artifact named in `pinned`."
+        ),
+    )
+    min_accuracy_ratio: float = Field(
+        default=0.95,
+        ge=0,
+        le=1,
+        description="Accuracy floor, as a fraction of the best artifact's accuracy.",
+    )
+    weights: SelectionWeights = Field(
+        default_factory=SelectionWeights, description="Weights of the best-score policy."
+    )
+    pinned: DnsLabel | None = Field(
+        default=None, description="Name of the artifact to serve when policy is pinned."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _pinned_named(self) -> Selection:
+        if self.policy is SelectionPolicy.PINNED and self.pinned is None:
+            raise ValueError("selection.pinned must name an artifact when policy is pinned")
+        return self
+
+
+class ModelSpec(_Model):
+    """The model to serve and its quantized artifacts."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.selection) || !has(self.selection.pinned) || "
+                    "self.artifacts.exists(a, a.name == self.selection.pinned)",
+                    "selection.pinned must be the name of one of model.artifacts",
+                    ".selection.pinned",
+                )
+            ]
+        }
+    )
+
+    name: DnsLabel = Field(description="Model name in Triton's repository.")
+    inputs: list[TensorSpec] = Field(
+        min_length=1, max_length=16, description="Input tensors of the model."
+    )
+    outputs: list[TensorSpec] = Field(
+        min_length=1, max_length=16, description="Output tensors of the model."
+    )
+    artifacts: list[Artifact] = Field(
+        min_length=1,
+        max_length=MAX_ARTIFACTS,
+        description="The quantized variants of the model (fp32, fp16, int8, ...); names unique.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+    selection: Selection = Field(
+        default_factory=Selection, description="How the artifact to serve is chosen."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _artifacts_consistent(self) -> ModelSpec:
+        names = [a.name for a in self.artifacts]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model.artifacts names must be unique, repeated: {duplicates}")
+        pinned = self.selection.pinned
+        if pinned is not None and pinned not in names:
+            raise ValueError(
+                f"selection.pinned must be the name of one of model.artifacts; "
+                f"{pinned!r} is not in {names}"
+            )
+        return self
+
+
+class DynamicBatching(_Model):
+    """Triton's dynamic batcher."""
+
+    enabled: bool = Field(default=True, description="Turn Triton's dynamic batcher on.")
+    max_queue_delay_microseconds: int = Field(
+        default=100,
+        ge=0,
+        le=10_000_000,
+        description="How long a request may wait for others to form a batch.",
+    )
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None, max_length=16, description="Batch sizes the batcher should aim for."
+    )
+
+
+class TritonSpec(_Model):
+    """The Triton Inference Server that serves the model."""
+
+    image: str = Field(
+        default="nvcr.io/nvidia/tritonserver:24.08-py3",
+        min_length=1,
+        max_length=512,
+        description="Triton container image.",
+    )
+    max_batch_size: int = Field(
+        default=0,
+        ge=0,
+        le=4096,
+        description="Triton max_batch_size; 0 asks the operator to tune it by measurement.",
+    )
+    dynamic_batching: DynamicBatching = Field(
+        default_factory=DynamicBatching, description="Triton's dynamic batcher settings."
+    )
+    instance_count: int = Field(
+        default=1, ge=1, le=64, description="Model instances per Triton server."
+    )
+    resources: dict[str, dict[str, int | str]] = Field(
+        default_factory=dict,
+        description="Container resources: {limits: {...}, requests: {...}}, e.g. nvidia.com/gpu.",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Node selector for the Triton pods; nvidia.com/gpu.family (e.g. hopper) "
+            "tells artifact selection which GPU the pods land on."
+        ),
+    )
+
+
+class BatchTuning(_Model):
+    """How max_batch_size is tuned when triton.maxBatchSize is 0."""
+
+    candidates: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [1, 2, 4, 8, 16, 32, 64],
+        min_length=1,
+        max_length=32,
+        description="max_batch_size values the tuner may choose from.",
+    )
+    latency_budget_ms: float = Field(
+        default=200, gt=0, description="p99 latency the tuned configuration must stay within."
+    )
+
+
+class MetricsSource(_Model):
+    """Where the autoscaler reads its metrics."""
+
+    source: MetricsSourceKind = Field(
+        default=MetricsSourceKind.DIRECT,
+        description=(
+            "direct: the operator scrapes each ready pod's :8002/metrics itself; "
+            "prometheus: it queries prometheusUrl."
+        ),
+    )
+    prometheus_url: str | None = Field(
+        default=None,
+        max_length=MAX_URI,
+        pattern=r"^https?://.+",
+        description="Prometheus base URL, e.g. http://prometheus.monitoring:9090.",
+    )
+
+
+class Autoscaling(_Model):
+    """The QPS and p99 latency autoscaler."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "autoscaling.minReplicas must be <= autoscaling.maxReplicas",
+                    ".minReplicas",
+                ),
+                _cel(
+                    "self.scaleInRatio < self.scaleOutRatio",
+                    "autoscaling.scaleInRatio must be < autoscaling.scaleOutRatio",
+                    ".scaleInRatio",
+                ),
+                _cel(
+                    "self.metrics.source != 'prometheus' || has(self.metrics.prometheusUrl)",
+                    "autoscaling.metrics.prometheusUrl is required when source is prometheus",
+                    ".metrics.prometheusUrl",
+                ),
+            ]
+        }
+    )
+
+    enabled: bool = Field(
+        default=True, description="Scale on load; when false spec.replicas (kubectl scale) rules."
+    )
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas.")
+    max_replicas: int = Field(default=10, ge=1, le=1000, description="Most replicas.")
+    target_qps_per_replica: float = Field(
+        default=100, gt=0, description="Requests per second one replica should carry."
+    )
+    target_p99_latency_ms: float = Field(
+        default=200, gt=0, description="p99 latency objective (SLO) in milliseconds."
+    )
+    scale_out_ratio: float = Field(
+        default=1.5, gt=0, description="Scale out when QPS per replica exceeds target times this."
+    )
+    scale_in_ratio: float = Field(
+        default=0.7, gt=0, description="Scale in when QPS per replica is below target times this."
+    )
+    latency_headroom: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Scale in only when p99 is below targetP99LatencyMs times this.",
+    )
+    interval_seconds: float = Field(
+        default=15, ge=1, le=3600, description="Seconds between two decisions."
+    )
+    scale_in_stabilization_seconds: float = Field(
+        default=300,
+        ge=0,
+        le=3600,
+        description="Scale in only after the load has been low for this long.",
+    )
+    metrics: MetricsSource = Field(
+        default_factory=MetricsSource, description="Where QPS and latency are read."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must be <= autoscaling.maxReplicas")
+        if self.scale_in_ratio >= self.scale_out_ratio:
+            raise ValueError("autoscaling.scaleInRatio must be < autoscaling.scaleOutRatio")
+        if (
+            self.metrics.source is MetricsSourceKind.PROMETHEUS
+            and self.metrics.prometheus_url is None
+        ):
+            raise ValueError(
+                "autoscaling.metrics.prometheusUrl is required when source is prometheus"
+            )
+        return self
+
+
+class GeoDeploymentSpec(_Model):
+    """What the user asks for: a model, how to serve it, how to scale it."""
+
+    model: ModelSpec = Field(description="The model and its quantized artifacts.")
+    triton: TritonSpec = Field(
+        default_factory=TritonSpec, description="Triton Inference Server settings."
+    )
+    batch_tuning: BatchTuning = Field(
+        default_factory=BatchTuning, description="How max_batch_size is tuned."
+    )
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Replicas when autoscaling is off (kubectl scale sets this).",
+    )
+    autoscaling: Autoscaling = Field(
+        default_factory=Autoscaling, description="The QPS and p99 latency autoscaler."
+    )
+
+
+# ---------------------------------------------------------------- status
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(_Model):
+    """A condition by the Kubernetes API conventions."""
+
+    type: str = Field(max_length=MAX_NAME, description="PascalCase condition type, e.g. Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(max_length=128, description="One-word CamelCase reason.")
+    message: str = Field(default="", max_length=4096, description="Human-readable detail.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation this condition was computed from."
+    )
+
+
+class SelectedArtifact(_Model):
+    """The artifact being served, and why."""
+
+    name: str = Field(description="Name of the chosen artifact.")
+    precision: Precision = Field(description="Its precision.")
+    format: ArtifactFormat = Field(description="Its serving format.")
+    uri: str = Field(description="Its URI.")
+    reason: str = Field(description="Why it was chosen, in words.")
+
+
+Action = Literal["scale_out", "scale_in", "maintain"]
+
+
+class Decision(_Model):
+    """One autoscaling decision, with the inputs behind it."""
+
+    action: Action = Field(description="scale_out, scale_in or maintain.")
+    from_replicas: int = Field(alias="from", description="Replicas before the decision.")
+    to_replicas: int = Field(alias="to", description="Replicas after the decision.")
+    qps_per_replica: float | None = Field(default=None, description="Observed QPS per replica.")
+    p99_latency_ms: float | None = Field(default=None, description="Observed p99 latency.")
+    reason: str = Field(description="Why, in words.")
+    time: str = Field(description="When (RFC 3339).")
+
+
+class GeoDeploymentStatus(_Model):
+    """What the operator observed and did."""
+
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation the status reflects."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, ArtifactSelected, BatchTuned, ScalingActive, MetricsAvailable.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
+    selected_artifact: SelectedArtifact | None = Field(
+        default=None, description="The artifact being served, and why."
+    )
+    max_batch_size: int | None = Field(default=None, description="max_batch_size in use.")
+    replicas: int | None = Field(default=None, description="Replicas asked of the Deployment.")
+    ready_replicas: int | None = Field(default=None, description="Replicas that are ready.")
+    selector: str | None = Field(
+        default=None, description="Label selector of the pods (for the scale subresource)."
+    )
+    last_decision: Decision | None = Field(
+        default=None, description="The latest autoscaling decision."
+    )
+    decisions: list[Decision] = Field(
+        default_factory=list, max_length=20, description="Recent autoscaling decisions."
+    )
+
+
+def parse_spec(spec: Any) -> GeoDeploymentSpec:
+    """Validate a GeoDeployment's `.spec` (as a dict) into the model."""
+    return GeoDeploymentSpec.model_validate(spec)
+
+
+def parse_status(status: Any) -> GeoDeploymentStatus:
+    """Parse `.status`, tolerating fields written by other versions (ignored)."""
+    if not isinstance(status, dict):
+        return GeoDeploymentStatus()
+    known = {f.alias or n for n, f in GeoDeploymentStatus.model_fields.items()}
+    return GeoDeploymentStatus.model_validate({k: v for k, v in status.items() if k in known})

@@ -1,0 +1,1 @@
+"""Artifact selection: which quantized variant to serve."""

@@ -1,0 +1,243 @@
+"""Pick the artifact to serve: a pure function from the spec and the hardware.
+
+Called by the reconcile handler and by `geo select`. Steps, each explained in
+the returned reason:
+
+1. drop artifacts the hardware can't run (GPU architecture, TensorRT plans and
+   fp8 need a GPU);
+2. drop those under the accuracy floor, `minAccuracyRatio` × the best declared
+   accuracy;
+3. apply the policy: `best-score` (weighted, normalised accuracy, speed and
+   cheapness), `smallest`, `fastest` or `pinned`.
+
+Speed comes from measurements when the tuner has them, else from the declared
+`latencyMs`, else from a nominal factor per precision (said so in the reason).
+Cost comes from `relativeCost`, else from the file size, else from bytes per
+weight of the precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+from geo_operator.api import models
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_FAMILY_LABEL = "nvidia.com/gpu.family"
+
+# Nominal speed relative to fp32 and bytes per weight, used only when neither a
+# measurement nor a declared figure exists. Conservative, rounded figures.
+_NOMINAL_LATENCY = {
+    models.Precision.FP32: 1.0,
+    models.Precision.FP16: 0.6,
+    models.Precision.BF16: 0.6,
+    models.Precision.INT8: 0.45,
+    models.Precision.FP8: 0.4,
+    models.Precision.INT4: 0.35,
+}
+_BYTES_PER_WEIGHT = {
+    models.Precision.FP32: 4.0,
+    models.Precision.FP16: 2.0,
+    models.Precision.BF16: 2.0,
+    models.Precision.INT8: 1.0,
+    models.Precision.FP8: 1.0,
+    models.Precision.INT4: 0.5,
+}
+# fp8 kernels exist on these architectures only (Ada, Hopper and later).
+_FP8_ARCHS = ("ada", "hopper", "blackwell")
+
+
+@dataclasses.dataclass(frozen=True)
+class Hardware:
+    """What the Triton pods will run on."""
+
+    gpu: bool
+    gpu_arch: str | None = None
+
+    def describe(self) -> str:
+        if not self.gpu:
+            return "CPU only (no nvidia.com/gpu limit)"
+        return f"GPU {self.gpu_arch}" if self.gpu_arch else "GPU of unknown architecture"
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """Figures measured on the real Triton by the tuner, per artifact."""
+
+    latency_ms: float
+    throughput: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The outcome of selection: an artifact or none, and why."""
+
+    artifact: models.Artifact | None
+    reason: str
+    rejected: tuple[tuple[str, str], ...] = ()
+    scores: tuple[tuple[str, float], ...] = ()
+
+
+def hardware_of(triton: models.TritonSpec, gpu_arch: str | None = None) -> Hardware:
+    """The hardware the pods land on, from the GPU limit and node selector.
+
+    `gpu_arch` (e.g. from `geo select --gpu-arch`) overrides the node selector
+    and implies a GPU.
+    """
+    if gpu_arch:
+        return Hardware(gpu=True, gpu_arch=gpu_arch.lower())
+    limits = triton.resources.get("limits", {})
+    gpu = str(limits.get(GPU_RESOURCE, "0")) not in ("0", "")
+    arch = triton.node_selector.get(GPU_FAMILY_LABEL)
+    return Hardware(gpu=gpu, gpu_arch=arch.lower() if (gpu and arch) else None)
+
+
+def _hardware_problem(artifact: models.Artifact, hw: Hardware) -> str | None:
+    """Why this hardware can't run the artifact, or None if it can."""
+    archs: Sequence[str] | None = artifact.requires.gpu_arch if artifact.requires else None
+    if archs is None and artifact.precision is models.Precision.FP8:
+        archs = _FP8_ARCHS
+    if archs is None and artifact.format is models.ArtifactFormat.TENSORRT_PLAN and not hw.gpu:
+        return "a TensorRT plan needs a GPU; " + hw.describe()
+    if archs is None:
+        return None
+    wanted = "|".join(archs)
+    if not hw.gpu:
+        return f"needs GPU {wanted}; pods are {hw.describe()}"
+    if hw.gpu_arch is None:
+        return (
+            f"needs GPU {wanted}; the GPU architecture is unknown "
+            f"(set triton.nodeSelector {GPU_FAMILY_LABEL})"
+        )
+    if hw.gpu_arch not in {a.lower() for a in archs}:
+        return f"needs GPU {wanted}; pods are {hw.describe()}"
+    return None
+
+
+def _latencies(
+    artifacts: Sequence[models.Artifact], measured: Mapping[str, Measurement]
+) -> tuple[dict[str, float], str]:
+    """Latency per artifact on one basis for all of them, so they compare.
+
+    Measured figures if every artifact has one, else declared ones if every
+    artifact declares one, else nominal factors per precision (× fp32).
+    """
+    if all(a.name in measured for a in artifacts):
+        return {a.name: measured[a.name].latency_ms for a in artifacts}, "measured"
+    if all(a.latency_ms is not None for a in artifacts):
+        return {a.name: float(a.latency_ms or 0) for a in artifacts}, "declared"
+    return {a.name: _NOMINAL_LATENCY[a.precision] for a in artifacts}, "nominal"
+
+
+def _costs(artifacts: Sequence[models.Artifact]) -> tuple[dict[str, float], str]:
+    """Cost per artifact on one basis: declared relative cost, else size, else nominal."""
+    if all(a.relative_cost is not None for a in artifacts):
+        return {a.name: float(a.relative_cost or 0) for a in artifacts}, "declared relative cost"
+    if all(a.size_bytes for a in artifacts):
+        return {a.name: float(a.size_bytes or 0) for a in artifacts}, "size"
+    return {a.name: _BYTES_PER_WEIGHT[a.precision] for a in artifacts}, "nominal bytes per weight"
+
+
+def select(
+    spec: models.ModelSpec,
+    hardware: Hardware,
+    measured: Mapping[str, Measurement] | None = None,
+) -> Choice:
+    """Choose the artifact to serve; a Choice with artifact None if none qualifies."""
+    measured = measured or {}
+    policy = spec.selection.policy
+    rejected: list[tuple[str, str]] = []
+    runnable: list[models.Artifact] = []
+    for artifact in spec.artifacts:
+        problem = _hardware_problem(artifact, hardware)
+        if problem:
+            rejected.append((artifact.name, problem))
+        else:
+            runnable.append(artifact)
+
+    best_accuracy = max(a.accuracy for a in spec.artifacts)
+    floor = spec.selection.min_accuracy_ratio * best_accuracy
+    floor_text = (
+        f"floor {floor:.4f} = {spec.selection.min_accuracy_ratio:g} × best {best_accuracy:.4f}"
+    )
+
+    if policy is models.SelectionPolicy.PINNED:
+        pinned = next(a for a in spec.artifacts if a.name == spec.selection.pinned)
+        problem = _hardware_problem(pinned, hardware)
+        if problem:
+            return Choice(
+                None, f"pinned artifact {pinned.name} can't run here: {problem}", tuple(rejected)
+            )
+        note = (
+            "" if pinned.accuracy >= floor else f" (below the accuracy {floor_text}; pinned wins)"
+        )
+        return Choice(pinned, f"pinned by spec.model.selection.pinned{note}", tuple(rejected))
+
+    qualifying: list[models.Artifact] = []
+    for artifact in runnable:
+        if artifact.accuracy < floor:
+            rejected.append((artifact.name, f"accuracy {artifact.accuracy:.4f} < {floor_text}"))
+        else:
+            qualifying.append(artifact)
+
+    dropped = "; ".join(f"{n}: {why}" for n, why in rejected)
+    dropped_text = f"; dropped {dropped}" if dropped else ""
+    if not qualifying:
+        return Choice(
+            None,
+            f"no artifact qualifies on {hardware.describe()} with accuracy {floor_text}"
+            f"{dropped_text}",
+            tuple(rejected),
+        )
+
+    latencies, latency_basis = _latencies(qualifying, measured)
+    costs, cost_basis = _costs(qualifying)
+    if policy is models.SelectionPolicy.SMALLEST:
+        # Known sizes first; among unknown sizes, fewer bytes per weight.
+        chosen = min(
+            qualifying,
+            key=lambda a: (a.size_bytes is None, a.size_bytes or 0, _BYTES_PER_WEIGHT[a.precision]),
+        )
+        size = f"{chosen.size_bytes} bytes" if chosen.size_bytes is not None else "size unknown"
+        return Choice(
+            chosen,
+            f"smallest of {len(qualifying)} qualifying ({size}); accuracy {chosen.accuracy:.4f}"
+            f" ≥ {floor_text}{dropped_text}",
+            tuple(rejected),
+        )
+    if policy is models.SelectionPolicy.FASTEST:
+        chosen = min(qualifying, key=lambda a: latencies[a.name])
+        value = latencies[chosen.name]
+        unit = " × fp32" if latency_basis == "nominal" else " ms"
+        return Choice(
+            chosen,
+            f"fastest of {len(qualifying)} qualifying ({latency_basis} latency {value:g}{unit});"
+            f" accuracy {chosen.accuracy:.4f}"
+            f" ≥ {floor_text}{dropped_text}",
+            tuple(rejected),
+        )
+
+    # best-score: each term normalised to (0, 1] by the best value among the
+    # qualifying artifacts, so the weights mean what they say.
+    weights = spec.selection.weights
+    top_accuracy = max(a.accuracy for a in qualifying) or 1.0
+    fastest = min(latencies.values())
+    cheapest = min(costs.values())
+    scores: dict[str, float] = {}
+    for a in qualifying:
+        scores[a.name] = (
+            weights.accuracy * (a.accuracy / top_accuracy)
+            + weights.latency * (fastest / latencies[a.name])
+            + weights.cost * (cheapest / costs[a.name])
+        )
+    chosen = max(qualifying, key=lambda a: scores[a.name])  # first wins a tie
+    ranking = ", ".join(f"{n} {s:.3f}" for n, s in sorted(scores.items(), key=lambda x: -x[1]))
+    basis = f"latency {latency_basis}, cost by {cost_basis}"
+    return Choice(
+        chosen,
+        f"best score of {len(qualifying)} qualifying ({ranking}; {basis}); accuracy "
+        f"{chosen.accuracy:.4f} ≥ {floor_text}{dropped_text}",
+        tuple(rejected),
+        tuple(sorted(scores.items())),
+    )

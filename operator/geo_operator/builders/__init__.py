@@ -1,0 +1,1 @@
+"""Pure builders: spec -> the child objects, and the plan behind them."""

@@ -1,0 +1,143 @@
+"""Decide what to run for one GeoDeployment: artifact, batch settings, replicas.
+
+A pure function of the spec, the previous status and the Deployment's current
+replica count. The reconcile handler calls it, then either applies the children
+built from `Plan.target` or, when no artifact qualifies, leaves whatever runs
+alone and reports why. `geo render` calls it with no status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from geo_operator.api import conditions, models
+from geo_operator.artifacts import selection
+from geo_operator.builders import children
+from geo_operator.triton import model_config
+
+# max_batch_size used while spec.triton.maxBatchSize is 0 and nothing has been
+# measured yet: small enough to keep p99 low on any backend, large enough that
+# the dynamic batcher has something to do.
+UNTUNED_MAX_BATCH_SIZE = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the handler should run, and the words for its status."""
+
+    choice: selection.Choice
+    target: children.Target | None
+    batch_tuned: bool
+    batch_reason: str
+    batch_message: str
+
+
+def batch_settings(
+    spec: models.GeoDeploymentSpec, status: models.GeoDeploymentStatus
+) -> tuple[model_config.BatchSettings, bool, str, str]:
+    """Batch settings, whether they are final, and the BatchTuned reason/message."""
+    batching = spec.triton.dynamic_batching
+    if spec.triton.max_batch_size > 0:
+        size, tuned = spec.triton.max_batch_size, True
+        reason = "SetBySpec"
+        message = f"max_batch_size {size} from spec.triton.maxBatchSize"
+    else:
+        tuned_condition = conditions.get(status.conditions, conditions.BATCH_TUNED)
+        if (
+            tuned_condition is not None
+            and tuned_condition.status == "True"
+            and status.max_batch_size
+        ):
+            size, tuned = status.max_batch_size, True
+            reason, message = tuned_condition.reason, tuned_condition.message
+        else:
+            size, tuned = UNTUNED_MAX_BATCH_SIZE, False
+            reason = "NotMeasured"
+            message = (
+                f"spec.triton.maxBatchSize is 0 (tune) and no measurement exists yet; "
+                f"serving with max_batch_size {size} meanwhile"
+            )
+    settings = model_config.BatchSettings(
+        max_batch_size=size,
+        dynamic_batching=batching.enabled,
+        max_queue_delay_microseconds=batching.max_queue_delay_microseconds,
+        preferred_batch_sizes=tuple(batching.preferred_batch_sizes or ()),
+    )
+    return settings, tuned, reason, message
+
+
+def desired_replicas(spec: models.GeoDeploymentSpec, current: int | None) -> int:
+    """Replicas for the Deployment: spec.replicas, or the autoscaler's within bounds."""
+    scaling = spec.autoscaling
+    if not scaling.enabled:
+        return spec.replicas
+    if current is None:
+        return scaling.min_replicas
+    return max(scaling.min_replicas, min(scaling.max_replicas, current))
+
+
+def plan(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: models.GeoDeploymentSpec,
+    status: models.GeoDeploymentStatus,
+    current_replicas: int | None,
+    gpu_arch: str | None = None,
+    measured: dict[str, selection.Measurement] | None = None,
+) -> Plan:
+    hardware = selection.hardware_of(spec.triton, gpu_arch)
+    choice = selection.select(spec.model, hardware, measured)
+    batch, tuned, reason, message = batch_settings(spec, status)
+    target = None
+    if choice.artifact is not None:
+        target = children.Target(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            spec=spec,
+            artifact=choice.artifact,
+            batch=batch,
+            replicas=desired_replicas(spec, current_replicas),
+            gpu=hardware.gpu,
+        )
+    return Plan(choice, target, tuned, reason, message)
+
+
+@dataclasses.dataclass(frozen=True)
+class Readiness:
+    """The Ready condition's inputs, read off the Triton Deployment."""
+
+    status: models.ConditionStatus
+    reason: str
+    message: str
+    ready_replicas: int
+
+
+def readiness(deployment: dict[str, Any] | None, replicas: int) -> Readiness:
+    """Ready means serving: at least one ready Triton pod (all of them when settled)."""
+    if deployment is None:
+        return Readiness("False", "Creating", "the Triton Deployment does not exist yet", 0)
+    status = deployment.get("status") or {}
+    ready = int(status.get("readyReplicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    if replicas == 0:
+        return Readiness("False", "ScaledToZero", "spec.replicas is 0: no Triton pod runs", ready)
+    if ready == 0:
+        return Readiness(
+            "False",
+            "NoReadyReplicas",
+            f"0 of {replicas} Triton pods ready (starting, or the model failed to load: "
+            "see the pods' events and logs)",
+            0,
+        )
+    if ready >= replicas and updated >= replicas:
+        return Readiness("True", "Available", f"{ready} of {replicas} Triton pods ready", ready)
+    return Readiness(
+        "True",
+        "Progressing",
+        f"serving; {ready} of {replicas} Triton pods ready, {updated} of {replicas} updated",
+        ready,
+    )

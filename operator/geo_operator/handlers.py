@@ -1,0 +1,296 @@
+"""kopf handlers: thin glue between the cluster and the pure logic.
+
+`geo run` imports this module and starts kopf. Each handler parses the body
+into the pydantic model, calls `builders.plan` / `builders.children`, applies
+through `k8s.client`, and writes status (only when it changed) and Events.
+The decorated functions only fetch the shared `Kube` and delegate to plain
+functions (`reconcile`, `refresh_readiness`) that the unit tests call with a
+fake `Kube`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import pydantic
+
+from geo_operator.api import conditions, models
+from geo_operator.builders import children, plan
+from geo_operator.k8s import client as k8s
+
+log = logging.getLogger(__name__)
+
+# Reasons of a Ready=False that the Deployment's own state must not overwrite.
+_BLOCKING_REASONS = {"InvalidSpec", "NoQualifyingArtifact"}
+
+_kube: k8s.Kube | None = None
+
+
+def kube() -> k8s.Kube:
+    """The process-wide client, created on first use (after kopf logged in)."""
+    global _kube
+    if _kube is None:
+        k8s.load_config()
+        _kube = k8s.KubeClient()
+    return _kube
+
+
+def set_kube(value: k8s.Kube | None) -> None:
+    """Swap the client (tests use a fake)."""
+    global _kube
+    _kube = value
+
+
+# ------------------------------------------------------------------ logic
+
+
+def _dump(status: models.GeoDeploymentStatus) -> dict[str, Any]:
+    return status.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def write_status(
+    kube_: k8s.Kube,
+    namespace: str,
+    name: str,
+    old: Mapping[str, Any] | None,
+    new: models.GeoDeploymentStatus,
+) -> bool:
+    """Patch status only when it changed; True if it did."""
+    body = _dump(new)
+    if dict(old or {}) == body:
+        return False
+    kube_.patch_status(namespace, name, body)
+    return True
+
+
+def _validation_message(error: pydantic.ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = "spec." + ".".join(str(p) for p in item["loc"]) if item["loc"] else "spec"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
+    """Bring the children in line with the spec and report in status."""
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    generation = meta.get("generation")
+    raw_status = body.get("status") or {}
+    status = models.parse_status(raw_status)
+    conds = list(status.conditions)
+
+    try:
+        spec = models.parse_spec(body.get("spec") or {})
+    except pydantic.ValidationError as error:
+        message = f"the spec is invalid, nothing was changed: {_validation_message(error)}"
+        conds = conditions.set_condition(
+            conds, conditions.READY, "False", "InvalidSpec", message, generation=generation
+        )
+        new = status.model_copy(update={"conditions": conds, "observed_generation": generation})
+        if write_status(kube_, namespace, name, raw_status, new):
+            kube_.event(dict(body), "Warning", "InvalidSpec", message)
+        log.warning("%s/%s: %s", namespace, name, message)
+        return
+
+    deployment = kube_.get("apps/v1", "Deployment", namespace, name)
+    current = (deployment or {}).get("spec", {}).get("replicas")
+    decided = plan.plan(
+        name=name,
+        namespace=namespace,
+        uid=meta["uid"],
+        spec=spec,
+        status=status,
+        current_replicas=current,
+    )
+    if decided.target is None:
+        running = status.selected_artifact.name if status.selected_artifact else None
+        left = (
+            f"; the running deployment (artifact {running}) is left as it was"
+            if running and deployment is not None
+            else "; nothing was deployed"
+        )
+        conds = conditions.set_condition(
+            conds,
+            conditions.ARTIFACT_SELECTED,
+            "False",
+            "NoQualifyingArtifact",
+            decided.choice.reason,
+            generation=generation,
+        )
+        conds = conditions.set_condition(
+            conds,
+            conditions.READY,
+            "False",
+            "NoQualifyingArtifact",
+            decided.choice.reason + left,
+            generation=generation,
+        )
+        new = status.model_copy(update={"conditions": conds, "observed_generation": generation})
+        if write_status(kube_, namespace, name, raw_status, new):
+            kube_.event(dict(body), "Warning", "NoQualifyingArtifact", decided.choice.reason + left)
+        log.warning("%s/%s: %s%s", namespace, name, decided.choice.reason, left)
+        return
+
+    target = decided.target
+    artifact = target.artifact
+    old_hash = (
+        (deployment or {})
+        .get("spec", {})
+        .get("template", {})
+        .get("metadata", {})
+        .get("annotations", {})
+        .get(children.CONFIG_HASH_ANNOTATION)
+    )
+    applied: dict[str, Any] | None = None
+    for obj in children.all_children(target):
+        result = kube_.apply(obj)
+        if obj["kind"] == "Deployment":
+            applied = result
+    new_hash = children.config_hash(target)
+
+    previous = status.selected_artifact.name if status.selected_artifact else None
+    if previous != artifact.name:
+        kube_.event(
+            dict(body),
+            "Normal",
+            "ArtifactSelected",
+            f"serving {artifact.name} ({artifact.precision}, {artifact.format}): "
+            f"{decided.choice.reason}",
+        )
+    if deployment is None:
+        kube_.event(
+            dict(body),
+            "Normal",
+            "Created",
+            f"created Triton Deployment, Service and ConfigMap {children.config_map_name(name)} "
+            f"with {target.replicas} replica(s), max_batch_size {target.batch.max_batch_size}",
+        )
+    elif old_hash != new_hash:
+        kube_.event(
+            dict(body),
+            "Normal",
+            "Rolling",
+            f"model configuration changed (artifact {artifact.name}, max_batch_size "
+            f"{target.batch.max_batch_size}): rolling the Triton pods with no unavailable replica",
+        )
+
+    ready = plan.readiness(applied, target.replicas)
+    conds = conditions.set_condition(
+        conds,
+        conditions.ARTIFACT_SELECTED,
+        "True",
+        "Selected",
+        decided.choice.reason,
+        generation=generation,
+    )
+    conds = conditions.set_condition(
+        conds,
+        conditions.BATCH_TUNED,
+        "True" if decided.batch_tuned else "False",
+        decided.batch_reason,
+        decided.batch_message,
+        generation=generation,
+    )
+    conds = conditions.set_condition(
+        conds, conditions.READY, ready.status, ready.reason, ready.message, generation=generation
+    )
+    new = status.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": conds,
+            "selected_artifact": models.SelectedArtifact(
+                name=artifact.name,
+                precision=artifact.precision,
+                format=artifact.format,
+                uri=artifact.uri,
+                reason=decided.choice.reason,
+            ),
+            "max_batch_size": target.batch.max_batch_size,
+            "replicas": target.replicas,
+            "ready_replicas": ready.ready_replicas,
+            "selector": children.selector(name),
+        }
+    )
+    write_status(kube_, namespace, name, raw_status, new)
+
+
+def refresh_readiness(kube_: k8s.Kube, deployment: Mapping[str, Any]) -> None:
+    """A Triton Deployment changed: carry its readiness into the owner's status."""
+    meta = deployment.get("metadata", {})
+    owner = meta.get("labels", {}).get(children.OWNER_LABEL)
+    namespace = meta.get("namespace")
+    if not owner or not namespace:
+        return
+    body = kube_.get(models.API_VERSION, models.KIND, namespace, owner)
+    if body is None:
+        return
+    raw_status = body.get("status") or {}
+    status = models.parse_status(raw_status)
+    replicas = int(deployment.get("spec", {}).get("replicas") or 0)
+    ready = plan.readiness(dict(deployment), replicas)
+    conds = list(status.conditions)
+    current = conditions.get(conds, conditions.READY)
+    if current is None or current.reason not in _BLOCKING_REASONS:
+        conds = conditions.set_condition(
+            conds,
+            conditions.READY,
+            ready.status,
+            ready.reason,
+            ready.message,
+            generation=current.observed_generation if current else None,
+        )
+    new = status.model_copy(
+        update={"conditions": conds, "ready_replicas": ready.ready_replicas, "replicas": replicas}
+    )
+    write_status(kube_, namespace, owner, raw_status, new)
+
+
+# ------------------------------------------------------------------ kopf wiring
+
+RESOURCE = (models.GROUP, models.VERSION, models.PLURAL)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """kopf's bookkeeping under our prefix; watches that notice a dead server."""
+    settings.persistence.finalizer = f"{models.GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=models.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=models.GROUP, key="last-handled-configuration"
+    )
+    # Reconnect promptly when the API server restarts or a watch silently dies.
+    settings.watching.server_timeout = 60
+    settings.watching.client_timeout = 90
+    settings.watching.connect_timeout = 10
+    settings.watching.reconnect_backoff = 1.0
+    # Our Events are posted by k8s.client with the numbers in them; kopf's
+    # per-handler "Handler succeeded" Events would only be noise.
+    settings.posting.level = logging.WARNING
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+def on_change(body: kopf.Body, **_: Any) -> None:
+    """Create, edit and operator restart all converge the same way."""
+    reconcile(kube(), body)
+
+
+@kopf.on.delete(*RESOURCE, optional=True)
+def on_delete(name: str, namespace: str | None, **_: Any) -> None:
+    """Children go with their owner (ownerReferences): no finalizer to block deletion."""
+    log.info("%s/%s deleted; the garbage collector removes its children", namespace, name)
+
+
+@kopf.on.event(
+    "apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": children.MANAGER}
+)
+def on_deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """Follow the Triton Deployments' readiness."""
+    if type == "DELETED":
+        return
+    refresh_readiness(kube(), body)

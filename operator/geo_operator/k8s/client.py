@@ -1,0 +1,135 @@
+"""The only module that talks to the Kubernetes API (besides kopf's own watching).
+
+Handlers get a `Kube` (the Protocol below) and call it; unit tests hand them a
+fake with the same methods. `KubeClient` is the real one, on the official
+`kubernetes` client:
+
+- children are written with server-side apply under one field manager, so
+  applying the same object twice is a no-op (the resourceVersion stays);
+- GeoDeployment status is merge-patched through the status subresource;
+- Events are core/v1 Events with the operator as source, shown by
+  `kubectl describe geod`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import secrets
+import threading
+from typing import Any, Protocol
+
+import kubernetes
+from kubernetes import dynamic
+from kubernetes.client import exceptions
+
+from geo_operator.api import models
+
+FIELD_MANAGER = "geo-operator"
+COMPONENT = "geo-operator"
+
+log = logging.getLogger(__name__)
+
+
+class Kube(Protocol):
+    """What the handlers need from the cluster."""
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply one object; returns it as stored."""
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object, or None if it doesn't exist."""
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch a GeoDeployment's status."""
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        """Set a Deployment's replicas (the autoscaler's one write)."""
+
+    def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Record an Event about `involved` (a GeoDeployment body)."""
+
+
+def load_config() -> None:
+    """In-cluster config when in a pod, else the current kubeconfig."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+
+
+class KubeClient:
+    """`Kube` on the official client. Thread-safe: kopf runs sync handlers in threads."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
+        self._api = api_client or kubernetes.client.ApiClient()
+        self._dynamic: dynamic.DynamicClient | None = None
+        self._lock = threading.Lock()
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        with self._lock:
+            if self._dynamic is None:
+                self._dynamic = dynamic.DynamicClient(self._api)
+            return self._dynamic.resources.get(api_version=api_version, kind=kind)
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        resource = self._resource(obj["apiVersion"], obj["kind"])
+        result = resource.server_side_apply(
+            body=obj,
+            namespace=obj["metadata"].get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+        return dict(result.to_dict())
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        resource = self._resource(api_version, kind)
+        try:
+            return dict(resource.get(name=name, namespace=namespace).to_dict())
+        except exceptions.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        kubernetes.client.CustomObjectsApi(self._api).patch_namespaced_custom_object_status(
+            models.GROUP, models.VERSION, namespace, models.PLURAL, name, {"status": status}
+        )
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        kubernetes.client.AppsV1Api(self._api).patch_namespaced_deployment_scale(
+            name, namespace, {"spec": {"replicas": replicas}}
+        )
+
+    def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = involved.get("metadata", {})
+        now = datetime.datetime.now(datetime.UTC)
+        body = kubernetes.client.CoreV1Event(
+            metadata=kubernetes.client.V1ObjectMeta(
+                name=f"{meta.get('name')}.{secrets.token_hex(8)}",
+                namespace=meta.get("namespace"),
+            ),
+            involved_object=kubernetes.client.V1ObjectReference(
+                api_version=involved.get("apiVersion", models.API_VERSION),
+                kind=involved.get("kind", models.KIND),
+                name=meta.get("name"),
+                namespace=meta.get("namespace"),
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=kubernetes.client.V1EventSource(component=COMPONENT),
+            reporting_component=COMPONENT,
+            reporting_instance=COMPONENT,
+        )
+        try:
+            kubernetes.client.CoreV1Api(self._api).create_namespaced_event(
+                meta.get("namespace"), body
+            )
+        except exceptions.ApiException as error:  # an Event is never worth failing for
+            log.warning("could not record Event %s: %s", reason, error.reason)

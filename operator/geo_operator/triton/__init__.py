@@ -1,0 +1,1 @@
+"""Triton: model configuration, artifact fetching, the python-backend runner, a local server."""

@@ -1,0 +1,47 @@
+"""Lay out a Triton model repository on local disk from a GeoDeployment's ConfigMap.
+
+Does on this machine what the Triton pod's init container does in a cluster
+(`builders.children._init_script`): fetch the artifact with the same
+`fetch.py`, put config.pbtxt (and model.py for the python format) in place.
+Used by the real-Triton tests, the demo and the e2e runner that plays the
+kubelet for kwok's pods — so all of them serve exactly what the operator built.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Mapping
+
+from geo_operator.api import models
+from geo_operator.triton import fetch, model_config
+
+
+def rewrite_uri(uri: str, mirrors: Mapping[str, str]) -> str:
+    """Replace the first matching URI prefix (e.g. a cluster-only host by file://)."""
+    for prefix, replacement in mirrors.items():
+        if uri.startswith(prefix):
+            return replacement + uri[len(prefix) :]
+    return uri
+
+
+def materialize(
+    data: Mapping[str, str],
+    *,
+    model_name: str,
+    artifact_format: models.ArtifactFormat,
+    uri: str,
+    repository: pathlib.Path,
+    mirrors: Mapping[str, str] | None = None,
+) -> pathlib.Path:
+    """Write the repository under `repository`; returns the model's folder."""
+    model_dir = repository / model_name
+    version_dir = model_dir / "1"
+    version_dir.mkdir(parents=True, exist_ok=True)
+    fetch.fetch(
+        rewrite_uri(uri, mirrors or {}),
+        str(version_dir / model_config.FILENAMES[artifact_format]),
+    )
+    (model_dir / "config.pbtxt").write_text(data["config.pbtxt"])
+    if artifact_format is models.ArtifactFormat.PYTHON:
+        (version_dir / "model.py").write_text(data["model.py"])
+    return model_dir

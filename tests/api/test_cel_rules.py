@@ -1,0 +1,102 @@
+"""The CRD's CEL rules, evaluated with a real CEL interpreter (cel-python), agree
+with the pydantic validators on the same objects. The API server enforces the
+CEL; `geo render` and the handlers enforce the pydantic — they must not differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import celpy
+import pydantic
+import pytest
+
+from geo_operator.api import crd, models
+
+
+def _schema_at(*path: str) -> dict[str, Any]:
+    node = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for part in path:
+        node = node["properties"][part]
+    return dict(node)
+
+
+def _cel_ok(rules: list[dict[str, str]], obj: dict[str, Any]) -> bool:
+    env = celpy.Environment()
+    for rule in rules:
+        program = env.program(env.compile(rule["rule"]))
+        if not bool(program.evaluate({"self": celpy.json_to_cel(obj)})):
+            return False
+    return True
+
+
+def _pydantic_ok(model: type[pydantic.BaseModel], obj: dict[str, Any]) -> bool:
+    try:
+        model.model_validate(obj)
+    except pydantic.ValidationError:
+        return False
+    return True
+
+
+def _autoscaling(**over: Any) -> dict[str, Any]:
+    # As the API server evaluates CEL: after defaulting, so every field is set.
+    base = models.Autoscaling().model_dump(by_alias=True, exclude_none=True, mode="json")
+    base.update(over)
+    return base
+
+
+ARTIFACT = {
+    "name": "a",
+    "precision": "fp32",
+    "format": "onnx",
+    "uri": "http://h/a",
+    "accuracy": 0.9,
+}
+TENSOR = {"name": "x", "dataType": "TYPE_FP32", "dims": [1]}
+
+
+def _model(selection: dict[str, Any], names: tuple[str, ...] = ("a", "b")) -> dict[str, Any]:
+    return {
+        "name": "m",
+        "inputs": [TENSOR],
+        "outputs": [TENSOR],
+        "artifacts": [{**ARTIFACT, "name": n} for n in names],
+        "selection": {"policy": "best-score", "minAccuracyRatio": 0.95, **selection},
+    }
+
+
+CASES = [
+    ("autoscaling", models.Autoscaling, _autoscaling(), True),
+    ("autoscaling", models.Autoscaling, _autoscaling(minReplicas=4, maxReplicas=4), True),
+    ("autoscaling", models.Autoscaling, _autoscaling(minReplicas=5, maxReplicas=2), False),
+    ("autoscaling", models.Autoscaling, _autoscaling(scaleInRatio=1.5, scaleOutRatio=1.5), False),
+    ("autoscaling", models.Autoscaling, _autoscaling(metrics={"source": "prometheus"}), False),
+    (
+        "autoscaling",
+        models.Autoscaling,
+        _autoscaling(metrics={"source": "prometheus", "prometheusUrl": "http://p:9090"}),
+        True,
+    ),
+    ("model", models.ModelSpec, _model({}), True),
+    ("model", models.ModelSpec, _model({"pinned": "b"}), True),
+    ("model", models.ModelSpec, _model({"pinned": "zz"}), False),
+    ("model.selection", models.Selection, {"policy": "pinned", "minAccuracyRatio": 0.9}, False),
+    ("model.selection", models.Selection, {"policy": "pinned", "pinned": "a"}, True),
+]
+
+
+@pytest.mark.parametrize(("where", "model", "obj", "valid"), CASES)
+def test_cel_and_pydantic_agree(
+    where: str, model: type[pydantic.BaseModel], obj: dict[str, Any], valid: bool
+) -> None:
+    rules = _schema_at(*where.split("."))["x-kubernetes-validations"]
+    assert _cel_ok(rules, obj) is valid
+    assert _pydantic_ok(model, obj) is valid
+
+
+def test_every_rule_has_a_message_and_compiles() -> None:
+    env = celpy.Environment()
+    for where in ("autoscaling", "model", "model.selection"):
+        for rule in _schema_at(*where.split("."))["x-kubernetes-validations"]:
+            assert rule["message"]
+            env.compile(rule["rule"])

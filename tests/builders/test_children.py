@@ -1,0 +1,96 @@
+"""Pure builders: golden YAML for the example, and the properties that matter."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any
+
+from geo_operator.api import models, yamlio
+from geo_operator.builders import children, plan
+
+GOLDEN = pathlib.Path(__file__).parent / "golden" / "digits.yaml"
+PACKAGE = pathlib.Path(children.__file__).resolve().parent.parent / "triton"
+
+
+def _target(spec: models.GeoDeploymentSpec, **over: Any) -> children.Target:
+    decided = plan.plan(
+        name="digits",
+        namespace="ml",
+        uid="uid-1234",
+        spec=spec,
+        status=models.GeoDeploymentStatus(),
+        current_replicas=None,
+    )
+    assert decided.target is not None
+    return children.Target(**{**decided.target.__dict__, **over})
+
+
+def _without_embedded_files(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The golden file names the embedded sources instead of repeating them."""
+    for obj in objs:
+        if obj["kind"] == "ConfigMap":
+            for key in ("model.py", "fetch.py"):
+                if key in obj["data"]:
+                    obj["data"][key] = (
+                        f"<geo_operator/triton/{key.replace('model.py', 'python_model.py')}>"
+                    )
+    return objs
+
+
+def test_golden(spec: models.GeoDeploymentSpec) -> None:
+    rendered = yamlio.dump_all(_without_embedded_files(children.all_children(_target(spec))))
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(rendered)
+    assert rendered == GOLDEN.read_text(), "run with UPDATE_GOLDEN=1 and review the diff"
+
+
+def test_config_map_embeds_package_sources(spec: models.GeoDeploymentSpec) -> None:
+    data = children.config_map(_target(spec))["data"]
+    assert data["model.py"] == (PACKAGE / "python_model.py").read_text()
+    assert data["fetch.py"] == (PACKAGE / "fetch.py").read_text()
+    assert "max_batch_size: 32" in data["config.pbtxt"]
+
+
+def test_config_change_changes_the_pod_template_hash(spec: models.GeoDeploymentSpec) -> None:
+    base = children.deployment(_target(spec))
+    bigger = _target(spec)
+    bigger = children.Target(
+        **{**bigger.__dict__, "batch": bigger.batch.__class__(max_batch_size=64)}
+    )
+    rolled = children.deployment(bigger)
+    key = children.CONFIG_HASH_ANNOTATION
+    assert (
+        base["spec"]["template"]["metadata"]["annotations"][key]
+        != rolled["spec"]["template"]["metadata"]["annotations"][key]
+    )
+    # Replicas are not part of the hash: scaling must not roll the pods.
+    scaled = children.deployment(_target(spec, replicas=4))
+    assert scaled["spec"]["template"] == base["spec"]["template"]
+
+
+def test_rolling_update_keeps_every_replica(spec: models.GeoDeploymentSpec) -> None:
+    strategy = children.deployment(_target(spec))["spec"]["strategy"]
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_gpu_limits_and_pvc_source(spec: models.GeoDeploymentSpec) -> None:
+    raw = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    raw["triton"]["resources"] = {"limits": {"nvidia.com/gpu": 1, "memory": "4Gi"}}
+    raw["model"]["selection"] = {"policy": "pinned", "pinned": "fp32"}
+    raw["model"]["artifacts"][0]["uri"] = "pvc://model-store/digits/fp32/model.onnx"
+    target = _target(models.parse_spec(raw))
+    pod = children.deployment(target)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"] == {"limits": {"nvidia.com/gpu": 1, "memory": "4Gi"}}
+    claim = next(v for v in pod["volumes"] if v["name"] == "artifact-source")
+    assert claim["persistentVolumeClaim"] == {"claimName": "model-store", "readOnly": True}
+    assert "KIND_GPU" in children.config_map(target)["data"]["config.pbtxt"]
+
+
+def test_readiness_words() -> None:
+    assert plan.readiness(None, 1).reason == "Creating"
+    assert plan.readiness({"status": {}}, 2).status == "False"
+    settled = plan.readiness({"status": {"readyReplicas": 2, "updatedReplicas": 2}}, 2)
+    assert (settled.status, settled.reason) == ("True", "Available")
+    rolling = plan.readiness({"status": {"readyReplicas": 2, "updatedReplicas": 1}}, 2)
+    assert (rolling.status, rolling.reason) == ("True", "Progressing")

@@ -1,0 +1,97 @@
+"""Shared fixtures: the example GeoDeployment, a fake `k8s` seam, kopf isolation."""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+
+from geo_operator.api import models
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def kopf_registry() -> Any:
+    """Each test gets an empty kopf registry, so handler registration can't leak."""
+    old = kopf.get_default_registry()
+    registry = kopf.OperatorRegistry()
+    kopf.set_default_registry(registry)
+    yield registry
+    kopf.set_default_registry(old)
+
+
+@pytest.fixture
+def body() -> dict[str, Any]:
+    """The test GeoDeployment as the API server would hand it to a handler."""
+    raw = yaml.safe_load((FIXTURES / "digits.yaml").read_text())
+    raw["metadata"].update({"uid": "uid-1234", "generation": 1, "resourceVersion": "1"})
+    return dict(raw)
+
+
+@pytest.fixture
+def spec(body: dict[str, Any]) -> models.GeoDeploymentSpec:
+    return models.parse_spec(body["spec"])
+
+
+class FakeKube:
+    """An in-memory `k8s.Kube`: stores applied objects, records every call.
+
+    `apply` mimics server-side apply closely enough for the handlers: the stored
+    object is replaced, its resourceVersion only moves when the content changed.
+    """
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.applied: list[dict[str, Any]] = []
+        self.status_patches: list[tuple[str, str, dict[str, Any]]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.scaled: list[tuple[str, str, int]] = []
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.applied.append(copy.deepcopy(obj))
+        key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        old = self.objects.get(key)
+        stored = copy.deepcopy(obj)
+        if old is not None:
+            stored["status"] = old.get("status", {})
+            same = {k: v for k, v in old.items() if k != "status"} == {
+                **obj,
+                "metadata": {
+                    **obj["metadata"],
+                    "resourceVersion": old["metadata"]["resourceVersion"],
+                },
+            }
+            version = int(old["metadata"]["resourceVersion"]) + (0 if same else 1)
+        else:
+            version = 1
+        stored["metadata"]["resourceVersion"] = str(version)
+        self.objects[key] = stored
+        return copy.deepcopy(stored)
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.status_patches.append((namespace, name, copy.deepcopy(status)))
+        key = (models.KIND, namespace, name)
+        if key in self.objects:
+            self.objects[key]["status"] = {**self.objects[key].get("status", {}), **status}
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        self.scaled.append((namespace, name, replicas))
+        self.objects[("Deployment", namespace, name)]["spec"]["replicas"] = replicas
+
+    def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    return FakeKube()

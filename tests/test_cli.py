@@ -1,0 +1,71 @@
+"""The `geo` command, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import yaml
+
+from conftest import FIXTURES, ROOT
+
+EXAMPLE = FIXTURES / "digits.yaml"
+
+
+def geo(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "geo_operator.cli", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        cwd=ROOT,
+        check=False,
+        env={"PYTHONPATH": str(ROOT / "operator"), "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_help_teaches_every_verb() -> None:
+    out = geo("--help")
+    assert out.returncode == 0
+    for verb in ("run", "crd", "render", "select"):
+        assert verb in out.stdout
+
+
+def test_crd_prints_the_checked_in_file() -> None:
+    out = geo("crd")
+    assert out.returncode == 0
+    assert out.stdout == (ROOT / "crds" / "geodeployments.geo.ai.yaml").read_text()
+
+
+def test_select_json() -> None:
+    out = geo("select", "-f", str(EXAMPLE), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["artifact"] == "int8"
+    assert result["rejected"][0]["name"] == "fp8"
+    hopper = json.loads(geo("select", "-f", str(EXAMPLE), "--json", "--gpu-arch", "hopper").stdout)
+    assert hopper["artifact"] == "fp8" and hopper["hardware"] == "GPU hopper"
+
+
+def test_render_prints_three_objects() -> None:
+    out = geo("render", "-f", str(EXAMPLE))
+    assert out.returncode == 0, out.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(out.stdout)]
+    assert kinds == ["ConfigMap", "Deployment", "Service"]
+
+
+def test_bad_input_exits_2_and_names_the_field(tmp_path: pathlib.Path) -> None:
+    body = yaml.safe_load(EXAMPLE.read_text())
+    body["spec"]["autoscaling"] = {"minReplicas": 4, "maxReplicas": -1}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(body))
+    out = geo("render", "-f", str(bad))
+    assert out.returncode == 2
+    assert "spec.autoscaling.maxReplicas" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert geo("select", "-f", str(tmp_path / "missing.yaml")).returncode == 2
+    (tmp_path / "junk.yaml").write_text("a: [unclosed")
+    junk = geo("select", "-f", str(tmp_path / "junk.yaml"))
+    assert junk.returncode == 2 and "not valid YAML" in junk.stderr
