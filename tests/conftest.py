@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import pathlib
+import subprocess
+import sys
 from typing import Any
 
 import kopf
@@ -14,6 +16,7 @@ from geo_operator.api import models
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+ARTIFACTS = ROOT / "examples" / "digits" / "artifacts"
 
 
 @pytest.fixture(autouse=True)
@@ -95,3 +98,15 @@ class FakeKube:
 @pytest.fixture
 def kube() -> FakeKube:
     return FakeKube()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> pathlib.Path:
+    """The example's artifacts, made by its script if this checkout has none yet."""
+    if not (ARTIFACTS / "measurements.json").exists():
+        subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "digits" / "make_artifacts.py")],
+            check=True,
+            cwd=ROOT,
+        )
+    return ARTIFACTS

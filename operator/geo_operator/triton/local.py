@@ -17,7 +17,7 @@ What the wheel's binary needs, found by trial (Triton 2.51 in nvidia-pytriton 0.
   copied next to ``libtriton_python.so`` (the wheel ships one per version aside).
 * The stub embeds Python and locates its prefix by looking ``python3`` up on
   ``PATH``; with this interpreter's bin directory first it finds the venv and its
-  site-packages (``PYTHONPATH`` is ignored by the stub). It links
+  site-packages (setting ``PYTHONPATH`` instead did not work). It links
   ``libpython3.X.so.1.0`` dynamically: without help that resolves to the distro's
   copy, so this interpreter's ``LIBDIR`` goes first on ``LD_LIBRARY_PATH``.
 * ``nvidia_pytriton.libs`` on ``LD_LIBRARY_PATH`` (the binaries' RPATH covers it
@@ -31,6 +31,7 @@ What the wheel's binary needs, found by trial (Triton 2.51 in nvidia-pytriton 0.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import filecmp
 import importlib.util
 import logging
@@ -46,7 +47,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -141,7 +142,9 @@ def prepare_python_backend(install: TritonInstall | None = None) -> Path:
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise TritonServerError(f"cannot install the python backend stub at {target}: {exc}") from exc
+        raise TritonServerError(
+            f"cannot install the python backend stub at {target}: {exc}"
+        ) from exc
     log.info("installed python backend stub for Python %s at %s", version, target)
     return target
 
@@ -163,15 +166,15 @@ def _prepend(paths: Sequence[str], current: str | None) -> str:
     return os.pathsep.join(parts)
 
 
-def server_env(install: TritonInstall | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+def server_env(
+    install: TritonInstall | None = None, base: dict[str, str] | None = None
+) -> dict[str, str]:
     """Environment under which the stub embeds *this* interpreter and sees its packages."""
     install = install or find_install()
     env = dict(os.environ if base is None else base)
     bin_dir = Path(sys.executable).parent  # not resolved: a venv's bin, not the base python's
     if not (bin_dir / "python3").exists():
-        log.warning(
-            "%s has no python3; the python backend stub may embed another Python", bin_dir
-        )
+        log.warning("%s has no python3; the python backend stub may embed another Python", bin_dir)
     env["PATH"] = _prepend([str(bin_dir)], env.get("PATH"))
     libpython = _libpython_dir()
     if libpython is None:
@@ -185,10 +188,34 @@ def server_env(install: TritonInstall | None = None, base: dict[str, str] | None
     return env
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """A preexec_fn making the child get SIGTERM when the starting thread dies.
+
+    The server runs in its own session (so stop() can reach its stubs), which
+    also means a killed test runner would leave it serving forever; this ties
+    its life to ours. prctl is resolved here, before fork, not in the child.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # parent already gone before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def free_ports(count: int, host: str = HOST) -> list[int]:
     """Ports the OS considers free right now (all held open together, so distinct)."""
     with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        socks = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(count)
+        ]
         for s in socks:
             s.bind((host, 0))
         return [int(s.getsockname()[1]) for s in socks]
@@ -199,8 +226,15 @@ class TritonServer:
 
     ``start()`` returns once ``/v2/health/ready`` answers 200 (all models in the
     repository loaded, or the ``load_models`` in explicit mode); ``stop()``
-    sends SIGTERM to the server's process group, then SIGKILL after
-    ``stop_timeout`` so no stub outlives it.
+    sends SIGTERM to the server, then SIGKILL to its whole process group after
+    ``stop_timeout`` so no python stub outlives it. Free ports are picked at
+    construction; another process could still grab one before Triton binds it,
+    which shows up as a start failure.
+
+    Clients should close their HTTP connections before ``stop()``: Triton waits
+    up to ``exit_timeout_secs`` for open connections before unloading models.
+    Linux only. The server gets SIGTERM if the thread that started it exits, so
+    start it from a thread that outlives it (normally the main thread).
     """
 
     def __init__(
@@ -313,7 +347,7 @@ class TritonServer:
         cmd = self.command()
         log.info("starting %s", " ".join(cmd))
         started = time.monotonic()
-        with open(self._log_path, "ab") as logf:
+        with open(self._log_path, "wb") as logf:
             self._proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
@@ -322,6 +356,7 @@ class TritonServer:
                 env=server_env(self._install),
                 # Own process group: stop() can reach the python stubs too.
                 start_new_session=True,
+                preexec_fn=_die_with_parent(),
             )
         try:
             self._wait_ready(started)
@@ -331,7 +366,11 @@ class TritonServer:
         self.startup_seconds = time.monotonic() - started
         log.info(
             "tritonserver pid %d ready in %.1fs on http %s grpc %s metrics %s",
-            self.pid, self.startup_seconds, self.http_url, self.grpc_url, self.metrics_url,
+            self.pid,
+            self.startup_seconds,
+            self.http_url,
+            self.grpc_url,
+            self.metrics_url,
         )
         return self
 
@@ -342,21 +381,40 @@ class TritonServer:
             code = self._proc.poll()
             if code is not None:
                 raise TritonServerError(
-                    f"tritonserver exited with code {code} before becoming ready; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
+                    f"tritonserver exited with code {code} before becoming ready"
+                    + self._failure_details()
                 )
             if self.is_ready(url):
                 return
             if time.monotonic() - started > self.startup_timeout:
                 raise TritonServerError(
-                    f"tritonserver not ready after {self.startup_timeout:.0f}s; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
+                    f"tritonserver not ready after {self.startup_timeout:.0f}s"
+                    + self._failure_details()
                 )
             time.sleep(0.2)
 
+    def _failure_details(self) -> str:
+        """Error lines and log tail for an exception message; the status tables are dropped."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return " (no log)"
+        # Triton prints model/backend status as +---+ / | ... | tables: wide and mostly noise.
+        lines = [ln for ln in lines if ln.strip() and not ln.startswith(("+", "|"))]
+        errors = [ln[:2000] for ln in lines if ln.startswith("E")]
+        where = "" if self._tmpdir is not None else f" (full log: {self.log_path})"
+        return (
+            f"{where}\nerror lines:\n"
+            + "\n".join(errors[-10:] or ["<none>"])
+            + "\nlog tail:\n"
+            + "\n".join(lines[-15:])
+        )
+
     def is_ready(self, url: str | None = None) -> bool:
         try:
-            with urllib.request.urlopen(url or f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+            with urllib.request.urlopen(
+                url or f"http://{self.http_url}/v2/health/ready", timeout=2
+            ) as r:
                 return int(r.status) == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -365,18 +423,22 @@ class TritonServer:
         return self._proc is not None and self._proc.poll() is None
 
     def stop(self) -> int | None:
-        """Stop the server and its stubs; returns tritonserver's exit code (None if never started)."""
+        """Stop the server and its stubs; return its exit code (None if it never started)."""
         proc, self._proc = self._proc, None
         if proc is None:
             return None
         pgid = proc.pid  # start_new_session: the server leads its own group
         if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGTERM)
+            # Only the server: it unloads models and shuts its stubs down itself.
+            proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=self.stop_timeout)
             except subprocess.TimeoutExpired:
-                log.warning("tritonserver pid %d ignored SIGTERM for %.0fs; killing", pgid, self.stop_timeout)
+                log.warning(
+                    "tritonserver pid %d ignored SIGTERM for %.0fs; killing",
+                    pgid,
+                    self.stop_timeout,
+                )
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pgid, signal.SIGKILL)
                 proc.wait()

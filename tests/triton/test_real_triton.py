@@ -1,0 +1,120 @@
+"""The operator's model repository, served by the real tritonserver (nvidia-pytriton).
+
+The repository is laid out from the ConfigMap data that the operator's own
+builders produce for `manifests/examples/digits.yaml`, the way the pod's init
+container does. Triton must load it, report the max_batch_size and dynamic
+batching the spec asked for, answer a batched request with the classifier's
+right answers, and merge concurrent requests into batches.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import onnxruntime
+import pytest
+import tritonclient.http as httpclient
+import yaml
+
+from conftest import ROOT
+from geo_operator.api import models
+from geo_operator.builders import children, plan
+from geo_operator.triton import local, repository
+
+pytestmark = pytest.mark.triton
+
+EXAMPLE = ROOT / "manifests" / "examples" / "digits.yaml"
+
+
+def _target() -> children.Target:
+    body = yaml.safe_load(EXAMPLE.read_text())
+    # A queue delay long enough that concurrent requests from one client on two
+    # busy cores reliably meet in the batcher.
+    body["spec"]["triton"]["dynamicBatching"]["maxQueueDelayMicroseconds"] = 20000
+    decided = plan.plan(
+        name="digits",
+        namespace="default",
+        uid="u",
+        spec=models.parse_spec(body["spec"]),
+        status=models.GeoDeploymentStatus(),
+        current_replicas=None,
+    )
+    assert decided.target is not None, decided.choice.reason
+    return decided.target
+
+
+@pytest.fixture(scope="module")
+def server(artifacts: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> local.TritonServer:
+    target = _target()
+    repo = tmp_path_factory.mktemp("model-repository")
+    repository.materialize(
+        children.config_map_data(target),
+        model_name=target.spec.model.name,
+        artifact_format=target.artifact.format,
+        uri=target.artifact.uri,
+        repository=repo,
+        mirrors={"http://models.geo.local/digits/": f"file://{artifacts}/"},
+    )
+    with local.TritonServer(repo, log_path=repo.parent / "triton.log") as triton:
+        yield triton
+
+
+def _infer(client: httpclient.InferenceServerClient, x: np.ndarray) -> np.ndarray:
+    tensor = httpclient.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    result = client.infer("digits", [tensor], outputs=[httpclient.InferRequestedOutput("label")])
+    return np.asarray(result.as_numpy("label")).reshape(-1)
+
+
+def test_triton_serves_the_configuration_the_spec_asked_for(server: local.TritonServer) -> None:
+    spec = _target().spec
+    client = httpclient.InferenceServerClient(server.http_url)
+    config = client.get_model_config("digits")
+    assert config["max_batch_size"] == spec.triton.max_batch_size == 32
+    delay = spec.triton.dynamic_batching.max_queue_delay_microseconds
+    assert int(config["dynamic_batching"]["max_queue_delay_microseconds"]) == delay == 20000
+    assert config["backend"] == "python"
+
+
+def test_batched_inference_gives_the_classifiers_answers(
+    server: local.TritonServer, artifacts: pathlib.Path
+) -> None:
+    held_out = np.load(artifacts / "heldout.npz")
+    x, y = held_out["x"], held_out["y"]
+    client = httpclient.InferenceServerClient(server.http_url)
+    labels = np.concatenate([_infer(client, x[i : i + 32]) for i in range(0, len(x), 32)])
+    artifact = _target().artifact
+    session = onnxruntime.InferenceSession(
+        str(artifacts / artifact.name / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    expected = session.run(["label"], {"input": x})[0].reshape(-1)
+    assert (labels == expected).all()
+    assert abs(float((labels == y).mean()) - artifact.accuracy) < 0.002
+
+
+def test_concurrent_requests_are_batched(
+    server: local.TritonServer, artifacts: pathlib.Path
+) -> None:
+    x = np.load(artifacts / "heldout.npz")["x"]
+    # tritonclient.http is gevent-based: concurrency comes from its own pool.
+    client = httpclient.InferenceServerClient(server.http_url, concurrency=16)
+    before = client.get_inference_statistics("digits")
+    pending = []
+    for i in range(256):
+        tensor = httpclient.InferInput("input", [1, 64], "FP32")
+        tensor.set_data_from_numpy(x[i : i + 1])
+        pending.append(client.async_infer("digits", [tensor]))
+    for request in pending:
+        request.get_result()
+    after = client.get_inference_statistics("digits")
+
+    def counts(stats: dict) -> tuple[int, int]:  # type: ignore[type-arg]
+        s = stats["model_stats"][0]
+        return int(s["inference_count"]), int(s["execution_count"])
+
+    inferences = counts(after)[0] - counts(before)[0]
+    executions = counts(after)[1] - counts(before)[1]
+    assert inferences == 256
+    # The dynamic batcher merged requests: far fewer executions than requests.
+    assert executions <= inferences / 2, (executions, inferences)
