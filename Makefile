@@ -7,12 +7,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: setup demo test lint unit artifacts crd clean help
+.PHONY: setup demo test lint unit e2e artifacts crd manifests clean help
 
 help:
 	@echo "make demo   - set up and run the GEO demo"
 	@echo "make test   - lint, type-check and run all tests"
-	@echo "make crd    - regenerate crds/ from the API models"
+	@echo "make crd    - regenerate crds/ and the chart's CRD template from the API models"
+	@echo "make manifests - re-render manifests/ from the chart"
 
 $(STAMP): pyproject.toml
 	@echo "[setup] creating $(VENV) and installing geo-operator with its dev extras"
@@ -28,6 +29,10 @@ artifacts: setup
 
 crd: setup
 	$(VENV)/bin/geo crd > crds/geodeployments.geo.ai.yaml
+	$(VENV)/bin/geo crd --chart > charts/geo-operator/templates/crd.yaml
+
+manifests:
+	bash e2e/render-manifests.sh > manifests/geo-operator.yaml
 
 lint: setup
 	$(VENV)/bin/ruff check operator tests e2e examples
@@ -35,9 +40,13 @@ lint: setup
 	$(VENV)/bin/lint-imports
 
 unit: setup artifacts
-	$(PY) -m pytest
+	$(PY) -m pytest tests
 
-test: lint unit
+# Builds the local cluster's binaries on first use (about 10-15 min, cached).
+e2e: setup artifacts
+	$(PY) -m pytest e2e
+
+test: lint unit e2e
 
 demo: setup artifacts
 	$(PY) e2e/demo.py

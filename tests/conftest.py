@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from geo_operator.api import models
+from geo_operator.k8s import client as k8s
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
@@ -81,11 +82,22 @@ class FakeKube:
         found = self.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.status_patches.append((namespace, name, copy.deepcopy(status)))
+    def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+    ) -> None:
         key = (models.KIND, namespace, name)
-        if key in self.objects:
-            self.objects[key]["status"] = {**self.objects[key].get("status", {}), **status}
+        stored = self.objects.get(key)
+        if stored is not None and resource_version not in (
+            None,
+            stored["metadata"].get("resourceVersion"),
+        ):
+            raise k8s.Conflict(f"{namespace}/{name} changed since it was read")
+        self.status_patches.append((namespace, name, copy.deepcopy(status)))
+        if stored is not None:
+            stored["status"] = {**stored.get("status", {}), **status}
+            stored["metadata"]["resourceVersion"] = str(
+                int(stored["metadata"].get("resourceVersion", "0")) + 1
+            )
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         self.scaled.append((namespace, name, replicas))

@@ -12,6 +12,7 @@ from conftest import FakeKube
 from geo_operator import handlers
 from geo_operator.api import conditions, models
 from geo_operator.builders import children
+from geo_operator.k8s import client as k8s
 
 
 def _status(kube: FakeKube) -> dict[str, Any]:
@@ -141,3 +142,38 @@ def test_handlers_register_with_kopf(kopf_registry: kopf.OperatorRegistry) -> No
     names = {h.id for h in kopf_registry._changing.get_all_handlers()}
     assert {"on_change", "on_delete"} <= names
     assert conditions.READY == "Ready"
+
+
+def test_stale_body_conflicts_and_posts_no_event(kube: FakeKube, body: dict[str, Any]) -> None:
+    stored = _stored(kube, copy.deepcopy(body))
+    kube.patch_status("ml", "digits", {"readyReplicas": 1}, None)  # another writer moved it on
+    assert stored["metadata"]["resourceVersion"] == "1"
+    try:
+        handlers.reconcile(kube, body)  # still holds resourceVersion 1
+    except k8s.Conflict:
+        pass
+    else:
+        raise AssertionError("a stale status write must conflict")
+    assert kube.events == []
+
+
+def test_readiness_retries_over_a_conflict(kube: FakeKube, body: dict[str, Any]) -> None:
+    handlers.reconcile(kube, body)
+    body["status"] = _status(kube)
+    _stored(kube, body)
+    deployment = kube.objects[("Deployment", "ml", "digits")]
+    deployment["status"] = {"readyReplicas": 1, "updatedReplicas": 1}
+    real_get = kube.get
+    calls = {"n": 0}
+
+    def racing_get(*args: Any) -> dict[str, Any] | None:
+        found = real_get(*args)
+        calls["n"] += 1
+        if calls["n"] == 1:  # someone writes right after our first read
+            kube.patch_status("ml", "digits", {"replicas": 1}, None)
+        return found
+
+    kube.get = racing_get  # type: ignore[method-assign]
+    handlers.refresh_readiness(kube, deployment)
+    assert calls["n"] == 2
+    assert _condition(_status(kube), "Ready")["reason"] == "Available"

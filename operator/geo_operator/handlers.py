@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 # Reasons of a Ready=False that the Deployment's own state must not overwrite.
 _BLOCKING_REASONS = {"InvalidSpec", "NoQualifyingArtifact"}
 
+_CONFLICT_ATTEMPTS = 5
+
 _kube: k8s.Kube | None = None
 
 
@@ -51,18 +53,16 @@ def _dump(status: models.GeoDeploymentStatus) -> dict[str, Any]:
     return status.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def write_status(
-    kube_: k8s.Kube,
-    namespace: str,
-    name: str,
-    old: Mapping[str, Any] | None,
-    new: models.GeoDeploymentStatus,
-) -> bool:
-    """Patch status only when it changed; True if it did."""
-    body = _dump(new)
-    if dict(old or {}) == body:
+def write_status(kube_: k8s.Kube, body: Mapping[str, Any], new: models.GeoDeploymentStatus) -> bool:
+    """Patch status only when it changed, and only over the version we read; True if written.
+
+    Raises `k8s.Conflict` when the object moved on meanwhile.
+    """
+    meta = body["metadata"]
+    dumped = _dump(new)
+    if dict(body.get("status") or {}) == dumped:
         return False
-    kube_.patch_status(namespace, name, body)
+    kube_.patch_status(meta["namespace"], meta["name"], dumped, meta.get("resourceVersion"))
     return True
 
 
@@ -79,8 +79,7 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     generation = meta.get("generation")
-    raw_status = body.get("status") or {}
-    status = models.parse_status(raw_status)
+    status = models.parse_status(body.get("status") or {})
     conds = list(status.conditions)
 
     try:
@@ -91,7 +90,7 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
             conds, conditions.READY, "False", "InvalidSpec", message, generation=generation
         )
         new = status.model_copy(update={"conditions": conds, "observed_generation": generation})
-        if write_status(kube_, namespace, name, raw_status, new):
+        if write_status(kube_, body, new):
             kube_.event(dict(body), "Warning", "InvalidSpec", message)
         log.warning("%s/%s: %s", namespace, name, message)
         return
@@ -130,21 +129,13 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
             generation=generation,
         )
         new = status.model_copy(update={"conditions": conds, "observed_generation": generation})
-        if write_status(kube_, namespace, name, raw_status, new):
+        if write_status(kube_, body, new):
             kube_.event(dict(body), "Warning", "NoQualifyingArtifact", decided.choice.reason + left)
         log.warning("%s/%s: %s%s", namespace, name, decided.choice.reason, left)
         return
 
     target = decided.target
     artifact = target.artifact
-    old_hash = (
-        (deployment or {})
-        .get("spec", {})
-        .get("template", {})
-        .get("metadata", {})
-        .get("annotations", {})
-        .get(children.CONFIG_HASH_ANNOTATION)
-    )
     applied: dict[str, Any] | None = None
     for obj in children.all_children(target):
         result = kube_.apply(obj)
@@ -152,30 +143,35 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
             applied = result
     new_hash = children.config_hash(target)
 
+    # Events go out after the status write: a conflict retries the whole
+    # reconcile, and the Events must not be posted twice.
+    events: list[tuple[str, str]] = []
     previous = status.selected_artifact.name if status.selected_artifact else None
     if previous != artifact.name:
-        kube_.event(
-            dict(body),
-            "Normal",
-            "ArtifactSelected",
-            f"serving {artifact.name} ({artifact.precision}, {artifact.format}): "
-            f"{decided.choice.reason}",
+        events.append(
+            (
+                "ArtifactSelected",
+                f"serving {artifact.name} ({artifact.precision}, {artifact.format}): "
+                f"{decided.choice.reason}",
+            )
         )
-    if deployment is None:
-        kube_.event(
-            dict(body),
-            "Normal",
-            "Created",
-            f"created Triton Deployment, Service and ConfigMap {children.config_map_name(name)} "
-            f"with {target.replicas} replica(s), max_batch_size {target.batch.max_batch_size}",
+    if status.observed_generation is None:
+        events.append(
+            (
+                "Created",
+                f"created Triton Deployment, Service and ConfigMap "
+                f"{children.config_map_name(name)} with {target.replicas} replica(s), "
+                f"max_batch_size {target.batch.max_batch_size}",
+            )
         )
-    elif old_hash != new_hash:
-        kube_.event(
-            dict(body),
-            "Normal",
-            "Rolling",
-            f"model configuration changed (artifact {artifact.name}, max_batch_size "
-            f"{target.batch.max_batch_size}): rolling the Triton pods with no unavailable replica",
+    elif status.config_hash not in (None, new_hash):
+        events.append(
+            (
+                "Rolling",
+                f"model configuration changed (artifact {artifact.name}, max_batch_size "
+                f"{target.batch.max_batch_size}): rolling the Triton pods with no unavailable "
+                "replica",
+            )
         )
 
     ready = plan.readiness(applied, target.replicas)
@@ -210,12 +206,15 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
                 reason=decided.choice.reason,
             ),
             "max_batch_size": target.batch.max_batch_size,
+            "config_hash": new_hash,
             "replicas": target.replicas,
             "ready_replicas": ready.ready_replicas,
             "selector": children.selector(name),
         }
     )
-    write_status(kube_, namespace, name, raw_status, new)
+    write_status(kube_, body, new)
+    for reason, message in events:
+        kube_.event(dict(body), "Normal", reason, message)
 
 
 def refresh_readiness(kube_: k8s.Kube, deployment: Mapping[str, Any]) -> None:
@@ -225,11 +224,22 @@ def refresh_readiness(kube_: k8s.Kube, deployment: Mapping[str, Any]) -> None:
     namespace = meta.get("namespace")
     if not owner or not namespace:
         return
-    body = kube_.get(models.API_VERSION, models.KIND, namespace, owner)
-    if body is None:
-        return
-    raw_status = body.get("status") or {}
-    status = models.parse_status(raw_status)
+    for _ in range(_CONFLICT_ATTEMPTS):
+        body = kube_.get(models.API_VERSION, models.KIND, namespace, owner)
+        if body is None:
+            return
+        try:
+            _carry_readiness(kube_, body, deployment)
+            return
+        except k8s.Conflict:
+            continue  # the reconcile wrote meanwhile: read again
+    log.warning("%s/%s: status kept changing; readiness not recorded", namespace, owner)
+
+
+def _carry_readiness(
+    kube_: k8s.Kube, body: Mapping[str, Any], deployment: Mapping[str, Any]
+) -> None:
+    status = models.parse_status(body.get("status") or {})
     replicas = int(deployment.get("spec", {}).get("replicas") or 0)
     ready = plan.readiness(dict(deployment), replicas)
     conds = list(status.conditions)
@@ -246,7 +256,7 @@ def refresh_readiness(kube_: k8s.Kube, deployment: Mapping[str, Any]) -> None:
     new = status.model_copy(
         update={"conditions": conds, "ready_replicas": ready.ready_replicas, "replicas": replicas}
     )
-    write_status(kube_, namespace, owner, raw_status, new)
+    write_status(kube_, body, new)
 
 
 # ------------------------------------------------------------------ kopf wiring
@@ -277,7 +287,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.update(*RESOURCE, field="spec")
 def on_change(body: kopf.Body, **_: Any) -> None:
     """Create, edit and operator restart all converge the same way."""
-    reconcile(kube(), body)
+    try:
+        reconcile(kube(), body)
+    except k8s.Conflict as error:
+        # The Deployment watcher wrote status meanwhile; run again on the fresh object.
+        raise kopf.TemporaryError(str(error), delay=1) from error
 
 
 @kopf.on.delete(*RESOURCE, optional=True)

@@ -75,7 +75,7 @@ def test_schema_is_structural() -> None:
 
 def test_defaults_reach_nested_objects() -> None:
     spec = _version()["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-    assert spec["autoscaling"]["default"] == {}
+    assert spec["autoscaling"]["default"]["minReplicas"] == 1  # full: CEL checks defaults
     assert spec["autoscaling"]["properties"]["targetP99LatencyMs"]["default"] == 200
     assert (
         spec["autoscaling"]["properties"]["metrics"]["properties"]["source"]["default"] == "direct"

@@ -63,8 +63,21 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = value
     for sub in out.get("properties", {}).values():
         if sub.get("type") == "object" and "properties" in sub and not sub.get("required"):
-            sub.setdefault("default", {})
+            sub.setdefault("default", _defaults_of(sub))
     return out
+
+
+def _defaults_of(node: dict[str, Any]) -> dict[str, Any]:
+    """The fully defaulted value of an object schema.
+
+    The API server checks a default against the object's CEL rules without
+    applying the nested defaults first, so `default: {}` would fail them.
+    """
+    return {
+        name: sub["default"]
+        for name, sub in node.get("properties", {}).items()
+        if "default" in sub
+    }
 
 
 def openapi_schema(model: type[models._Model]) -> dict[str, Any]:

@@ -333,7 +333,7 @@ class BatchTuning(_Model):
     """How max_batch_size is tuned when triton.maxBatchSize is 0."""
 
     candidates: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
-        default_factory=lambda: [1, 2, 4, 8, 16, 32, 64],
+        default=[1, 2, 4, 8, 16, 32, 64],
         min_length=1,
         max_length=32,
         description="max_batch_size values the tuner may choose from.",
@@ -521,6 +521,9 @@ class GeoDeploymentStatus(_Model):
         default=None, description="The artifact being served, and why."
     )
     max_batch_size: int | None = Field(default=None, description="max_batch_size in use.")
+    config_hash: str | None = Field(
+        default=None, description="Hash of the model configuration the pods were rolled with."
+    )
     replicas: int | None = Field(default=None, description="Replicas asked of the Deployment.")
     ready_replicas: int | None = Field(default=None, description="Replicas that are ready.")
     selector: str | None = Field(

@@ -31,6 +31,10 @@ COMPONENT = "geo-operator"
 log = logging.getLogger(__name__)
 
 
+class Conflict(Exception):
+    """The object changed since it was read (HTTP 409): re-read and try again."""
+
+
 class Kube(Protocol):
     """What the handlers need from the cluster."""
 
@@ -40,8 +44,14 @@ class Kube(Protocol):
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """One object, or None if it doesn't exist."""
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch a GeoDeployment's status."""
+    def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+    ) -> None:
+        """Merge-patch a GeoDeployment's status, only if it is still at `resource_version`.
+
+        Raises Conflict when it has moved on: two writers (the reconcile and the
+        Deployment watcher) must never overwrite each other's fresher view.
+        """
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         """Set a Deployment's replicas (the autoscaler's one write)."""
@@ -91,10 +101,20 @@ class KubeClient:
                 return None
             raise
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        kubernetes.client.CustomObjectsApi(self._api).patch_namespaced_custom_object_status(
-            models.GROUP, models.VERSION, namespace, models.PLURAL, name, {"status": status}
-        )
+    def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+    ) -> None:
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            kubernetes.client.CustomObjectsApi(self._api).patch_namespaced_custom_object_status(
+                models.GROUP, models.VERSION, namespace, models.PLURAL, name, body
+            )
+        except exceptions.ApiException as error:
+            if error.status == 409:
+                raise Conflict(f"{namespace}/{name} changed since it was read") from error
+            raise
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         kubernetes.client.AppsV1Api(self._api).patch_namespaced_deployment_scale(
