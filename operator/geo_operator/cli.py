@@ -4,6 +4,7 @@
     geo crd                       print the CRD generated from the API models
     geo render -f gd.yaml         print the ConfigMap, Deployment and Service it would create
     geo select -f gd.yaml         which artifact it would serve, and why
+    geo decide -f gd.yaml ...     one autoscaling decision, as JSON
 
 Every verb that reads a GeoDeployment validates it exactly as the operator
 does and exits 2 with the offending field named when it is invalid.
@@ -24,6 +25,7 @@ import yaml
 from geo_operator.api import crd, models, yamlio
 from geo_operator.artifacts import selection
 from geo_operator.builders import children, plan
+from geo_operator.scaling import policy
 
 RENDER_UID = "00000000-0000-0000-0000-000000000000"
 
@@ -108,6 +110,53 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0 if choice.artifact else 1
 
 
+def cmd_decide(args: argparse.Namespace) -> int:
+    body = _load_geodeployment(args.file)
+    spec = _spec(body)
+    if args.replicas < 0:
+        raise UsageError("--replicas must be >= 0")
+    ready = args.replicas if args.ready is None else args.ready
+    missing = None
+    if args.qps is None or args.p99_ms is None:
+        absent = [n for n, v in (("--qps", args.qps), ("--p99-ms", args.p99_ms)) if v is None]
+        missing = f"{' and '.join(absent)} not given"
+    now = 1_000_000.0
+    memory = policy.Memory()
+    if args.low_for is not None:
+        memory = policy.Memory(low_since=now - args.low_for)
+    observation = policy.Observation(
+        time=now,
+        replicas=args.replicas,
+        ready_replicas=ready,
+        qps=args.qps,
+        p99_ms=args.p99_ms,
+        missing=missing,
+    )
+    decision, _ = policy.decide(spec.autoscaling, observation, memory)
+    print(
+        json.dumps(
+            {
+                "action": decision.action,
+                "replicas": decision.replicas,
+                "reason": decision.reason,
+                "inputs": {
+                    "replicas": args.replicas,
+                    "readyReplicas": ready,
+                    "qps": args.qps,
+                    "p99Ms": args.p99_ms,
+                    "lowForSeconds": args.low_for,
+                    "qpsPerReplica": decision.qps_per_replica,
+                },
+                "policy": spec.autoscaling.model_dump(
+                    by_alias=True, mode="json", exclude={"metrics"}
+                ),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf  # imported here: the other verbs must not pay for it
 
@@ -157,7 +206,8 @@ def parser() -> argparse.ArgumentParser:
 
     crd_cmd = verbs.add_parser("crd", help="print the CRD YAML generated from the API models")
     crd_cmd.add_argument(
-        "--chart", action="store_true",
+        "--chart",
+        action="store_true",
         help="print it as the Helm chart's templates/crd.yaml (what `make crd` writes)",
     )
     crd_cmd.set_defaults(func=cmd_crd)
@@ -179,6 +229,25 @@ def parser() -> argparse.ArgumentParser:
     )
     select.add_argument("--json", action="store_true", help="print JSON")
     select.set_defaults(func=cmd_select)
+
+    decide = verbs.add_parser(
+        "decide",
+        help="one autoscaling decision for given replicas, QPS and p99, as JSON",
+        description="Run the autoscaling policy once. Without --qps or --p99-ms the metrics "
+        "count as missing, and the decision is maintain: GEO never scales in blind.",
+    )
+    decide.add_argument("-f", "--file", required=True, help="GeoDeployment YAML ('-' = stdin)")
+    decide.add_argument("--replicas", type=int, required=True, help="current replicas")
+    decide.add_argument("--ready", type=int, help="ready replicas (default: --replicas)")
+    decide.add_argument("--qps", type=float, help="total requests per second")
+    decide.add_argument("--p99-ms", type=float, help="p99 latency in milliseconds")
+    decide.add_argument(
+        "--low-for",
+        type=float,
+        metavar="SECONDS",
+        help="how long the load has already been low (for the scale-in window)",
+    )
+    decide.set_defaults(func=cmd_decide)
     return top
 
 

@@ -1,0 +1,1 @@
+"""Autoscaling: the pure decision policy and the loop that observes, decides, acts."""

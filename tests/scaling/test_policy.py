@@ -1,0 +1,169 @@
+"""The decision policy: examples, and hypothesis properties of its safety."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import FIXTURES, ROOT
+from geo_operator.api import models
+from geo_operator.scaling import policy
+
+SPEC = models.Autoscaling(
+    min_replicas=1,
+    max_replicas=10,
+    target_qps_per_replica=100,
+    target_p99_latency_ms=200,
+    scale_in_stabilization_seconds=300,
+)
+
+
+def _obs(
+    replicas: int,
+    qps: float | None,
+    p99: float | None,
+    *,
+    ready: int | None = None,
+    time: float = 1000.0,
+) -> policy.Observation:
+    return policy.Observation(time, replicas, replicas if ready is None else ready, qps, p99)
+
+
+def test_overload_scales_out_proportionally() -> None:
+    decision, _ = policy.decide(SPEC, _obs(2, 600, 100))
+    assert (decision.action, decision.replicas) == ("scale_out", 6)
+    assert "300.0 QPS/replica" in decision.reason
+
+
+def test_latency_breach_scales_out_even_at_low_qps() -> None:
+    decision, _ = policy.decide(SPEC, _obs(2, 50, 390))
+    assert decision.action == "scale_out" and decision.replicas == 4  # ceil(2 * 1.95)
+
+
+def test_breach_at_max_is_maintain_and_says_so() -> None:
+    decision, _ = policy.decide(SPEC, _obs(10, 5000, 900))
+    assert decision.action == "maintain" and "at maxReplicas 10" in decision.reason
+
+
+def test_starting_replicas_are_waited_for() -> None:
+    decision, _ = policy.decide(SPEC, _obs(4, 260, 250, ready=2))
+    assert decision.action == "maintain" and "2 starting replica(s)" in decision.reason
+
+
+def test_scale_in_only_after_the_window() -> None:
+    memory = policy.Memory()
+    actions = []
+    for t in range(0, 331, 15):
+        decision, memory = policy.decide(SPEC, _obs(4, 40, 30, time=float(t)), memory)
+        actions.append(decision.action)
+    assert actions[:20] == ["maintain"] * 20  # 0 .. 285 s
+    assert "scale_in" in actions[20:]
+    decision, _ = policy.decide(SPEC, _obs(4, 40, 30, time=300.0), policy.Memory(0.0))
+    assert decision.replicas == 2  # at most halve in one step
+
+
+def test_a_gap_in_metrics_restarts_the_window() -> None:
+    memory = policy.Memory(low_since=0.0)
+    _, memory = policy.decide(SPEC, _obs(4, None, None, time=200.0), memory)
+    decision, _ = policy.decide(SPEC, _obs(4, 40, 30, time=400.0), memory)
+    assert decision.action == "maintain"
+
+
+def test_missing_metrics_hold() -> None:
+    decision, memory = policy.decide(
+        SPEC,
+        policy.Observation(1.0, 3, 3, None, None, "Prometheus unreachable"),
+        policy.Memory(low_since=-1000.0),
+    )
+    assert (decision.action, decision.replicas) == ("maintain", 3)
+    assert "Prometheus unreachable" in decision.reason and memory == policy.Memory()
+
+
+replicas = st.integers(min_value=1, max_value=10)
+qps = st.floats(min_value=0, max_value=5000, allow_nan=False)
+p99 = st.floats(min_value=0.1, max_value=5000, allow_nan=False)
+held = st.floats(min_value=0, max_value=1000)
+
+
+@given(replicas, st.integers(0, 10), st.none() | qps, st.none() | p99, held)
+@settings(max_examples=400, deadline=None)
+def test_replicas_stay_within_bounds(
+    n: int, ready: int, q: float | None, lat: float | None, low_for: float
+) -> None:
+    obs = policy.Observation(1000.0, n, min(ready, n), q, lat)
+    decision, _ = policy.decide(SPEC, obs, policy.Memory(low_since=1000.0 - low_for))
+    assert SPEC.min_replicas <= decision.replicas <= SPEC.max_replicas
+
+
+@given(replicas, qps, st.floats(min_value=200.01, max_value=5000), held)
+@settings(max_examples=300, deadline=None)
+def test_no_scale_in_while_p99_above_target(n: int, q: float, lat: float, low_for: float) -> None:
+    decision, _ = policy.decide(SPEC, _obs(n, q, lat), policy.Memory(low_since=1000.0 - low_for))
+    assert decision.action != "scale_in" and decision.replicas >= n
+
+
+@given(replicas, st.none() | qps, st.none() | p99, held)
+@settings(max_examples=300, deadline=None)
+def test_missing_data_only_maintains(
+    n: int, q: float | None, lat: float | None, low_for: float
+) -> None:
+    obs = policy.Observation(1000.0, n, n, q, lat, missing="stale")
+    decision, _ = policy.decide(SPEC, obs, policy.Memory(low_since=1000.0 - low_for))
+    assert (decision.action, decision.replicas) == ("maintain", n)
+
+
+@given(replicas, qps, qps, p99, held)
+@settings(max_examples=400, deadline=None)
+def test_monotone_in_load(n: int, q1: float, q2: float, lat: float, low_for: float) -> None:
+    low, high = sorted((q1, q2))
+    memory = policy.Memory(low_since=1000.0 - low_for)
+    d_low, _ = policy.decide(SPEC, _obs(n, low, lat), memory)
+    d_high, _ = policy.decide(SPEC, _obs(n, high, lat), memory)
+    assert d_high.replicas >= d_low.replicas
+
+
+def test_geo_decide_without_metrics_says_missing() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "geo_operator.cli",
+            "decide",
+            "-f",
+            str(FIXTURES / "digits.yaml"),
+            "--replicas",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    result = json.loads(out.stdout)
+    assert result["action"] == "maintain" and result["replicas"] == 3
+    assert "not given" in result["reason"]
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "geo_operator.cli",
+            "decide",
+            "-f",
+            str(FIXTURES / "digits.yaml"),
+            "--replicas",
+            "2",
+            "--qps",
+            "400",
+            "--p99-ms",
+            "120",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert json.loads(loaded.stdout)["action"] == "scale_out"
