@@ -101,7 +101,9 @@ class FakeKube:
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         self.scaled.append((namespace, name, replicas))
-        self.objects[("Deployment", namespace, name)]["spec"]["replicas"] = replicas
+        deployment = self.objects.get(("Deployment", namespace, name))
+        if deployment is not None:
+            deployment["spec"]["replicas"] = replicas
 
     def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))

@@ -11,6 +11,7 @@ fake `Kube`.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,8 +19,10 @@ import kopf
 import pydantic
 
 from geo_operator.api import conditions, models
+from geo_operator.api import status as status_io
 from geo_operator.builders import children, plan
 from geo_operator.k8s import client as k8s
+from geo_operator.scaling import loop
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,8 @@ _BLOCKING_REASONS = {"InvalidSpec", "NoQualifyingArtifact"}
 _CONFLICT_ATTEMPTS = 5
 
 _kube: k8s.Kube | None = None
+_autoscaler: loop.Autoscaler | None = None
+_stop = threading.Event()
 
 
 def kube() -> k8s.Kube:
@@ -40,6 +45,14 @@ def kube() -> k8s.Kube:
     return _kube
 
 
+def autoscaler() -> loop.Autoscaler:
+    """The process-wide autoscaling loop (its thread starts with the operator)."""
+    global _autoscaler
+    if _autoscaler is None:
+        _autoscaler = loop.Autoscaler(kube())
+    return _autoscaler
+
+
 def set_kube(value: k8s.Kube | None) -> None:
     """Swap the client (tests use a fake)."""
     global _kube
@@ -47,23 +60,6 @@ def set_kube(value: k8s.Kube | None) -> None:
 
 
 # ------------------------------------------------------------------ logic
-
-
-def _dump(status: models.GeoDeploymentStatus) -> dict[str, Any]:
-    return status.model_dump(by_alias=True, exclude_none=True, mode="json")
-
-
-def write_status(kube_: k8s.Kube, body: Mapping[str, Any], new: models.GeoDeploymentStatus) -> bool:
-    """Patch status only when it changed, and only over the version we read; True if written.
-
-    Raises `k8s.Conflict` when the object moved on meanwhile.
-    """
-    meta = body["metadata"]
-    dumped = _dump(new)
-    if dict(body.get("status") or {}) == dumped:
-        return False
-    kube_.patch_status(meta["namespace"], meta["name"], dumped, meta.get("resourceVersion"))
-    return True
 
 
 def _validation_message(error: pydantic.ValidationError) -> str:
@@ -90,7 +86,7 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
             conds, conditions.READY, "False", "InvalidSpec", message, generation=generation
         )
         new = status.model_copy(update={"conditions": conds, "observed_generation": generation})
-        if write_status(kube_, body, new):
+        if status_io.write(kube_, body, new):
             kube_.event(dict(body), "Warning", "InvalidSpec", message)
         log.warning("%s/%s: %s", namespace, name, message)
         return
@@ -129,7 +125,7 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
             generation=generation,
         )
         new = status.model_copy(update={"conditions": conds, "observed_generation": generation})
-        if write_status(kube_, body, new):
+        if status_io.write(kube_, body, new):
             kube_.event(dict(body), "Warning", "NoQualifyingArtifact", decided.choice.reason + left)
         log.warning("%s/%s: %s%s", namespace, name, decided.choice.reason, left)
         return
@@ -212,7 +208,7 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
             "selector": children.selector(name),
         }
     )
-    write_status(kube_, body, new)
+    status_io.write(kube_, body, new)
     for reason, message in events:
         kube_.event(dict(body), "Normal", reason, message)
 
@@ -256,7 +252,7 @@ def _carry_readiness(
     new = status.model_copy(
         update={"conditions": conds, "ready_replicas": ready.ready_replicas, "replicas": replicas}
     )
-    write_status(kube_, body, new)
+    status_io.write(kube_, body, new)
 
 
 # ------------------------------------------------------------------ kopf wiring
@@ -308,3 +304,36 @@ def on_deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     if type == "DELETED":
         return
     refresh_readiness(kube(), body)
+
+
+@kopf.on.startup()
+def start_autoscaler(**_: Any) -> None:
+    """One loop thread for all GeoDeployments; kopf's watches keep its view current."""
+    _stop.clear()
+    threading.Thread(
+        target=autoscaler().run, args=(_stop,), name="geo-autoscaler", daemon=True
+    ).start()
+
+
+@kopf.on.cleanup()
+def stop_autoscaler(**_: Any) -> None:
+    _stop.set()
+
+
+@kopf.on.event(*RESOURCE)
+def on_geodeployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """Keep the loop's view of GeoDeployments (spec and status) current."""
+    meta = body["metadata"]
+    if type == "DELETED":
+        autoscaler().remove_object(meta["namespace"], meta["name"])
+    else:
+        autoscaler().upsert_object(body)
+
+
+@kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/managed-by": children.MANAGER})
+def on_pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """Keep the loop's view of the Triton pods (readiness, IP, metrics URL) current."""
+    if type == "DELETED":
+        autoscaler().remove_pod(body)
+    else:
+        autoscaler().upsert_pod(body)

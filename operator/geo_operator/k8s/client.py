@@ -23,7 +23,7 @@ import kubernetes
 from kubernetes import dynamic
 from kubernetes.client import exceptions
 
-from geo_operator.api import models
+from geo_operator.api import models, status
 
 FIELD_MANAGER = "geo-operator"
 COMPONENT = "geo-operator"
@@ -31,8 +31,8 @@ COMPONENT = "geo-operator"
 log = logging.getLogger(__name__)
 
 
-class Conflict(Exception):
-    """The object changed since it was read (HTTP 409): re-read and try again."""
+# Raised by patch_status; defined with the status helpers so pure code can catch it.
+Conflict = status.Conflict
 
 
 class Kube(Protocol):

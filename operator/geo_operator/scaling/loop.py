@@ -1,0 +1,317 @@
+"""The autoscaling loop: observe each GeoDeployment's Triton pods, decide, act, record.
+
+One `Autoscaler` per operator process. kopf's watch handlers keep its view of
+GeoDeployments and their pods current (`upsert_*` / `remove_*`, no extra API
+calls); a background thread calls `tick()` about once a second, and every
+GeoDeployment whose `autoscaling.intervalSeconds` has elapsed gets one step:
+
+1. observe — direct scrape: GET each ready pod's Triton metrics (the
+   `geo.ai/metrics-url` pod annotation when set, else `http://<podIP>:8002/metrics`),
+   rates from the previous scrape of the same pod, summed QPS, worst p99;
+2. decide — `policy.decide`, the same pure function `geo decide` runs;
+3. act — set the Deployment's replicas through the cluster seam;
+4. record — `lastDecision` and a short history in status, conditions
+   `ScalingActive` and `MetricsAvailable`, an Event on every scale_out / scale_in
+   and when metrics go missing.
+
+Anything partial is missing: a ready pod that can't be scraped, a pod seen for
+the first time (no rate yet), a counter that went backwards. Missing means
+maintain.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from geo_operator.api import conditions, models
+from geo_operator.api import status as status_io
+from geo_operator.scaling import policy
+from geo_operator.triton import metrics
+
+log = logging.getLogger(__name__)
+
+METRICS_URL_ANNOTATION = f"{models.GROUP}/metrics-url"
+OWNER_LABEL = f"{models.GROUP}/geodeployment"
+METRICS_PORT = 8002
+HISTORY = 10
+SCRAPE_TIMEOUT = 2.0
+
+Key = tuple[str, str]  # (namespace, name)
+Fetch = Callable[[str], str]
+
+
+class Cluster(Protocol):
+    """The cluster seam the loop acts through (k8s.client.KubeClient is one)."""
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None: ...
+
+    def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+    ) -> None: ...
+
+    def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
+
+
+def http_fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT) as response:
+        return str(response.read().decode())
+
+
+@dataclasses.dataclass
+class _State:
+    memory: policy.Memory = dataclasses.field(default_factory=policy.Memory)
+    last_step: float | None = None
+    scrapes: dict[str, metrics.Scrape] = dataclasses.field(default_factory=dict)
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    if pod.get("metadata", {}).get("deletionTimestamp") or status.get("phase") != "Running":
+        return False
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def metrics_url(pod: Mapping[str, Any]) -> str | None:
+    annotations = pod.get("metadata", {}).get("annotations") or {}
+    if annotations.get(METRICS_URL_ANNOTATION):
+        return str(annotations[METRICS_URL_ANNOTATION])
+    ip = (pod.get("status") or {}).get("podIP")
+    return f"http://{ip}:{METRICS_PORT}/metrics" if ip else None
+
+
+class Autoscaler:
+    """The loop's state and steps; thread-safe for kopf's handler threads."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        fetch: Fetch = http_fetch,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cluster = cluster
+        self.fetch = fetch
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._objects: dict[Key, dict[str, Any]] = {}
+        self._pods: dict[Key, dict[str, dict[str, Any]]] = {}  # owner -> pod name -> body
+        self._state: dict[Key, _State] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="geo-scrape")
+
+    # ---- the view, kept current by kopf's watch handlers
+
+    def upsert_object(self, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        with self._lock:
+            self._objects[(meta["namespace"], meta["name"])] = dict(body)
+
+    def remove_object(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._objects.pop((namespace, name), None)
+            self._state.pop((namespace, name), None)
+            self._pods.pop((namespace, name), None)
+
+    def upsert_pod(self, pod: Mapping[str, Any]) -> None:
+        meta = pod["metadata"]
+        owner = (meta.get("labels") or {}).get(OWNER_LABEL)
+        if owner:
+            with self._lock:
+                self._pods.setdefault((meta["namespace"], owner), {})[meta["name"]] = dict(pod)
+
+    def remove_pod(self, pod: Mapping[str, Any]) -> None:
+        meta = pod["metadata"]
+        owner = (meta.get("labels") or {}).get(OWNER_LABEL)
+        with self._lock:
+            self._pods.get((meta["namespace"], owner or ""), {}).pop(meta["name"], None)
+
+    # ---- the loop
+
+    def run(self, stop: threading.Event, period: float = 1.0) -> None:
+        log.info("autoscaling loop started")
+        while not stop.wait(period):
+            try:
+                self.tick()
+            except Exception:  # the loop must outlive any one bad step
+                log.exception("autoscaling tick failed")
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def tick(self) -> None:
+        now = self.clock()
+        with self._lock:
+            due = []
+            for key, body in self._objects.items():
+                try:
+                    spec = models.parse_spec(body.get("spec") or {})
+                except ValueError:
+                    continue  # the reconcile reports invalid specs
+                state = self._state.setdefault(key, _State())
+                if state.last_step is None or now - state.last_step >= (
+                    spec.autoscaling.interval_seconds
+                ):
+                    state.last_step = now
+                    due.append((key, body, spec))
+        for key, body, spec in due:
+            try:
+                self.step(key, body, spec, now)
+            except status_io.Conflict:
+                log.debug("%s/%s: status moved on during the step; next tick", *key)
+
+    def observe(
+        self, key: Key, body: Mapping[str, Any], spec: models.GeoDeploymentSpec, now: float
+    ) -> policy.Observation:
+        """Scrape the ready pods and turn counters into one Observation."""
+        with self._lock:
+            pods = list(self._pods.get(key, {}).values())
+            state = self._state.setdefault(key, _State())
+        deployment_replicas = int((body.get("status") or {}).get("replicas") or 0)
+        replicas = max(deployment_replicas, spec.autoscaling.min_replicas)
+        ready = [p for p in pods if _pod_ready(p)]
+
+        def obs(qps: float | None, p99: float | None, missing: str | None) -> policy.Observation:
+            return policy.Observation(now, replicas, len(ready), qps, p99, missing)
+
+        if not ready:
+            return obs(None, None, "no ready Triton pod")
+        urls = {p["metadata"]["name"]: metrics_url(p) for p in ready}
+        futures = {name: self._pool.submit(self.fetch, url) for name, url in urls.items() if url}
+        per_pod: list[metrics.PodRates] = []
+        problems: list[str] = []
+        fresh: dict[str, metrics.Scrape] = {}
+        for name in urls:
+            if name not in futures:
+                problems.append(f"{name}: no address")
+                continue
+            try:
+                scrape = metrics.parse(futures[name].result(), spec.model.name, now)
+            except (OSError, ValueError) as error:
+                problems.append(f"{name}: {error}")
+                continue
+            fresh[name] = scrape
+            before = state.scrapes.get(name)
+            rates = metrics.rates(before, scrape) if before else None
+            if rates is None:
+                problems.append(f"{name}: first scrape or counters reset, no rate yet")
+            else:
+                per_pod.append(rates)
+        state.scrapes = fresh  # pods that went away are forgotten
+        if problems:
+            return obs(
+                None,
+                None,
+                f"{len(problems)} of {len(ready)} ready pods: " + "; ".join(problems)[:300],
+            )
+        total = metrics.aggregate(per_pod)
+        if total.p99_ms is None:
+            # No request in the summary window: an idle server has no p99. With no
+            # traffic at all, a latency of 0 is the truth, not a guess.
+            if total.qps == 0:
+                return obs(0.0, 0.0, None)
+            return obs(None, None, "no p99 summary (is summary_latencies on?)")
+        return obs(total.qps, total.p99_ms, None)
+
+    def step(
+        self, key: Key, body: Mapping[str, Any], spec: models.GeoDeploymentSpec, now: float
+    ) -> policy.Decision | None:
+        """One observe-decide-act-record round for one GeoDeployment."""
+        namespace, name = key
+        old = models.parse_status(body.get("status") or {})
+        generation = body["metadata"].get("generation")
+        conds = list(old.conditions)
+        if not spec.autoscaling.enabled:
+            conds = conditions.set_condition(
+                conds,
+                conditions.SCALING_ACTIVE,
+                "False",
+                "AutoscalingDisabled",
+                "spec.autoscaling.enabled is false: spec.replicas rules",
+                generation=generation,
+            )
+            status_io.write(self.cluster, body, old.model_copy(update={"conditions": conds}))
+            return None
+        if old.observed_generation is None or old.selected_artifact is None:
+            return None  # nothing deployed yet: the reconcile comes first
+
+        observation = self.observe(key, body, spec, now)
+        with self._lock:
+            state = self._state.setdefault(key, _State())
+            decision, state.memory = policy.decide(spec.autoscaling, observation, state.memory)
+
+        if decision.replicas != observation.replicas:
+            self.cluster.scale_deployment(namespace, name, decision.replicas)
+
+        metrics_ok = observation.missing is None
+        conds = conditions.set_condition(
+            conds,
+            conditions.SCALING_ACTIVE,
+            "True",
+            "Active",
+            f"deciding every {spec.autoscaling.interval_seconds:g}s from "
+            f"{spec.autoscaling.metrics.source} metrics",
+            generation=generation,
+        )
+        previous_metrics = conditions.get(conds, conditions.METRICS_AVAILABLE)
+        conds = conditions.set_condition(
+            conds,
+            conditions.METRICS_AVAILABLE,
+            "True" if metrics_ok else "False",
+            "Scraped" if metrics_ok else "MetricsMissing",
+            f"{observation.ready_replicas} ready pod(s) scraped"
+            if metrics_ok
+            else f"{observation.missing}; holding replicas (never scaling in blind)",
+            generation=generation,
+        )
+        record = models.Decision.model_validate(
+            {
+                "action": decision.action,
+                "from": observation.replicas,
+                "to": decision.replicas,
+                "qpsPerReplica": round(decision.qps_per_replica, 2)
+                if decision.qps_per_replica is not None
+                else None,
+                "p99LatencyMs": round(decision.p99_ms, 2) if decision.p99_ms is not None else None,
+                "reason": decision.reason,
+                "time": conditions.now(),
+            }
+        )
+        update: dict[str, Any] = {"conditions": conds}
+        last = old.last_decision
+        # A maintain is recorded once, when it replaces another kind of decision,
+        # so that status is not rewritten every tick with a new timestamp.
+        if decision.action != "maintain" or last is None or last.action != "maintain":
+            update["last_decision"] = record
+            update["decisions"] = [*old.decisions, record][-HISTORY:]
+        status_io.write(self.cluster, body, old.model_copy(update=update))
+
+        if decision.action in ("scale_out", "scale_in"):
+            self.cluster.event(
+                dict(body),
+                "Normal",
+                "ScaledOut" if decision.action == "scale_out" else "ScaledIn",
+                f"{observation.replicas} -> {decision.replicas}: {decision.reason}",
+            )
+        if not metrics_ok and (previous_metrics is None or previous_metrics.status == "True"):
+            self.cluster.event(
+                dict(body),
+                "Warning",
+                "MetricsMissing",
+                f"{observation.missing}; holding {observation.replicas} replicas",
+            )
+        log.info(
+            "%s/%s: %s %d -> %d: %s",
+            namespace,
+            name,
+            decision.action,
+            observation.replicas,
+            decision.replicas,
+            decision.reason,
+        )
+        return decision

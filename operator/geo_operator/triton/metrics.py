@@ -1,0 +1,136 @@
+"""Triton's Prometheus metrics: parse one pod's scrape, turn two scrapes into rates.
+
+The autoscaler's direct-scrape source reads each ready pod's `:8002/metrics`
+(Triton started with `--metrics-config summary_latencies=true`) and calls
+`parse()`; `rates()` derives QPS and average latency from two successive
+scrapes of the same pod, the way Knative's autoscaler and AIBrix read pods
+directly. `aggregate()` combines pods: QPS adds up; p99 is the worst pod's,
+because quantiles cannot be averaged and the clients of the slowest pod see its
+p99 — scaling on it is the conservative reading of the SLO.
+
+Parsing uses prometheus_client's exposition-format parser, not regular
+expressions. A missing counter is "missing", never zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from prometheus_client.parser import text_string_to_metric_families
+
+_COUNTERS = {
+    "nv_inference_request_success": "success",
+    "nv_inference_count": "inferences",
+    "nv_inference_exec_count": "executions",
+    "nv_inference_request_duration_us": "request_us",
+    "nv_inference_queue_duration_us": "queue_us",
+}
+_P99 = "nv_inference_request_summary_us"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scrape:
+    """One pod's counters (summed over model versions) at one moment."""
+
+    time: float
+    success: float
+    inferences: float
+    executions: float
+    request_us: float
+    queue_us: float
+    p99_us: float | None  # None when Triton has no summary (summary_latencies off)
+
+
+@dataclasses.dataclass(frozen=True)
+class PodRates:
+    """What one pod did between two scrapes."""
+
+    qps: float  # successful requests per second
+    items_per_second: float  # inferences (batch items) per second
+    avg_latency_ms: float | None  # request duration / requests, None when idle
+    avg_queue_ms: float | None
+    avg_batch: float | None  # inferences / executions, None when idle
+    p99_ms: float | None
+
+
+class MetricsError(ValueError):
+    """The text isn't Triton metrics for that model (named in the message)."""
+
+
+def parse(text: str, model: str, time: float) -> Scrape:
+    """Parse Triton's /metrics text for one model."""
+    totals: dict[str, float] = {}
+    p99: float | None = None
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError as error:
+        raise MetricsError(f"unparseable metrics: {error}") from error
+    for family in families:
+        for sample in family.samples:
+            if sample.labels.get("model") != model:
+                continue
+            # The parser names counter samples `<family>_total`; Triton's don't carry it.
+            name = sample.name.removesuffix("_total")
+            if name in _COUNTERS:
+                key = _COUNTERS[name]
+                totals[key] = totals.get(key, 0.0) + sample.value
+            elif (
+                name == _P99
+                and sample.labels.get("quantile") == "0.99"
+                # NaN when the summary window has no observation: that is "idle", not 0.
+                and sample.value == sample.value
+            ):
+                p99 = max(p99 or 0.0, sample.value)
+    missing = [name for name, key in _COUNTERS.items() if key not in totals]
+    if missing:
+        raise MetricsError(f"model {model!r} has no {', '.join(missing)} in the scrape")
+    return Scrape(time=time, p99_us=p99, **totals)
+
+
+def rates(before: Scrape, after: Scrape) -> PodRates | None:
+    """Rates between two scrapes; None when they can't be compared (restart, same time)."""
+    elapsed = after.time - before.time
+    if elapsed <= 0 or after.success < before.success:
+        return None  # counters went backwards: the server restarted
+    requests = after.success - before.success
+    executions = after.executions - before.executions
+    inferences = after.inferences - before.inferences
+    return PodRates(
+        qps=requests / elapsed,
+        items_per_second=inferences / elapsed,
+        avg_latency_ms=(after.request_us - before.request_us) / requests / 1000
+        if requests
+        else None,
+        avg_queue_ms=(after.queue_us - before.queue_us) / requests / 1000 if requests else None,
+        avg_batch=inferences / executions if executions else None,
+        p99_ms=after.p99_us / 1000 if after.p99_us is not None else None,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Aggregate:
+    """A GeoDeployment's load over its ready pods."""
+
+    pods: int
+    qps: float
+    p99_ms: float | None
+    avg_latency_ms: float | None
+    avg_batch: float | None
+
+
+def aggregate(pods: Sequence[PodRates]) -> Aggregate:
+    """Sum the load; take the worst p99 (see the module docstring)."""
+    qps = sum(p.qps for p in pods)
+    p99s = [p.p99_ms for p in pods if p.p99_ms is not None]
+    weighted = [(p.avg_latency_ms, p.qps) for p in pods if p.avg_latency_ms is not None]
+    batches = [(p.avg_batch, p.items_per_second) for p in pods if p.avg_batch is not None]
+    return Aggregate(
+        pods=len(pods),
+        qps=qps,
+        p99_ms=max(p99s) if p99s else None,
+        avg_latency_ms=sum(v * w for v, w in weighted) / qps if weighted and qps else None,
+        avg_batch=sum(v * w for v, w in batches) / sum(w for _, w in batches)
+        if batches and sum(w for _, w in batches)
+        else None,
+    )

@@ -1,0 +1,177 @@
+"""The autoscaling loop, end to end at our own seams: fake cluster, metrics text served
+by a fake fetch in Triton's exposition format (as recorded from the real server)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from conftest import FakeKube
+from geo_operator.api import models
+from geo_operator.scaling import loop
+
+NS, NAME = "ml", "digits"
+
+
+def triton_text(success: float, p99_us: float | None, model: str = "digits") -> str:
+    lines = []
+    for metric, value in (
+        ("nv_inference_request_success", success),
+        ("nv_inference_count", success * 4),
+        ("nv_inference_exec_count", success),
+        ("nv_inference_request_duration_us", success * 1500),
+        ("nv_inference_queue_duration_us", success * 100),
+    ):
+        lines += [f"# TYPE {metric} counter", f'{metric}{{model="{model}",version="1"}} {value}']
+    lines.append("# TYPE nv_inference_request_summary_us summary")
+    if p99_us is not None:
+        lines.append(
+            f'nv_inference_request_summary_us{{model="{model}",version="1",quantile="0.99"}} '
+            f"{p99_us}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+class World:
+    """A GeoDeployment, its pods' counters, and a clock under the test's control."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.now = 0.0
+        self.kube = FakeKube()
+        self.counters: dict[str, tuple[float, float | None]] = {}
+        self.down: set[str] = set()
+        self.scaler = loop.Autoscaler(self.kube, fetch=self.fetch, clock=lambda: self.now)
+        body = copy.deepcopy(body)
+        body["spec"]["autoscaling"] = {
+            "enabled": True,
+            "minReplicas": 1,
+            "maxReplicas": 4,
+            "targetQpsPerReplica": 100,
+            "targetP99LatencyMs": 200,
+            "intervalSeconds": 10,
+            "scaleInStabilizationSeconds": 60,
+        }
+        body["status"] = {
+            "observedGeneration": 1,
+            "replicas": 1,
+            "readyReplicas": 1,
+            "selectedArtifact": {
+                "name": "int8",
+                "precision": "int8",
+                "format": "python",
+                "uri": "http://x/y",
+                "reason": "r",
+            },
+        }
+        self.kube.objects[(models.KIND, NS, NAME)] = body
+        self.sync()
+        self.set_pods(1)
+
+    def body(self) -> dict[str, Any]:
+        return self.kube.objects[(models.KIND, NS, NAME)]
+
+    def sync(self) -> None:
+        self.scaler.upsert_object(copy.deepcopy(self.body()))
+
+    def fetch(self, url: str) -> str:
+        pod = url.split("/")[2]
+        if pod in self.down:
+            raise OSError("connection refused")
+        success, p99 = self.counters[pod]
+        return triton_text(success, p99)
+
+    def set_pods(self, n: int) -> None:
+        for i in range(n):
+            name = f"pod{i}"
+            self.counters.setdefault(name, (0.0, None))
+            self.scaler.upsert_pod(
+                {
+                    "metadata": {
+                        "name": name,
+                        "namespace": NS,
+                        "labels": {loop.OWNER_LABEL: NAME},
+                        "annotations": {loop.METRICS_URL_ANNOTATION: f"http://{name}/m"},
+                    },
+                    "status": {
+                        "phase": "Running",
+                        "podIP": "10.0.0.1",
+                        "conditions": [{"type": "Ready", "status": "True"}],
+                    },
+                }
+            )
+
+    def run(self, seconds: float, qps_total: float, p99_ms: float) -> None:
+        """Advance time second by second with the load spread over the ready pods."""
+        for _ in range(int(seconds)):
+            self.now += 1
+            pods = [p for p in self.counters if p not in self.down]
+            for pod in pods:
+                success, _ = self.counters[pod]
+                self.counters[pod] = (success + qps_total / len(pods), p99_ms * 1000)
+            self.scaler.tick()
+            # The Deployment watcher's part: status.replicas follows the scale.
+            replicas = [s[2] for s in self.kube.scaled]
+            if replicas and self.body()["status"]["replicas"] != replicas[-1]:
+                self.body()["status"]["replicas"] = replicas[-1]
+                self.set_pods(replicas[-1])
+            self.sync()
+
+
+@pytest.fixture
+def world(body: dict[str, Any]) -> World:
+    return World(body)
+
+
+def _status(world: World) -> dict[str, Any]:
+    return world.body()["status"]
+
+
+def test_first_scrape_is_missing_then_load_scales_out(world: World) -> None:
+    world.run(1, 0, 10)
+    first = _status(world)
+    metrics = {c["type"]: c for c in first["conditions"]}
+    assert metrics["MetricsAvailable"]["status"] == "False"
+    assert "no rate yet" in metrics["MetricsAvailable"]["message"]
+    assert first["lastDecision"]["action"] == "maintain"
+    world.run(30, 350, 120)
+    assert world.kube.scaled[0] == (NS, NAME, 4)  # ceil(350/100 * 0.9) = 4
+    decision = next(d for d in _status(world)["decisions"] if d["action"] == "scale_out")
+    assert decision["from"] == 1 and decision["to"] == 4
+    assert decision["qpsPerReplica"] == 350 and decision["p99LatencyMs"] == 120
+    assert any(e[1] == "ScaledOut" for e in world.kube.events)
+
+
+def test_scrape_failure_holds_and_warns(world: World) -> None:
+    world.run(11, 350, 120)
+    world.run(10, 350, 120)
+    scaled = len(world.kube.scaled)
+    world.down.add("pod0")
+    world.run(30, 10, 5)
+    assert len(world.kube.scaled) == scaled  # never scales in blind
+    conds = {c["type"]: c for c in _status(world)["conditions"]}
+    assert conds["MetricsAvailable"]["reason"] == "MetricsMissing"
+    assert "connection refused" in conds["MetricsAvailable"]["message"]
+    assert any(e[:2] == ("Warning", "MetricsMissing") for e in world.kube.events)
+
+
+def test_low_load_scales_in_only_after_the_window(world: World) -> None:
+    world.run(21, 350, 120)
+    assert world.kube.scaled[-1][2] == 4
+    world.run(55, 20, 10)  # low, but the 60 s window hasn't passed
+    assert world.kube.scaled[-1][2] == 4
+    world.run(40, 20, 10)
+    assert world.kube.scaled[-1][2] == 2  # at most halving per step
+    history = [d["action"] for d in _status(world)["decisions"]]
+    assert history.count("scale_in") == 1
+    assert "maintain" in history
+
+
+def test_disabled_autoscaling_only_reports(world: World) -> None:
+    world.body()["spec"]["autoscaling"]["enabled"] = False
+    world.sync()
+    world.run(30, 1000, 900)
+    assert world.kube.scaled == []
+    conds = {c["type"]: c for c in _status(world)["conditions"]}
+    assert conds["ScalingActive"]["reason"] == "AutoscalingDisabled"

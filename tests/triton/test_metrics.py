@@ -1,0 +1,56 @@
+"""Parsing Triton's metrics (a scrape recorded from the real tritonserver here) and rates."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from conftest import FIXTURES
+from geo_operator.triton import metrics
+
+TEXT = (FIXTURES / "triton_metrics.txt").read_text()
+
+
+def test_parse_real_scrape() -> None:
+    scrape = metrics.parse(TEXT, "digits", time=10.0)
+    assert scrape.success == 20 and scrape.inferences == 80 and scrape.executions == 20
+    assert scrape.request_us == 33075 and scrape.p99_us == 595
+
+
+def test_unknown_model_is_missing_not_zero() -> None:
+    with pytest.raises(metrics.MetricsError, match="no nv_inference_request_success"):
+        metrics.parse(TEXT, "other-model", time=0.0)
+
+
+def test_garbage_is_an_error() -> None:
+    with pytest.raises(metrics.MetricsError):
+        metrics.parse("this is { not metrics", "digits", time=0.0)
+
+
+def test_rates_between_scrapes() -> None:
+    before = metrics.parse(TEXT, "digits", time=10.0)
+    after = dataclasses.replace(
+        before,
+        time=12.0,
+        success=220,
+        inferences=880,
+        executions=120,
+        request_us=before.request_us + 200 * 1500,
+    )
+    r = metrics.rates(before, after)
+    assert r is not None
+    assert r.qps == 100 and r.items_per_second == 400
+    assert r.avg_latency_ms == pytest.approx(1.5) and r.avg_batch == 8
+    assert r.p99_ms == pytest.approx(0.595)
+    restarted = dataclasses.replace(after, success=3)
+    assert metrics.rates(after, restarted) is None
+
+
+def test_aggregate_sums_qps_and_takes_worst_p99() -> None:
+    a = metrics.PodRates(100, 100, 2.0, 0.1, 1.0, 5.0)
+    b = metrics.PodRates(300, 600, 4.0, 0.2, 2.0, 9.0)
+    total = metrics.aggregate([a, b])
+    assert total.qps == 400 and total.p99_ms == 9.0
+    assert total.avg_latency_ms == pytest.approx(3.5)
+    assert total.avg_batch == pytest.approx((1 * 100 + 2 * 600) / 700)
