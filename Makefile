@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: setup demo test lint unit e2e artifacts crd manifests clean help
+.PHONY: setup system-deps demo test lint unit e2e artifacts crd manifests clean help
 
 help:
 	@echo "make demo   - set up and run the GEO demo"
@@ -24,6 +24,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Debian's Prometheus, run for real by the metrics tests (apt needs root).
+system-deps:
+	@command -v prometheus >/dev/null || { \
+	  echo "[setup] installing Debian's prometheus"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 artifacts: setup
 	@test -f examples/digits/artifacts/measurements.json || $(PY) examples/digits/make_artifacts.py
 
@@ -39,7 +46,7 @@ lint: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-unit: setup artifacts
+unit: setup system-deps artifacts
 	$(PY) -m pytest tests
 
 # Builds the local cluster's binaries on first use (about 10-15 min, cached).

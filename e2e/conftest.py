@@ -133,10 +133,13 @@ class Cluster:
 def cluster() -> Iterator[Cluster]:
     """Bring the cluster up (builds binaries on a cold cache); take it down
     afterwards only if this session started it (a demo cluster stays)."""
-    was_up = subprocess.run(
-        ["bash", "-c", f"source {CLUSTER_SCRIPTS / 'lib.sh'}; geo_pid_alive kube-apiserver"],
-        check=False,
-    ).returncode == 0
+    was_up = (
+        subprocess.run(
+            ["bash", "-c", f"source {CLUSTER_SCRIPTS / 'lib.sh'}; geo_pid_alive kube-apiserver"],
+            check=False,
+        ).returncode
+        == 0
+    )
     subprocess.run(["bash", str(CLUSTER_SCRIPTS / "up.sh")], check=True)
     directory = pathlib.Path(_lib('echo "$GEO_CLUSTER_DIR"'))
     kubeconfig = directory / "kubeconfig"

@@ -6,6 +6,7 @@ import copy
 import pathlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -13,7 +14,9 @@ import pytest
 import yaml
 
 from geo_operator.api import models
+from geo_operator.builders import children, plan
 from geo_operator.k8s import client as k8s
+from geo_operator.triton import local, repository
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
@@ -124,3 +127,42 @@ def artifacts() -> pathlib.Path:
             cwd=ROOT,
         )
     return ARTIFACTS
+
+
+EXAMPLE = ROOT / "manifests" / "examples" / "digits.yaml"
+
+
+def example_target() -> children.Target:
+    body = yaml.safe_load(EXAMPLE.read_text())
+    # A queue delay long enough that concurrent requests from one client on two
+    # busy cores reliably meet in the batcher.
+    body["spec"]["triton"]["dynamicBatching"]["maxQueueDelayMicroseconds"] = 20000
+    decided = plan.plan(
+        name="digits",
+        namespace="default",
+        uid="u",
+        spec=models.parse_spec(body["spec"]),
+        status=models.GeoDeploymentStatus(),
+        current_replicas=None,
+    )
+    assert decided.target is not None, decided.choice.reason
+    return decided.target
+
+
+@pytest.fixture(scope="session")
+def server(
+    artifacts: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[local.TritonServer]:
+    """The real tritonserver serving the example, laid out by the operator's builders."""
+    target = example_target()
+    repo = tmp_path_factory.mktemp("model-repository")
+    repository.materialize(
+        children.config_map_data(target),
+        model_name=target.spec.model.name,
+        artifact_format=target.artifact.format,
+        uri=target.artifact.uri,
+        repository=repo,
+        mirrors={"http://models.geo.local/digits/": f"file://{artifacts}/"},
+    )
+    with local.TritonServer(repo, log_path=repo.parent / "triton.log") as triton:
+        yield triton

@@ -175,3 +175,53 @@ def test_disabled_autoscaling_only_reports(world: World) -> None:
     assert world.kube.scaled == []
     conds = {c["type"]: c for c in _status(world)["conditions"]}
     assert conds["ScalingActive"]["reason"] == "AutoscalingDisabled"
+
+
+def _prometheus_world(body: dict[str, Any], answer: Any) -> World:
+    w = World(body)
+
+    def query(url: str) -> Any:
+        w.queries.append(url)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer(w) if callable(answer) else answer
+
+    w.queries = []  # type: ignore[attr-defined]
+    w.scaler.query = query
+    w.body()["spec"]["autoscaling"]["metrics"] = {
+        "source": "prometheus",
+        "prometheusUrl": "http://prom:9090",
+    }
+    w.sync()
+    return w
+
+
+def test_prometheus_source_one_query_round_per_tick(body: dict[str, Any]) -> None:
+    from geo_operator.triton import prometheus
+
+    load = {(NS, NAME): prometheus.Load(qps=420.0, p99_ms=150.0, pods_up=1)}
+    w = _prometheus_world(body, load)
+    w.run(1, 0, 0)
+    assert w.kube.scaled == [(NS, NAME, 4)]
+    assert w.queries == ["http://prom:9090"]  # type: ignore[attr-defined]
+    conds = {c["type"]: c for c in _status(w)["conditions"]}
+    assert conds["MetricsAvailable"]["reason"] == "Queried"
+
+
+def test_prometheus_down_or_partial_holds(body: dict[str, Any]) -> None:
+    from geo_operator.triton import prometheus
+
+    w = _prometheus_world(
+        body, prometheus.PrometheusError("Prometheus at http://prom:9090: ConnectionError: refused")
+    )
+    w.run(1, 0, 0)
+    assert w.kube.scaled == []
+    conds = {c["type"]: c for c in _status(w)["conditions"]}
+    assert "refused" in conds["MetricsAvailable"]["message"]
+    partial = {(NS, NAME): prometheus.Load(qps=10.0, p99_ms=5.0, pods_up=1)}
+    w2 = _prometheus_world(body, partial)
+    w2.set_pods(2)
+    w2.run(1, 0, 0)
+    conds = {c["type"]: c for c in _status(w2)["conditions"]}
+    assert "scrapes 1 of 2 ready pods" in conds["MetricsAvailable"]["message"]
+    assert w2.kube.scaled == []

@@ -16,49 +16,11 @@ import numpy as np
 import onnxruntime
 import pytest
 import tritonclient.http as httpclient
-import yaml
 
-from conftest import ROOT
-from geo_operator.api import models
-from geo_operator.builders import children, plan
-from geo_operator.triton import local, metrics, repository
+from conftest import example_target
+from geo_operator.triton import local, metrics
 
 pytestmark = pytest.mark.triton
-
-EXAMPLE = ROOT / "manifests" / "examples" / "digits.yaml"
-
-
-def _target() -> children.Target:
-    body = yaml.safe_load(EXAMPLE.read_text())
-    # A queue delay long enough that concurrent requests from one client on two
-    # busy cores reliably meet in the batcher.
-    body["spec"]["triton"]["dynamicBatching"]["maxQueueDelayMicroseconds"] = 20000
-    decided = plan.plan(
-        name="digits",
-        namespace="default",
-        uid="u",
-        spec=models.parse_spec(body["spec"]),
-        status=models.GeoDeploymentStatus(),
-        current_replicas=None,
-    )
-    assert decided.target is not None, decided.choice.reason
-    return decided.target
-
-
-@pytest.fixture(scope="module")
-def server(artifacts: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> local.TritonServer:
-    target = _target()
-    repo = tmp_path_factory.mktemp("model-repository")
-    repository.materialize(
-        children.config_map_data(target),
-        model_name=target.spec.model.name,
-        artifact_format=target.artifact.format,
-        uri=target.artifact.uri,
-        repository=repo,
-        mirrors={"http://models.geo.local/digits/": f"file://{artifacts}/"},
-    )
-    with local.TritonServer(repo, log_path=repo.parent / "triton.log") as triton:
-        yield triton
 
 
 def _infer(
@@ -72,7 +34,7 @@ def _infer(
 
 
 def test_triton_serves_the_configuration_the_spec_asked_for(server: local.TritonServer) -> None:
-    spec = _target().spec
+    spec = example_target().spec
     client = httpclient.InferenceServerClient(server.http_url)
     config = client.get_model_config("digits")
     assert config["max_batch_size"] == spec.triton.max_batch_size == 32
@@ -90,7 +52,7 @@ def test_batched_inference_gives_the_classifiers_answers(
     answers = [_infer(client, x[i : i + 32]) for i in range(0, len(x), 32)]
     labels = np.concatenate([a[0] for a in answers])
     probabilities = np.concatenate([a[1] for a in answers])
-    artifact = _target().artifact
+    artifact = example_target().artifact
     session = onnxruntime.InferenceSession(
         str(artifacts / artifact.name / "model.onnx"), providers=["CPUExecutionProvider"]
     )

@@ -17,8 +17,6 @@ from geo_operator.api import models, yamlio
 _DROP = {"title"}
 
 
-
-
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     """Inline `$ref`s and normalise one schema node, recursively."""
     if isinstance(node, list):
@@ -74,9 +72,7 @@ def _defaults_of(node: dict[str, Any]) -> dict[str, Any]:
     applying the nested defaults first, so `default: {}` would fail them.
     """
     return {
-        name: sub["default"]
-        for name, sub in node.get("properties", {}).items()
-        if "default" in sub
+        name: sub["default"] for name, sub in node.get("properties", {}).items() if "default" in sub
     }
 
 

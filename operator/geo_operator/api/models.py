@@ -44,9 +44,7 @@ DnsLabel = Annotated[
 ]
 
 
-def _cel(
-    rule: str, message: str, field_path: str | None = None
-) -> dict[str, pydantic.JsonValue]:
+def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, pydantic.JsonValue]:
     """One `x-kubernetes-validations` entry."""
     entry: dict[str, pydantic.JsonValue] = {"rule": rule, "message": message}
     if field_path:

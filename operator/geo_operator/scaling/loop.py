@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from geo_operator.api import conditions, models
 from geo_operator.api import status as status_io
 from geo_operator.scaling import policy
-from geo_operator.triton import metrics
+from geo_operator.triton import metrics, prometheus
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ SCRAPE_TIMEOUT = 2.0
 
 Key = tuple[str, str]  # (namespace, name)
 Fetch = Callable[[str], str]
+Query = Callable[[str], dict[Key, prometheus.Load]]
+# What one tick learned from each Prometheus: the loads, or why there are none.
+Answers = dict[str, dict[Key, prometheus.Load] | str]
 
 
 class Cluster(Protocol):
@@ -97,9 +100,11 @@ class Autoscaler:
         cluster: Cluster,
         fetch: Fetch = http_fetch,
         clock: Callable[[], float] = time.monotonic,
+        query: Query = prometheus.query_all,
     ) -> None:
         self.cluster = cluster
         self.fetch = fetch
+        self.query = query
         self.clock = clock
         self._lock = threading.Lock()
         self._objects: dict[Key, dict[str, Any]] = {}
@@ -159,16 +164,31 @@ class Autoscaler:
                 ):
                     state.last_step = now
                     due.append((key, body, spec))
+        # One round of queries per Prometheus per tick, whatever the number of objects.
+        answers: Answers = {}
+        for _, _, spec in due:
+            source = spec.autoscaling.metrics
+            url = source.prometheus_url
+            if source.source is models.MetricsSourceKind.PROMETHEUS and url and url not in answers:
+                try:
+                    answers[url] = self.query(url)
+                except prometheus.PrometheusError as error:
+                    answers[url] = str(error)
         for key, body, spec in due:
             try:
-                self.step(key, body, spec, now)
+                self.step(key, body, spec, now, answers)
             except status_io.Conflict:
                 log.debug("%s/%s: status moved on during the step; next tick", *key)
 
     def observe(
-        self, key: Key, body: Mapping[str, Any], spec: models.GeoDeploymentSpec, now: float
+        self,
+        key: Key,
+        body: Mapping[str, Any],
+        spec: models.GeoDeploymentSpec,
+        now: float,
+        answers: Answers | None = None,
     ) -> policy.Observation:
-        """Scrape the ready pods and turn counters into one Observation."""
+        """Read the load of the ready pods (scrape or Prometheus) into one Observation."""
         with self._lock:
             pods = list(self._pods.get(key, {}).values())
             state = self._state.setdefault(key, _State())
@@ -181,6 +201,27 @@ class Autoscaler:
 
         if not ready:
             return obs(None, None, "no ready Triton pod")
+        source = spec.autoscaling.metrics
+        if source.source is models.MetricsSourceKind.PROMETHEUS:
+            answer = (answers or {}).get(source.prometheus_url or "", "Prometheus not asked")
+            if isinstance(answer, str):
+                return obs(None, None, answer)
+            load = answer.get(key)
+            if load is None:
+                return obs(None, None, "Prometheus has no series for this GeoDeployment")
+            if load.pods_up < len(ready):
+                return obs(
+                    None, None, f"Prometheus scrapes {load.pods_up} of {len(ready)} ready pods"
+                )
+            if load.qps is None:
+                return obs(None, None, "Prometheus has no request rate yet")
+            if load.p99_ms is None:
+                return (
+                    obs(0.0, 0.0, None)
+                    if load.qps == 0
+                    else obs(None, None, "no p99 summary in Prometheus")
+                )
+            return obs(load.qps, load.p99_ms, None)
         urls = {p["metadata"]["name"]: metrics_url(p) for p in ready}
         futures = {name: self._pool.submit(self.fetch, url) for name, url in urls.items() if url}
         per_pod: list[metrics.PodRates] = []
@@ -219,7 +260,12 @@ class Autoscaler:
         return obs(total.qps, total.p99_ms, None)
 
     def step(
-        self, key: Key, body: Mapping[str, Any], spec: models.GeoDeploymentSpec, now: float
+        self,
+        key: Key,
+        body: Mapping[str, Any],
+        spec: models.GeoDeploymentSpec,
+        now: float,
+        answers: Answers | None = None,
     ) -> policy.Decision | None:
         """One observe-decide-act-record round for one GeoDeployment."""
         namespace, name = key
@@ -240,7 +286,7 @@ class Autoscaler:
         if old.observed_generation is None or old.selected_artifact is None:
             return None  # nothing deployed yet: the reconcile comes first
 
-        observation = self.observe(key, body, spec, now)
+        observation = self.observe(key, body, spec, now, answers)
         with self._lock:
             state = self._state.setdefault(key, _State())
             decision, state.memory = policy.decide(spec.autoscaling, observation, state.memory)
@@ -249,6 +295,9 @@ class Autoscaler:
             self.cluster.scale_deployment(namespace, name, decision.replicas)
 
         metrics_ok = observation.missing is None
+        source_is_prometheus = (
+            spec.autoscaling.metrics.source is models.MetricsSourceKind.PROMETHEUS
+        )
         conds = conditions.set_condition(
             conds,
             conditions.SCALING_ACTIVE,
@@ -263,7 +312,7 @@ class Autoscaler:
             conds,
             conditions.METRICS_AVAILABLE,
             "True" if metrics_ok else "False",
-            "Scraped" if metrics_ok else "MetricsMissing",
+            ("Queried" if source_is_prometheus else "Scraped") if metrics_ok else "MetricsMissing",
             f"{observation.ready_replicas} ready pod(s) scraped"
             if metrics_ok
             else f"{observation.missing}; holding replicas (never scaling in blind)",

@@ -1,0 +1,71 @@
+"""Triton's load as Prometheus sees it: one set of queries per tick for all GeoDeployments.
+
+Called by the autoscaling loop for GeoDeployments whose metrics source is
+`prometheus`. Each query groups by the `namespace` and `geodeployment` labels,
+so a thousand GeoDeployments cost the same three queries as one. Prometheus
+must attach those labels to Triton's series — with Kubernetes pod discovery,
+relabel `__meta_kubernetes_namespace` to `namespace` and
+`__meta_kubernetes_pod_label_geo_ai_geodeployment` to `geodeployment` (the e2e
+runner's file-based discovery sets them directly).
+
+- QPS: `rate(nv_inference_request_success[1m])` summed over the pods;
+- p99: the worst pod's `nv_inference_request_summary_us{quantile="0.99"}`
+  (quantiles can't be averaged);
+- pods: how many Triton targets are up, to tell complete data from partial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from prometheus_api_client import PrometheusConnect
+
+Key = tuple[str, str]
+
+QPS_QUERY = "sum by (namespace, geodeployment) (rate(nv_inference_request_success[1m]))"
+P99_QUERY = 'max by (namespace, geodeployment) (nv_inference_request_summary_us{quantile="0.99"})'
+UP_QUERY = 'count by (namespace, geodeployment) (up{geodeployment!=""} == 1)'
+
+
+class PrometheusError(RuntimeError):
+    """Prometheus couldn't be asked (unreachable, error answer); the message says which."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Load:
+    qps: float | None
+    p99_ms: float | None  # None: no requests in the summary window (idle), or no series
+    pods_up: int
+
+
+def _by_key(result: list[dict[str, object]]) -> dict[Key, float]:
+    out: dict[Key, float] = {}
+    for series in result:
+        labels = series.get("metric") or {}
+        value = series.get("value") or [0, "nan"]
+        assert isinstance(labels, dict) and isinstance(value, list)
+        key = (str(labels.get("namespace", "")), str(labels.get("geodeployment", "")))
+        out[key] = float(value[1])
+    return out
+
+
+def query_all(url: str, timeout: float = 5.0) -> dict[Key, Load]:
+    """The load of every GeoDeployment Prometheus knows about."""
+    try:
+        client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout)
+        qps = _by_key(client.custom_query(QPS_QUERY))
+        p99 = _by_key(client.custom_query(P99_QUERY))
+        up = _by_key(client.custom_query(UP_QUERY))
+    except Exception as error:  # the client raises requests' and its own errors alike
+        raise PrometheusError(f"Prometheus at {url}: {type(error).__name__}: {error}") from error
+    loads: dict[Key, Load] = {}
+    for key in set(qps) | set(p99) | set(up):
+        q = qps.get(key)
+        p = p99.get(key)
+        loads[key] = Load(
+            qps=q if q is not None and not math.isnan(q) else None,
+            p99_ms=p / 1000 if p is not None and not math.isnan(p) else None,
+            pods_up=int(up.get(key, 0)),
+        )
+    return loads

@@ -1,0 +1,56 @@
+"""Real Prometheus (Debian's) scraping the real tritonserver: the operator's queries."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from e2e.prometheus_local import Prometheus
+
+from geo_operator.triton import local, prometheus
+
+pytestmark = pytest.mark.triton
+
+
+def test_query_all_reads_qps_and_p99_then_names_the_outage(
+    server: local.TritonServer, artifacts: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    file_sd = tmp_path / "targets.json"
+    file_sd.write_text(
+        json.dumps(
+            [
+                {
+                    "targets": [f"127.0.0.1:{server.metrics_port}"],
+                    "labels": {"namespace": "ml", "geodeployment": "digits", "pod": "digits-0"},
+                }
+            ]
+        )
+    )
+    x = np.load(artifacts / "heldout.npz")["x"]
+    client = httpclient.InferenceServerClient(server.http_url)
+    with Prometheus(tmp_path / "prom", file_sd) as prom:
+        sent, started = 0, time.monotonic()
+        load: prometheus.Load | None = None
+        while time.monotonic() - started < 45:
+            for i in range(20):  # ~20 requests per pass, paced below
+                tensor = httpclient.InferInput("input", [1, 64], "FP32")
+                tensor.set_data_from_numpy(x[i : i + 1])
+                client.infer("digits", [tensor])
+                sent += 1
+            time.sleep(0.2)
+            load = prometheus.query_all(prom.url).get(("ml", "digits"))
+            rate = sent / (time.monotonic() - started)
+            # rate(...[1m]) needs a few scrapes of the rising counter to settle.
+            if load and load.qps and 0.3 * rate < load.qps < 3 * rate:
+                break
+        elapsed = time.monotonic() - started
+        assert load is not None and load.pods_up == 1
+        assert load.qps is not None and 0.3 * sent / elapsed < load.qps < 3 * sent / elapsed
+        assert load.p99_ms is not None and 0 < load.p99_ms < 1000
+    client.close()
+    with pytest.raises(prometheus.PrometheusError, match="Prometheus at"):
+        prometheus.query_all(prom.url, timeout=2)
