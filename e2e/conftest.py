@@ -193,6 +193,7 @@ class OperatorProcess:
         self.log = workdir / "operator.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.port = _free_port()
+        self.metrics_port = _free_port()
 
     def write_kubeconfig(self) -> None:
         token = self.cluster.kubectl(
@@ -232,6 +233,8 @@ class OperatorProcess:
                     "run",
                     "--log-level=debug",
                     f"--liveness=http://127.0.0.1:{self.port}/healthz",
+                    f"--metrics-port={self.metrics_port}",
+                    "--metrics-address=127.0.0.1",
                 ],
                 env=env,
                 stdout=log,

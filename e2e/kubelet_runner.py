@@ -240,7 +240,7 @@ class KubeletRunner:
         self._stoppers = concurrent.futures.ThreadPoolExecutor(
             STOP_WORKERS, thread_name_prefix="triton-stop"
         )
-        self._futures: set[concurrent.futures.Future[None]] = set()
+        self._futures: list[concurrent.futures.Future[None]] = []  # starts; lock held
 
     # --- public -------------------------------------------------------------------------
 
@@ -277,10 +277,11 @@ class KubeletRunner:
             self._slots.clear()
             for _, slot in slots:
                 slot.wanted = False  # a start in progress stops its own server
+            starts = list(self._futures)
         # Starts not begun yet never will; those under way see wanted=False and clean up.
-        for future in list(self._futures):
+        for future in starts:
             future.cancel()
-        concurrent.futures.wait(list(self._futures), timeout=self.startup_timeout + 30)
+        concurrent.futures.wait(starts, timeout=self.startup_timeout + 30)
         stops = [
             self._stoppers.submit(self._stop_server, key, slot.server)
             for key, slot in slots
@@ -439,9 +440,10 @@ class KubeletRunner:
     # --- starting and stopping (pool threads) ------------------------------------------
 
     def _submit(self, key: PodKey, slot: _Slot) -> None:
-        future = self._starters.submit(self._run_pod, key, slot)
-        self._futures.add(future)
-        future.add_done_callback(self._futures.discard)
+        # Lock held (callers): pruned here rather than by a done-callback, which could
+        # run in this very thread and deadlock on the lock.
+        self._futures = [f for f in self._futures if not f.done()]
+        self._futures.append(self._starters.submit(self._run_pod, key, slot))
 
     def _retire(self, key: PodKey, slot: _Slot) -> None:
         """Forget a pod (lock held); its server is stopped off the watch thread."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 from typing import Any
 
 import pytest
@@ -124,6 +125,17 @@ def test_apply_example_becomes_ready(operator: OperatorProcess, namespace: str) 
         k: cluster.get(k, n, namespace)["metadata"]["resourceVersion"]  # type: ignore[index]
         for k, n in (("deployment", "digits"), ("configmap", "digits-model"))
     } == versions
+
+
+def test_operator_serves_its_own_metrics(operator: OperatorProcess) -> None:
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+
+    def ticking() -> bool:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            text = response.read().decode()
+        return "geo_autoscaler_tick_seconds_count" in text
+
+    wait_for(ticking, "the operator's /metrics to show loop ticks", timeout=30)
 
 
 def test_edit_spec_rolls_the_deployment(operator: OperatorProcess, namespace: str) -> None:

@@ -167,6 +167,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     namespaces = args.namespace or ()
+    if args.metrics_port:
+        import prometheus_client
+
+        prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_address)
+        logging.getLogger(__name__).info(
+            "operator metrics on http://%s:%d/metrics", args.metrics_address, args.metrics_port
+        )
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,
@@ -202,6 +209,13 @@ def parser() -> argparse.ArgumentParser:
         help="kopf liveness endpoint (default: %(default)s)",
     )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9090,
+        help="port of the operator's own Prometheus metrics, 0 to turn off (default: %(default)s)",
+    )
+    run.add_argument("--metrics-address", default="0.0.0.0", help="address to serve metrics on")
     run.set_defaults(func=cmd_run)
 
     crd_cmd = verbs.add_parser("crd", help="print the CRD YAML generated from the API models")

@@ -283,11 +283,20 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.update(*RESOURCE, field="spec")
 def on_change(body: kopf.Body, **_: Any) -> None:
     """Create, edit and operator restart all converge the same way."""
-    try:
-        reconcile(kube(), body)
-    except k8s.Conflict as error:
-        # The Deployment watcher wrote status meanwhile; run again on the fresh object.
-        raise kopf.TemporaryError(str(error), delay=1) from error
+    kube_ = kube()
+    current: Mapping[str, Any] = body
+    for _ in range(_CONFLICT_ATTEMPTS):
+        try:
+            reconcile(kube_, current)
+            return
+        except k8s.Conflict:
+            # The Deployment watcher or the autoscaler wrote status meanwhile: re-read, redo.
+            meta = body["metadata"]
+            fresh = kube_.get(models.API_VERSION, models.KIND, meta["namespace"], meta["name"])
+            if fresh is None:
+                return  # deleted meanwhile
+            current = fresh
+    raise kopf.TemporaryError("status kept changing under the reconcile", delay=1)
 
 
 @kopf.on.delete(*RESOURCE, optional=True)

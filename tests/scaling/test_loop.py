@@ -225,3 +225,16 @@ def test_prometheus_down_or_partial_holds(body: dict[str, Any]) -> None:
     conds = {c["type"]: c for c in _status(w2)["conditions"]}
     assert "scrapes 1 of 2 ready pods" in conds["MetricsAvailable"]["message"]
     assert w2.kube.scaled == []
+
+
+def test_loop_exports_its_own_metrics(world: World) -> None:
+    from prometheus_client import REGISTRY
+
+    world.run(21, 350, 120)
+    labels = {"namespace": NS, "geodeployment": NAME}
+    assert REGISTRY.get_sample_value("geo_autoscaler_desired_replicas", labels) == 4
+    assert REGISTRY.get_sample_value(
+        "geo_autoscaler_decisions_total", {**labels, "action": "scale_out"}
+    ) >= 1
+    assert REGISTRY.get_sample_value("geo_autoscaler_metric_errors_total", labels) >= 1
+    assert REGISTRY.get_sample_value("geo_autoscaler_tick_seconds_count") >= 21

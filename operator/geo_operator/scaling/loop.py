@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from geo_operator.api import conditions, models
 from geo_operator.api import status as status_io
-from geo_operator.scaling import policy
+from geo_operator.scaling import policy, telemetry
 from geo_operator.triton import metrics, prometheus
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ class Autoscaler:
             self._objects.pop((namespace, name), None)
             self._state.pop((namespace, name), None)
             self._pods.pop((namespace, name), None)
+        telemetry.forget(namespace, name)
 
     def upsert_pod(self, pod: Mapping[str, Any]) -> None:
         meta = pod["metadata"]
@@ -150,6 +151,10 @@ class Autoscaler:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def tick(self) -> None:
+        with telemetry.LOOP_SECONDS.time():
+            self._tick()
+
+    def _tick(self) -> None:
         now = self.clock()
         with self._lock:
             due = []
@@ -293,6 +298,13 @@ class Autoscaler:
 
         if decision.replicas != observation.replicas:
             self.cluster.scale_deployment(namespace, name, decision.replicas)
+        telemetry.DECISIONS.labels(namespace, name, decision.action).inc()
+        telemetry.DESIRED_REPLICAS.labels(namespace, name).set(decision.replicas)
+        if observation.missing is None:
+            telemetry.OBSERVED_QPS.labels(namespace, name).set(observation.qps or 0.0)
+            telemetry.OBSERVED_P99.labels(namespace, name).set(observation.p99_ms or 0.0)
+        else:
+            telemetry.METRIC_ERRORS.labels(namespace, name).inc()
 
         metrics_ok = observation.missing is None
         source_is_prometheus = (
