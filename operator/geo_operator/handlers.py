@@ -285,7 +285,7 @@ def on_change(body: kopf.Body, **_: Any) -> None:
     """Create, edit and operator restart all converge the same way."""
     kube_ = kube()
     current: Mapping[str, Any] = body
-    for _ in range(_CONFLICT_ATTEMPTS):
+    for _attempt in range(_CONFLICT_ATTEMPTS):
         try:
             reconcile(kube_, current)
             return
