@@ -284,6 +284,16 @@ def operator(chart: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture
+def running_operator(operator: OperatorProcess) -> OperatorProcess:
+    """The session's operator, started again if an earlier test stopped it."""
+    if operator.process is None or operator.process.poll() is not None:
+        # A chart reinstall recreates the ServiceAccount, voiding the old token.
+        operator.write_kubeconfig()
+        operator.start()
+    return operator
+
+
+@pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards."""
     name = "e2e-" + request.node.name.replace("_", "-").lower()[:40].strip("-")

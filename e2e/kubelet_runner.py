@@ -474,7 +474,7 @@ class KubeletRunner:
                 self._start_server(key, slot)
                 return
             except Exception as error:
-                last_error = str(error)
+                last_error = str(error) or repr(error)
                 if isinstance(error, ApiException) and error.status == 404:
                     break  # the ConfigMap is gone: so is the GeoDeployment, soon the pod
                 log.warning(
@@ -484,7 +484,8 @@ class KubeletRunner:
                     START_ATTEMPTS,
                     error,
                 )
-                self._stopping.wait(attempt)
+                if attempt < START_ATTEMPTS:
+                    self._stopping.wait(attempt)
         log.error("giving up on triton for %s: %s", _name(key), last_error.splitlines()[0])
         with self._lock:
             if slot.wanted:

@@ -39,16 +39,6 @@ pytestmark = pytest.mark.triton
 
 
 @pytest.fixture
-def running_operator(operator: OperatorProcess) -> OperatorProcess:
-    """The session's operator, started again if an earlier test stopped it."""
-    if operator.process is None or operator.process.poll() is not None:
-        # A chart reinstall recreates the ServiceAccount, voiding the old token.
-        operator.write_kubeconfig()
-        operator.start()
-    return operator
-
-
-@pytest.fixture
 def runner(cluster: Cluster, tmp_path: pathlib.Path) -> Iterator[KubeletRunner]:
     with KubeletRunner(cluster.kubeconfig, tmp_path / "kubelet") as kubelet:
         yield kubelet

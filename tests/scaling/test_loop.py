@@ -180,7 +180,7 @@ def test_disabled_autoscaling_only_reports(world: World) -> None:
 def _prometheus_world(body: dict[str, Any], answer: Any) -> World:
     w = World(body)
 
-    def query(url: str) -> Any:
+    def query(url: str, window: int) -> Any:
         w.queries.append(url)
         if isinstance(answer, Exception):
             raise answer
@@ -233,8 +233,11 @@ def test_loop_exports_its_own_metrics(world: World) -> None:
     world.run(21, 350, 120)
     labels = {"namespace": NS, "geodeployment": NAME}
     assert REGISTRY.get_sample_value("geo_autoscaler_desired_replicas", labels) == 4
-    assert REGISTRY.get_sample_value(
-        "geo_autoscaler_decisions_total", {**labels, "action": "scale_out"}
-    ) >= 1
+    assert (
+        REGISTRY.get_sample_value(
+            "geo_autoscaler_decisions_total", {**labels, "action": "scale_out"}
+        )
+        >= 1
+    )
     assert REGISTRY.get_sample_value("geo_autoscaler_metric_errors_total", labels) >= 1
     assert REGISTRY.get_sample_value("geo_autoscaler_tick_seconds_count") >= 21

@@ -54,3 +54,9 @@ def test_aggregate_sums_qps_and_takes_worst_p99() -> None:
     assert total.qps == 400 and total.p99_ms == 9.0
     assert total.avg_latency_ms == pytest.approx(3.5)
     assert total.avg_batch == pytest.approx((1 * 100 + 2 * 600) / 700)
+
+
+def test_prometheus_queries_use_the_rate_window() -> None:
+    from geo_operator.triton import prometheus
+
+    assert "[6s]" in prometheus.QPS_QUERY.format(window=6)

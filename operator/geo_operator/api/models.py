@@ -357,6 +357,15 @@ class MetricsSource(_Model):
         pattern=r"^https?://.+",
         description="Prometheus base URL, e.g. http://prometheus.monitoring:9090.",
     )
+    rate_window_seconds: int = Field(
+        default=60,
+        ge=2,
+        le=3600,
+        description=(
+            "prometheus: the rate() window for QPS; at least 4 × your scrape interval. "
+            "Shorter reacts faster, longer is smoother."
+        ),
+    )
 
 
 class Autoscaling(_Model):

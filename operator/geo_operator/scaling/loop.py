@@ -45,9 +45,9 @@ SCRAPE_TIMEOUT = 2.0
 
 Key = tuple[str, str]  # (namespace, name)
 Fetch = Callable[[str], str]
-Query = Callable[[str], dict[Key, prometheus.Load]]
-# What one tick learned from each Prometheus: the loads, or why there are none.
-Answers = dict[str, dict[Key, prometheus.Load] | str]
+Query = Callable[[str, int], dict[Key, prometheus.Load]]
+# What one tick learned from each (Prometheus, rate window): the loads, or why there are none.
+Answers = dict[tuple[str, int], dict[Key, prometheus.Load] | str]
 
 
 class Cluster(Protocol):
@@ -173,12 +173,12 @@ class Autoscaler:
         answers: Answers = {}
         for _, _, spec in due:
             source = spec.autoscaling.metrics
-            url = source.prometheus_url
-            if source.source is models.MetricsSourceKind.PROMETHEUS and url and url not in answers:
+            ask = (source.prometheus_url or "", source.rate_window_seconds)
+            if source.source is models.MetricsSourceKind.PROMETHEUS and ask not in answers:
                 try:
-                    answers[url] = self.query(url)
+                    answers[ask] = self.query(*ask)
                 except prometheus.PrometheusError as error:
-                    answers[url] = str(error)
+                    answers[ask] = str(error)
         for key, body, spec in due:
             try:
                 self.step(key, body, spec, now, answers)
@@ -208,7 +208,8 @@ class Autoscaler:
             return obs(None, None, "no ready Triton pod")
         source = spec.autoscaling.metrics
         if source.source is models.MetricsSourceKind.PROMETHEUS:
-            answer = (answers or {}).get(source.prometheus_url or "", "Prometheus not asked")
+            ask = (source.prometheus_url or "", source.rate_window_seconds)
+            answer = (answers or {}).get(ask, "Prometheus not asked")
             if isinstance(answer, str):
                 return obs(None, None, answer)
             load = answer.get(key)

@@ -8,7 +8,7 @@ relabel `__meta_kubernetes_namespace` to `namespace` and
 `__meta_kubernetes_pod_label_geo_ai_geodeployment` to `geodeployment` (the e2e
 runner's file-based discovery sets them directly).
 
-- QPS: `rate(nv_inference_request_success[1m])` summed over the pods;
+- QPS: `rate(nv_inference_request_success[<rateWindowSeconds>s])` summed over the pods;
 - p99: the worst pod's `nv_inference_request_summary_us{quantile="0.99"}`
   (quantiles can't be averaged);
 - pods: how many Triton targets are up, to tell complete data from partial.
@@ -20,10 +20,11 @@ import dataclasses
 import math
 
 from prometheus_api_client import PrometheusConnect
+from urllib3.util.retry import Retry
 
 Key = tuple[str, str]
 
-QPS_QUERY = "sum by (namespace, geodeployment) (rate(nv_inference_request_success[1m]))"
+QPS_QUERY = "sum by (namespace, geodeployment) (rate(nv_inference_request_success[{window}s]))"
 P99_QUERY = 'max by (namespace, geodeployment) (nv_inference_request_summary_us{quantile="0.99"})'
 UP_QUERY = 'count by (namespace, geodeployment) (up{geodeployment!=""} == 1)'
 
@@ -50,11 +51,12 @@ def _by_key(result: list[dict[str, object]]) -> dict[Key, float]:
     return out
 
 
-def query_all(url: str, timeout: float = 5.0) -> dict[Key, Load]:
+def query_all(url: str, window_seconds: int = 60, timeout: float = 5.0) -> dict[Key, Load]:
     """The load of every GeoDeployment Prometheus knows about."""
     try:
-        client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout)
-        qps = _by_key(client.custom_query(QPS_QUERY))
+        # No retries: the loop asks again next tick, and a blocked tick delays every object.
+        client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout, retry=Retry(total=0))
+        qps = _by_key(client.custom_query(QPS_QUERY.format(window=window_seconds)))
         p99 = _by_key(client.custom_query(P99_QUERY))
         up = _by_key(client.custom_query(UP_QUERY))
     except Exception as error:  # the client raises requests' and its own errors alike

@@ -1,0 +1,198 @@
+"""The cluster scaling itself: real Triton servers, real load, the operator's loop.
+
+For each pod kwok marks Running, the kubelet runner starts a real tritonserver
+on the model repository from the GeoDeployment's ConfigMap; an open-loop load
+generator sends a rising-then-falling rate across the ready servers; the
+operator reads the servers' metrics (directly, or through a real Prometheus),
+decides and scales the Deployment; kwok starts the pods, the runner starts the
+servers. No human action in between.
+
+Small on purpose (2 cores): targets of 15 QPS per replica, at most 4 replicas,
+3-second intervals and a 20-second scale-in window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import pathlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import Cluster, OperatorProcess, example, wait_for
+from kubelet_runner import KubeletRunner
+from loadgen import Phase, ready_servers
+from loadgen import run as run_load
+from prometheus_local import Prometheus
+
+INTERVAL = 3
+WINDOW = 20
+TARGET_QPS = 15
+TARGET_P99 = 250
+
+
+def _body(namespace: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    body = example(namespace)
+    body["spec"]["autoscaling"] = {
+        "enabled": True,
+        "minReplicas": 1,
+        "maxReplicas": 4,
+        "targetQpsPerReplica": TARGET_QPS,
+        "targetP99LatencyMs": TARGET_P99,
+        "intervalSeconds": INTERVAL,
+        "scaleInStabilizationSeconds": WINDOW,
+        "metrics": metrics,
+    }
+    return body
+
+
+@dataclasses.dataclass
+class Sample:
+    t: float
+    replicas: int
+    ready: int
+    action: str | None
+    metrics: str | None
+
+
+class Recorder:
+    """Samples the GeoDeployment's status twice a second in the background."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.samples: list[Sample] = []
+        self.start = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            body = self.cluster.get("geod", "digits", self.namespace) or {}
+            status = body.get("status") or {}
+            conds = {c["type"]: c for c in status.get("conditions", [])}
+            self.samples.append(
+                Sample(
+                    t=time.monotonic() - self.start,
+                    replicas=int(status.get("replicas") or 0),
+                    ready=int(status.get("readyReplicas") or 0),
+                    action=(status.get("lastDecision") or {}).get("action"),
+                    metrics=(conds.get("MetricsAvailable") or {}).get("status"),
+                )
+            )
+
+    def __enter__(self) -> Recorder:
+        self.start = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def first(self, after: float, predicate: Any) -> float | None:
+        return next((s.t for s in self.samples if s.t >= after and predicate(s)), None)
+
+    def direction_changes(self) -> int:
+        steps = [b.replicas - a.replicas for a, b in itertools.pairwise(self.samples)]
+        signs = [1 if d > 0 else -1 for d in steps if d]
+        return sum(1 for a, b in itertools.pairwise(signs) if a != b)
+
+
+@pytest.fixture
+def runner(cluster: Cluster, tmp_path: pathlib.Path, namespace: str) -> Iterator[KubeletRunner]:
+    with KubeletRunner(cluster.kubeconfig, tmp_path / "runner", namespace=namespace) as r:
+        yield r
+
+
+def _story(
+    operator: OperatorProcess,
+    runner: KubeletRunner,
+    namespace: str,
+    metrics: dict[str, Any],
+    during_peak: Any = None,
+) -> Recorder:
+    cluster = operator.cluster
+    cluster.apply(_body(namespace, metrics))
+    wait_for(
+        lambda: ready_servers(runner.pods_json, "digits"), "the first Triton server", timeout=90
+    )
+    inputs = np.load(
+        pathlib.Path(__file__).resolve().parent.parent / "examples/digits/artifacts/heldout.npz"
+    )["x"]
+    phases = [Phase(10, 8), Phase(40, 55), Phase(50, 3)]
+    with Recorder(cluster, namespace) as recorder:
+        peak = threading.Timer(25, during_peak) if during_peak else None
+        if peak:
+            peak.start()
+        seconds = run_load(phases, lambda: ready_servers(runner.pods_json, "digits"), inputs)
+        if peak:
+            peak.join()
+    recorder.seconds = seconds  # type: ignore[attr-defined]
+    return recorder
+
+
+def _check_story(recorder: Recorder, rise: float = 10, fall: float = 50) -> None:
+    out_at = recorder.first(rise, lambda s: s.replicas > 1)
+    assert out_at is not None, "never scaled out"
+    # Two intervals, plus one for the first rates of a new reading.
+    assert out_at - rise <= 3 * INTERVAL + 2, f"scale_out {out_at - rise:.1f}s after the rise"
+    peak = max(s.replicas for s in recorder.samples)
+    assert 3 <= peak <= 4
+    seconds = recorder.seconds  # type: ignore[attr-defined]
+    settled = [s.p99_ms for s in seconds[int(rise) + 25 : int(fall)] if s.p99_ms is not None]
+    assert settled and max(settled) < TARGET_P99, f"p99 after scale-out: {settled}"
+    in_at = recorder.first(fall, lambda s: s.replicas < peak)
+    assert in_at is not None, "never scaled in"
+    assert in_at - fall >= WINDOW - 1, f"scale_in {in_at - fall:.1f}s after the fall"
+    assert recorder.direction_changes() <= 1, [s.replicas for s in recorder.samples]
+    errors = sum(s.errors for s in seconds)
+    assert errors <= 0.02 * sum(s.offered for s in seconds)
+
+
+def test_direct_scrape_scales_out_and_back_in(
+    running_operator: OperatorProcess, runner: KubeletRunner, namespace: str
+) -> None:
+    recorder = _story(running_operator, runner, namespace, {"source": "direct"})
+    _check_story(recorder)
+
+
+def test_prometheus_source_and_an_outage(
+    running_operator: OperatorProcess, runner: KubeletRunner, namespace: str, tmp_path: pathlib.Path
+) -> None:
+    prom = Prometheus(tmp_path / "prometheus", runner.file_sd_json).start()
+    outage: dict[str, float] = {}
+
+    def stop_prometheus() -> None:  # at the peak, for 12 s
+        outage["from"] = time.monotonic()
+        prom.stop()
+        time.sleep(12)
+        outage["to"] = time.monotonic()
+        prom.start()
+
+    try:
+        recorder = _story(
+            running_operator,
+            runner,
+            namespace,
+            {"source": "prometheus", "prometheusUrl": prom.url, "rateWindowSeconds": 6},
+            during_peak=stop_prometheus,
+        )
+    finally:
+        prom.stop()
+    start = recorder.start
+    down = [
+        s
+        for s in recorder.samples
+        if outage["from"] - start + INTERVAL + 1 <= s.t <= outage["to"] - start
+    ]
+    assert down and all(s.metrics == "False" for s in down), [s.metrics for s in down]
+    assert len({s.replicas for s in down}) == 1  # held while blind
+    back = recorder.first(outage["to"] - start, lambda s: s.metrics == "True")
+    assert back is not None and back - (outage["to"] - start) < 6 * INTERVAL
+    in_at = recorder.first(50, lambda s: s.replicas < max(x.replicas for x in recorder.samples))
+    assert in_at is not None and in_at - 50 >= WINDOW - 1
