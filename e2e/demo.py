@@ -7,8 +7,12 @@
 4. the operator (`geo run`) as the chart's ServiceAccount;
 5. `kubectl apply -f manifests/examples/digits.yaml` until Ready, with the
    printer columns, conditions and Events;
-6. the model repository the operator put in its ConfigMap, served by the real
-   tritonserver: held-out digits classified through Triton, p99 from its metrics.
+6. a real tritonserver for the pod (the e2e kubelet runner plays the kubelet),
+   on the model repository from the operator's ConfigMap: held-out digits
+   classified through it;
+7. autoscaling with no human in the loop: the autoscaling example, a load that
+   rises and falls, a live line per second (QPS, p99, replicas, decisions with
+   their reasons) and a PNG plot in out/demo/autoscaling.png.
 
 The cluster stays up afterwards for poking at (`. e2e/cluster/env.sh`);
 `e2e/cluster/down.sh` removes it.
@@ -22,6 +26,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -43,21 +48,110 @@ from conftest import (  # noqa: E402  (the e2e helpers are the demo's helpers to
     _lib,
     wait_for,
 )
-from geo_operator.api import models  # noqa: E402
-from geo_operator.triton import local, repository  # noqa: E402
+from kubelet_runner import KubeletRunner  # noqa: E402
+from loadgen import Phase, Second, ready_servers  # noqa: E402
+from loadgen import run as run_load  # noqa: E402
 
 ARTIFACTS = ROOT / "examples" / "digits" / "artifacts"
+AUTOSCALING = ROOT / "manifests" / "examples" / "digits-autoscaling.yaml"
 OUT = ROOT / "out" / "demo"
 NAMESPACE = "demo"
+PHASES = [Phase(15, 8), Phase(45, 55), Phase(50, 3)]
 
 
 def step(n: int, text: str) -> None:
-    print(f"\n\033[1m[{n}/6] {text}\033[0m", flush=True)
+    print(f"\n\033[1m[{n}/7] {text}\033[0m", flush=True)
 
 
 def show(cmd: list[str], out: str) -> None:
     print("$ " + " ".join(cmd))
     print(out.rstrip())
+
+
+def _status(cluster: Cluster) -> dict[str, Any]:
+    return (cluster.get("geod", "digits", NAMESPACE) or {}).get("status") or {}
+
+
+def autoscale(cluster: Cluster, runner: KubeletRunner, x: np.ndarray) -> None:
+    """Drive the load, print a line per second, plot the run."""
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    start = time.monotonic()
+    print(
+        f"{'t':>4} {'offered':>7} {'done':>5} {'p99 ms':>7} {'replicas':>8} {'ready':>5}  decision"
+    )
+
+    def on_second(second: Second) -> None:
+        status = latest.get("status") or {}
+        decision = status.get("lastDecision") or {}
+        stamp = f"{decision.get('time')}{decision.get('action')}{decision.get('to')}"
+        new = decision and stamp not in seen
+        seen.add(stamp)
+        p99 = second.p99_ms
+        rows.append(
+            {
+                "t": second.t,
+                "offered": second.offered,
+                "completed": second.completed,
+                "p99_ms": p99,
+                "replicas": status.get("replicas"),
+                "ready": status.get("readyReplicas"),
+            }
+        )
+        text = f"{decision.get('action')}: {decision.get('reason')}" if new else ""
+        print(
+            f"{second.t:>4.0f} {second.offered:>7} {second.completed:>5} "
+            f"{(f'{p99:.1f}' if p99 is not None else '-'):>7} "
+            f"{status.get('replicas', '-'):>8} {status.get('readyReplicas', '-'):>5}  {text}",
+            flush=True,
+        )
+
+    try:
+        run_load(PHASES, lambda: ready_servers(runner.pods_json, "digits"), x, on_second=on_second)
+    finally:
+        stop.set()
+    print(f"load done in {time.monotonic() - start:.0f}s")
+    (OUT / "autoscaling.json").write_text(json.dumps(rows, indent=1))
+    _plot(rows, OUT / "autoscaling.png")
+    print(
+        f"plot: {(OUT / 'autoscaling.png').relative_to(ROOT)}; "
+        f"numbers: {(OUT / 'autoscaling.json').relative_to(ROOT)}"
+    )
+    history = _status(cluster).get("decisions", [])
+    print("decisions recorded in status (kubectl get geod digits -o yaml):")
+    for d in history:
+        print(f"  {d['time']} {d['action']:<9} {d['from']}->{d['to']}  {d['reason']}")
+
+
+def _plot(rows: list[dict[str, Any]], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [r["t"] for r in rows]
+    fig, (load_ax, p99_ax, rep_ax) = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
+    load_ax.plot(t, [r["offered"] for r in rows], label="offered QPS")
+    load_ax.plot(t, [r["completed"] for r in rows], label="completed QPS")
+    load_ax.set_ylabel("requests/s")
+    load_ax.legend(loc="upper right")
+    p99_ax.plot(
+        t,
+        [r["p99_ms"] if r["p99_ms"] is not None else np.nan for r in rows],
+        color="tab:red",
+        label="client p99",
+    )
+    p99_ax.axhline(250, color="tab:red", linestyle=":", label="p99 target")
+    p99_ax.set_ylabel("ms")
+    p99_ax.legend(loc="upper right")
+    rep_ax.step(t, [r["replicas"] or 0 for r in rows], where="post", label="replicas")
+    rep_ax.step(t, [r["ready"] or 0 for r in rows], where="post", label="ready", linestyle="--")
+    rep_ax.set_ylabel("replicas")
+    rep_ax.set_xlabel("seconds")
+    rep_ax.legend(loc="upper right")
+    fig.suptitle("GEO autoscaling the digits model on real Triton servers (local cluster)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def main() -> int:
@@ -81,8 +175,7 @@ def main() -> int:
     cluster = Cluster(
         directory / "kubeconfig", _lib("geo_bin kubectl"), _lib("geo_bin helm"), directory
     )
-    config = yaml.safe_load(cluster.kubeconfig.read_text())
-    assert config["current-context"] == CONTEXT
+    assert yaml.safe_load(cluster.kubeconfig.read_text())["current-context"] == CONTEXT
     show(["kubectl", "get", "nodes"], cluster.kubectl("get", "nodes").stdout)
 
     step(3, "helm install geo-operator charts/geo-operator -n geo-system --create-namespace")
@@ -105,8 +198,12 @@ def main() -> int:
     operator.log = OUT / "operator.log"
     operator.log.write_text("")
     operator.start()
-    print(f"operator healthy on :{operator.port}; log: {operator.log.relative_to(ROOT)}")
+    print(
+        f"operator healthy; its metrics on :{operator.metrics_port}; "
+        f"log: {operator.log.relative_to(ROOT)}"
+    )
 
+    runner: KubeletRunner | None = None
     try:
         step(5, f"kubectl apply -f {EXAMPLE.relative_to(ROOT)} -n {NAMESPACE}")
         cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true")
@@ -136,7 +233,7 @@ def main() -> int:
         )
         print("conditions:")
         for c in body["status"]["conditions"]:
-            print(f"  {c['type']:<17}{c['status']:<6}{c['reason']:<14}{c['message']}")
+            print(f"  {c['type']:<17}{c['status']:<6}{c['reason']:<20}{c['message']}")
         events = cluster.json(
             "get",
             "events",
@@ -148,32 +245,17 @@ def main() -> int:
         print("events:")
         for e in events:
             print(f"  {e['type']:<8}{e['reason']:<17}{e['message']}")
-    finally:
-        operator.stop()
 
-    step(6, "The operator's model repository (its ConfigMap) served by the real tritonserver")
-    cm = cluster.json("get", "configmap", "digits-model", "-n", NAMESPACE)
-    spec = models.parse_spec(body["spec"])
-    chosen = next(
-        a for a in spec.model.artifacts if a.name == body["status"]["selectedArtifact"]["name"]
-    )
-    repo = OUT / "model-repository"
-    subprocess.run(["rm", "-rf", str(repo)], check=True)
-    repository.materialize(
-        cm["data"],
-        model_name=spec.model.name,
-        artifact_format=chosen.format,
-        uri=chosen.uri,
-        repository=repo,
-        mirrors={"http://models.geo.local/digits/": f"file://{ARTIFACTS}/"},
-    )
-    with local.TritonServer(repo, log_path=OUT / "triton.log") as triton:
-        client = httpclient.InferenceServerClient(triton.http_url)
+        step(6, "Real Triton for the pod: the e2e kubelet runner plays the kubelet's part")
+        runner = KubeletRunner(cluster.kubeconfig, OUT / "runner", namespace=NAMESPACE).start()
+        wait_for(lambda: ready_servers(runner.pods_json, "digits"), "a ready Triton", timeout=90)
+        info = next(s for s in runner.servers().values() if s.ready)
+        client = httpclient.InferenceServerClient(info.http)
         cfg = client.get_model_config("digits")
         print(
-            f"tritonserver ready in {triton.startup_seconds:.1f}s; Triton reports "
-            f"max_batch_size={cfg['max_batch_size']}, dynamic_batching="
-            f"{json.dumps(cfg.get('dynamic_batching', {}))}"
+            f"tritonserver ready in {info.startup_seconds:.1f}s on {info.http}; Triton reports "
+            f"max_batch_size={cfg['max_batch_size']}, max_queue_delay="
+            f"{cfg['dynamic_batching']['max_queue_delay_microseconds']}us"
         )
         held = np.load(ARTIFACTS / "heldout.npz")
         x, y = held["x"], held["y"]
@@ -181,14 +263,28 @@ def main() -> int:
         for i in range(0, len(x), 32):
             tensor = httpclient.InferInput("input", [len(x[i : i + 32]), 64], "FP32")
             tensor.set_data_from_numpy(x[i : i + 32])
-            result = client.infer("digits", [tensor])
-            labels.append(np.asarray(result.as_numpy("label")).reshape(-1))
-        accuracy = float((np.concatenate(labels) == y).mean())
-        print(
-            f"{len(x)} held-out digits through Triton ({chosen.name}): accuracy {accuracy:.4f} "
-            f"(declared {chosen.accuracy:.4f})"
-        )
+            labels.append(np.asarray(client.infer("digits", [tensor]).as_numpy("label")).ravel())
         client.close()
+        chosen = body["status"]["selectedArtifact"]["name"]
+        print(
+            f"{len(x)} held-out digits through Triton ({chosen}): accuracy "
+            f"{float((np.concatenate(labels) == y).mean()):.4f}"
+        )
+
+        step(
+            7,
+            f"Autoscaling, no human in the loop: kubectl apply -f "
+            f"{AUTOSCALING.relative_to(ROOT)}; the load rises, then falls",
+        )
+        show(
+            ["kubectl", "apply", "-f", str(AUTOSCALING.relative_to(ROOT)), "-n", NAMESPACE],
+            cluster.kubectl("apply", "-f", str(AUTOSCALING), "-n", NAMESPACE).stdout,
+        )
+        autoscale(cluster, runner, x)
+    finally:
+        operator.stop()
+        if runner is not None:
+            runner.stop()
     print(
         "\nDone. The cluster is still up: `. e2e/cluster/env.sh; kubectl get geod -A`; "
         "remove it with `e2e/cluster/down.sh`."
@@ -198,4 +294,5 @@ def main() -> int:
 
 if __name__ == "__main__":
     os.chdir(ROOT)
+    threading.current_thread().name = "demo"
     sys.exit(main())

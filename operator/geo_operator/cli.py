@@ -272,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"geo {args.verb}: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `geo ... | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
