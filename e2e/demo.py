@@ -77,9 +77,18 @@ def autoscale(cluster: Cluster, runner: KubeletRunner, x: np.ndarray) -> None:
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     start = time.monotonic()
-    print(
-        f"{'t':>4} {'offered':>7} {'done':>5} {'p99 ms':>7} {'replicas':>8} {'ready':>5}  decision"
-    )
+    header = ("t", "offered", "done", "p99 ms", "replicas", "ready")
+    print("{:>4} {:>7} {:>5} {:>7} {:>8} {:>5}  decision".format(*header))
+    # Status is read in its own thread: a kubectl call inside the load generator's
+    # event loop would stall the sender.
+    latest: dict[str, Any] = {}
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.5):
+            latest.update(status=_status(cluster))
+
+    threading.Thread(target=poll, daemon=True).start()
 
     def on_second(second: Second) -> None:
         status = latest.get("status") or {}
