@@ -156,11 +156,10 @@ def cluster() -> Iterator[Cluster]:
         subprocess.run(["bash", str(CLUSTER_SCRIPTS / "down.sh")], check=False)
 
 
-@pytest.fixture(scope="session")
-def chart(cluster: Cluster) -> Iterator[Cluster]:
-    """GEO installed with `helm install`, exactly as the README says."""
+def install_chart(cluster: Cluster) -> subprocess.CompletedProcess[str]:
+    """A fresh `helm install` of the chart (uninstalling an earlier release first)."""
     cluster.helm("uninstall", RELEASE, "-n", OPERATOR_NAMESPACE, "--wait", check=False)
-    cluster.helm(
+    return cluster.helm(
         "install",
         RELEASE,
         "charts/geo-operator",
@@ -171,6 +170,12 @@ def chart(cluster: Cluster) -> Iterator[Cluster]:
         "--timeout",
         "120s",
     )
+
+
+@pytest.fixture(scope="session")
+def chart(cluster: Cluster) -> Iterator[Cluster]:
+    """GEO installed with `helm install`, exactly as the README says."""
+    install_chart(cluster)
     cluster.kubectl(
         "wait", "--for=condition=Established", "crd/geodeployments.geo.ai", "--timeout=60s"
     )

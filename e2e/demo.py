@@ -41,11 +41,10 @@ from conftest import (  # noqa: E402  (the e2e helpers are the demo's helpers to
     CLUSTER_SCRIPTS,
     CONTEXT,
     EXAMPLE,
-    OPERATOR_NAMESPACE,
-    RELEASE,
     Cluster,
     OperatorProcess,
     _lib,
+    install_chart,
     wait_for,
 )
 from kubelet_runner import KubeletRunner  # noqa: E402
@@ -188,18 +187,7 @@ def main() -> int:
     show(["kubectl", "get", "nodes"], cluster.kubectl("get", "nodes").stdout)
 
     step(3, "helm install geo-operator charts/geo-operator -n geo-system --create-namespace")
-    cluster.helm("uninstall", RELEASE, "-n", OPERATOR_NAMESPACE, "--wait", check=False)
-    out = cluster.helm(
-        "install",
-        RELEASE,
-        "charts/geo-operator",
-        "-n",
-        OPERATOR_NAMESPACE,
-        "--create-namespace",
-        "--wait",
-        "--timeout",
-        "120s",
-    )
+    out = install_chart(cluster)
     print(out.stdout.split("NOTES:")[0].rstrip())
 
     step(4, "The operator: `geo run` as the chart's ServiceAccount (token from TokenRequest)")

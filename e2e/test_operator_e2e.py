@@ -44,6 +44,16 @@ def _ready(cluster: Cluster, namespace: str, name: str = "digits") -> dict[str, 
     return body if observed == body["metadata"]["generation"] else None
 
 
+def _wait_ready_replicas(
+    cluster: Cluster, namespace: str, n: int, what: str, timeout: float = 90
+) -> dict[str, Any]:
+    def settled() -> dict[str, Any] | None:
+        b = _ready(cluster, namespace)
+        return b if b and b["status"].get("readyReplicas") == n else None
+
+    return wait_for(settled, what, timeout=timeout)
+
+
 def _events(cluster: Cluster, namespace: str) -> list[tuple[str, str, str]]:
     items = cluster.json("get", "events", "-n", namespace)["items"]
     return [(e["type"], e["reason"], e["message"]) for e in items]
@@ -229,11 +239,7 @@ def test_kubectl_scale_through_the_scale_subresource(
     wait_for(lambda: _ready(cluster, namespace), "Ready", timeout=90)
     cluster.kubectl("scale", "geod/digits", "-n", namespace, "--replicas=3")
 
-    def scaled() -> dict[str, Any] | None:
-        b = _ready(cluster, namespace)
-        return b if b and b["status"].get("readyReplicas") == 3 else None
-
-    body = wait_for(scaled, "3 ready replicas", timeout=90)
+    body = _wait_ready_replicas(cluster, namespace, 3, "3 ready replicas")
     assert body["spec"]["replicas"] == 3 and body["status"]["replicas"] == 3
     path = f"/apis/geo.ai/v1alpha1/namespaces/{namespace}/geodeployments/digits/scale"
     scale = json.loads(cluster.kubectl("get", "--raw", path).stdout)
@@ -277,11 +283,7 @@ def test_operator_killed_mid_reconcile_resumes(operator: OperatorProcess, namesp
     operator.kill()
     operator.start()
 
-    def settled() -> dict[str, Any] | None:
-        b = _ready(cluster, namespace)
-        return b if b and b["status"].get("readyReplicas") == 2 else None
-
-    wait_for(settled, "2 ready replicas after a kill mid-reconcile", timeout=90)
+    _wait_ready_replicas(cluster, namespace, 2, "2 ready replicas after a kill mid-reconcile")
     assert len(cluster.json("get", "deployments", "-n", namespace)["items"]) == 1
     assert (
         len(
@@ -303,11 +305,9 @@ def test_operator_reconnects_after_apiserver_restart(
     assert operator.healthy()
     cluster.kubectl("scale", "geod/digits", "-n", namespace, "--replicas=2")
 
-    def scaled() -> dict[str, Any] | None:
-        b = _ready(cluster, namespace)
-        return b if b and b["status"].get("readyReplicas") == 2 else None
-
-    wait_for(scaled, "the operator to act after the API server restart", timeout=150)
+    _wait_ready_replicas(
+        cluster, namespace, 2, "the operator to act after the API server restart", timeout=150
+    )
 
 
 def test_helm_upgrade_and_uninstall_follow_the_crd_policy(
