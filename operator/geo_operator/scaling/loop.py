@@ -107,7 +107,8 @@ class Autoscaler:
         self.query = query
         self.clock = clock
         self._lock = threading.Lock()
-        self._objects: dict[Key, dict[str, Any]] = {}
+        # Each object with its spec parsed once per change (not once per tick).
+        self._objects: dict[Key, tuple[dict[str, Any], models.GeoDeploymentSpec | None]] = {}
         self._pods: dict[Key, dict[str, dict[str, Any]]] = {}  # owner -> pod name -> body
         self._state: dict[Key, _State] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="geo-scrape")
@@ -116,8 +117,18 @@ class Autoscaler:
 
     def upsert_object(self, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
         with self._lock:
-            self._objects[(meta["namespace"], meta["name"])] = dict(body)
+            known = self._objects.get(key)
+        if known is not None and known[0].get("spec") == body.get("spec"):
+            spec = known[1]  # a status-only change: the parsed spec still holds
+        else:
+            try:
+                spec = models.parse_spec(body.get("spec") or {})
+            except ValueError:
+                spec = None  # the reconcile reports invalid specs
+        with self._lock:
+            self._objects[key] = (dict(body), spec)
 
     def remove_object(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -158,11 +169,9 @@ class Autoscaler:
         now = self.clock()
         with self._lock:
             due = []
-            for key, body in self._objects.items():
-                try:
-                    spec = models.parse_spec(body.get("spec") or {})
-                except ValueError:
-                    continue  # the reconcile reports invalid specs
+            for key, (body, spec) in self._objects.items():
+                if spec is None:
+                    continue
                 state = self._state.setdefault(key, _State())
                 if state.last_step is None or now - state.last_step >= (
                     spec.autoscaling.interval_seconds
