@@ -154,11 +154,58 @@ def _check_story(recorder: Recorder, rise: float = 10, fall: float = 50) -> None
     assert errors <= 0.02 * sum(s.offered for s in seconds)
 
 
+def _check_outage(recorder: Recorder, outage: dict[str, float]) -> None:
+    """Blind from outage["from"] to outage["to"]: held, named, then resumed."""
+    start = recorder.start
+    down = [
+        s
+        for s in recorder.samples
+        if outage["from"] - start + INTERVAL + 1 <= s.t <= outage["to"] - start
+    ]
+    assert down and all(s.metrics == "False" for s in down), [s.metrics for s in down]
+    assert len({s.replicas for s in down}) == 1  # held while blind
+    back = recorder.first(outage["to"] - start, lambda s: s.metrics == "True")
+    assert back is not None and back - (outage["to"] - start) < 6 * INTERVAL
+
+
 def test_direct_scrape_scales_out_and_back_in(
     running_operator: OperatorProcess, runner: KubeletRunner, namespace: str
 ) -> None:
-    recorder = _story(running_operator, runner, namespace, {"source": "direct"})
+    cluster = running_operator.cluster
+    outage: dict[str, float] = {}
+    selector = "app.kubernetes.io/instance=digits"
+
+    def break_scrapes() -> None:  # at the peak, for 12 s: every pod's metrics unreachable
+        outage["from"] = time.monotonic()
+        cluster.kubectl(
+            "annotate",
+            "pods",
+            "-n",
+            namespace,
+            "-l",
+            selector,
+            "--overwrite",
+            "geo.ai/metrics-url=http://127.0.0.1:9/metrics",
+        )
+        time.sleep(12)
+        outage["to"] = time.monotonic()
+        for (ns, pod), info in runner.servers().items():
+            if ns == namespace:
+                cluster.kubectl(
+                    "annotate",
+                    "pod",
+                    pod,
+                    "-n",
+                    ns,
+                    "--overwrite",
+                    f"geo.ai/metrics-url={info.metrics_url}",
+                )
+
+    recorder = _story(
+        running_operator, runner, namespace, {"source": "direct"}, during_peak=break_scrapes
+    )
     _check_story(recorder)
+    _check_outage(recorder, outage)
 
 
 def test_prometheus_source_and_an_outage(
@@ -184,15 +231,5 @@ def test_prometheus_source_and_an_outage(
         )
     finally:
         prom.stop()
-    start = recorder.start
-    down = [
-        s
-        for s in recorder.samples
-        if outage["from"] - start + INTERVAL + 1 <= s.t <= outage["to"] - start
-    ]
-    assert down and all(s.metrics == "False" for s in down), [s.metrics for s in down]
-    assert len({s.replicas for s in down}) == 1  # held while blind
-    back = recorder.first(outage["to"] - start, lambda s: s.metrics == "True")
-    assert back is not None and back - (outage["to"] - start) < 6 * INTERVAL
-    in_at = recorder.first(50, lambda s: s.replicas < max(x.replicas for x in recorder.samples))
-    assert in_at is not None and in_at - 50 >= WINDOW - 1
+    _check_story(recorder)
+    _check_outage(recorder, outage)
