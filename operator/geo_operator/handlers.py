@@ -299,12 +299,6 @@ def on_change(body: kopf.Body, **_: Any) -> None:
     raise kopf.TemporaryError("status kept changing under the reconcile", delay=1)
 
 
-@kopf.on.delete(*RESOURCE, optional=True)
-def on_delete(name: str, namespace: str | None, **_: Any) -> None:
-    """Children go with their owner (ownerReferences): no finalizer to block deletion."""
-    log.info("%s/%s deleted; the garbage collector removes its children", namespace, name)
-
-
 @kopf.on.event(
     "apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": children.MANAGER}
 )
@@ -331,7 +325,12 @@ def stop_autoscaler(**_: Any) -> None:
 
 @kopf.on.event(*RESOURCE)
 def on_geodeployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-    """Keep the loop's view of GeoDeployments (spec and status) current."""
+    """Keep the loop's view of GeoDeployments (spec and status) current.
+
+    This is also the delete handler: children go with their owner by
+    ownerReferences, so deletion needs no finalizer (which would block it
+    whenever the operator is down); the loop just forgets the object.
+    """
     meta = body["metadata"]
     if type == "DELETED":
         autoscaler().remove_object(meta["namespace"], meta["name"])
