@@ -5,6 +5,8 @@
     geo render -f gd.yaml         print the ConfigMap, Deployment and Service it would create
     geo select -f gd.yaml         which artifact it would serve, and why
     geo decide -f gd.yaml ...     one autoscaling decision, as JSON
+    geo tune --url H:P --model M --latency-budget-ms B
+                                  measure batching configurations on a live Triton
 
 Every verb that reads a GeoDeployment validates it exactly as the operator
 does and exits 2 with the offending field named when it is invalid.
@@ -13,6 +15,7 @@ does and exits 2 with the offending field named when it is invalid.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -157,6 +160,176 @@ def cmd_decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str, what: str, *, off: bool = False) -> list[int | None]:
+    values: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip()
+        if off and part == "off":
+            values.append(None)
+            continue
+        try:
+            values.append(int(part))
+        except ValueError:
+            raise UsageError(f"{what}: {part!r} is not an integer") from None
+    return values
+
+
+def _tune_row(config: Any, result: Any, chosen: Any) -> dict[str, Any]:
+    best = result.best
+    return {
+        "maxBatchSize": config.max_batch_size,
+        "maxQueueDelayMicroseconds": config.max_queue_delay_us,
+        "dynamicBatching": config.max_queue_delay_us is not None,
+        "withinBudget": result.within_budget,
+        "throughput": round(result.throughput, 1),
+        "concurrency": best.concurrency if best else None,
+        "p50Ms": round(best.p50_ms, 3) if best else None,
+        "p99Ms": round(best.p99_ms, 3) if best else None,
+        "avgBatch": round(best.avg_batch, 2) if best else None,
+        "chosen": config == chosen,
+        "levels": [dataclasses.asdict(level) for level in result.levels],
+    }
+
+
+def _tune_table(title: str, outcome: Any) -> list[str]:
+    lines = [
+        title,
+        f"  {'config':<22} {'req/s':>8} {'conc':>5} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'avg batch':>9}  within budget",
+    ]
+    for config, result in sorted(outcome.measured, key=lambda cr: cr[0].sort_key()):
+        best = result.best
+        mark = " <- chosen" if config == outcome.chosen else ""
+        if best is None:
+            worst = min(result.levels, key=lambda lv: lv.p99_ms)
+            lines.append(
+                f"  {config.describe():<22} {'-':>8} {'-':>5} {worst.p50_ms:>8.2f} "
+                f"{worst.p99_ms:>8.2f} {worst.avg_batch:>9.2f}  no{mark}"
+            )
+        else:
+            lines.append(
+                f"  {config.describe():<22} {best.throughput:>8.0f} {best.concurrency:>5} "
+                f"{best.p50_ms:>8.2f} {best.p99_ms:>8.2f} {best.avg_batch:>9.2f}  yes{mark}"
+            )
+    chosen = outcome.chosen.describe() if outcome.chosen else "none within the budget"
+    lines.append(f"  chosen: {chosen}; measurements: {outcome.measurements}")
+    return lines
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    # Imported here: tritonclient and numpy are not needed by the other verbs.
+    from geo_operator.tuning import measure, search
+
+    candidates = [c for c in _int_list(args.candidates, "--candidates") if c is not None]
+    delays = _int_list(args.delays, "--delays", off=True)
+    concurrency = [c for c in _int_list(args.concurrency, "--concurrency") if c is not None]
+    if not candidates or min(candidates) < 1:
+        raise UsageError("--candidates must be positive batch sizes")
+    if any(d is not None and d < 0 for d in delays):
+        raise UsageError("--delays must be >= 0 (or off)")
+    if not concurrency or min(concurrency) < 1:
+        raise UsageError("--concurrency must be positive")
+    if args.latency_budget_ms <= 0 or args.seconds <= 0:
+        raise UsageError("--latency-budget-ms and --seconds must be positive")
+    try:
+        measurer = measure.Measurer(
+            args.url,
+            args.model,
+            args.latency_budget_ms,
+            concurrency=concurrency,
+            seconds=args.seconds,
+        )
+    except Exception as error:  # connection refused, unknown model: say so, no traceback
+        raise UsageError(f"cannot read {args.model}'s config from {args.url}: {error}") from error
+
+    count = 0
+
+    def progress(config: search.Config) -> measure.Result:
+        nonlocal count
+        count += 1
+        result = measurer.measure(config)
+        best = result.best
+        figures = (
+            f"{best.throughput:.0f} req/s at {best.concurrency} in flight, "
+            f"p99 {best.p99_ms:.2f} ms, avg batch {best.avg_batch:.2f}"
+            if best
+            else "over budget at every level"
+        )
+        print(f"[{count}] {config.describe()}: {figures}", file=sys.stderr, flush=True)
+        return result
+
+    try:
+        outcomes = {"quick": search.quick_search(progress, candidates, delays)}
+        if args.full_sweep:
+            # The sweep reuses the quick search's measurements: the same figures for a
+            # configuration in both tables, and only the rest of the grid costs time.
+            taken = dict(outcomes["quick"].measured)
+            outcomes["sweep"] = search.full_sweep(
+                lambda c: taken[c] if c in taken else progress(c), candidates, delays
+            )
+        # With the sweep measured, its choice is the best within the budget of all.
+        chosen = outcomes["sweep" if args.full_sweep else "quick"].chosen
+        # Leave Triton serving the chosen configuration (else the last one measured).
+        if chosen is not None:
+            measurer.load(chosen)
+    except measure.MeasureError as error:
+        raise UsageError(str(error)) from error
+    finally:
+        measurer.close()
+
+    if args.json:
+        out: dict[str, Any] = {
+            "model": args.model,
+            "latencyBudgetMs": args.latency_budget_ms,
+            "secondsPerLevel": args.seconds,
+            "concurrency": sorted(set(concurrency)),
+            "measurementsTaken": count,
+            "loaded": None
+            if chosen is None
+            else {
+                "maxBatchSize": chosen.max_batch_size,
+                "maxQueueDelayMicroseconds": chosen.max_queue_delay_us,
+            },
+        }
+        for name, outcome in outcomes.items():
+            c = outcome.chosen
+            out[name] = {
+                "measurements": outcome.measurements,
+                "chosen": None
+                if c is None
+                else {
+                    "maxBatchSize": c.max_batch_size,
+                    "maxQueueDelayMicroseconds": c.max_queue_delay_us,
+                },
+                "results": [_tune_row(cfg, r, c) for cfg, r in outcome.measured],
+            }
+        print(json.dumps(out, indent=2))
+    else:
+        tables = [
+            _tune_table(f"{name} search" if name == "quick" else "full sweep", outcome)
+            for name, outcome in outcomes.items()
+        ]
+        if len(tables) == 1:
+            print("\n".join(tables[0]))
+        else:
+            width = max(len(line) for line in tables[0]) + 4
+            for i in range(max(len(t) for t in tables)):
+                left = tables[0][i] if i < len(tables[0]) else ""
+                right = tables[1][i] if i < len(tables[1]) else ""
+                print(f"{left:<{width}}{right}".rstrip())
+        print(
+            f"measurements taken: {count} (quick search {outcomes['quick'].measurements}"
+            + (f", full grid {outcomes['sweep'].measurements}" if args.full_sweep else "")
+            + ")"
+        )
+        print(
+            f"Triton now serves: {chosen.describe()}"
+            if chosen is not None
+            else "nothing within the budget; Triton serves the last configuration measured"
+        )
+    return 0 if chosen is not None else 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf  # imported here: the other verbs must not pay for it
 
@@ -262,6 +435,46 @@ def parser() -> argparse.ArgumentParser:
         help="how long the load has already been low (for the scale-in window)",
     )
     decide.set_defaults(func=cmd_decide)
+
+    tune = verbs.add_parser(
+        "tune",
+        help="measure max_batch_size and dynamic batching on a live Triton, pick the best",
+        description="Load each configuration through Triton's model-repository API "
+        "(Triton must run with --model-control-mode=explicit), drive load at rising "
+        "concurrency and keep the best throughput whose p99 fits the budget. A hill-climbing "
+        "search measures a few configurations; --full-sweep also measures them all. Triton is "
+        "left serving the chosen configuration (the sweep's, with --full-sweep). "
+        "Progress goes to stderr.",
+    )
+    tune.add_argument("--url", required=True, help="Triton HTTP endpoint, HOST:PORT")
+    tune.add_argument("--model", required=True, help="model name")
+    tune.add_argument(
+        "--latency-budget-ms", type=float, required=True, help="client p99 latency budget"
+    )
+    tune.add_argument(
+        "--candidates",
+        default="1,2,4,8,16,32",
+        help="max_batch_size candidates (default: %(default)s)",
+    )
+    tune.add_argument(
+        "--delays",
+        default="0,100,500,2000",
+        help="max_queue_delay_microseconds candidates, 'off' = no dynamic batching "
+        "(default: %(default)s)",
+    )
+    tune.add_argument(
+        "--concurrency",
+        default="1,4,16,32",
+        help="in-flight requests per load level (default: %(default)s)",
+    )
+    tune.add_argument(
+        "--seconds", type=float, default=3.0, help="duration of each load level (default: 3)"
+    )
+    tune.add_argument(
+        "--full-sweep", action="store_true", help="also measure the whole grid, side by side"
+    )
+    tune.add_argument("--json", action="store_true", help="print JSON")
+    tune.set_defaults(func=cmd_tune)
     return top
 
 

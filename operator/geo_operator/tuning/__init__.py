@@ -1,0 +1,1 @@
+"""Batching tuning: measure configurations on a live Triton and search the grid (`geo tune`)."""
