@@ -149,13 +149,9 @@ def example_target() -> children.Target:
     return decided.target
 
 
-@pytest.fixture(scope="session")
-def server(
-    artifacts: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[local.TritonServer]:
-    """The real tritonserver serving the example, laid out by the operator's builders."""
+def example_repository(artifacts: pathlib.Path, repo: pathlib.Path) -> pathlib.Path:
+    """Lay out the example's model repository from the operator's own ConfigMap data."""
     target = example_target()
-    repo = tmp_path_factory.mktemp("model-repository")
     repository.materialize(
         children.config_map_data(target),
         model_name=target.spec.model.name,
@@ -164,5 +160,14 @@ def server(
         repository=repo,
         mirrors={"http://models.geo.local/digits/": f"file://{artifacts}/"},
     )
+    return repo
+
+
+@pytest.fixture(scope="session")
+def server(
+    artifacts: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[local.TritonServer]:
+    """The real tritonserver serving the example, laid out by the operator's builders."""
+    repo = example_repository(artifacts, tmp_path_factory.mktemp("model-repository"))
     with local.TritonServer(repo, log_path=repo.parent / "triton.log") as triton:
         yield triton

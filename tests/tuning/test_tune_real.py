@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 import tritonclient.http as httpclient
 
-from conftest import example_target
+from conftest import example_repository
 from geo_operator import cli
-from geo_operator.builders import children
-from geo_operator.triton import local, repository
+from geo_operator.triton import local
 
 pytestmark = pytest.mark.triton
 
@@ -31,16 +30,7 @@ BUDGET_MS = 100.0  # generous: the point is the mechanics, not this machine's la
 def explicit_server(
     artifacts: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[local.TritonServer]:
-    target = example_target()
-    repo = tmp_path_factory.mktemp("tune-repository")
-    repository.materialize(
-        children.config_map_data(target),
-        model_name=target.spec.model.name,
-        artifact_format=target.artifact.format,
-        uri=target.artifact.uri,
-        repository=repo,
-        mirrors={"http://models.geo.local/digits/": f"file://{artifacts}/"},
-    )
+    repo = example_repository(artifacts, tmp_path_factory.mktemp("tune-repository"))
     with local.TritonServer(
         repo,
         model_control_mode="explicit",
