@@ -213,6 +213,13 @@ class Autoscaler:
         def obs(qps: float | None, p99: float | None, missing: str | None) -> policy.Observation:
             return policy.Observation(now, replicas, len(ready), qps, p99, missing)
 
+        def load(qps: float, p99: float | None, no_p99: str) -> policy.Observation:
+            # No request in the summary window: an idle server has no p99. With no
+            # traffic at all, a latency of 0 is the truth, not a guess.
+            if p99 is None:
+                return obs(0.0, 0.0, None) if qps == 0 else obs(None, None, no_p99)
+            return obs(qps, p99, None)
+
         if not ready:
             return obs(None, None, "no ready Triton pod")
         source = spec.autoscaling.metrics
@@ -221,22 +228,18 @@ class Autoscaler:
             answer = (answers or {}).get(ask, "Prometheus not asked")
             if isinstance(answer, str):
                 return obs(None, None, answer)
-            load = answer.get(key)
-            if load is None:
+            answer_load = answer.get(key)
+            if answer_load is None:
                 return obs(None, None, "Prometheus has no series for this GeoDeployment")
-            if load.pods_up < len(ready):
+            if answer_load.pods_up < len(ready):
                 return obs(
-                    None, None, f"Prometheus scrapes {load.pods_up} of {len(ready)} ready pods"
+                    None,
+                    None,
+                    f"Prometheus scrapes {answer_load.pods_up} of {len(ready)} ready pods",
                 )
-            if load.qps is None:
+            if answer_load.qps is None:
                 return obs(None, None, "Prometheus has no request rate yet")
-            if load.p99_ms is None:
-                return (
-                    obs(0.0, 0.0, None)
-                    if load.qps == 0
-                    else obs(None, None, "no p99 summary in Prometheus")
-                )
-            return obs(load.qps, load.p99_ms, None)
+            return load(answer_load.qps, answer_load.p99_ms, "no p99 summary in Prometheus")
         urls = {p["metadata"]["name"]: metrics_url(p) for p in ready}
         futures = {name: self._pool.submit(self.fetch, url) for name, url in urls.items() if url}
         per_pod: list[metrics.PodRates] = []
@@ -266,13 +269,7 @@ class Autoscaler:
                 f"{len(problems)} of {len(ready)} ready pods: " + "; ".join(problems)[:300],
             )
         total = metrics.aggregate(per_pod)
-        if total.p99_ms is None:
-            # No request in the summary window: an idle server has no p99. With no
-            # traffic at all, a latency of 0 is the truth, not a guess.
-            if total.qps == 0:
-                return obs(0.0, 0.0, None)
-            return obs(None, None, "no p99 summary (is summary_latencies on?)")
-        return obs(total.qps, total.p99_ms, None)
+        return load(total.qps, total.p99_ms, "no p99 summary (is summary_latencies on?)")
 
     def step(
         self,
