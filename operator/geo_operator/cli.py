@@ -7,6 +7,8 @@
     geo decide -f gd.yaml ...     one autoscaling decision, as JSON
     geo tune --url H:P --model M --latency-budget-ms B
                                   measure batching configurations on a live Triton
+    geo simulate -f gd.yaml --trace T.csv --policy geo|hpa|keda|kpa|oracle|all
+                                  replay a traffic trace through simulated replicas
 
 Every verb that reads a GeoDeployment validates it exactly as the operator
 does and exits 2 with the offending field named when it is invalid.
@@ -18,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import pathlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -475,7 +478,137 @@ def parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--json", action="store_true", help="print JSON")
     tune.set_defaults(func=cmd_tune)
+
+    simulate = verbs.add_parser(
+        "simulate",
+        help="replay a traffic trace through simulated Triton replicas under an autoscaler",
+        description="Replay a request trace (Azure LLM trace CSV: a TIMESTAMP column, one row "
+        "per request) through a model of Triton replicas (dynamic batcher, batch service time "
+        "a + b*batch calibrated on the real Triton by e2e/calibrate_replica.py, pod start-up "
+        "delay, metric lag) under GEO's policy or an anchor: Kubernetes HPA, KEDA, Knative KPA, "
+        "or an oracle that knows the future. Prints SLO-violation seconds (10-second windows "
+        "whose p99 exceeds targetP99LatencyMs), replica-seconds, scaling actions, direction "
+        "changes and the worst p99. Every policy gets the GeoDeployment's targets. "
+        "Deterministic for a seed.",
+        epilog="example: geo simulate -f manifests/examples/digits-simulate.yaml "
+        "--trace ../shared/traces/azure-llm-2023-code.csv --policy all --plot out/azure.png",
+    )
+    simulate.add_argument("-f", "--file", required=True, help="GeoDeployment YAML ('-' = stdin)")
+    simulate.add_argument("--trace", help="trace CSV with a TIMESTAMP column")
+    simulate.add_argument(
+        "--synthetic",
+        choices=["step", "ramp", "spike", "diurnal"],
+        help="a synthetic trace instead of --trace",
+    )
+    simulate.add_argument(
+        "--policy",
+        default="geo",
+        help="geo, hpa, keda, kpa, oracle, a comma-separated list, or all (default: %(default)s)",
+    )
+    simulate.add_argument(
+        "--peak-replicas",
+        type=float,
+        default=8,
+        help="scale the rate so the busiest 10 s need this many replicas at "
+        "targetQpsPerReplica; 0 = replay the rate as recorded (default: %(default)s)",
+    )
+    simulate.add_argument(
+        "--rate-resolution",
+        type=int,
+        default=10,
+        metavar="SECONDS",
+        help="the trace's rate is counted per this many seconds; arrivals within are "
+        "Poisson (default: %(default)s)",
+    )
+    simulate.add_argument(
+        "--duration",
+        type=int,
+        help="replay only the first SECONDS (synthetic: length, default 1800)",
+    )
+    simulate.add_argument(
+        "--startup-seconds",
+        type=float,
+        default=30.0,
+        help="from a pod's order to ready: scheduling, model load (default: %(default)s)",
+    )
+    simulate.add_argument(
+        "--metrics-lag-seconds",
+        type=int,
+        default=5,
+        help="age of the metrics every autoscaler sees (default: %(default)s)",
+    )
+    simulate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    simulate.add_argument("--profile", help="replica profile JSON (default: the calibrated one)")
+    simulate.add_argument("--plot", type=pathlib.Path, help="write a PNG of replicas and p99")
+    simulate.add_argument("--json", action="store_true", help="print JSON")
+    simulate.set_defaults(func=cmd_simulate)
     return top
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from geo_operator.simulation import autoscalers, replay, replica, report
+    from geo_operator.simulation import trace as traces
+
+    spec = _spec(_load_geodeployment(args.file))
+    scaling = spec.autoscaling
+    names = list(autoscalers.POLICIES) if args.policy == "all" else args.policy.split(",")
+    unknown = [n for n in names if n not in autoscalers.POLICIES]
+    if unknown:
+        raise UsageError(
+            f"unknown policy {', '.join(unknown)}: "
+            f"choose from {', '.join(autoscalers.POLICIES)} or all"
+        )
+    if (args.trace is None) == (args.synthetic is None):
+        raise UsageError("give exactly one of --trace FILE.csv or --synthetic SHAPE")
+    try:
+        profile = replica.Profile.load(args.profile) if args.profile else replica.Profile.load()
+        if args.trace is not None:
+            trace = traces.from_csv(args.trace, args.rate_resolution)
+        else:
+            trace = traces.synthetic(args.synthetic, duration=args.duration or 1800, seed=args.seed)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    if args.duration:
+        trace = dataclasses.replace(trace, rate=trace.rate[: args.duration])
+    if args.peak_replicas > 0:
+        trace = traces.scale_to_peak(trace, args.peak_replicas, scaling.target_qps_per_replica)
+    options = replay.Options(
+        startup_seconds=args.startup_seconds,
+        metrics_lag_seconds=args.metrics_lag_seconds,
+        seed=args.seed,
+        profile=profile,
+    )
+    peak = trace.peak(10)
+    print(
+        f"[simulate] {trace.name}: {trace.duration} s, peak {peak:.0f} req/s over 10 s "
+        f"(= {peak / scaling.target_qps_per_replica:.1f} replicas at the target), replica model "
+        f"a={profile.service_a_ms} ms + b={profile.service_b_ms} ms/item, "
+        f"capacity {profile.capacity(replay.batching(spec, profile).max_batch_size):.0f} req/s "
+        f"at full batches; start-up {args.startup_seconds:g} s, metrics lag "
+        f"{args.metrics_lag_seconds} s, seed {args.seed}",
+        file=sys.stderr,
+    )
+    results = []
+    for name in names:
+
+        def progress(second: int, total: int, name: str = name) -> None:
+            if sys.stderr.isatty():
+                print(f"\r[simulate] {name}: {second}/{total} s", end="", file=sys.stderr)
+
+        result, _ = replay.replay(spec, trace, name, options, progress)
+        if sys.stderr.isatty():
+            print("\r", end="", file=sys.stderr)
+        results.append(result)
+    if args.plot:
+        report.plot(
+            results, scaling.target_qps_per_replica, scaling.target_p99_latency_ms, args.plot
+        )
+    if args.json:
+        summaries = [r.summary() for r in results]
+        print(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
+    else:
+        print(report.table(results))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

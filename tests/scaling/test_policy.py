@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -167,3 +168,37 @@ def test_geo_decide_without_metrics_says_missing() -> None:
         cwd=ROOT,
     )
     assert json.loads(loaded.stdout)["action"] == "scale_out"
+
+
+def test_queued_backlog_sizes_the_step_when_known() -> None:
+    # 2 replicas serve 200 QPS, p99 breached. Queue unknown: the latency factor (x2) -> 4.
+    unknown, _ = policy.decide(SPEC, policy.Observation(1000.0, 2, 2, 200, 600))
+    assert (unknown.action, unknown.replicas) == ("scale_out", 4)
+    # 4000 queued = 400 QPS more to serve within DRAIN_SECONDS: demand 600 -> 6 replicas.
+    known, _ = policy.decide(SPEC, policy.Observation(1000.0, 2, 2, 200, 600, queued=4000))
+    assert (known.action, known.replicas) == ("scale_out", 6)
+    assert "4000 queued" in known.reason
+
+
+def test_queue_growth_since_the_last_tick_counts_as_arrivals() -> None:
+    memory = policy.Memory(queued=(995.0, 0.0))
+    # The queue grew by 1000 in 5 s: 200 QPS arrive beyond the 200 served, plus the backlog.
+    decision, after = policy.decide(
+        SPEC, policy.Observation(1000.0, 2, 2, 200, 600, queued=1000), memory
+    )
+    assert decision.replicas == math.ceil((200 + 200 + 100) / 100 * 0.9)
+    assert after.queued == (1000.0, 1000)
+
+
+def test_a_rising_trend_scales_out_before_the_threshold() -> None:
+    # 130 QPS/replica on 2 (threshold 150) but rising 4 QPS/s: in 30 s each carries ~190.
+    memory = policy.Memory()
+    for t, q in ((980.0, 180.0), (990.0, 220.0)):
+        _, memory = policy.decide(SPEC, policy.Observation(t, 2, 2, q, 20), memory)
+    decision, _ = policy.decide(SPEC, policy.Observation(1000.0, 2, 2, 260, 20), memory)
+    assert decision.action == "scale_out" and decision.replicas == 4
+    assert "trend" in decision.reason
+    # The same load, flat, is within band.
+    flat = policy.Memory(samples=((980.0, 260.0), (990.0, 260.0)))
+    decision, _ = policy.decide(SPEC, policy.Observation(1000.0, 2, 2, 260, 20), flat)
+    assert decision.action == "maintain"

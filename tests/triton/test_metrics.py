@@ -16,6 +16,7 @@ def test_parse_real_scrape() -> None:
     scrape = metrics.parse(TEXT, "digits", time=10.0)
     assert scrape.success == 20 and scrape.inferences == 80 and scrape.executions == 20
     assert scrape.request_us == 33075 and scrape.p99_us == 595
+    assert scrape.pending == 0  # Triton's nv_inference_pending_request_count gauge
 
 
 def test_unknown_model_is_missing_not_zero() -> None:
@@ -54,6 +55,11 @@ def test_aggregate_sums_qps_and_takes_worst_p99() -> None:
     assert total.qps == 400 and total.p99_ms == 9.0
     assert total.avg_latency_ms == pytest.approx(3.5)
     assert total.avg_batch == pytest.approx((1 * 100 + 2 * 600) / 700)
+    assert total.queued is None  # a pod without the pending gauge: the backlog is unknown
+    queued = metrics.aggregate(
+        [dataclasses.replace(a, pending=3.0), dataclasses.replace(b, pending=4.0)]
+    )
+    assert queued.queued == 7.0
 
 
 def test_prometheus_queries_use_the_rate_window() -> None:

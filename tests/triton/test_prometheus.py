@@ -51,6 +51,7 @@ def test_query_all_reads_qps_and_p99_then_names_the_outage(
         assert load is not None and load.pods_up == 1
         assert load.qps is not None and 0.3 * sent / elapsed < load.qps < 3 * sent / elapsed
         assert load.p99_ms is not None and 0 < load.p99_ms < 1000
+        assert load.queued is not None and load.queued >= 0  # the pending-request gauge
     client.close()
     with pytest.raises(prometheus.PrometheusError, match="Prometheus at"):
         prometheus.query_all(prom.url, timeout=2)

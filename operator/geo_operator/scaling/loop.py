@@ -210,15 +210,19 @@ class Autoscaler:
         replicas = max(deployment_replicas, spec.autoscaling.min_replicas)
         ready = [p for p in pods if _pod_ready(p)]
 
-        def obs(qps: float | None, p99: float | None, missing: str | None) -> policy.Observation:
-            return policy.Observation(now, replicas, len(ready), qps, p99, missing)
+        def obs(
+            qps: float | None, p99: float | None, missing: str | None, queued: float | None = None
+        ) -> policy.Observation:
+            return policy.Observation(now, replicas, len(ready), qps, p99, missing, queued)
 
-        def load(qps: float, p99: float | None, no_p99: str) -> policy.Observation:
+        def load(
+            qps: float, p99: float | None, no_p99: str, queued: float | None
+        ) -> policy.Observation:
             # No request in the summary window: an idle server has no p99. With no
             # traffic at all, a latency of 0 is the truth, not a guess.
             if p99 is None:
-                return obs(0.0, 0.0, None) if qps == 0 else obs(None, None, no_p99)
-            return obs(qps, p99, None)
+                return obs(0.0, 0.0, None, queued) if qps == 0 else obs(None, None, no_p99)
+            return obs(qps, p99, None, queued)
 
         if not ready:
             return obs(None, None, "no ready Triton pod")
@@ -239,7 +243,12 @@ class Autoscaler:
                 )
             if answer_load.qps is None:
                 return obs(None, None, "Prometheus has no request rate yet")
-            return load(answer_load.qps, answer_load.p99_ms, "no p99 summary in Prometheus")
+            return load(
+                answer_load.qps,
+                answer_load.p99_ms,
+                "no p99 summary in Prometheus",
+                answer_load.queued,
+            )
         urls = {p["metadata"]["name"]: metrics_url(p) for p in ready}
         futures = {name: self._pool.submit(self.fetch, url) for name, url in urls.items() if url}
         per_pod: list[metrics.PodRates] = []
@@ -269,7 +278,9 @@ class Autoscaler:
                 f"{len(problems)} of {len(ready)} ready pods: " + "; ".join(problems)[:300],
             )
         total = metrics.aggregate(per_pod)
-        return load(total.qps, total.p99_ms, "no p99 summary (is summary_latencies on?)")
+        return load(
+            total.qps, total.p99_ms, "no p99 summary (is summary_latencies on?)", total.queued
+        )
 
     def step(
         self,

@@ -1,8 +1,8 @@
 """The autoscaling decision: QPS and p99 in, scale_out / scale_in / maintain out.
 
 Pure and deterministic: `decide(autoscaling_spec, observation, memory)` returns
-the decision and the memory for the next tick. Called by `geo decide` and by the
-operator's loop; the trace simulator is to use the same function.
+the decision and the memory for the next tick. Called by `geo decide`, by the
+operator's loop and by the trace simulator (`geo simulate`): one code path.
 
 The rule (DESIGN.md), per ready replica:
 
@@ -14,13 +14,19 @@ The rule (DESIGN.md), per ready replica:
 - **maintain** otherwise, and always when metrics are missing or stale: a
   missing number is never read as zero, so we never scale in blind.
 
+Demand is the QPS served plus the queued backlog over DRAIN_SECONDS; the
+trend of demand, projected LEAD_SECONDS ahead (rising only), is the "projected"
+load. A projected load above target × scaleOutRatio is a reason to scale out
+now, so the new pods are ready when it arrives (predictive scale-out).
+
 How far one decision moves (the anchors are HPA and KPA):
 
 - out: proportional, like HPA — enough replicas that each carries the target
-  QPS (`ceil(qps / targetQpsPerReplica)`), and on a latency breach at least
-  `ceil(replicas × min(p99 / target, 2))`; always at least one more; capped by
-  maxReplicas. Pods that are ordered but not ready count as capacity, so a
-  second tick during start-up does not pile on more.
+  (`ceil(max(demand, projected) / targetQpsPerReplica)`, within 10 %), and on
+  a latency breach with the queue unknown at least `ceil(replicas × min(p99 /
+  target, 2))`; always at least one more; capped by maxReplicas. Pods that
+  are ordered but not ready count as capacity, so a second tick during
+  start-up does not pile on more.
 - in: to the highest recommendation seen during the stabilization window (HPA's
   scale-down stabilization), never below minReplicas, never more than half the
   replicas in one step.
@@ -36,8 +42,23 @@ from geo_operator.api import models
 # Proportional moves ignore changes within 10 % of the target, like HPA's
 # --horizontal-pod-autoscaler-tolerance default.
 TOLERANCE = 0.10
-# One latency-driven step at most doubles the replicas.
+# One latency-driven step at most doubles the replicas (when the queue is unknown).
 MAX_LATENCY_FACTOR = 2.0
+# A backlog in the queues counts as load that must be served within this many
+# seconds (one SLO window): demand = QPS served + queued / DRAIN_SECONDS. QPS is
+# counted at completion, so under overload it shows what the pods manage, not
+# what arrives; the queue shows the rest.
+DRAIN_SECONDS = 10.0
+# A queue that grew since the last tick means arrivals beyond what was served:
+# the growth rate is added to the demand.
+# The trend: a least-squares slope of demand over the last TREND_SECONDS (at
+# least TREND_MIN_SAMPLES ticks), projected LEAD_SECONDS ahead: about the time
+# a new pod takes to be scheduled, load its model and pass readiness.
+TREND_SECONDS = 60.0
+TREND_MIN_SAMPLES = 3
+LEAD_SECONDS = 30.0
+# The projection adds at most this fraction of the demand: a step is not a trend.
+MAX_TREND_GAIN = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +71,7 @@ class Observation:
     qps: float | None  # total successful requests per second over the ready pods
     p99_ms: float | None  # worst p99 among the ready pods
     missing: str | None = None  # why the metrics are missing or stale, if they are
+    queued: float | None = None  # requests waiting in the ready pods' queues, when known
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +80,8 @@ class Memory:
 
     low_since: float | None = None  # start of the current run of scale-in conditions
     recommendations: tuple[tuple[float, int], ...] = ()  # (time, replicas) in the window
+    samples: tuple[tuple[float, float], ...] = ()  # (time, demand) over TREND_SECONDS
+    queued: tuple[float, float] | None = None  # (time, queued) at the last tick
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +97,19 @@ class Decision:
 
 def _clamp(spec: models.Autoscaling, n: int) -> int:
     return max(spec.min_replicas, min(spec.max_replicas, n))
+
+
+def _slope(samples: tuple[tuple[float, float], ...]) -> float:
+    """Least-squares slope of (time, demand) in requests/s per second; 0 when too few."""
+    if len(samples) < TREND_MIN_SAMPLES:
+        return 0.0
+    n = len(samples)
+    mean_t = sum(t for t, _ in samples) / n
+    mean_d = sum(d for _, d in samples) / n
+    var = sum((t - mean_t) ** 2 for t, _ in samples)
+    if var <= 0:
+        return 0.0
+    return sum((t - mean_t) * (d - mean_d) for t, d in samples) / var
 
 
 def decide(
@@ -94,23 +131,50 @@ def decide(
 
     qps_pr = obs.qps / obs.ready_replicas
     target_qps, target_p99 = spec.target_qps_per_replica, spec.target_p99_latency_ms
-    by_load = math.ceil(obs.qps / target_qps * (1 - TOLERANCE)) if obs.qps > 0 else 0
+    backlog = max(0.0, obs.queued or 0.0) / DRAIN_SECONDS
+    growth = 0.0
+    if obs.queued is not None and memory.queued is not None and obs.time > memory.queued[0]:
+        growth = max(0.0, (obs.queued - memory.queued[1]) / (obs.time - memory.queued[0]))
+    demand = obs.qps + growth + backlog
+    samples = (
+        *(s for s in memory.samples if s[0] >= obs.time - TREND_SECONDS and s[0] < obs.time),
+        (obs.time, demand),
+    )
+    trend = min(max(0.0, _slope(samples)) * LEAD_SECONDS, MAX_TREND_GAIN * demand)
+    projected = demand + trend
+    by_load = math.ceil(demand / target_qps * (1 - TOLERANCE)) if demand > 0 else 0
+    by_trend = math.ceil(projected / target_qps * (1 - TOLERANCE)) if projected > 0 else 0
     numbers = (
         f"{qps_pr:.1f} QPS/replica (target {target_qps:g}), p99 {obs.p99_ms:.0f} ms "
         f"(target {target_p99:g})"
     )
+    if backlog > 0:
+        numbers += f", {obs.queued:.0f} queued"
+    if projected > demand:
+        numbers += f", rising to {projected / max(current, 1):.1f} QPS/replica in {LEAD_SECONDS:g}s"
 
-    overloaded = qps_pr > target_qps * spec.scale_out_ratio
+    threshold = target_qps * spec.scale_out_ratio
+    overloaded = qps_pr > threshold or demand / obs.ready_replicas > threshold
+    rising = projected / max(current, 1) > threshold
     breach = obs.p99_ms > target_p99
-    if overloaded or breach:
-        wanted = max(by_load, current + 1)
-        if breach:
+    queued_at = None if obs.queued is None else (obs.time, obs.queued)
+    kept = Memory(samples=samples, queued=queued_at)
+    if overloaded or breach or rising:
+        wanted = max(by_load, by_trend, current + 1)
+        if breach and obs.queued is None:
             factor = min(obs.p99_ms / target_p99, MAX_LATENCY_FACTOR)
             wanted = max(wanted, math.ceil(current * factor))
         wanted = _clamp(spec, wanted)
-        cause = "p99 above target" if breach else "load above scale-out threshold"
-        if breach and overloaded:
-            cause = "p99 above target and load above scale-out threshold"
+        causes = [
+            c
+            for c, on in (
+                ("p99 above target", breach),
+                ("load above scale-out threshold", overloaded),
+                ("load trend will cross the scale-out threshold", rising and not overloaded),
+            )
+            if on
+        ]
+        cause = " and ".join(causes)
         starting = current - obs.ready_replicas
         if wanted <= current and current >= spec.max_replicas:
             return (
@@ -121,9 +185,10 @@ def decide(
                     qps_pr,
                     obs.p99_ms,
                 ),
-                Memory(),
+                kept,
             )
-        if starting > 0 and by_load <= current and not (breach and obs.p99_ms > 2 * target_p99):
+        needed = max(by_load, by_trend)
+        if starting > 0 and needed <= current and not (breach and obs.p99_ms > 2 * target_p99):
             return (
                 Decision(
                     "maintain",
@@ -133,7 +198,20 @@ def decide(
                     qps_pr,
                     obs.p99_ms,
                 ),
-                Memory(),
+                kept,
+            )
+        if starting > 0 and needed <= current and obs.queued is not None:
+            # The queue is known and the ordered replicas cover it: more would only cost.
+            return (
+                Decision(
+                    "maintain",
+                    current,
+                    f"{cause}; {starting} starting replica(s) cover the demand and backlog: "
+                    f"{numbers}",
+                    qps_pr,
+                    obs.p99_ms,
+                ),
+                kept,
             )
         return (
             Decision(
@@ -143,21 +221,23 @@ def decide(
                 qps_pr,
                 obs.p99_ms,
             ),
-            Memory(),
+            kept,
         )
 
-    low = qps_pr < target_qps * spec.scale_in_ratio and obs.p99_ms < target_p99 * (
-        spec.latency_headroom
+    low = (
+        qps_pr < target_qps * spec.scale_in_ratio
+        and projected / max(current, 1) < target_qps * spec.scale_in_ratio
+        and obs.p99_ms < target_p99 * spec.latency_headroom
     )
     if not low:
         return (
             Decision("maintain", current, f"within band: {numbers}", qps_pr, obs.p99_ms),
-            Memory(),
+            kept,
         )
 
     window = spec.scale_in_stabilization_seconds
     low_since = memory.low_since if memory.low_since is not None else obs.time
-    recommendation = _clamp(spec, max(by_load, 1))
+    recommendation = _clamp(spec, max(by_trend, 1))
     recent = tuple(
         (t, r)
         for t, r in (*memory.recommendations, (obs.time, recommendation))
@@ -173,7 +253,7 @@ def decide(
                 qps_pr,
                 obs.p99_ms,
             ),
-            Memory(low_since, recent),
+            Memory(low_since, recent, samples, queued_at),
         )
     stable = max(r for _, r in recent)
     wanted = _clamp(spec, max(stable, math.ceil(current / 2)))
@@ -188,7 +268,7 @@ def decide(
                 qps_pr,
                 obs.p99_ms,
             ),
-            Memory(low_since, recent),
+            Memory(low_since, recent, samples, queued_at),
         )
     return (
         Decision(
@@ -199,5 +279,5 @@ def decide(
             obs.p99_ms,
         ),
         # After a step down the window starts again: the next step needs its own evidence.
-        Memory(obs.time, ((obs.time, wanted),)),
+        Memory(obs.time, ((obs.time, wanted),), samples, queued_at),
     )

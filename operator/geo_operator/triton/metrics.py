@@ -27,6 +27,7 @@ _COUNTERS = {
     "nv_inference_queue_duration_us": "queue_us",
 }
 _P99 = "nv_inference_request_summary_us"
+_PENDING = "nv_inference_pending_request_count"  # gauge: requests queued, not yet executing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Scrape:
     request_us: float
     queue_us: float
     p99_us: float | None  # None when Triton has no summary (summary_latencies off)
+    pending: float | None = None  # queued requests; None when this Triton has no such gauge
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +54,7 @@ class PodRates:
     avg_queue_ms: float | None
     avg_batch: float | None  # inferences / executions, None when idle
     p99_ms: float | None
+    pending: float | None = None  # queued requests at the later scrape
 
 
 class MetricsError(ValueError):
@@ -62,6 +65,7 @@ def parse(text: str, model: str, time: float) -> Scrape:
     """Parse Triton's /metrics text for one model."""
     totals: dict[str, float] = {}
     p99: float | None = None
+    pending: float | None = None
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError as error:
@@ -72,7 +76,9 @@ def parse(text: str, model: str, time: float) -> Scrape:
                 continue
             # The parser names counter samples `<family>_total`; Triton's don't carry it.
             name = sample.name.removesuffix("_total")
-            if name in _COUNTERS:
+            if name == _PENDING:
+                pending = (pending or 0.0) + sample.value
+            elif name in _COUNTERS:
                 key = _COUNTERS[name]
                 totals[key] = totals.get(key, 0.0) + sample.value
             elif (
@@ -85,7 +91,7 @@ def parse(text: str, model: str, time: float) -> Scrape:
     missing = [name for name, key in _COUNTERS.items() if key not in totals]
     if missing:
         raise MetricsError(f"model {model!r} has no {', '.join(missing)} in the scrape")
-    return Scrape(time=time, p99_us=p99, **totals)
+    return Scrape(time=time, p99_us=p99, pending=pending, **totals)
 
 
 def rates(before: Scrape, after: Scrape) -> PodRates | None:
@@ -105,6 +111,7 @@ def rates(before: Scrape, after: Scrape) -> PodRates | None:
         avg_queue_ms=(after.queue_us - before.queue_us) / requests / 1000 if requests else None,
         avg_batch=inferences / executions if executions else None,
         p99_ms=after.p99_us / 1000 if after.p99_us is not None else None,
+        pending=after.pending,
     )
 
 
@@ -117,6 +124,7 @@ class Aggregate:
     p99_ms: float | None
     avg_latency_ms: float | None
     avg_batch: float | None
+    queued: float | None = None  # summed over pods; None if any pod lacks the gauge
 
 
 def aggregate(pods: Sequence[PodRates]) -> Aggregate:
@@ -125,7 +133,9 @@ def aggregate(pods: Sequence[PodRates]) -> Aggregate:
     p99s = [p.p99_ms for p in pods if p.p99_ms is not None]
     weighted = [(p.avg_latency_ms, p.qps) for p in pods if p.avg_latency_ms is not None]
     batches = [(p.avg_batch, p.items_per_second) for p in pods if p.avg_batch is not None]
+    pending = [p.pending for p in pods]
     return Aggregate(
+        queued=None if any(q is None for q in pending) else sum(q or 0.0 for q in pending),
         pods=len(pods),
         qps=qps,
         p99_ms=max(p99s) if p99s else None,

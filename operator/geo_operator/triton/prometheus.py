@@ -2,7 +2,7 @@
 
 Called by the autoscaling loop for GeoDeployments whose metrics source is
 `prometheus`. Each query groups by the `namespace` and `geodeployment` labels,
-so a thousand GeoDeployments cost the same three queries as one. Prometheus
+so a thousand GeoDeployments cost the same four queries as one. Prometheus
 must attach those labels to Triton's series — with Kubernetes pod discovery,
 relabel `__meta_kubernetes_namespace` to `namespace` and
 `__meta_kubernetes_pod_label_geo_ai_geodeployment` to `geodeployment` (the e2e
@@ -11,6 +11,8 @@ runner's file-based discovery sets them directly).
 - QPS: `rate(nv_inference_request_success[<rateWindowSeconds>s])` summed over the pods;
 - p99: the worst pod's `nv_inference_request_summary_us{quantile="0.99"}`
   (quantiles can't be averaged);
+- queued: `nv_inference_pending_request_count` summed over the pods (the
+  backlog the policy adds to the demand);
 - pods: how many Triton targets are up, to tell complete data from partial.
 """
 
@@ -26,6 +28,7 @@ Key = tuple[str, str]
 
 QPS_QUERY = "sum by (namespace, geodeployment) (rate(nv_inference_request_success[{window}s]))"
 P99_QUERY = 'max by (namespace, geodeployment) (nv_inference_request_summary_us{quantile="0.99"})'
+PENDING_QUERY = "sum by (namespace, geodeployment) (nv_inference_pending_request_count)"
 UP_QUERY = 'count by (namespace, geodeployment) (up{geodeployment!=""} == 1)'
 
 
@@ -38,6 +41,7 @@ class Load:
     qps: float | None
     p99_ms: float | None  # None: no requests in the summary window (idle), or no series
     pods_up: int
+    queued: float | None = None  # requests waiting in the pods' queues
 
 
 def _by_key(result: list[dict[str, object]]) -> dict[Key, float]:
@@ -59,15 +63,18 @@ def query_all(url: str, window_seconds: int = 60, timeout: float = 5.0) -> dict[
         qps = _by_key(client.custom_query(QPS_QUERY.format(window=window_seconds)))
         p99 = _by_key(client.custom_query(P99_QUERY))
         up = _by_key(client.custom_query(UP_QUERY))
+        pending = _by_key(client.custom_query(PENDING_QUERY))
     except Exception as error:  # the client raises requests' and its own errors alike
         raise PrometheusError(f"Prometheus at {url}: {type(error).__name__}: {error}") from error
     loads: dict[Key, Load] = {}
     for key in set(qps) | set(p99) | set(up):
         q = qps.get(key)
         p = p99.get(key)
+        w = pending.get(key)
         loads[key] = Load(
             qps=q if q is not None and not math.isnan(q) else None,
             p99_ms=p / 1000 if p is not None and not math.isnan(p) else None,
             pods_up=int(up.get(key, 0)),
+            queued=w if w is not None and not math.isnan(w) else None,
         )
     return loads

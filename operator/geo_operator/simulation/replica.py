@@ -1,0 +1,152 @@
+"""One Triton replica: a FIFO queue in front of Triton's dynamic batcher and one model instance.
+
+The service time of a batch of k requests is ``a + b·k`` milliseconds, measured
+on the real tritonserver here by ``e2e/calibrate_replica.py`` (the profile
+ships as ``digits-cpu.json`` next to this module). Every request also pays a
+fixed ``overhead_ms`` outside the instance (HTTP front end and response).
+
+The dynamic batcher, as Triton documents it: the oldest queued request waits at
+most ``max_queue_delay`` for the batch to fill to ``max_batch_size``; when the
+instance is busy, requests keep queuing and the next batch takes every queued
+request up to ``max_batch_size`` the moment the instance frees. With dynamic
+batching off, every request is its own batch of one.
+
+`serve` is the kernel: it advances one replica's queue up to a time horizon and
+returns the batches it started. It runs as plain Python, or compiled by numba
+when numba is installed (same code, same results: a test checks both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+DEFAULT_PROFILE_PATH = pathlib.Path(__file__).resolve().parent / "digits-cpu.json"
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Service-time model of one replica: a batch of k takes a + b·k ms; each request + overhead."""
+
+    service_a_ms: float
+    service_b_ms: float
+    overhead_ms: float
+    source: str = ""
+    measured: dict[str, Any] = dataclasses.field(default_factory=dict)
+    measured_startup_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.service_a_ms < 0 or self.service_b_ms < 0 or self.overhead_ms < 0:
+            raise ValueError("service times must not be negative")
+        if self.service_a_ms + self.service_b_ms <= 0:
+            raise ValueError("a batch of one must take some time")
+
+    def batch_ms(self, k: int) -> float:
+        return self.service_a_ms + self.service_b_ms * k
+
+    def capacity(self, max_batch_size: int) -> float:
+        """Requests per second of one replica when every batch is full."""
+        k = max(1, max_batch_size)
+        return 1000.0 * k / self.batch_ms(k)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def load(cls, path: pathlib.Path | str = DEFAULT_PROFILE_PATH) -> Profile:
+        try:
+            data = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+            return cls(**data)
+        except (OSError, ValueError, TypeError) as error:
+            raise ValueError(f"cannot read replica profile {path}: {error}") from error
+
+
+def serve(
+    arrivals: FloatArray,
+    start: int,
+    free_at: float,
+    horizon: float,
+    max_batch: int,
+    delay: float,
+    a: float,
+    b: float,
+    out_first: IntArray,
+    out_size: IntArray,
+    out_end: FloatArray,
+) -> tuple[int, float, int]:
+    """Start every batch of ``arrivals[start:]`` whose start time is known by ``horizon``.
+
+    ``arrivals`` are this replica's arrival times in seconds, sorted; the queue
+    holds ``arrivals[start:]``; the instance is busy until ``free_at``. ``delay``
+    is the batcher's max queue delay in seconds, negative for dynamic batching
+    off; ``a`` and ``b`` are in seconds. Batches go into ``out_*`` (first index,
+    size, end time), which must have room for ``len(arrivals) - start``.
+    Returns (next queued index, instance free time, batches written).
+
+    A batch starts at max(free_at, min(oldest + delay, arrival of the
+    max_batch-th queued request)) and takes every request queued by then, up to
+    max_batch. It is decided only when that time is within the horizon: later
+    arrivals could still join it.
+    """
+    n = arrivals.shape[0]
+    j = start
+    written = 0
+    while j < n:
+        oldest = arrivals[j]
+        if delay < 0:
+            size_cap = 1
+            ready = oldest
+        else:
+            size_cap = max_batch
+            last = j + max_batch - 1
+            ready = oldest + delay
+            if last < n and arrivals[last] < ready:
+                ready = arrivals[last]
+        begin = free_at if free_at > ready else ready
+        if begin > horizon:
+            break
+        # Requests queued by `begin`, up to the cap (arrivals are sorted).
+        k = 1
+        while k < size_cap and j + k < n and arrivals[j + k] <= begin:
+            k += 1
+        end = begin + a + b * k
+        out_first[written] = j
+        out_size[written] = k
+        out_end[written] = end
+        written += 1
+        free_at = end
+        j += k
+    return j, free_at, written
+
+
+def _compiled() -> Any:
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a declared dependency
+        return serve
+    return numba.njit(cache=True, nogil=True)(serve)
+
+
+serve_fast = _compiled()
+
+
+def request_ends(first: IntArray, size: IntArray, end: FloatArray) -> FloatArray:
+    """Each request's batch end, in arrival order, from the batches `serve` wrote."""
+    return np.repeat(end, size)
+
+
+def full_batch_capacity(profile: Profile, max_batch_size: int) -> float:
+    return profile.capacity(max_batch_size)
+
+
+def ceil_div(x: float, y: float) -> int:
+    return max(0, math.ceil(x / y - 1e-9))

@@ -1,0 +1,168 @@
+"""Request-rate traces: read an Azure-LLM-format CSV, make synthetic ones, scale them.
+
+The simulator is driven by a *rate*: requests per second for every second of the
+trace. Arrivals are drawn from it (Poisson within each second, seeded), so a
+trace of a few thousand requests can be scaled to the tens of thousands of
+requests per second a real Triton replica serves, and the same trace at the same
+seed always gives the same arrivals.
+
+- `load_csv` reads any CSV with a ``TIMESTAMP`` column, one row per request (the
+  Azure LLM inference trace format: ``2023-11-16 18:17:03.9799600``, optionally
+  with a UTC offset). Rows need not be sorted; other columns are ignored.
+- `rate_from_arrivals` turns arrival times into a per-second rate, averaged over
+  ``resolution`` seconds (default 10, the SLO window): the trace decides how the
+  rate moves from one window to the next; within a window arrivals are random.
+- `synthetic` gives step, ramp, spike and diurnal shapes for tests.
+- `scale_to_peak` scales a rate so its busiest ``peak_window`` seconds need
+  ``replicas`` replicas at ``per_replica`` requests per second.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import math
+import pathlib
+import re
+
+import numpy as np
+
+from geo_operator.simulation.replica import FloatArray
+
+SHAPES = ("step", "ramp", "spike", "diurnal")
+_TIMESTAMP = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(?:\.(\d+))?\s*(Z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+class TraceError(ValueError):
+    """The trace file cannot be used: says which file, which row and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Trace:
+    """A named request rate, one value (requests/s) per second from t = 0."""
+
+    name: str
+    rate: FloatArray
+    requests: int | None = None  # rows in the source file, when read from one
+
+    @property
+    def duration(self) -> int:
+        return int(self.rate.shape[0])
+
+    def peak(self, window: int) -> float:
+        """Highest mean rate over any aligned ``window``-second span."""
+        return float(window_means(self.rate, window).max(initial=0.0))
+
+
+def window_means(rate: FloatArray, window: int) -> FloatArray:
+    n = len(rate) // window * window
+    if n == 0:
+        return np.array([float(rate.mean())]) if len(rate) else np.zeros(1)
+    means: FloatArray = rate[:n].reshape(-1, window).mean(axis=1)
+    return means
+
+
+def parse_timestamp(text: str) -> float:
+    """Seconds since the epoch (UTC when no offset is given) of one TIMESTAMP cell."""
+    match = _TIMESTAMP.match(text.strip())
+    if match is None:
+        raise ValueError(f"not a timestamp: {text!r}")
+    day, clock, fraction, zone = match.groups()
+    base = datetime.datetime.fromisoformat(f"{day} {clock}")
+    offset = 0.0
+    if zone and zone != "Z":
+        sign = -1 if zone[0] == "-" else 1
+        hours, minutes = int(zone[1:3]), int(zone[-2:])
+        offset = sign * (hours * 3600 + minutes * 60)
+    seconds = base.replace(tzinfo=datetime.UTC).timestamp() - offset
+    return seconds + (float(f"0.{fraction}") if fraction else 0.0)
+
+
+def load_csv(path: pathlib.Path | str) -> FloatArray:
+    """Arrival times in seconds from the first request, sorted."""
+    path = pathlib.Path(path)
+    try:
+        stream = path.open(encoding="utf-8", newline="")
+    except OSError as error:
+        raise TraceError(f"cannot read trace {path}: {error.strerror}") from error
+    with stream:
+        reader = csv.reader(stream)
+        header = next(reader, None)
+        if header is None:
+            raise TraceError(f"{path} is empty")
+        names = [h.strip().lstrip("\ufeff") for h in header]
+        if "TIMESTAMP" not in names:
+            raise TraceError(f"{path} has no TIMESTAMP column (columns: {', '.join(names)})")
+        column = names.index("TIMESTAMP")
+        times = []
+        for row_number, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                times.append(parse_timestamp(row[column]))
+            except (ValueError, IndexError) as error:
+                raise TraceError(f"{path}, row {row_number}: {error}") from error
+    if len(times) < 2:
+        raise TraceError(f"{path} has {len(times)} request(s): a trace needs at least 2")
+    arrivals = np.sort(np.asarray(times, dtype=np.float64))
+    offsets: FloatArray = arrivals - arrivals[0]
+    return offsets
+
+
+def rate_from_arrivals(arrivals: FloatArray, resolution: int = 10) -> FloatArray:
+    """Per-second rate: arrivals counted per ``resolution``-second span, spread evenly."""
+    if resolution < 1:
+        raise ValueError("resolution must be at least 1 second")
+    seconds = math.floor(arrivals[-1]) + 1
+    spans = -(-seconds // resolution)
+    counts = np.bincount((arrivals // resolution).astype(np.int64), minlength=spans)
+    return np.repeat(counts / resolution, resolution)[: spans * resolution].astype(np.float64)
+
+
+def from_csv(path: pathlib.Path | str, resolution: int = 10) -> Trace:
+    arrivals = load_csv(path)
+    return Trace(pathlib.Path(path).stem, rate_from_arrivals(arrivals, resolution), len(arrivals))
+
+
+def synthetic(
+    shape: str, duration: int = 1800, base: float = 1.0, peak: float = 4.0, seed: int = 0
+) -> Trace:
+    """A rate of ``shape`` between ``base`` and ``peak`` (any unit: scale it afterwards).
+
+    step: base, then peak from 1/3 to 2/3 of the duration, then base.
+    ramp: base, rising linearly to peak at the middle, falling back by 5/6.
+    spike: base with a 60-second burst at peak at 40 % of the duration.
+    diurnal: one sinusoidal day compressed into the duration, with ±5 % noise
+    per minute (seeded), trough base at the start, crest peak at the middle.
+    """
+    t = np.arange(duration, dtype=np.float64)
+    if shape == "step":
+        rate = np.where((t >= duration / 3) & (t < 2 * duration / 3), peak, base)
+    elif shape == "ramp":
+        up = np.clip((t - duration / 6) / (duration / 3), 0, 1)
+        down = np.clip((t - duration / 2) / (duration / 3), 0, 1)
+        rate = base + (peak - base) * (up - down)
+    elif shape == "spike":
+        begin = 0.4 * duration
+        rate = np.where((t >= begin) & (t < begin + 60), peak, base)
+    elif shape == "diurnal":
+        wave = 0.5 - 0.5 * np.cos(2 * np.pi * t / duration)
+        noise = np.random.default_rng(seed).normal(1.0, 0.05, duration // 60 + 1)
+        rate = (base + (peak - base) * wave) * np.repeat(noise, 60)[:duration]
+    else:
+        raise ValueError(f"unknown shape {shape!r}: one of {', '.join(SHAPES)}")
+    return Trace(shape, rate.astype(np.float64))
+
+
+def scale_to_peak(
+    trace: Trace, replicas: float, per_replica: float, peak_window: int = 10
+) -> Trace:
+    """The trace with its rate scaled so the busiest window carries replicas × per_replica."""
+    peak = trace.peak(peak_window)
+    if peak <= 0:
+        raise TraceError(f"trace {trace.name} has no requests to scale")
+    factor = replicas * per_replica / peak
+    return dataclasses.replace(trace, rate=trace.rate * factor)

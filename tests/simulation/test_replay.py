@@ -1,0 +1,268 @@
+"""Replays: the engine's accounting, the anchors' documented rules, GEO's one code path."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT
+from geo_operator.api import models
+from geo_operator.scaling import policy
+from geo_operator.simulation import autoscalers, engine, replay, replica
+from geo_operator.simulation import trace as traces
+
+EXAMPLE = ROOT / "manifests" / "examples" / "digits-simulate.yaml"
+SPEC = models.parse_spec(yaml.safe_load(EXAMPLE.read_text())["spec"])
+TARGET = SPEC.autoscaling.target_qps_per_replica
+PROFILE = replica.Profile.load()
+
+
+class Fixed:
+    name = "fixed"
+    period = 10
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def desired(self, view: engine.View) -> int:
+        return self.n
+
+
+def _run(
+    trace: traces.Trace, scaler: engine.Autoscaler, replicas: int, **kw: float
+) -> engine.Result:
+    return engine.Simulation(
+        trace,
+        replay.batching(SPEC, PROFILE),
+        scaler,
+        target_p99_ms=50,
+        min_replicas=1,
+        max_replicas=20,
+        initial_replicas=replicas,
+        **kw,  # type: ignore[arg-type]
+    ).run()
+
+
+def test_fixed_replicas_under_capacity_meet_the_slo() -> None:
+    flat = traces.Trace("flat", np.full(120, 2 * TARGET))
+    result = _run(flat, Fixed(3), 3)
+    assert result.violation_seconds == 0
+    assert result.replica_seconds == pytest.approx(3 * 120)
+    assert result.requests == pytest.approx(2 * TARGET * 120, rel=0.01)
+    assert result.actions == 0 and result.worst_p99_ms < 50
+
+
+def test_overload_violates_and_the_queue_grows() -> None:
+    capacity = PROFILE.capacity(8)
+    flat = traces.Trace("flat", np.full(60, 1.3 * capacity))
+    result = _run(flat, Fixed(1), 1)
+    assert result.violation_seconds >= 50
+    assert result.worst_p99_ms > 1000  # 30 % over capacity for a minute queues for seconds
+
+
+def test_same_seed_same_result_other_seed_other_arrivals() -> None:
+    trace = traces.scale_to_peak(traces.synthetic("spike", duration=300), 4, TARGET)
+    runs = [replay.replay(SPEC, trace, "geo", replay.Options(seed=s))[0] for s in (1, 1, 2)]
+    assert runs[0].summary() == runs[1].summary()
+    assert runs[0].requests != runs[2].requests
+
+
+def test_scale_in_drains_and_pays_until_removal() -> None:
+    trace = traces.Trace("t", np.full(100, 0.5 * TARGET))
+
+    class Shrink(Fixed):
+        def desired(self, view: engine.View) -> int:
+            return 1 if view.time >= 50 else 4
+
+    result = _run(trace, Shrink(0), 4)
+    assert result.replica_seconds == pytest.approx(4 * 50 + 1 * 50)
+    assert result.actions == 1 and result.direction_changes == 0
+    assert result.requests == pytest.approx(0.5 * TARGET * 100, rel=0.01)
+
+
+def test_new_pods_serve_only_after_start_up() -> None:
+    trace = traces.Trace("t", np.full(80, 0.5 * TARGET))
+
+    class Grow(Fixed):
+        period = 1
+
+        def desired(self, view: engine.View) -> int:
+            return 3 if view.time >= 10 else 1
+
+    result = _run(trace, Grow(0), 1, startup_seconds=30.0)
+    assert result.replicas[15] == 3 and result.ready[15] == 1
+    assert result.ready[41] == 3
+    assert result.replica_seconds == pytest.approx(80 + 2 * 70)
+
+
+# --- the anchors, on a scripted view ---------------------------------------------
+
+
+@dataclasses.dataclass
+class FakeView:
+    time: int
+    replicas: int
+    ready: int
+    qps: float
+    p99: float = 1.0
+    series: tuple[float, ...] = ()
+
+    def total_qps(self, window: int) -> float:
+        return self.qps
+
+    def worst_p99_ms(self, window: int) -> float:
+        return self.p99
+
+    def qps_series(self, window: int) -> np.ndarray:
+        return np.array(self.series[-window:] or (self.qps,))
+
+    def queued(self) -> float:
+        return 0.0
+
+
+def test_hpa_scale_up_is_limited_to_double_or_four_pods_per_15s() -> None:
+    hpa = autoscalers.Hpa(SPEC.autoscaling)
+    assert hpa.desired(FakeView(15, 1, 1, 19 * TARGET)) == 5  # max(1 x 2, 1 + 4)
+    assert hpa.desired(FakeView(30, 5, 5, 19 * TARGET)) == 10  # max(5 x 2, 5 + 4)
+    assert hpa.desired(FakeView(45, 10, 10, 19 * TARGET)) == 19
+
+
+def test_hpa_tolerance_and_300s_scale_down_stabilization() -> None:
+    hpa = autoscalers.Hpa(SPEC.autoscaling)
+    assert hpa.desired(FakeView(15, 4, 4, 4 * TARGET * 1.08)) == 4  # within 10 %
+    assert hpa.desired(FakeView(30, 4, 4, 4 * TARGET)) == 4
+    low = [hpa.desired(FakeView(t, 4, 4, TARGET)) for t in range(45, 330, 15)]
+    assert all(n == 4 for n in low)  # the 4-replica recommendation at t=30 still in the window
+    assert hpa.desired(FakeView(345, 4, 4, TARGET)) == 1
+
+
+def test_hpa_follows_p99_as_a_second_metric() -> None:
+    hpa = autoscalers.Hpa(SPEC.autoscaling)
+    # QPS says 2; p99 at 3x the 50 ms target says ceil(3 x 2) = 6, limited to 2 + 4.
+    assert hpa.desired(FakeView(15, 2, 2, 2 * TARGET, p99=150)) == 6
+
+
+def test_keda_reads_the_metric_once_per_30s_poll() -> None:
+    keda = autoscalers.Keda(SPEC.autoscaling)
+    assert keda.desired(FakeView(15, 2, 2, 2 * TARGET)) == 2
+    # Load tripled at t=30: the poll at t=15 is still cached until t=45.
+    assert keda.desired(FakeView(30, 2, 2, 6 * TARGET)) == 2
+    assert keda.desired(FakeView(45, 2, 2, 6 * TARGET)) == 6
+
+
+def test_kpa_panics_on_a_burst_and_never_scales_down_while_panicking() -> None:
+    kpa = autoscalers.Kpa(SPEC.autoscaling)
+    per_pod = TARGET * 0.7
+    calm = (2 * per_pod,) * 54
+    burst = calm + (8 * per_pod,) * 6
+    # Stable window mean is 2.6 pods' worth, panic window 8: 8 / 2 ready >= 2 -> panic, 8 pods.
+    assert kpa.desired(FakeView(100, 2, 2, 0, series=burst)) == 8
+    assert kpa.panic_time == 100
+    # Load gone, but panic holds the maximum until a stable window without panic passed.
+    quiet = (0.5 * per_pod,) * 60
+    assert kpa.desired(FakeView(140, 8, 8, 0, series=quiet)) == 8
+    assert kpa.desired(FakeView(162, 8, 8, 0, series=quiet)) == 4  # panic over; max-scale-down 2
+
+
+def test_oracle_orders_start_up_ahead() -> None:
+    rate = np.concatenate([np.full(100, TARGET), np.full(100, 3 * TARGET)])
+    oracle = autoscalers.Oracle(SPEC.autoscaling, traces.Trace("s", rate), 30)
+    assert oracle.plan[69] == 1 and oracle.plan[70] == 3 and oracle.plan[199] == 3
+
+
+def test_geo_in_the_simulator_is_the_operator_policy() -> None:
+    trace = traces.scale_to_peak(traces.synthetic("step", duration=900), 6, TARGET)
+    result, geo = replay.replay(SPEC, trace, "geo")
+    assert isinstance(geo, autoscalers.Geo) and geo.decisions
+    # Replaying its observations through policy.decide by hand gives the same decisions.
+    time, first = geo.decisions[0]
+    assert first.action == "scale_out" and time >= 300
+    assert result.replicas.max() >= 6
+
+
+def test_every_policy_scales_out_for_a_step_and_the_oracle_is_the_floor() -> None:
+    trace = traces.scale_to_peak(traces.synthetic("step", duration=900), 6, TARGET)
+    results = {p: replay.replay(SPEC, trace, p)[0] for p in autoscalers.POLICIES}
+    for name, r in results.items():
+        assert r.replicas.max() >= 6, name
+    oracle = results.pop("oracle")
+    assert oracle.violation_seconds == 0
+    assert all(r.violation_seconds > 0 for r in results.values())  # 30 s start-up hurts all
+
+
+def test_geo_scales_ahead_of_a_ramp_without_violations() -> None:
+    trace = traces.scale_to_peak(traces.synthetic("ramp", duration=1800), 8, TARGET)
+    geo = replay.replay(SPEC, trace, "geo")[0]
+    assert geo.violation_seconds == 0
+    assert geo.direction_changes <= 2
+
+
+# --- the command ------------------------------------------------------------------
+
+
+def geo_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "geo_operator.cli", "simulate", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        env={"PYTHONPATH": str(ROOT / "operator"), "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_simulate_prints_every_policy_as_json(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = geo_cli(
+        "-f", str(EXAMPLE), "--synthetic", "spike", "--duration", "300", "--policy", "all",
+        "--json", "--plot", str(tmp_path / "p.png"),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [r["policy"] for r in rows] == list(autoscalers.POLICIES)
+    assert all(r["durationSeconds"] == 300 and r["requests"] > 0 for r in rows)
+    assert set(rows[0]) >= {"sloViolationSeconds", "replicaSeconds", "scalingActions",
+                            "directionChanges", "worstP99Ms"}  # fmt: skip
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_simulate_replays_a_csv_trace(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    times = np.sort(rng.uniform(0, 400, 2000))
+    csv = tmp_path / "trace.csv"
+    csv.write_text(
+        "TIMESTAMP,ContextTokens\n"
+        + "".join(f"2024-01-01 00:{int(t // 60):02d}:{t % 60:09.6f},1\n" for t in times)
+    )
+    out = geo_cli("-f", str(EXAMPLE), "--trace", str(csv), "--policy", "geo,hpa")
+    assert out.returncode == 0, out.stderr
+    assert "trace" in out.stdout and out.stdout.count("\n") == 3
+    assert "peak" in out.stderr and "replicas at the target" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--synthetic", "step", "--policy", "vpa"), "unknown policy vpa"),
+        (("--trace", "/nonexistent.csv"), "cannot read trace"),
+        ((), "exactly one of --trace"),
+    ],
+)
+def test_simulate_bad_input_is_a_clear_error(args: tuple[str, ...], message: str) -> None:
+    out = geo_cli("-f", str(EXAMPLE), *args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_decisions_are_explained() -> None:
+    decision, _ = policy.decide(
+        SPEC.autoscaling, policy.Observation(10.0, 2, 2, 2 * TARGET, 400.0, None, queued=5e5)
+    )
+    assert decision.action == "scale_out"
+    assert "queued" in decision.reason and not math.isnan(decision.replicas)

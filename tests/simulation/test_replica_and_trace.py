@@ -1,0 +1,136 @@
+"""The replica kernel (Triton's dynamic batcher) and trace handling."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+
+from geo_operator.simulation import replica, trace
+
+
+def _serve(fn, arrivals, *, horizon=1e9, max_batch=8, delay=100e-6, a=1e-3, b=0.0, free_at=0.0):
+    arrivals = np.asarray(arrivals, dtype=np.float64)
+    n = len(arrivals)
+    first, size, end = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n)
+    j, free, written = fn(arrivals, 0, free_at, horizon, max_batch, delay, a, b, first, size, end)
+    return (
+        j,
+        free,
+        list(
+            zip(
+                first[:written].tolist(),
+                size[:written].tolist(),
+                end[:written].tolist(),
+                strict=True,
+            )
+        ),
+    )
+
+
+def test_batch_fills_before_the_delay() -> None:
+    # Two requests 0.1 ms apart, max batch 2, delay 1 ms: the second fills the batch.
+    j, free, batches = _serve(replica.serve, [0.0, 0.0001, 0.0002], max_batch=2, delay=0.001)
+    assert batches[0][:2] == (0, 2) and batches[0][2] == pytest.approx(0.0011)
+    # The third waits for the instance (free at 1.1 ms) and its own delay (1.2 ms).
+    assert batches[1][:2] == (2, 1) and batches[1][2] == pytest.approx(0.0022)
+    assert j == 3 and free == pytest.approx(0.0022)
+
+
+def test_busy_instance_takes_everything_queued_up_to_max_batch() -> None:
+    arrivals = [0.0] + [0.0001 * i for i in range(1, 11)]
+    _, _, batches = _serve(replica.serve, arrivals, max_batch=4, delay=0.0, a=0.002, b=0.001)
+    # Batch 1 alone (delay 0); then the instance is busy until 3 ms: 4, 4, then 2.
+    assert [s for _, s, _ in batches] == [1, 4, 4, 2]
+    assert batches[0][2] == pytest.approx(0.003)
+    assert batches[1][2] == pytest.approx(0.003 + 0.002 + 0.004)
+
+
+def test_batching_off_serves_one_at_a_time() -> None:
+    _, _, batches = _serve(replica.serve, [0.0, 0.0, 0.0], delay=-1.0, a=0.001)
+    assert [s for _, s, _ in batches] == [1, 1, 1]
+    assert [e for _, _, e in batches] == pytest.approx([0.001, 0.002, 0.003])
+
+
+def test_a_batch_is_not_decided_past_the_horizon() -> None:
+    # The oldest waits up to 1 ms for company; at horizon 0.5 ms it may still get some.
+    j, _, batches = _serve(replica.serve, [0.0], delay=0.001, horizon=0.0005)
+    assert j == 0 and batches == []
+    j, _, batches = _serve(replica.serve, [0.0], delay=0.001, horizon=0.002)
+    assert j == 1 and batches[0][2] == pytest.approx(0.002)
+
+
+def test_compiled_kernel_gives_the_same_batches() -> None:
+    arrivals = np.cumsum(np.random.default_rng(3).exponential(1 / 4000, 20000))
+    for delay in (-1.0, 0.0, 100e-6, 2e-3):
+        plain = _serve(replica.serve, arrivals, delay=delay, a=2.8e-4, b=1.6e-6, horizon=3.0)
+        fast = _serve(replica.serve_fast, arrivals, delay=delay, a=2.8e-4, b=1.6e-6, horizon=3.0)
+        assert plain == fast
+
+
+def test_profile_shipped_is_the_calibrated_one() -> None:
+    profile = replica.Profile.load()
+    assert profile.service_a_ms > 0 and profile.service_b_ms >= 0
+    assert "calibrate_replica.py" in profile.source
+    assert set(profile.measured) >= {"1", "8", "64"}
+    assert profile.capacity(8) > profile.capacity(1)
+
+
+def test_profile_errors_name_the_file(tmp_path: pathlib.Path) -> None:
+    bad = tmp_path / "p.json"
+    bad.write_text('{"service_a_ms": -1, "service_b_ms": 0, "overhead_ms": 0}')
+    with pytest.raises(ValueError, match=r"p\.json"):
+        replica.Profile.load(bad)
+
+
+def test_timestamps_of_the_azure_format() -> None:
+    base = trace.parse_timestamp("2023-11-16 18:17:03")
+    assert trace.parse_timestamp("2023-11-16 18:17:03.9799600") == pytest.approx(base + 0.97996)
+    assert trace.parse_timestamp("2023-11-16 19:17:03+01:00") == pytest.approx(base)
+    assert trace.parse_timestamp("2023-11-16T18:17:03Z") == pytest.approx(base)
+    with pytest.raises(ValueError):
+        trace.parse_timestamp("yesterday")
+
+
+def test_csv_is_sorted_and_offset_to_zero(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "ContextTokens,TIMESTAMP\n5,2024-05-10 00:00:02.5\n7,2024-05-10 00:00:00.0\n"
+        "1,2024-05-10 00:00:01.25\n"
+    )
+    assert trace.load_csv(path).tolist() == pytest.approx([0.0, 1.25, 2.5])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "is empty"),
+        ("time,tokens\n1,2\n", "no TIMESTAMP column"),
+        ("TIMESTAMP\n2024-05-10 00:00:00\nnot-a-time\n", "row 3"),
+        ("TIMESTAMP\n2024-05-10 00:00:00\n", "at least 2"),
+    ],
+)
+def test_bad_csv_is_refused_clearly(tmp_path: pathlib.Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(trace.TraceError, match=message):
+        trace.load_csv(path)
+
+
+def test_rate_keeps_every_request_and_scaling_hits_the_peak() -> None:
+    arrivals = np.sort(np.random.default_rng(0).uniform(0, 600, 3000))
+    rate = trace.rate_from_arrivals(arrivals, 10)
+    assert rate.sum() == pytest.approx(3000)
+    scaled = trace.scale_to_peak(trace.Trace("x", rate), 5, 1000)
+    assert scaled.peak(10) == pytest.approx(5000)
+
+
+@pytest.mark.parametrize("shape", trace.SHAPES)
+def test_synthetic_shapes_span_base_to_peak(shape: str) -> None:
+    t = trace.synthetic(shape, duration=1200, base=1, peak=4)
+    assert t.duration == 1200
+    assert t.rate.min() == pytest.approx(1, rel=0.15)
+    assert t.rate.max() == pytest.approx(4, rel=0.15)
+    with pytest.raises(ValueError, match="unknown shape"):
+        trace.synthetic("sawtooth")
