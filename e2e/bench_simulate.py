@@ -39,7 +39,7 @@ ANCHORS = ("hpa", "keda", "kpa")
 
 
 def verdict(results: dict[str, engine.Result]) -> str:
-    geo, oracle = results["geo"], results["oracle"]
+    geo, oracle, instant = results["geo"], results["oracle"], results["instant"]
     best = min(results[a].violation_seconds for a in ANCHORS)
     median = statistics.median(results[a].replica_seconds for a in ANCHORS)
     checks = [
@@ -51,7 +51,12 @@ def verdict(results: dict[str, engine.Result]) -> str:
          f"(ratio {geo.replica_seconds / oracle.replica_seconds:.2f})",
          geo.replica_seconds <= 1.3 * oracle.replica_seconds),
     ]  # fmt: skip
-    return "; ".join(f"{'MET' if ok else 'MISSED'}: {text}" for text, ok in checks)
+    verdicts = "; ".join(f"{'MET' if ok else 'MISSED'}: {text}" for text, ok in checks)
+    return (
+        f"{verdicts}. instant (exact sizing, a start-up late): {instant.violation_seconds} s "
+        f"over SLO, "
+        f"{instant.replica_seconds:.0f} replica-s"
+    )
 
 
 def main() -> int:
@@ -77,7 +82,7 @@ def main() -> int:
     for raw in runs:
         trace = traces.scale_to_peak(raw, args.peak_replicas, target)
         results = {}
-        for name in autoscalers.POLICIES:
+        for name in autoscalers.POLICIES + autoscalers.REFERENCES:
             t0 = time.monotonic()
             result, _ = replay.replay(spec, trace, name, options)
             results[name] = result

@@ -503,7 +503,8 @@ def parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--policy",
         default="geo",
-        help="geo, hpa, keda, kpa, oracle, a comma-separated list, or all (default: %(default)s)",
+        help="geo, hpa, keda, kpa, oracle, a comma-separated list, or all; also instant: the "
+        "oracle without foresight, the floor of any reactive policy (default: %(default)s)",
     )
     simulate.add_argument(
         "--peak-replicas",
@@ -552,7 +553,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     spec = _spec(_load_geodeployment(args.file))
     scaling = spec.autoscaling
     names = list(autoscalers.POLICIES) if args.policy == "all" else args.policy.split(",")
-    unknown = [n for n in names if n not in autoscalers.POLICIES]
+    unknown = [n for n in names if n not in autoscalers.POLICIES + autoscalers.REFERENCES]
     if unknown:
         raise UsageError(
             f"unknown policy {', '.join(unknown)}: "

@@ -174,10 +174,11 @@ def test_queued_backlog_sizes_the_step_when_known() -> None:
     # 2 replicas serve 200 QPS, p99 breached. Queue unknown: the latency factor (x2) -> 4.
     unknown, _ = policy.decide(SPEC, policy.Observation(1000.0, 2, 2, 200, 600))
     assert (unknown.action, unknown.replicas) == ("scale_out", 4)
-    # 4000 queued = 400 QPS more to serve within DRAIN_SECONDS: demand 600 -> 6 replicas.
-    known, _ = policy.decide(SPEC, policy.Observation(1000.0, 2, 2, 200, 600, queued=4000))
+    # 24000 queued = 400 QPS more to serve within DRAIN_SECONDS: demand 600 -> 6 replicas.
+    known, _ = policy.decide(SPEC, policy.Observation(1000.0, 2, 2, 200, 600, queued=24000))
+    assert policy.DRAIN_SECONDS == 60
     assert (known.action, known.replicas) == ("scale_out", 6)
-    assert "4000 queued" in known.reason
+    assert "24000 queued" in known.reason
 
 
 def test_queue_growth_since_the_last_tick_counts_as_arrivals() -> None:
@@ -186,7 +187,7 @@ def test_queue_growth_since_the_last_tick_counts_as_arrivals() -> None:
     decision, after = policy.decide(
         SPEC, policy.Observation(1000.0, 2, 2, 200, 600, queued=1000), memory
     )
-    assert decision.replicas == math.ceil((200 + 200 + 100) / 100 * 0.9)
+    assert decision.replicas == math.ceil((200 + 200 + 1000 / 60) / 100 * 0.9)
     assert after.queued == (1000.0, 1000)
 
 
@@ -202,3 +203,19 @@ def test_a_rising_trend_scales_out_before_the_threshold() -> None:
     flat = policy.Memory(samples=((980.0, 260.0), (990.0, 260.0)))
     decision, _ = policy.decide(SPEC, policy.Observation(1000.0, 2, 2, 260, 20), flat)
     assert decision.action == "maintain"
+
+
+def test_a_breach_while_the_backlog_drains_holds_and_says_why() -> None:
+    # p99 still high from old queues, but the queue shrinks and 4 replicas cover 300 QPS.
+    memory = policy.Memory(queued=(998.0, 9000.0))
+    decision, _ = policy.decide(
+        SPEC, policy.Observation(1000.0, 4, 4, 300, 900, queued=6000), memory
+    )
+    assert decision.action == "maintain"
+    assert "draining" in decision.reason and "p99 above target" in decision.reason
+    # The same breach with the queue growing scales out.
+    growing = policy.Memory(queued=(998.0, 3000.0))
+    decision, _ = policy.decide(
+        SPEC, policy.Observation(1000.0, 4, 4, 300, 900, queued=6000), growing
+    )
+    assert decision.action == "scale_out"

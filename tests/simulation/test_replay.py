@@ -266,3 +266,10 @@ def test_decisions_are_explained() -> None:
     )
     assert decision.action == "scale_out"
     assert "queued" in decision.reason and not math.isnan(decision.replicas)
+
+
+def test_instant_is_the_oracle_a_start_up_late() -> None:
+    rate = np.concatenate([np.full(100, TARGET), np.full(100, 3 * TARGET)])
+    instant = autoscalers.make("instant", SPEC.autoscaling, traces.Trace("s", rate), 30)
+    assert isinstance(instant, autoscalers.Oracle) and instant.name == "instant"
+    assert instant.plan[99] == 1 and instant.plan[100] == 3

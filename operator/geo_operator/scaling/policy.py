@@ -7,17 +7,21 @@ operator's loop and by the trace simulator (`geo simulate`): one code path.
 The rule (DESIGN.md), per ready replica:
 
 - **scale_out** when QPS per replica > target × scaleOutRatio, or p99 > the p99
-  target (an SLO breach is never read as "maintain", except at maxReplicas or
-  while replicas already ordered are still starting — both named in the reason);
+  target (an SLO breach is never read as "maintain", except at maxReplicas,
+  while replicas already ordered are still starting, or while a known queue is
+  shrinking with enough replicas for the arrivals — each named in the reason:
+  the slow requests then sit in the old pods' queues, where new pods can't help);
 - **scale_in** when QPS per replica < target × scaleInRatio **and** p99 < the p99
   target × latencyHeadroom, continuously for scaleInStabilizationSeconds;
 - **maintain** otherwise, and always when metrics are missing or stale: a
   missing number is never read as zero, so we never scale in blind.
 
-Demand is the QPS served plus the queued backlog over DRAIN_SECONDS; the
-trend of demand, projected LEAD_SECONDS ahead (rising only), is the "projected"
-load. A projected load above target × scaleOutRatio is a reason to scale out
-now, so the new pods are ready when it arrives (predictive scale-out).
+Arrivals are the QPS served plus the queue's growth since the last tick (what
+the pods did not keep up with); demand adds the backlog over DRAIN_SECONDS.
+The arrivals' trend, projected LEAD_SECONDS ahead (rising only, at most +50 %)
+and added to the demand, is the "projected" load. A projected load above
+target × scaleOutRatio is a reason to scale out now, so the new pods are ready
+when it arrives (predictive scale-out).
 
 How far one decision moves (the anchors are HPA and KPA):
 
@@ -27,9 +31,11 @@ How far one decision moves (the anchors are HPA and KPA):
   target, 2))`; always at least one more; capped by maxReplicas. Pods that
   are ordered but not ready count as capacity, so a second tick during
   start-up does not pile on more.
-- in: to the highest recommendation seen during the stabilization window (HPA's
-  scale-down stabilization), never below minReplicas, never more than half the
-  replicas in one step.
+- in: once the load has been low for the whole stabilization window, to the
+  highest recommendation seen during the window (HPA's scale-down
+  stabilization), never below minReplicas, at most halving in one step; the
+  window keeps its evidence, so the next ticks may halve again (20 -> 10 -> 5
+  in two intervals) instead of waiting a whole window per step.
 """
 
 from __future__ import annotations
@@ -44,17 +50,17 @@ from geo_operator.api import models
 TOLERANCE = 0.10
 # One latency-driven step at most doubles the replicas (when the queue is unknown).
 MAX_LATENCY_FACTOR = 2.0
-# A backlog in the queues counts as load that must be served within this many
-# seconds (one SLO window): demand = QPS served + queued / DRAIN_SECONDS. QPS is
-# counted at completion, so under overload it shows what the pods manage, not
-# what arrives; the queue shows the rest.
-DRAIN_SECONDS = 10.0
-# A queue that grew since the last tick means arrivals beyond what was served:
-# the growth rate is added to the demand.
+# QPS is counted at completion, so under overload it shows what the pods
+# manage, not what arrives; the queue shows the rest. A queue that grew since the
+# last tick means arrivals beyond what was served: its growth rate is added to
+# the demand. The backlog itself is to be worked off within DRAIN_SECONDS; it
+# sits in the old pods' queues (Triton queues per process, a Service cannot move
+# it), so sizing for a faster drain buys little: new pods only take new arrivals.
+DRAIN_SECONDS = 60.0
 # The trend: a least-squares slope of demand over the last TREND_SECONDS (at
 # least TREND_MIN_SAMPLES ticks), projected LEAD_SECONDS ahead: about the time
 # a new pod takes to be scheduled, load its model and pass readiness.
-TREND_SECONDS = 60.0
+TREND_SECONDS = 120.0
 TREND_MIN_SAMPLES = 3
 LEAD_SECONDS = 30.0
 # The projection adds at most this fraction of the demand: a step is not a trend.
@@ -80,7 +86,7 @@ class Memory:
 
     low_since: float | None = None  # start of the current run of scale-in conditions
     recommendations: tuple[tuple[float, int], ...] = ()  # (time, replicas) in the window
-    samples: tuple[tuple[float, float], ...] = ()  # (time, demand) over TREND_SECONDS
+    samples: tuple[tuple[float, float], ...] = ()  # (time, arrivals) over TREND_SECONDS
     queued: tuple[float, float] | None = None  # (time, queued) at the last tick
 
 
@@ -135,12 +141,14 @@ def decide(
     growth = 0.0
     if obs.queued is not None and memory.queued is not None and obs.time > memory.queued[0]:
         growth = max(0.0, (obs.queued - memory.queued[1]) / (obs.time - memory.queued[0]))
-    demand = obs.qps + growth + backlog
+    arrivals = obs.qps + growth
+    demand = arrivals + backlog
+    # The trend is that of arrivals: a backlog growing while pods start is not more load.
     samples = (
         *(s for s in memory.samples if s[0] >= obs.time - TREND_SECONDS and s[0] < obs.time),
-        (obs.time, demand),
+        (obs.time, arrivals),
     )
-    trend = min(max(0.0, _slope(samples)) * LEAD_SECONDS, MAX_TREND_GAIN * demand)
+    trend = min(max(0.0, _slope(samples)) * LEAD_SECONDS, MAX_TREND_GAIN * arrivals)
     projected = demand + trend
     by_load = math.ceil(demand / target_qps * (1 - TOLERANCE)) if demand > 0 else 0
     by_trend = math.ceil(projected / target_qps * (1 - TOLERANCE)) if projected > 0 else 0
@@ -195,6 +203,19 @@ def decide(
                     current,
                     f"{cause}; waiting for {starting} starting "
                     f"replica(s) already ordered: {numbers}",
+                    qps_pr,
+                    obs.p99_ms,
+                ),
+                kept,
+            )
+        draining = obs.queued is not None and memory.queued is not None and growth <= 0
+        if needed <= current and draining and not overloaded and not rising:
+            return (
+                Decision(
+                    "maintain",
+                    current,
+                    f"{cause}, but the queue is shrinking and {current} replicas cover the "
+                    f"arrivals: the backlog is draining: {numbers}",
                     qps_pr,
                     obs.p99_ms,
                 ),
@@ -279,5 +300,7 @@ def decide(
             obs.p99_ms,
         ),
         # After a step down the window starts again: the next step needs its own evidence.
-        Memory(obs.time, ((obs.time, wanted),), samples, queued_at),
+        # The window keeps its evidence: the next tick may halve again, and as high
+        # recommendations age out of it, step further down, without a new window.
+        Memory(low_since, recent, samples, queued_at),
     )

@@ -41,6 +41,12 @@ engine's `View`, ``metrics_lag_seconds`` old).
   ceil(mean rate / target) replicas, orders them ``startup_seconds`` ahead and
   drops them as soon as no window within the start-up horizon needs them. It pays
   the start-up delay like everyone else: the floor for a policy on this target.
+- ``instant`` (a reference, not an anchor): the oracle without foresight. It
+  knows each window's need exactly the moment the window starts and orders
+  exactly that, so its pods arrive a start-up delay late: what the start-up
+  delay alone costs a policy that sizes to the target. Holding spare replicas
+  (KPA's 70 % utilization, a long stabilization window) can beat it on
+  violations, at a price in replica-seconds.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from geo_operator.simulation.engine import SLO_WINDOW, View
 from geo_operator.simulation.trace import Trace
 
 POLICIES = ("geo", "hpa", "keda", "kpa", "oracle")
+REFERENCES = ("instant",)
 
 
 def _qps_window(spec: models.Autoscaling) -> int:
@@ -239,7 +246,10 @@ class Oracle:
     name = "oracle"
     period = 1
 
-    def __init__(self, spec: models.Autoscaling, trace: Trace, startup_seconds: float) -> None:
+    def __init__(
+        self, spec: models.Autoscaling, trace: Trace, startup_seconds: float, foresight: bool = True
+    ) -> None:
+        self.name = "oracle" if foresight else "instant"
         n = trace.duration
         windows = -(-n // SLO_WINDOW)
         padded = np.zeros(windows * SLO_WINDOW)
@@ -248,7 +258,7 @@ class Oracle:
         need = np.ceil(rate / spec.target_qps_per_replica - 1e-9).astype(np.int64)
         need = np.clip(need, spec.min_replicas, spec.max_replicas)
         per_second = np.repeat(need, SLO_WINDOW)[:n]
-        ahead = math.ceil(startup_seconds)
+        ahead = math.ceil(startup_seconds) if foresight else 0
         # At t, hold what any second in [t, t + start-up] will need.
         padded_need = np.concatenate([per_second, np.full(ahead + 1, per_second[-1])])
         windows_view = np.lib.stride_tricks.sliding_window_view(padded_need, ahead + 1)
@@ -274,4 +284,6 @@ def make(
         return Kpa(spec)
     if name == "oracle":
         return Oracle(spec, trace, startup_seconds)
-    raise ValueError(f"unknown policy {name!r}: one of {', '.join(POLICIES)}")
+    if name == "instant":
+        return Oracle(spec, trace, startup_seconds, foresight=False)
+    raise ValueError(f"unknown policy {name!r}: one of {', '.join(POLICIES + REFERENCES)}")
