@@ -15,7 +15,6 @@ does and exits 2 with the offending field named when it is invalid.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -174,51 +173,9 @@ def _int_list(text: str, what: str, *, off: bool = False) -> list[int | None]:
     return values
 
 
-def _tune_row(config: Any, result: Any, chosen: Any) -> dict[str, Any]:
-    best = result.best
-    return {
-        "maxBatchSize": config.max_batch_size,
-        "maxQueueDelayMicroseconds": config.max_queue_delay_us,
-        "dynamicBatching": config.max_queue_delay_us is not None,
-        "withinBudget": result.within_budget,
-        "throughput": round(result.throughput, 1),
-        "concurrency": best.concurrency if best else None,
-        "p50Ms": round(best.p50_ms, 3) if best else None,
-        "p99Ms": round(best.p99_ms, 3) if best else None,
-        "avgBatch": round(best.avg_batch, 2) if best else None,
-        "chosen": config == chosen,
-        "levels": [dataclasses.asdict(level) for level in result.levels],
-    }
-
-
-def _tune_table(title: str, outcome: Any) -> list[str]:
-    lines = [
-        title,
-        f"  {'config':<22} {'req/s':>8} {'conc':>5} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'avg batch':>9}  within budget",
-    ]
-    for config, result in sorted(outcome.measured, key=lambda cr: cr[0].sort_key()):
-        best = result.best
-        mark = " <- chosen" if config == outcome.chosen else ""
-        if best is None:
-            worst = min(result.levels, key=lambda lv: lv.p99_ms)
-            lines.append(
-                f"  {config.describe():<22} {'-':>8} {'-':>5} {worst.p50_ms:>8.2f} "
-                f"{worst.p99_ms:>8.2f} {worst.avg_batch:>9.2f}  no{mark}"
-            )
-        else:
-            lines.append(
-                f"  {config.describe():<22} {best.throughput:>8.0f} {best.concurrency:>5} "
-                f"{best.p50_ms:>8.2f} {best.p99_ms:>8.2f} {best.avg_batch:>9.2f}  yes{mark}"
-            )
-    chosen = outcome.chosen.describe() if outcome.chosen else "none within the budget"
-    lines.append(f"  chosen: {chosen}; measurements: {outcome.measurements}")
-    return lines
-
-
 def cmd_tune(args: argparse.Namespace) -> int:
     # Imported here: tritonclient and numpy are not needed by the other verbs.
-    from geo_operator.tuning import measure, search
+    from geo_operator.tuning import measure, report, search
 
     candidates = [c for c in _int_list(args.candidates, "--candidates") if c is not None]
     delays = _int_list(args.delays, "--delays", off=True)
@@ -263,9 +220,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if args.full_sweep:
             # The sweep reuses the quick search's measurements: the same figures for a
             # configuration in both tables, and only the rest of the grid costs time.
-            taken = dict(outcomes["quick"].measured)
             outcomes["sweep"] = search.full_sweep(
-                lambda c: taken[c] if c in taken else progress(c), candidates, delays
+                progress, candidates, delays, prior=outcomes["quick"].measured
             )
         # With the sweep measured, its choice is the best within the budget of all.
         chosen = outcomes["sweep" if args.full_sweep else "quick"].chosen
@@ -278,55 +234,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
         measurer.close()
 
     if args.json:
-        out: dict[str, Any] = {
-            "model": args.model,
-            "latencyBudgetMs": args.latency_budget_ms,
-            "secondsPerLevel": args.seconds,
-            "concurrency": sorted(set(concurrency)),
-            "measurementsTaken": count,
-            "loaded": None
-            if chosen is None
-            else {
-                "maxBatchSize": chosen.max_batch_size,
-                "maxQueueDelayMicroseconds": chosen.max_queue_delay_us,
-            },
-        }
-        for name, outcome in outcomes.items():
-            c = outcome.chosen
-            out[name] = {
-                "measurements": outcome.measurements,
-                "chosen": None
-                if c is None
-                else {
-                    "maxBatchSize": c.max_batch_size,
-                    "maxQueueDelayMicroseconds": c.max_queue_delay_us,
-                },
-                "results": [_tune_row(cfg, r, c) for cfg, r in outcome.measured],
-            }
+        out = report.as_json(
+            model=args.model,
+            latency_budget_ms=args.latency_budget_ms,
+            seconds=args.seconds,
+            concurrency=concurrency,
+            taken=count,
+            loaded=chosen,
+            outcomes=outcomes,
+        )
         print(json.dumps(out, indent=2))
     else:
-        tables = [
-            _tune_table(f"{name} search" if name == "quick" else "full sweep", outcome)
-            for name, outcome in outcomes.items()
-        ]
-        if len(tables) == 1:
-            print("\n".join(tables[0]))
-        else:
-            width = max(len(line) for line in tables[0]) + 4
-            for i in range(max(len(t) for t in tables)):
-                left = tables[0][i] if i < len(tables[0]) else ""
-                right = tables[1][i] if i < len(tables[1]) else ""
-                print(f"{left:<{width}}{right}".rstrip())
-        print(
-            f"measurements taken: {count} (quick search {outcomes['quick'].measurements}"
-            + (f", full grid {outcomes['sweep'].measurements}" if args.full_sweep else "")
-            + ")"
-        )
-        print(
-            f"Triton now serves: {chosen.describe()}"
-            if chosen is not None
-            else "nothing within the budget; Triton serves the last configuration measured"
-        )
+        print(report.as_text(taken=count, loaded=chosen, outcomes=outcomes))
     return 0 if chosen is not None else 1
 
 
