@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -173,8 +175,50 @@ def _int_list(text: str, what: str, *, off: bool = False) -> list[int | None]:
     return values
 
 
+def _write_result(path: str | None, text: str) -> None:
+    """The tuning Job's result channel: compact JSON in the termination-message file."""
+    if not path:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as stream:
+            stream.write(text)
+    except OSError as error:
+        print(f"geo tune: cannot write {path}: {error.strerror}", file=sys.stderr)
+
+
+def _wait_ready(url: str, model: str, seconds: float) -> None:
+    """Wait up to ``seconds`` for Triton to report ``model`` ready (a sidecar may be starting)."""
+    import tritonclient.http as httpclient
+
+    deadline = time.monotonic() + seconds
+    last = "no answer yet"
+    while True:
+        try:
+            client = httpclient.InferenceServerClient(url)
+            try:
+                if client.is_model_ready(model):
+                    return
+                last = f"{model} not ready"
+            finally:
+                client.close()
+        except Exception as error:  # connection refused while Triton starts
+            last = str(error)
+        if time.monotonic() >= deadline:
+            raise UsageError(f"{model} on {url} not ready after {seconds:g} s: {last}")
+        time.sleep(1.0)
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
+    try:
+        return _tune(args)
+    except UsageError as error:
+        _write_result(args.result_file, json.dumps({"error": str(error)[:2000]}))
+        raise
+
+
+def _tune(args: argparse.Namespace) -> int:
     # Imported here: tritonclient and numpy are not needed by the other verbs.
+    from geo_operator.builders import tuning
     from geo_operator.tuning import measure, report, search
 
     candidates = [c for c in _int_list(args.candidates, "--candidates") if c is not None]
@@ -188,6 +232,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise UsageError("--concurrency must be positive")
     if args.latency_budget_ms <= 0 or args.seconds <= 0:
         raise UsageError("--latency-budget-ms and --seconds must be positive")
+    if args.wait_seconds > 0:
+        _wait_ready(args.url, args.model, args.wait_seconds)
     try:
         measurer = measure.Measurer(
             args.url,
@@ -233,6 +279,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     finally:
         measurer.close()
 
+    final = outcomes["sweep" if args.full_sweep else "quick"]
+    result = report.tuned(final, len(search.grid(candidates, delays)))
+    if result is not None:
+        _write_result(args.result_file, tuning.result_json(result))
+    else:
+        _write_result(
+            args.result_file,
+            json.dumps(
+                {
+                    "error": f"no configuration kept p99 within {args.latency_budget_ms:g} ms "
+                    f"({final.measurements} measured)"
+                }
+            ),
+        )
     if args.json:
         out = report.as_json(
             model=args.model,
@@ -252,13 +312,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf  # imported here: the other verbs must not pay for it
 
-    from geo_operator import handlers  # noqa: F401  (registers the handlers)
+    from geo_operator import handlers  # registers the handlers
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     namespaces = args.namespace or ()
+    handlers.set_tuner_image(args.tuner_image)
     if args.metrics_port:
         import prometheus_client
 
@@ -308,6 +369,12 @@ def parser() -> argparse.ArgumentParser:
         help="port of the operator's own Prometheus metrics, 0 to turn off (default: %(default)s)",
     )
     run.add_argument("--metrics-address", default="0.0.0.0", help="address to serve metrics on")
+    run.add_argument(
+        "--tuner-image",
+        default=os.environ.get("GEO_TUNER_IMAGE", "ghcr.io/geo-ai/geo-operator:0.1.0"),
+        help="image the batch-tuning Jobs run `geo tune` in: the operator's own "
+        "(default: $GEO_TUNER_IMAGE, else %(default)s)",
+    )
     run.set_defaults(func=cmd_run)
 
     crd_cmd = verbs.add_parser("crd", help="print the CRD YAML generated from the API models")
@@ -391,6 +458,17 @@ def parser() -> argparse.ArgumentParser:
     )
     tune.add_argument(
         "--full-sweep", action="store_true", help="also measure the whole grid, side by side"
+    )
+    tune.add_argument(
+        "--wait-seconds",
+        type=float,
+        default=0.0,
+        help="wait this long for the model to be ready first (default: don't wait)",
+    )
+    tune.add_argument(
+        "--result-file",
+        help="also write the chosen config and its figures (or the error) as compact JSON "
+        "here, e.g. /dev/termination-log in the tuning Job",
     )
     tune.add_argument("--json", action="store_true", help="print JSON")
     tune.set_defaults(func=cmd_tune)

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from geo_operator.api import models
 from geo_operator.tuning import search
 from geo_operator.tuning.measure import Result
 
@@ -134,3 +135,20 @@ def as_text(*, taken: int, loaded: search.Config | None, outcomes: Outcomes) -> 
         else "nothing within the budget; Triton serves the last configuration measured"
     )
     return "\n".join(lines)
+
+
+def tuned(outcome: search.SearchResult[Result], grid_size: int) -> models.TunedBatch | None:
+    """The chosen config and its figures, as the tuning Job reports it to the operator."""
+    chosen = outcome.chosen
+    if chosen is None:
+        return None
+    best = outcome.result(chosen).best
+    return models.TunedBatch(
+        max_batch_size=chosen.max_batch_size,
+        max_queue_delay_microseconds=chosen.max_queue_delay_us,
+        throughput=round(outcome.throughput(chosen), 1),
+        p99_ms=round(best.p99_ms, 3) if best else 0.0,
+        concurrency=best.concurrency if best else None,
+        measurements=outcome.measurements,
+        grid_size=grid_size,
+    )
