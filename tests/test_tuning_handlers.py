@@ -267,3 +267,29 @@ def test_a_running_job_of_other_inputs_is_ignored_until_it_finishes(
     handlers.refresh_tuning(kube, stray)
     assert len(kube.status_patches) == patches
     assert _gd(kube)["status"]["maxBatchSize"] == 32
+
+
+def test_setting_max_batch_size_stops_a_running_job_and_drops_the_record(
+    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+) -> None:
+    _store(kube, tuned_body)
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    job = _gd(kube)["status"]["tuning"]["job"]
+    assert _jobs(kube) == [job]
+
+    changed = _gd(kube)
+    changed["spec"]["triton"]["maxBatchSize"] = 32
+    changed["metadata"]["generation"] = 2
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    assert ("Job", "ml", job) in kube.deleted and _jobs(kube) == []
+    status = _gd(kube)["status"]
+    assert "tuning" not in status and status["maxBatchSize"] == 32
+    assert _condition(kube, "BatchTuned")["reason"] == "SetBySpec"
+
+    # Back to 0: a fresh first attempt, not a wait for the deleted Job.
+    again = _gd(kube)
+    again["spec"]["triton"]["maxBatchSize"] = 0
+    again["metadata"]["generation"] = 3
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    run = _gd(kube)["status"]["tuning"]
+    assert (run["attempts"], run["failures"]) == (1, 0) and _jobs(kube) == [run["job"]]

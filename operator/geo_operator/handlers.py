@@ -135,6 +135,10 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
         step = tuning.step(status, name, decided.tuning_key, now)
         status = status.model_copy(update={"tuning": step.tuning})
         decided = decide(status)
+    elif decided.target is not None and status.tuning is not None:
+        # maxBatchSize is set now: a tuning run still going is stopped, and its record goes.
+        _stop_tuning(kube_, namespace, name)
+        status = status.model_copy(update={"tuning": None})
     if decided.target is None:
         running = status.selected_artifact.name if status.selected_artifact else None
         left = (
@@ -280,6 +284,14 @@ def _collect_tuning(
             f"{finished.failure_message}; retrying after {finished.next_retry_time}",
         )
     return status.model_copy(update={"tuning": finished}), [event]
+
+
+def _stop_tuning(kube_: k8s.Kube, namespace: str, name: str) -> None:
+    """Delete this GeoDeployment's tuning Jobs that have not finished."""
+    for job in kube_.list("batch/v1", "Job", namespace, f"{tuning.TUNING_FOR_LABEL}={name}"):
+        conds = (job.get("status") or {}).get("conditions") or []
+        if not any(c.get("type") in ("Complete", "Failed") for c in conds):
+            kube_.delete("batch/v1", "Job", namespace, job["metadata"]["name"])
 
 
 def _act_on_tuning(
@@ -448,9 +460,7 @@ def on_deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     refresh_readiness(kube(), body)
 
 
-@kopf.on.event(
-    "batch", "v1", "jobs", labels={"app.kubernetes.io/component": tuning.COMPONENT}
-)
+@kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/component": tuning.COMPONENT})
 def on_tuning_job_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     """A tuning Job finished: its GeoDeployment takes the result in (or schedules a retry)."""
     if type == "DELETED":
