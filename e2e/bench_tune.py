@@ -7,17 +7,26 @@ tritonserver in explicit model-control mode, measures the whole grid
 both choices are judged on the same figures, and the quick search's count is
 what it would have measured). Prints the sweep table side by side, the choices,
 measurements used, and the tuned throughput's gain over max_batch_size 1 and
-over dynamic batching off. Run with `.venv/bin/python e2e/bench_tune.py`
-(about 6 minutes on 2 cores; figures from a shared machine are noisy).
+over dynamic batching off. Then, on the same server, the quick search runs live
+(its confirmation re-measures for real), and the contenders (the sweep's best,
+both quick choices, the best at max_batch_size 1 and with batching off) are
+measured again in interleaved rounds: one configuration's throughput moves by
+tens of percent between runs on a shared machine, so a single sweep's best is
+partly luck, and only figures taken side by side compare. Last, size, accuracy,
+tuned throughput and p99 per artifact. Run with `.venv/bin/python
+e2e/bench_tune.py` (about 10 minutes on 2 cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import pathlib
 import sys
 import tempfile
 import time
+from typing import Any
 
 import yaml
 
@@ -48,9 +57,37 @@ def target(artifact: str) -> children.Target:
     return decided.target
 
 
-def sweep(
-    artifact: str, args: argparse.Namespace, workdir: pathlib.Path
-) -> search.SearchResult[measure.Result]:
+ROUNDS = 3  # head-to-head rounds: each contender measured once per round, interleaved
+
+
+@dataclasses.dataclass
+class Run:
+    """One artifact's sweep, live quick search, and interleaved head-to-head figures."""
+
+    sweep: search.SearchResult[measure.Result]
+    live: search.SearchResult[measure.Result]
+    replayed: search.SearchResult[measure.Result]
+    contenders: dict[str, search.Config]
+    rounds: dict[search.Config, list[float]]
+
+    def mean(self, label: str) -> float:
+        figures = self.rounds[self.contenders[label]]
+        return sum(figures) / len(figures)
+
+
+def _describe(config: search.Config | None) -> str:
+    return config.describe() if config is not None else "none"
+
+
+def _best_of(s: search.SearchResult[measure.Result], keep: Any) -> search.Config:
+    return max((c for c, _ in s.measured if keep(c)), key=lambda c: s.result(c).throughput)
+
+
+def sweep(artifact: str, args: argparse.Namespace, workdir: pathlib.Path) -> Run:
+    """The full sweep; then, on the same server, the quick search measuring live; then the
+    contenders (sweep best, both quick choices, best at max_batch_size 1, best with
+    batching off) measured again in ``ROUNDS`` interleaved rounds, so that slow drifts of
+    a shared machine hit them alike."""
     t = target(artifact)
     repo = workdir / artifact
     repository.materialize(
@@ -79,7 +116,22 @@ def sweep(
             return r
 
         try:
-            return search.full_sweep(progress, args.batches, args.delays)
+            full = search.full_sweep(progress, args.batches, args.delays)
+            live = search.quick_search(progress, args.batches, args.delays)
+            replayed = search.quick_search(full.result, args.batches, args.delays)
+            assert full.chosen and live.chosen and replayed.chosen, "nothing within the budget"
+            contenders = {
+                "sweep best": full.chosen,
+                "quick (live)": live.chosen,
+                "quick (replayed)": replayed.chosen,
+                "best mbs=1": _best_of(full, lambda c: c.max_batch_size == 1),
+                "best batching off": _best_of(full, lambda c: c.max_queue_delay_us is None),
+            }
+            rounds: dict[search.Config, list[float]] = {c: [] for c in contenders.values()}
+            for _ in range(ROUNDS):
+                for config in rounds:
+                    rounds[config].append(progress(config).throughput)
+            return Run(full, live, replayed, contenders, rounds)
         finally:
             m.close()
 
@@ -104,11 +156,8 @@ def main() -> int:
     precisions = ["fp32", "int8"]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="geo-bench-tune-") as tmp:
-        sweeps = {p: sweep(p, args, pathlib.Path(tmp)) for p in precisions}
-    quick = {
-        p: search.quick_search(lambda c, s=s: s.result(c), args.batches, args.delays)
-        for p, s in sweeps.items()
-    }
+        runs = {p: sweep(p, args, pathlib.Path(tmp)) for p in precisions}
+    sweeps = {p: r.sweep for p, r in runs.items()}
 
     print(
         f"Full sweep, p99 budget {args.budget_ms:g} ms, closed loop at {args.concurrency} "
@@ -122,22 +171,53 @@ def main() -> int:
         print(f"{config.describe():<20} | {cells}")
     print()
     for p in precisions:
-        s, q = sweeps[p], quick[p]
-        if s.chosen is None or q.chosen is None:
-            print(f"{p}: nothing within the budget")
-            continue
-        tuned = s.result(q.chosen).throughput
-        best = s.result(s.chosen).throughput
-        mbs1 = max(s.result(c).throughput for c, _ in s.measured if c.max_batch_size == 1)
-        off = max(s.result(c).throughput for c, _ in s.measured if c.max_queue_delay_us is None)
+        r = runs[p]
         print(
-            f"{p}: tuned {q.chosen.describe()} {tuned:.0f} req/s in {q.measurements} measurements; "
-            f"sweep best {s.chosen.describe()} {best:.0f} req/s in {s.measurements} "
-            f"(tuned = {tuned / best:.0%} of it)"
+            f"{p}: sweep best {_describe(r.sweep.chosen)} in {r.sweep.measurements} "
+            f"measurements; quick search live {_describe(r.live.chosen)} in "
+            f"{r.live.measurements}, replayed on the sweep's figures "
+            f"{_describe(r.replayed.chosen)} in {r.replayed.measurements}"
         )
+    print(
+        f"\nHead to head: each contender measured again {ROUNDS} times, interleaved "
+        f"(mean req/s; ratio to the sweep's best measured the same way)"
+    )
+    labels = list(runs[precisions[0]].contenders)
+    print(f"{'':<18} | " + " | ".join(f"{p:^34}" for p in precisions))
+    for label in labels:
+        cells = []
+        for p in precisions:
+            r = runs[p]
+            config = r.contenders[label]
+            ratio = r.mean(label) / r.mean("sweep best")
+            cells.append(f"{config.describe():<20} {r.mean(label):>6.0f} {ratio:>5.0%}")
+        print(f"{label:<18} | " + " | ".join(cells))
+    for p in precisions:
+        r = runs[p]
+        live = r.mean("quick (live)")
         print(
-            f"      gain over max_batch_size 1 ({mbs1:.0f} req/s): x{tuned / mbs1:.2f}; "
-            f"over dynamic batching off ({off:.0f} req/s): x{tuned / off:.2f}"
+            f"{p}: quick search (live) = {live / r.mean('sweep best'):.0%} of the sweep's best "
+            f"with {r.live.measurements} of {r.sweep.measurements} measurements; gain over "
+            f"max_batch_size 1 x{live / r.mean('best mbs=1'):.2f}, over batching off "
+            f"x{live / r.mean('best batching off'):.2f}"
+        )
+    print()
+    print(f"{'artifact':<9} {'bytes':>8} {'accuracy':>8} {'tuned req/s':>11} {'p99 ms':>7}")
+    variants = {
+        v["variant"]: v
+        for v in json.loads((ARTIFACTS / "measurements.json").read_text())["variants"]
+    }
+    for p in precisions:
+        r = runs[p]
+        v = variants[p]
+        level = r.live.result(r.live.chosen).best if r.live.chosen is not None else None
+        print(
+            f"{p:<9} {v['sizeBytes']:>8} {v['accuracy']:>8.4f} "
+            + (
+                f"{r.mean('quick (live)'):>11.0f} {level.p99_ms:>7.2f}"
+                if level is not None
+                else f"{'-':>11} {'-':>7}"
+            )
         )
     print(
         f"\n(wall time {time.monotonic() - started:.0f} s; a shared 2-core machine: noisy figures)"

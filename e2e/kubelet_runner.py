@@ -11,6 +11,15 @@ manifests), and starts `geo_operator.triton.local.TritonServer` on it. When the 
 goes away (deleted, no longer Running, or given a deletionTimestamp) its server is
 stopped.
 
+A batch-tuning Job's pod (label `app.kubernetes.io/component=batch-tuner`) gets the
+same repository and a Triton in explicit model-control mode (its sidecar), then the
+real `geo tune` of this venv with the pod's `tune` container args (the URL pointed
+at that Triton, the result file in the pod's state directory); when it exits the
+runner reports the pod terminated — phase Succeeded or Failed, the exit code, and
+the result file as the termination message (the log's tail when there is none, as
+`FallbackToLogsOnError`) — so the Job controller completes or fails the Job. A pod
+deleted meanwhile (the Job's deadline) has its `geo tune` killed.
+
 Used in-process by the e2e tests (`e2e/test_kubelet_runner.py`, a fixture around
 `KubeletRunner`) and the demo; standalone as
 
@@ -48,10 +57,13 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
 from geo_operator.api import models
-from geo_operator.builders import children
+from geo_operator.builders import children, tuning
 from geo_operator.triton import local, model_config, repository
 
 log = logging.getLogger("kubelet_runner")
+# The `geo` of this venv: what the tuning pod's `tune` container runs.
+GEO = pathlib.Path(sys.executable).with_name("geo")
+TERMINATION_MESSAGE_LIMIT = 4096  # the kubelet's limit, and FallbackToLogsOnError's tail
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "examples" / "digits" / "artifacts"
@@ -124,6 +136,7 @@ class _Slot:
     server: local.TritonServer | None = None
     info: ServerInfo | None = None
     restarts: int = 0
+    tuner: subprocess.Popen[bytes] | None = None  # a tuning pod's `geo tune`, while it runs
 
 
 def _to_run(pod: Mapping[str, Any] | None) -> bool:
@@ -132,6 +145,12 @@ def _to_run(pod: Mapping[str, Any] | None) -> bool:
     if pod.get("metadata", {}).get("deletionTimestamp"):
         return False
     return bool(pod.get("status", {}).get("phase") == "Running")
+
+
+def is_tuner(pod: Mapping[str, Any]) -> bool:
+    """A GEO batch-tuning Job's pod (Triton sidecar + `geo tune`), not a serving pod."""
+    labels = pod.get("metadata", {}).get("labels") or {}
+    return bool(labels.get("app.kubernetes.io/component") == tuning.COMPONENT)
 
 
 def _key(pod: Mapping[str, Any]) -> PodKey:
@@ -449,6 +468,8 @@ class KubeletRunner:
         """Forget a pod (lock held); its server is stopped off the watch thread."""
         del self._slots[key]
         slot.wanted = False
+        if slot.tuner is not None and slot.tuner.poll() is None:
+            slot.tuner.kill()  # the pod was deleted (its Job's deadline passed): like a kubelet
         # A start in progress owns its server and stops it itself when it sees wanted=False.
         if slot.state != "starting" and slot.server is not None:
             self._stoppers.submit(self._stop_server, key, slot.server)
@@ -516,6 +537,7 @@ class KubeletRunner:
             repository=models_dir,
             mirrors=self.mirrors,
         )
+        tuner = is_tuner(pod)
         server = local.TritonServer(
             models_dir,
             log_path=pod_dir / "triton.log",
@@ -523,13 +545,17 @@ class KubeletRunner:
             stop_timeout=10.0,
             # Stop like a kubelet's grace period, but short: tests scale down often.
             exit_timeout_secs=3,
+            # The tuning pod's sidecar: explicit model control, as its args say.
+            model_control_mode="explicit" if tuner else "none",
+            load_models=[config.name] if tuner else [],
         )
         meta = pod["metadata"]
+        labels = meta.get("labels", {})
         info = ServerInfo(
             namespace=namespace,
             pod=name,
             uid=slot.uid,
-            geodeployment=str(meta.get("labels", {}).get(OWNER_LABEL, "")),
+            geodeployment=str(labels.get(OWNER_LABEL) or labels.get(tuning.TUNING_FOR_LABEL, "")),
             artifact=str(meta.get("annotations", {}).get(ARTIFACT_ANNOTATION) or uri),
             uri=uri,
             model=config.name,
@@ -564,6 +590,14 @@ class KubeletRunner:
         if not keep:  # the pod went away while Triton was loading
             self._stop_server(key, server)
             return
+        if tuner:
+            threading.Thread(
+                target=self._run_tuner,
+                args=(key, slot, server),
+                name=f"tuner-{name}",
+                daemon=True,
+            ).start()
+            return
         log.info(
             "started triton for %s (artifact %s, max_batch_size %d) on :%d in %.1fs",
             _name(key),
@@ -573,6 +607,80 @@ class KubeletRunner:
             took,
         )
         self._annotate(key, slot.uid, info.metrics_url)
+
+    def _run_tuner(self, key: PodKey, slot: _Slot, server: local.TritonServer) -> None:
+        """The tuning pod's `tune` container: the real `geo tune` with the pod's args against
+        its Triton, then the pod reported terminated with the exit code and the termination
+        message (the result file, else the log's tail: FallbackToLogsOnError)."""
+        container = next(
+            c for c in slot.pod["spec"]["containers"] if c["name"] == tuning.TUNER_CONTAINER
+        )
+        pod_dir = self.pod_dir(key)
+        result_file = pod_dir / "termination-log"
+        result_file.unlink(missing_ok=True)
+        args = []
+        for arg in container.get("args", []):
+            if arg.startswith("--url="):
+                arg = f"--url={server.http_url}"
+            elif arg.startswith("--result-file="):
+                arg = f"--result-file={result_file}"
+            args.append(arg)
+        log_path = pod_dir / "tune.log"
+        started = time.time()
+        with self._lock:
+            if not slot.wanted:
+                return
+            with log_path.open("wb") as out:
+                slot.tuner = subprocess.Popen(
+                    [str(GEO), *args], stdout=out, stderr=subprocess.STDOUT
+                )
+            process = slot.tuner
+        log.info("running geo tune for %s: %s", _name(key), " ".join(args))
+        code = process.wait()
+        with self._lock:
+            if not slot.wanted:  # killed with its pod
+                return
+        message = result_file.read_text() if result_file.exists() else ""
+        if not message and code != 0:
+            message = log_path.read_bytes()[-TERMINATION_MESSAGE_LIMIT:].decode(errors="replace")
+        now = time.time()
+
+        def stamp(t: float) -> str:
+            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+        status = {
+            "status": {
+                "phase": "Succeeded" if code == 0 else "Failed",
+                "containerStatuses": [
+                    {
+                        "name": container["name"],
+                        "image": container["image"],
+                        "imageID": "",
+                        "ready": False,
+                        "started": False,
+                        "restartCount": 0,
+                        "state": {
+                            "terminated": {
+                                "exitCode": code,
+                                "reason": "Completed" if code == 0 else "Error",
+                                "message": message[:TERMINATION_MESSAGE_LIMIT],
+                                "startedAt": stamp(started),
+                                "finishedAt": stamp(now),
+                            }
+                        },
+                    }
+                ],
+            }
+        }
+        log.info("geo tune for %s exited %d after %.1fs", _name(key), code, now - started)
+        try:
+            self._core.patch_namespaced_pod_status(
+                key[1], key[0], status, _content_type="application/merge-patch+json"
+            )
+        except ApiException as error:
+            log.warning(
+                "reporting %s terminated failed: %s %s", _name(key), error.status, error.reason
+            )
 
     def _annotate(self, key: PodKey, uid: str, metrics_url: str) -> None:
         """Tell the pod's readers where its metrics really are (kwok's pod IP is fake)."""
@@ -628,6 +736,10 @@ class KubeletRunner:
 
     # --- state (lock held) --------------------------------------------------------------
 
+    def _serving_pods(self) -> set[str]:
+        """Names of the serving pods (a tuning pod's Triton is no scrape target)."""
+        return {k[1] for k, slot in self._slots.items() if not is_tuner(slot.pod)}
+
     def _snapshot(self) -> dict[PodKey, ServerInfo]:
         return {k: s.info for k, s in sorted(self._slots.items()) if s.info is not None}
 
@@ -657,7 +769,7 @@ class KubeletRunner:
                 },
             }
             for i in infos
-            if i.ready
+            if i.ready and i.pod in self._serving_pods()
         ]
         texts = (json.dumps(pods), json.dumps(file_sd))
         if texts != self._published and self.state_dir.is_dir():

@@ -82,6 +82,13 @@ def test_service_account_rbac_is_enough_and_no_more(chart: Cluster) -> None:
     assert can("patch", "geodeployments.geo.ai/status", "-n", "any")
     assert can("patch", "deployments.apps", "-n", "any")
     assert can("create", "events", "-n", "any")
+    # Batch tuning: its Jobs (an outdated one is deleted), and its pod's result.
+    assert can("create", "jobs.batch", "-n", "any")
+    assert can("delete", "jobs.batch", "-n", "any")
+    assert can("watch", "jobs.batch", "-A")
+    assert can("list", "pods", "-n", "any")
+    assert not can("delete", "pods", "-n", "any")
+    assert not can("create", "cronjobs.batch", "-n", "any")
     assert not can("get", "secrets", "-A")
     assert not can("get", "secrets", "-n", "kube-system")
     assert not can("create", "clusterroles.rbac.authorization.k8s.io")

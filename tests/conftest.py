@@ -46,6 +46,19 @@ def spec(body: dict[str, Any]) -> models.GeoDeploymentSpec:
     return models.parse_spec(body["spec"])
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, as the API server applies a status merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    merged = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            merged.pop(k, None)
+        else:
+            merged[k] = merge_patch(merged.get(k), v)
+    return merged
+
+
 class FakeKube:
     """An in-memory `k8s.Kube`: stores applied objects, records every call.
 
@@ -59,6 +72,7 @@ class FakeKube:
         self.status_patches: list[tuple[str, str, dict[str, Any]]] = []
         self.events: list[tuple[str, str, str]] = []
         self.scaled: list[tuple[str, str, int]] = []
+        self.deleted: list[tuple[str, str, str]] = []
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.applied.append(copy.deepcopy(obj))
@@ -85,6 +99,22 @@ class FakeKube:
         found = self.objects.get((kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
+    def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        wanted = dict(part.split("=", 1) for part in label_selector.split(",") if part)
+        return [
+            copy.deepcopy(obj)
+            for (k, ns, _), obj in sorted(self.objects.items())
+            if k == kind
+            and ns == namespace
+            and all(obj["metadata"].get("labels", {}).get(a) == b for a, b in wanted.items())
+        ]
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.deleted.append((kind, namespace, name))
+        self.objects.pop((kind, namespace, name), None)
+
     def patch_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
     ) -> None:
@@ -97,7 +127,7 @@ class FakeKube:
             raise k8s.Conflict(f"{namespace}/{name} changed since it was read")
         self.status_patches.append((namespace, name, copy.deepcopy(status)))
         if stored is not None:
-            stored["status"] = {**stored.get("status", {}), **status}
+            stored["status"] = merge_patch(stored.get("status", {}), status)
             stored["metadata"]["resourceVersion"] = str(
                 int(stored["metadata"].get("resourceVersion", "0")) + 1
             )

@@ -26,7 +26,7 @@ missing=()
 for name in "${want[@]}"; do
   [[ -x $(geo_bin "$name") ]] || missing+=("$name")
   # kwok also needs its stage definitions next to the binary.
-  [[ $name != kwok || -s $(dirname "$(geo_bin kwok)")/stages.yaml ]] || missing+=(kwok-stages)
+  [[ $name != kwok || -s $(geo_kwok_stages) ]] || missing+=(kwok-stages)
 done
 if [[ ${#missing[@]} -eq 0 ]]; then
   geo_log build "all binaries cached in $GEO_CACHE_DIR/bin"
@@ -96,16 +96,27 @@ done
 kwok_stages() {
   # The bare kwok controller does nothing without Stage objects: take the
   # upstream "fast" node/pod stages plus the lease-based node heartbeat (what
-  # kwokctl configures by default) from the kwok module.
+  # kwokctl configures by default) from the kwok module. One change: pod-complete
+  # (which marks every running Job pod Succeeded at once) skips GEO's tuning pods,
+  # whose end the e2e kubelet runner reports from the real `geo tune` run.
   local src st
   src=$(cd "$GEO_E2E_DIR/gomod/kwok" && go mod download -json sigs.k8s.io/kwok | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
   src="$src/kustomize/stage"
-  st="$(dirname "$(geo_bin kwok)")/stages.yaml"
+  st=$(geo_kwok_stages)
   mkdir -p "$(dirname "$st")"
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
     pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
     echo "---"
-    cat "$src/$f"
+    if [[ $f == pod/fast/pod-complete.yaml ]]; then
+      grep -q "^      - 'Job'$" "$src/$f" || { geo_log build "unexpected $f"; return 1; }
+      sed "/^      - 'Job'\$/a\\
+    - key: '.metadata.labels[\"app.kubernetes.io/component\"]'\\
+      operator: 'NotIn'\\
+      values:\\
+      - 'batch-tuner'" "$src/$f"
+    else
+      cat "$src/$f"
+    fi
     echo
   done >"$st.tmp"
   mv -f "$st.tmp" "$st"

@@ -35,6 +35,13 @@ geo_bin() { # geo_bin NAME -> path of the cached binary
   echo "$GEO_CACHE_DIR/bin/$name-$version/$name"
 }
 
+# kwok's stage definitions, next to its binary; the revision is in the name, so a
+# change to what build.sh writes is picked up by every cache without a rebuild.
+# 2: Job pods labelled app.kubernetes.io/component=batch-tuner are left Running
+#    (the e2e kubelet runner completes them with the tuner's real exit code).
+GEO_KWOK_STAGES_REV=2
+geo_kwok_stages() { echo "$(dirname "$(geo_bin kwok)")/stages-$GEO_KWOK_STAGES_REV.yaml"; }
+
 geo_log() { echo "[$1] ${*:2}" >&2; }
 
 # All processes managed by up.sh / down.sh, in start order.

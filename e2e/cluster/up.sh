@@ -185,7 +185,7 @@ geo_start kube-scheduler "$(geo_bin kube-scheduler)" \
 
 geo_start kwok "$(geo_bin kwok)" \
   --kubeconfig="$D/conf/kwok.kubeconfig" \
-  --config="$(dirname "$(geo_bin kwok)")/stages.yaml" \
+  --config="$(geo_kwok_stages)" \
   --manage-all-nodes=false \
   --manage-nodes-with-label-selector=type=kwok \
   --node-lease-duration-seconds=40 \

@@ -20,8 +20,10 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import pathlib
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -177,51 +179,51 @@ def _int_list(text: str, what: str, *, off: bool = False) -> list[int | None]:
     return values
 
 
-def _tune_row(config: Any, result: Any, chosen: Any) -> dict[str, Any]:
-    best = result.best
-    return {
-        "maxBatchSize": config.max_batch_size,
-        "maxQueueDelayMicroseconds": config.max_queue_delay_us,
-        "dynamicBatching": config.max_queue_delay_us is not None,
-        "withinBudget": result.within_budget,
-        "throughput": round(result.throughput, 1),
-        "concurrency": best.concurrency if best else None,
-        "p50Ms": round(best.p50_ms, 3) if best else None,
-        "p99Ms": round(best.p99_ms, 3) if best else None,
-        "avgBatch": round(best.avg_batch, 2) if best else None,
-        "chosen": config == chosen,
-        "levels": [dataclasses.asdict(level) for level in result.levels],
-    }
+def _write_result(path: str | None, text: str) -> None:
+    """The tuning Job's result channel: compact JSON in the termination-message file."""
+    if not path:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as stream:
+            stream.write(text)
+    except OSError as error:
+        print(f"geo tune: cannot write {path}: {error.strerror}", file=sys.stderr)
 
 
-def _tune_table(title: str, outcome: Any) -> list[str]:
-    lines = [
-        title,
-        f"  {'config':<22} {'req/s':>8} {'conc':>5} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'avg batch':>9}  within budget",
-    ]
-    for config, result in sorted(outcome.measured, key=lambda cr: cr[0].sort_key()):
-        best = result.best
-        mark = " <- chosen" if config == outcome.chosen else ""
-        if best is None:
-            worst = min(result.levels, key=lambda lv: lv.p99_ms)
-            lines.append(
-                f"  {config.describe():<22} {'-':>8} {'-':>5} {worst.p50_ms:>8.2f} "
-                f"{worst.p99_ms:>8.2f} {worst.avg_batch:>9.2f}  no{mark}"
-            )
-        else:
-            lines.append(
-                f"  {config.describe():<22} {best.throughput:>8.0f} {best.concurrency:>5} "
-                f"{best.p50_ms:>8.2f} {best.p99_ms:>8.2f} {best.avg_batch:>9.2f}  yes{mark}"
-            )
-    chosen = outcome.chosen.describe() if outcome.chosen else "none within the budget"
-    lines.append(f"  chosen: {chosen}; measurements: {outcome.measurements}")
-    return lines
+def _wait_ready(url: str, model: str, seconds: float) -> None:
+    """Wait up to ``seconds`` for Triton to report ``model`` ready (a sidecar may be starting)."""
+    import tritonclient.http as httpclient
+
+    deadline = time.monotonic() + seconds
+    last = "no answer yet"
+    while True:
+        try:
+            client = httpclient.InferenceServerClient(url)
+            try:
+                if client.is_model_ready(model):
+                    return
+                last = f"{model} not ready"
+            finally:
+                client.close()
+        except Exception as error:  # connection refused while Triton starts
+            last = str(error)
+        if time.monotonic() >= deadline:
+            raise UsageError(f"{model} on {url} not ready after {seconds:g} s: {last}")
+        time.sleep(1.0)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    try:
+        return _tune(args)
+    except UsageError as error:
+        _write_result(args.result_file, json.dumps({"error": str(error)[:2000]}))
+        raise
+
+
+def _tune(args: argparse.Namespace) -> int:
     # Imported here: tritonclient and numpy are not needed by the other verbs.
-    from geo_operator.tuning import measure, search
+    from geo_operator.builders import tuning
+    from geo_operator.tuning import measure, report, search
 
     candidates = [c for c in _int_list(args.candidates, "--candidates") if c is not None]
     delays = _int_list(args.delays, "--delays", off=True)
@@ -234,6 +236,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise UsageError("--concurrency must be positive")
     if args.latency_budget_ms <= 0 or args.seconds <= 0:
         raise UsageError("--latency-budget-ms and --seconds must be positive")
+    if args.wait_seconds > 0:
+        _wait_ready(args.url, args.model, args.wait_seconds)
     try:
         measurer = measure.Measurer(
             args.url,
@@ -266,9 +270,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if args.full_sweep:
             # The sweep reuses the quick search's measurements: the same figures for a
             # configuration in both tables, and only the rest of the grid costs time.
-            taken = dict(outcomes["quick"].measured)
             outcomes["sweep"] = search.full_sweep(
-                lambda c: taken[c] if c in taken else progress(c), candidates, delays
+                progress, candidates, delays, prior=outcomes["quick"].measured
             )
         # With the sweep measured, its choice is the best within the budget of all.
         chosen = outcomes["sweep" if args.full_sweep else "quick"].chosen
@@ -280,69 +283,47 @@ def cmd_tune(args: argparse.Namespace) -> int:
     finally:
         measurer.close()
 
+    final = outcomes["sweep" if args.full_sweep else "quick"]
+    result = report.tuned(final, len(search.grid(candidates, delays)))
+    if result is not None:
+        _write_result(args.result_file, tuning.result_json(result))
+    else:
+        _write_result(
+            args.result_file,
+            json.dumps(
+                {
+                    "error": f"no configuration kept p99 within {args.latency_budget_ms:g} ms "
+                    f"({final.measurements} measured)"
+                }
+            ),
+        )
     if args.json:
-        out: dict[str, Any] = {
-            "model": args.model,
-            "latencyBudgetMs": args.latency_budget_ms,
-            "secondsPerLevel": args.seconds,
-            "concurrency": sorted(set(concurrency)),
-            "measurementsTaken": count,
-            "loaded": None
-            if chosen is None
-            else {
-                "maxBatchSize": chosen.max_batch_size,
-                "maxQueueDelayMicroseconds": chosen.max_queue_delay_us,
-            },
-        }
-        for name, outcome in outcomes.items():
-            c = outcome.chosen
-            out[name] = {
-                "measurements": outcome.measurements,
-                "chosen": None
-                if c is None
-                else {
-                    "maxBatchSize": c.max_batch_size,
-                    "maxQueueDelayMicroseconds": c.max_queue_delay_us,
-                },
-                "results": [_tune_row(cfg, r, c) for cfg, r in outcome.measured],
-            }
+        out = report.as_json(
+            model=args.model,
+            latency_budget_ms=args.latency_budget_ms,
+            seconds=args.seconds,
+            concurrency=concurrency,
+            taken=count,
+            loaded=chosen,
+            outcomes=outcomes,
+        )
         print(json.dumps(out, indent=2))
     else:
-        tables = [
-            _tune_table(f"{name} search" if name == "quick" else "full sweep", outcome)
-            for name, outcome in outcomes.items()
-        ]
-        if len(tables) == 1:
-            print("\n".join(tables[0]))
-        else:
-            width = max(len(line) for line in tables[0]) + 4
-            for i in range(max(len(t) for t in tables)):
-                left = tables[0][i] if i < len(tables[0]) else ""
-                right = tables[1][i] if i < len(tables[1]) else ""
-                print(f"{left:<{width}}{right}".rstrip())
-        print(
-            f"measurements taken: {count} (quick search {outcomes['quick'].measurements}"
-            + (f", full grid {outcomes['sweep'].measurements}" if args.full_sweep else "")
-            + ")"
-        )
-        print(
-            f"Triton now serves: {chosen.describe()}"
-            if chosen is not None
-            else "nothing within the budget; Triton serves the last configuration measured"
-        )
+        print(report.as_text(taken=count, loaded=chosen, outcomes=outcomes))
     return 0 if chosen is not None else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf  # imported here: the other verbs must not pay for it
 
-    from geo_operator import handlers  # noqa: F401  (registers the handlers)
+    from geo_operator import handlers  # registers the handlers
 
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     namespaces = args.namespace or ()
+    handlers.set_tuner_image(args.tuner_image)
     if args.metrics_port:
         import prometheus_client
 
@@ -392,6 +373,12 @@ def parser() -> argparse.ArgumentParser:
         help="port of the operator's own Prometheus metrics, 0 to turn off (default: %(default)s)",
     )
     run.add_argument("--metrics-address", default="0.0.0.0", help="address to serve metrics on")
+    run.add_argument(
+        "--tuner-image",
+        default=os.environ.get("GEO_TUNER_IMAGE", "ghcr.io/geo-ai/geo-operator:0.1.0"),
+        help="image the batch-tuning Jobs run `geo tune` in: the operator's own "
+        "(default: $GEO_TUNER_IMAGE, else %(default)s)",
+    )
     run.set_defaults(func=cmd_run)
 
     crd_cmd = verbs.add_parser("crd", help="print the CRD YAML generated from the API models")
@@ -475,6 +462,17 @@ def parser() -> argparse.ArgumentParser:
     )
     tune.add_argument(
         "--full-sweep", action="store_true", help="also measure the whole grid, side by side"
+    )
+    tune.add_argument(
+        "--wait-seconds",
+        type=float,
+        default=0.0,
+        help="wait this long for the model to be ready first (default: don't wait)",
+    )
+    tune.add_argument(
+        "--result-file",
+        help="also write the chosen config and its figures (or the error) as compact JSON "
+        "here, e.g. /dev/termination-log in the tuning Job",
     )
     tune.add_argument("--json", action="store_true", help="print JSON")
     tune.set_defaults(func=cmd_tune)

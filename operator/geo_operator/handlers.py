@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -20,7 +21,7 @@ import pydantic
 
 from geo_operator.api import conditions, models
 from geo_operator.api import status as status_io
-from geo_operator.builders import children, plan
+from geo_operator.builders import children, plan, tuning
 from geo_operator.k8s import client as k8s
 from geo_operator.scaling import loop
 
@@ -32,6 +33,13 @@ _BLOCKING_REASONS = {"InvalidSpec", "NoQualifyingArtifact"}
 _CONFLICT_ATTEMPTS = 5
 
 _kube: k8s.Kube | None = None
+# The image the tuning Job runs `geo tune` in: the operator's own (`geo run --tuner-image`).
+DEFAULT_TUNER_IMAGE = "ghcr.io/geo-ai/geo-operator:0.1.0"
+_tuner_image = DEFAULT_TUNER_IMAGE
+_timers: dict[tuple[str, str], threading.Timer] = {}
+_timers_lock = threading.Lock()
+_schedule: Callable[[str, str, float], None]
+_clock: Callable[[], float] = time.time  # tests move time forward
 _autoscaler: loop.Autoscaler | None = None
 _stop = threading.Event()
 
@@ -57,6 +65,17 @@ def set_kube(value: k8s.Kube | None) -> None:
     """Swap the client (tests use a fake)."""
     global _kube
     _kube = value
+
+
+def set_tuner_image(image: str) -> None:
+    global _tuner_image
+    _tuner_image = image
+
+
+def set_scheduler(schedule: Callable[[str, str, float], None] | None) -> None:
+    """How a later retry is scheduled: a timer thread (default); tests record the calls."""
+    global _schedule
+    _schedule = schedule or _schedule_with_timer
 
 
 # ------------------------------------------------------------------ logic
@@ -93,14 +112,33 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
 
     deployment = kube_.get("apps/v1", "Deployment", namespace, name)
     current = (deployment or {}).get("spec", {}).get("replicas")
-    decided = plan.plan(
-        name=name,
-        namespace=namespace,
-        uid=meta["uid"],
-        spec=spec,
-        status=status,
-        current_replicas=current,
-    )
+
+    def decide(status_: models.GeoDeploymentStatus) -> plan.Plan:
+        return plan.plan(
+            name=name,
+            namespace=namespace,
+            uid=meta["uid"],
+            spec=spec,
+            status=status_,
+            current_replicas=current,
+        )
+
+    decided = decide(status)
+    # Batch tuning (spec.triton.maxBatchSize 0): take in a finished Job's result,
+    # decide the next step, and plan again with it, so the children carry it.
+    events: list[tuple[str, str, str]] = []
+    step: tuning.Step | None = None
+    if decided.target is not None and decided.tuning_key is not None:
+        now = _clock()
+        status, finished = _collect_tuning(kube_, namespace, spec, status, decided.tuning_key, now)
+        events += finished
+        step = tuning.step(status, name, decided.tuning_key, now)
+        status = status.model_copy(update={"tuning": step.tuning})
+        decided = decide(status)
+    elif decided.target is not None and status.tuning is not None:
+        # maxBatchSize is set now: a tuning run still going is stopped, and its record goes.
+        _stop_tuning(kube_, namespace, name)
+        status = status.model_copy(update={"tuning": None})
     if decided.target is None:
         running = status.selected_artifact.name if status.selected_artifact else None
         left = (
@@ -138,14 +176,16 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
         if obj["kind"] == "Deployment":
             applied = result
     new_hash = children.config_hash(target)
+    if step is not None:
+        events += _act_on_tuning(kube_, target, step)
 
     # Events go out after the status write: a conflict retries the whole
     # reconcile, and the Events must not be posted twice.
-    events: list[tuple[str, str]] = []
     previous = status.selected_artifact.name if status.selected_artifact else None
     if previous != artifact.name:
         events.append(
             (
+                "Normal",
                 "ArtifactSelected",
                 f"serving {artifact.name} ({artifact.precision}, {artifact.format}): "
                 f"{decided.choice.reason}",
@@ -154,6 +194,7 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
     if status.observed_generation is None:
         events.append(
             (
+                "Normal",
                 "Created",
                 f"created Triton Deployment, Service and ConfigMap "
                 f"{children.config_map_name(name)} with {target.replicas} replica(s), "
@@ -163,6 +204,7 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
     elif status.config_hash not in (None, new_hash):
         events.append(
             (
+                "Normal",
                 "Rolling",
                 f"model configuration changed (artifact {artifact.name}, max_batch_size "
                 f"{target.batch.max_batch_size}): rolling the Triton pods with no unavailable "
@@ -209,8 +251,117 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
         }
     )
     status_io.write(kube_, body, new)
-    for reason, message in events:
-        kube_.event(dict(body), "Normal", reason, message)
+    for type_, reason, message in events:
+        kube_.event(dict(body), type_, reason, message)
+    if step is not None and step.action == "retry_later" and step.retry_in is not None:
+        _schedule(namespace, name, step.retry_in)
+
+
+def _collect_tuning(
+    kube_: k8s.Kube,
+    namespace: str,
+    spec: models.GeoDeploymentSpec,
+    status: models.GeoDeploymentStatus,
+    key: str,
+    now: float,
+) -> tuple[models.GeoDeploymentStatus, list[tuple[str, str, str]]]:
+    """If this key's tuning Job has finished, its outcome in status (and the Event to post)."""
+    run = status.tuning
+    if run is None or run.key != key or run.result is not None or run.attempts <= run.failures:
+        return status, []
+    job = kube_.get("batch/v1", "Job", namespace, run.job or "")
+    pods = kube_.list("v1", "Pod", namespace, f"batch.kubernetes.io/job-name={run.job}")
+    finished = tuning.finish(spec, run, job, pods[0] if pods else None, now)
+    if finished is None:
+        return status, []
+    if finished.result is not None:
+        budget = spec.batch_tuning.latency_budget_ms
+        event = ("Normal", "Tuned", f"Job {run.job}: {tuning.describe(finished.result, budget)}")
+    else:
+        event = (
+            "Warning",
+            finished.failure_reason or "TuningFailed",
+            f"{finished.failure_message}; retrying after {finished.next_retry_time}",
+        )
+    return status.model_copy(update={"tuning": finished}), [event]
+
+
+def _stop_tuning(kube_: k8s.Kube, namespace: str, name: str) -> None:
+    """Delete this GeoDeployment's tuning Jobs that have not finished."""
+    for job in kube_.list("batch/v1", "Job", namespace, f"{tuning.TUNING_FOR_LABEL}={name}"):
+        conds = (job.get("status") or {}).get("conditions") or []
+        if not any(c.get("type") in ("Complete", "Failed") for c in conds):
+            kube_.delete("batch/v1", "Job", namespace, job["metadata"]["name"])
+
+
+def _act_on_tuning(
+    kube_: k8s.Kube, target: children.Target, step: tuning.Step
+) -> list[tuple[str, str, str]]:
+    """Start the tuning Job when the step says so, after deleting Jobs of outdated inputs."""
+    if step.action != "start":
+        return []
+    run = step.tuning
+    for job in kube_.list(
+        "batch/v1", "Job", target.namespace, f"{tuning.TUNING_FOR_LABEL}={target.name}"
+    ):
+        meta = job.get("metadata") or {}
+        if (meta.get("labels") or {}).get(tuning.TUNING_KEY_LABEL) != run.key:
+            kube_.delete("batch/v1", "Job", target.namespace, meta["name"])
+    kube_.apply(tuning.tuning_job(target, key_=run.key, attempt=run.attempts, image=_tuner_image))
+    return [
+        (
+            "Normal",
+            "TuningStarted",
+            f"Job {run.job} measures max_batch_size {list(target.spec.batch_tuning.candidates)} "
+            f"x queue delay {tuning.delays(target.spec)} under p99 "
+            f"{target.spec.batch_tuning.latency_budget_ms:g} ms (attempt {run.attempts})",
+        )
+    ]
+
+
+def _schedule_with_timer(namespace: str, name: str, delay: float) -> None:
+    """Reconcile ``namespace/name`` again after ``delay`` s (one pending timer per object)."""
+    with _timers_lock:
+        old = _timers.pop((namespace, name), None)
+        if old is not None:
+            old.cancel()
+        timer = threading.Timer(delay + 0.5, _retry, args=(namespace, name))
+        timer.daemon = True
+        _timers[(namespace, name)] = timer
+        timer.start()
+
+
+def _retry(namespace: str, name: str) -> None:
+    with _timers_lock:
+        _timers.pop((namespace, name), None)
+    try:
+        reconcile_fresh(kube(), namespace, name)
+    except Exception:  # a timer thread must not die silently
+        log.exception("%s/%s: tuning retry failed", namespace, name)
+
+
+def reconcile_fresh(kube_: k8s.Kube, namespace: str, name: str) -> None:
+    """Read the GeoDeployment and reconcile it, re-reading on status conflicts."""
+    for _ in range(_CONFLICT_ATTEMPTS):
+        body = kube_.get(models.API_VERSION, models.KIND, namespace, name)
+        if body is None:
+            return
+        try:
+            reconcile(kube_, body)
+            return
+        except k8s.Conflict:
+            continue
+    log.warning("%s/%s: status kept changing; reconcile skipped", namespace, name)
+
+
+def refresh_tuning(kube_: k8s.Kube, job: Mapping[str, Any]) -> None:
+    """A tuning Job changed: once it finished, reconcile its GeoDeployment (which reads it)."""
+    meta = job.get("metadata", {})
+    owner = (meta.get("labels") or {}).get(tuning.TUNING_FOR_LABEL)
+    conds = (job.get("status") or {}).get("conditions") or []
+    done = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conds)
+    if owner and meta.get("namespace") and done:
+        reconcile_fresh(kube_, meta["namespace"], owner)
 
 
 def refresh_readiness(kube_: k8s.Kube, deployment: Mapping[str, Any]) -> None:
@@ -309,6 +460,14 @@ def on_deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     refresh_readiness(kube(), body)
 
 
+@kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/component": tuning.COMPONENT})
+def on_tuning_job_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """A tuning Job finished: its GeoDeployment takes the result in (or schedules a retry)."""
+    if type == "DELETED":
+        return
+    refresh_tuning(kube(), body)
+
+
 @kopf.on.startup()
 def start_autoscaler(**_: Any) -> None:
     """One loop thread for all GeoDeployments; kopf's watches keep its view current."""
@@ -345,3 +504,6 @@ def on_pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         autoscaler().remove_pod(body)
     else:
         autoscaler().upsert_pod(body)
+
+
+set_scheduler(None)

@@ -11,6 +11,10 @@ queue delay) with a latency budget, shaped after what Triton does on CPU and GPU
 * batching-hurts — a tiny model: batch 1, delay 0 is best (the climb walks down);
 * start-over-budget — the middle of the grid is over budget; only batches ≤ 2 fit;
 * noisy — the saturating landscape with ±3 % deterministic noise.
+
+The noisy-run tests below measure every landscape with fresh seeded noise on
+each run (a config measured twice gets two different figures, as on a real
+machine) and judge the choice by the landscape's true, noise-free throughput.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import random
 from collections.abc import Callable
 
 import pytest
@@ -143,8 +148,90 @@ def test_any_landscape_no_config_over_budget_and_each_measured_once(
     for run in (search.quick_search, search.full_sweep):
         outcome = run(measure, BATCHES, DELAYS)
         configs = [c for c, _ in outcome.measured]
-        assert len(configs) == len(set(configs))
+        # Measured at most twice (the quick search confirms its best); at most a third.
+        assert all(configs.count(c) <= 2 for c in configs)
+        if run is search.quick_search:
+            assert len(configs) <= 28 // 3 or len(set(configs)) == len(configs)
+        else:
+            assert len(configs) == len(set(configs)) == 28
         if outcome.chosen is not None:
             assert table[outcome.chosen][1] <= 10.0
         else:
             assert not any(outcome.result(c).within_budget for c in configs)
+
+
+NOISELESS = sorted(n for n in LANDSCAPES if n != "noisy")
+
+
+def _noisy(
+    landscape: Landscape, budget: float, sigma: float, seed: int
+) -> Callable[[Config], Fake]:
+    """Each run of a config draws fresh Gaussian noise on its throughput."""
+    truth = _measure(landscape, budget)
+    rng = random.Random(seed)
+
+    def measure(config: Config) -> Fake:
+        r = truth(config)
+        return Fake(r.throughput * (1 + rng.gauss(0, sigma)), r.p99_ms, r.within_budget)
+
+    return measure
+
+
+def _misses(sigma: float, seeds: int, **options: float) -> tuple[int, int, int]:
+    """(runs whose choice is under 95 % of the true best, runs, most measurements used)."""
+    misses = runs = most = 0
+    for name in NOISELESS:
+        landscape, budget = LANDSCAPES[name]
+        truth = _measure(landscape, budget)
+        sweep = search.full_sweep(truth, BATCHES, DELAYS)
+        assert sweep.chosen is not None
+        best = sweep.throughput(sweep.chosen)
+        for seed in range(seeds):
+            quick = search.quick_search(
+                _noisy(landscape, budget, sigma, seed), BATCHES, DELAYS, **options
+            )
+            assert quick.chosen is not None and truth(quick.chosen).within_budget
+            runs += 1
+            most = max(most, quick.measurements)
+            misses += truth(quick.chosen).throughput < 0.95 * best
+    return misses, runs, most
+
+
+def test_on_noisy_runs_the_confirmed_search_keeps_the_aim_where_the_bare_climb_misses() -> None:
+    # 3 % run-to-run noise (Gaussian sigma), 5 landscapes x 100 seeds.
+    confirmed, runs, most = _misses(0.03, 100)
+    bare, _, _ = _misses(0.03, 100, limit=0, margin=0.0)  # the climb alone, no confirmation
+    assert most <= 28 // 3
+    assert confirmed <= 0.04 * runs, (confirmed, runs)
+    assert confirmed * 2 < bare, (confirmed, bare)
+
+
+def test_a_lucky_single_run_does_not_decide() -> None:
+    # The true best is batch 4 (1000 req/s); batch 8, where the climb starts, is
+    # worth 950 but its first run is lucky by 8 %, so the bare climb stays there.
+    runs: dict[Config, int] = {}
+
+    def measure(config: Config) -> Fake:
+        runs[config] = runs.get(config, 0) + 1
+        true = {4: 1000.0, 8: 950.0}.get(config.max_batch_size, 900.0)
+        if config.max_queue_delay_us != 0:
+            true = 850.0
+        lucky = config == Config(8, 0) and runs[config] == 1
+        return Fake(true * (1.08 if lucky else 1.0), 1.0, True)
+
+    bare = search.quick_search(measure, BATCHES, DELAYS, limit=0)
+    assert bare.chosen == Config(8, 0)
+    runs.clear()
+    quick = search.quick_search(measure, BATCHES, DELAYS)
+    assert runs[Config(8, 0)] == 2 and runs[Config(4, 0)] == 2
+    assert quick.throughput(Config(8, 0)) == pytest.approx(950.0 * 1.04)
+    assert quick.chosen == Config(4, 0)
+    assert quick.measurements <= 28 // 3
+
+
+def test_ties_within_the_margin_go_to_the_smaller_batch() -> None:
+    table = {Config(4, 0): 1000.0, Config(8, 0): 1015.0, Config(16, 0): 990.0}
+    sweep = search.full_sweep(lambda c: Fake(table[c], 1.0, True), [4, 8, 16], [0])
+    assert sweep.chosen == Config(8, 0)  # the sweep takes the plain best
+    quick = search.quick_search(lambda c: Fake(table[c], 1.0, True), [4, 8, 16], [0], margin=0.02)
+    assert quick.chosen == Config(4, 0)  # 1.5 % below the best: a tie, won by batch 4

@@ -19,6 +19,8 @@ import tritonclient.http as httpclient
 
 from conftest import example_repository
 from geo_operator import cli
+from geo_operator.api import models
+from geo_operator.builders import tuning
 from geo_operator.triton import local
 
 pytestmark = pytest.mark.triton
@@ -105,6 +107,8 @@ def test_tune_loads_configurations_and_reports_consistent_figures(
         if row["maxBatchSize"] == 1:
             assert all(level["avg_batch"] == 1.0 for level in row["levels"]), row
         fitting = [lv for lv in row["levels"] if lv["within_budget"]]
+        if row["runs"] > 1:  # a confirmed config: mean of its runs, the last run's levels
+            continue
         assert row["withinBudget"] == bool(fitting)
         if fitting:
             assert row["throughput"] == pytest.approx(
@@ -136,11 +140,18 @@ def test_tune_loads_configurations_and_reports_consistent_figures(
 
 
 def test_tune_text_output_and_dynamic_batching_off(
-    explicit_server: local.TritonServer, capsys: pytest.CaptureFixture[str]
+    explicit_server: local.TritonServer,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: pathlib.Path,
 ) -> None:
+    result_file = tmp_path / "termination-log"
     code = cli.main(
         [
             "tune",
+            "--result-file",
+            str(result_file),
+            "--wait-seconds",
+            "5",
             "--url",
             explicit_server.http_url,
             "--model",
@@ -161,15 +172,42 @@ def test_tune_text_output_and_dynamic_batching_off(
     assert code == 0, captured.err
     assert "mbs=2 delay=off" in captured.out and "<- chosen" in captured.out
     assert "measurements taken: 1" in captured.out
+    # What the tuning Job's operator reads from the termination message.
+    result = tuning.parse_result(result_file.read_text())
+    assert isinstance(result, models.TunedBatch), result
+    assert (result.max_batch_size, result.max_queue_delay_microseconds) == (2, None)
+    assert (result.measurements, result.grid_size) == (1, 1) and result.throughput > 0
     after = _config(explicit_server)
     assert after["max_batch_size"] == 2
     assert "dynamic_batching" not in after or not after["dynamic_batching"]
 
 
-def test_tune_refuses_an_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
+def test_tune_refuses_an_unreachable_server(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
     port = local.free_ports(1)[0]
     code = cli.main(
         ["tune", "--url", f"127.0.0.1:{port}", "--model", "digits", "--latency-budget-ms", "5"]
     )
     assert code == 2
     assert "cannot read digits's config" in capsys.readouterr().err
+    # With --wait-seconds it waits, then says so, also in the result file.
+    result_file = tmp_path / "termination-log"
+    code = cli.main(
+        [
+            "tune",
+            "--url",
+            f"127.0.0.1:{port}",
+            "--model",
+            "digits",
+            "--latency-budget-ms",
+            "5",
+            "--wait-seconds",
+            "1",
+            "--result-file",
+            str(result_file),
+        ]
+    )
+    assert code == 2
+    error = tuning.parse_result(result_file.read_text())
+    assert isinstance(error, str) and "not ready after 1 s" in error

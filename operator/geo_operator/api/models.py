@@ -339,6 +339,39 @@ class BatchTuning(_Model):
     latency_budget_ms: float = Field(
         default=200, gt=0, description="p99 latency the tuned configuration must stay within."
     )
+    queue_delays_microseconds: list[Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
+        default=[0, 100, 500, 2000],
+        min_length=1,
+        max_length=16,
+        description=(
+            "Dynamic batcher max_queue_delay_microseconds values the tuner may choose from "
+            "(ignored when triton.dynamicBatching.enabled is false)."
+        ),
+    )
+    concurrency: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default=[1, 4, 16, 32],
+        min_length=1,
+        max_length=16,
+        description="In-flight requests of each load level the tuner drives.",
+    )
+    seconds_per_level: float = Field(
+        default=3.0, gt=0, le=300, description="How long each load level is driven."
+    )
+    timeout_seconds: int = Field(
+        default=1800,
+        ge=30,
+        le=86400,
+        description="The tuning Job's activeDeadlineSeconds: past it, the run counts as failed.",
+    )
+    retry_backoff_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=86400,
+        description=(
+            "Wait before retrying a failed tuning run; doubles after each failure, "
+            "up to 64 times this."
+        ),
+    )
 
 
 class MetricsSource(_Model):
@@ -510,6 +543,40 @@ class Decision(_Model):
     time: str = Field(description="When (RFC 3339).")
 
 
+class TunedBatch(_Model):
+    """The configuration a tuning run chose, and the figures behind it."""
+
+    max_batch_size: int = Field(ge=1, description="The chosen max_batch_size.")
+    max_queue_delay_microseconds: int | None = Field(
+        default=None, description="The chosen queue delay; absent: dynamic batching off."
+    )
+    throughput: float = Field(description="Its measured throughput, requests/s.")
+    p99_ms: float = Field(description="Its client-side p99 latency at that throughput.")
+    concurrency: int | None = Field(default=None, description="In-flight requests it ran at.")
+    measurements: int = Field(description="Measurements the search took.")
+    grid_size: int = Field(description="Configurations in the grid (a full sweep's count).")
+
+
+class TuningStatus(_Model):
+    """One GeoDeployment's batch tuning: which inputs, which Job, what came of it."""
+
+    key: str = Field(
+        description="Hash of what was tuned (artifact, model, candidates, budget, image); a "
+        "spec change gives a new key and voids the result."
+    )
+    job: str | None = Field(default=None, description="The latest tuning Job.")
+    attempts: int = Field(default=0, description="Tuning Jobs started for this key.")
+    failures: int = Field(default=0, description="Of those, how many failed.")
+    next_retry_time: str | None = Field(
+        default=None, description="When the next attempt may start (RFC 3339), after a failure."
+    )
+    result: TunedBatch | None = Field(default=None, description="The tuned configuration.")
+    failure_reason: str | None = Field(
+        default=None, description="TuningFailed or TuningTimedOut, after a failed attempt."
+    )
+    failure_message: str | None = Field(default=None, description="What went wrong.")
+
+
 class GeoDeploymentStatus(_Model):
     """What the operator observed and did."""
 
@@ -528,6 +595,9 @@ class GeoDeploymentStatus(_Model):
         default=None, description="The artifact being served, and why."
     )
     max_batch_size: int | None = Field(default=None, description="max_batch_size in use.")
+    tuning: TuningStatus | None = Field(
+        default=None, description="The batch tuning run: its Job, result or failures."
+    )
     config_hash: str | None = Field(
         default=None, description="Hash of the model configuration the pods were rolled with."
     )

@@ -28,11 +28,25 @@ def dump(status: models.GeoDeploymentStatus) -> dict[str, Any]:
     return status.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+def _patch(new: models.GeoDeploymentStatus, old: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch: the dump, plus explicit nulls for `tuning` and inside it, so that
+    a field cleared there (a result voided by a spec change, a retry time passed, the
+    whole record once tuning is off) is removed rather than kept by the merge."""
+    patch = dump(new)
+    if new.tuning is not None:
+        patch["tuning"] = new.tuning.model_dump(by_alias=True, mode="json")
+    elif "tuning" in old:
+        patch["tuning"] = None  # tuning no longer asked for: the record goes
+    return patch
+
+
 def write(writer: StatusWriter, body: Mapping[str, Any], new: models.GeoDeploymentStatus) -> bool:
     """Patch status only when it changed; True if written. Conflicts propagate."""
     meta = body["metadata"]
-    dumped = dump(new)
-    if dict(body.get("status") or {}) == dumped:
+    old = dict(body.get("status") or {})
+    if old == dump(new):
         return False
-    writer.patch_status(meta["namespace"], meta["name"], dumped, meta.get("resourceVersion"))
+    writer.patch_status(
+        meta["namespace"], meta["name"], _patch(new, old), meta.get("resourceVersion")
+    )
     return True

@@ -77,7 +77,8 @@ def config_map_name(name: str) -> str:
     return f"{name}-model"
 
 
-def _metadata(target: Target, name: str) -> dict[str, Any]:
+def owned_metadata(target: Target, name: str) -> dict[str, Any]:
+    """Metadata of an object the GeoDeployment owns (the owner reference makes it go with it)."""
     return {
         "name": name,
         "namespace": target.namespace,
@@ -127,7 +128,7 @@ def config_map(target: Target) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(target, config_map_name(target.name)),
+        "metadata": owned_metadata(target, config_map_name(target.name)),
         "data": config_map_data(target),
     }
 
@@ -153,15 +154,13 @@ def _pvc_claim(uri: str) -> str | None:
     return parsed.netloc if parsed.scheme == "pvc" else None
 
 
-def deployment(target: Target) -> dict[str, Any]:
-    """The Deployment running tritonserver on the model repository."""
-    spec = target.spec
-    resources = {k: dict(v) for k, v in spec.triton.resources.items()}
+def repository_volumes(target: Target) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pod's volumes and the fetch container's mounts (also used by the tuning Job)."""
     volumes: list[dict[str, Any]] = [
         {"name": "model-repository", "emptyDir": {}},
         {"name": "model-config", "configMap": {"name": config_map_name(target.name)}},
     ]
-    init_mounts = [
+    init_mounts: list[dict[str, Any]] = [
         {"name": "model-repository", "mountPath": MODEL_REPOSITORY},
         {"name": "model-config", "mountPath": CONFIG_MOUNT, "readOnly": True},
     ]
@@ -174,6 +173,25 @@ def deployment(target: Target) -> dict[str, Any]:
             }
         )
         init_mounts.append({"name": "artifact-source", "mountPath": PVC_MOUNT, "readOnly": True})
+    return volumes, init_mounts
+
+
+def fetch_container(target: Target, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The init container that fetches the artifact and lays out the model repository."""
+    return {
+        "name": "fetch-artifact",
+        "image": target.spec.triton.image,
+        "command": ["sh", "-c", _init_script(target)],
+        "env": [{"name": "ARTIFACT_URI", "value": target.artifact.uri}],
+        "volumeMounts": mounts,
+    }
+
+
+def deployment(target: Target) -> dict[str, Any]:
+    """The Deployment running tritonserver on the model repository."""
+    spec = target.spec
+    resources = {k: dict(v) for k, v in spec.triton.resources.items()}
+    volumes, init_mounts = repository_volumes(target)
 
     def probe(path: str, period: int, failures: int) -> dict[str, Any]:
         return {
@@ -184,15 +202,7 @@ def deployment(target: Target) -> dict[str, Any]:
         }
 
     pod_spec: dict[str, Any] = {
-        "initContainers": [
-            {
-                "name": "fetch-artifact",
-                "image": spec.triton.image,
-                "command": ["sh", "-c", _init_script(target)],
-                "env": [{"name": "ARTIFACT_URI", "value": target.artifact.uri}],
-                "volumeMounts": init_mounts,
-            }
-        ],
+        "initContainers": [fetch_container(target, init_mounts)],
         "containers": [
             {
                 "name": "triton",
@@ -226,7 +236,7 @@ def deployment(target: Target) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(target, target.name),
+        "metadata": owned_metadata(target, target.name),
         "spec": {
             "replicas": target.replicas,
             "revisionHistoryLimit": 3,
@@ -257,7 +267,7 @@ def service(target: Target) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(target, target.name),
+        "metadata": owned_metadata(target, target.name),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(target.name),

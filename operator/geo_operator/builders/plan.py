@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from geo_operator.api import conditions, models
+from geo_operator.api import models
 from geo_operator.artifacts import selection
-from geo_operator.builders import children
+from geo_operator.builders import children, tuning
 from geo_operator.triton import model_config
 
 # max_batch_size used while spec.triton.maxBatchSize is 0 and nothing has been
@@ -31,38 +31,61 @@ class Plan:
     batch_tuned: bool
     batch_reason: str
     batch_message: str
+    tuning_key: str | None = None  # set when spec.triton.maxBatchSize is 0 (tune)
 
 
 def batch_settings(
-    spec: models.GeoDeploymentSpec, status: models.GeoDeploymentStatus
+    spec: models.GeoDeploymentSpec,
+    status: models.GeoDeploymentStatus,
+    tuning_key: str | None = None,
 ) -> tuple[model_config.BatchSettings, bool, str, str]:
-    """Batch settings, whether they are final, and the BatchTuned reason/message."""
+    """Batch settings, whether they are final, and the BatchTuned reason/message.
+
+    With spec.triton.maxBatchSize 0, the tuning result in status serves only when
+    its key is ``tuning_key`` (what the spec asks for now); until then
+    `UNTUNED_MAX_BATCH_SIZE` and the spec's batcher settings serve.
+    """
     batching = spec.triton.dynamic_batching
+    enabled, delay = batching.enabled, batching.max_queue_delay_microseconds
+    run = status.tuning if status.tuning and status.tuning.key == tuning_key else None
     if spec.triton.max_batch_size > 0:
         size, tuned = spec.triton.max_batch_size, True
         reason = "SetBySpec"
         message = f"max_batch_size {size} from spec.triton.maxBatchSize"
+    elif run is not None and run.result is not None:
+        result = run.result
+        size, tuned = result.max_batch_size, True
+        enabled = result.max_queue_delay_microseconds is not None
+        delay = result.max_queue_delay_microseconds or 0
+        reason = "Measured"
+        message = f"measured by Job {run.job}: " + tuning.describe(
+            result, spec.batch_tuning.latency_budget_ms
+        )
     else:
-        tuned_condition = conditions.get(status.conditions, conditions.BATCH_TUNED)
-        if (
-            tuned_condition is not None
-            and tuned_condition.status == "True"
-            and status.max_batch_size
-        ):
-            size, tuned = status.max_batch_size, True
-            reason, message = tuned_condition.reason, tuned_condition.message
+        size, tuned = UNTUNED_MAX_BATCH_SIZE, False
+        meanwhile = f"; serving max_batch_size {size} meanwhile"
+        if run is not None and run.failure_reason and run.failures >= run.attempts:
+            reason = run.failure_reason
+            message = (
+                f"attempt {run.attempts} failed: {run.failure_message}; next attempt after "
+                f"{run.next_retry_time}{meanwhile}"
+            )
+        elif run is not None and run.attempts:
+            reason = "Tuning"
+            message = f"Job {run.job} is measuring (attempt {run.attempts}){meanwhile}"
+            if run.failure_reason:
+                message += f"; the previous attempt failed: {run.failure_message}"
         else:
-            size, tuned = UNTUNED_MAX_BATCH_SIZE, False
             reason = "NotMeasured"
             message = (
-                f"spec.triton.maxBatchSize is 0 (tune) and no measurement exists yet; "
-                f"serving with max_batch_size {size} meanwhile"
+                f"spec.triton.maxBatchSize is 0 (tune) and no measurement exists yet{meanwhile}"
             )
     settings = model_config.BatchSettings(
         max_batch_size=size,
-        dynamic_batching=batching.enabled,
-        max_queue_delay_microseconds=batching.max_queue_delay_microseconds,
-        preferred_batch_sizes=tuple(batching.preferred_batch_sizes or ()),
+        dynamic_batching=enabled,
+        max_queue_delay_microseconds=delay,
+        # Preferred sizes above max_batch_size would make Triton refuse the config.
+        preferred_batch_sizes=tuple(p for p in batching.preferred_batch_sizes or () if p <= size),
     )
     return settings, tuned, reason, message
 
@@ -90,7 +113,10 @@ def plan(
 ) -> Plan:
     hardware = selection.hardware_of(spec.triton, gpu_arch)
     choice = selection.select(spec.model, hardware, measured)
-    batch, tuned, reason, message = batch_settings(spec, status)
+    key = None
+    if choice.artifact is not None and spec.triton.max_batch_size == 0:
+        key = tuning.key(spec, choice.artifact)
+    batch, tuned, reason, message = batch_settings(spec, status, key)
     target = None
     if choice.artifact is not None:
         target = children.Target(
@@ -103,7 +129,7 @@ def plan(
             replicas=desired_replicas(spec, current_replicas),
             gpu=hardware.gpu,
         )
-    return Plan(choice, target, tuned, reason, message)
+    return Plan(choice, target, tuned, reason, message, key)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,8 @@ fake with the same methods. `KubeClient` is the real one, on the official
 - children are written with server-side apply under one field manager, so
   applying the same object twice is a no-op (the resourceVersion stays);
 - GeoDeployment status is merge-patched through the status subresource;
+- tuning Jobs are listed by label and deleted (with their pods) when their
+  inputs are outdated;
 - Events are core/v1 Events with the operator as source, shown by
   `kubectl describe geod`.
 """
@@ -43,6 +45,15 @@ class Kube(Protocol):
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """One object, or None if it doesn't exist."""
+
+    def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        """The objects of a kind in a namespace that match a label selector."""
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        """Delete one object and, in the background, what it owns (a Job's pods); a missing
+        object is not an error."""
 
     def patch_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
@@ -100,6 +111,23 @@ class KubeClient:
             if error.status == 404:
                 return None
             raise
+
+    def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        resource = self._resource(api_version, kind)
+        found = resource.get(namespace=namespace, label_selector=label_selector).to_dict()
+        return [dict(item) for item in found.get("items") or []]
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        resource = self._resource(api_version, kind)
+        try:
+            resource.delete(
+                name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+            )
+        except exceptions.ApiException as error:
+            if error.status != 404:
+                raise
 
     def patch_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None

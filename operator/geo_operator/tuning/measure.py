@@ -14,8 +14,9 @@ For a `search.Config` the `Measurer`:
 3. reads Triton's statistics before and after each level: the inference count
    delta must equal the requests the client completed (a cross-check that the
    figures describe this load; Triton may count the last response a moment after
-   sending it, so the counts are re-read until stable, for up to 2 s), and inferences /
-   executions is the average batch the dynamic batcher formed.
+   sending it, so the counts are re-read until stable, for up to 2 s, and one late
+   count of the previous level is tolerated), and inferences / executions is the
+   average batch the dynamic batcher formed.
 
 The result of a configuration is its best throughput among the levels whose p99
 stays within the latency budget. Levels stop at the first one over budget:
@@ -248,7 +249,9 @@ class Measurer:
             previous = after
             await asyncio.sleep(0.02)
         inferences, executions = after[0] - before[0], after[1] - before[1]
-        if inferences != len(latencies):
+        # One extra is tolerated: a count the previous level's reads just missed
+        # lands in this level's delta (seen once in a 60-configuration benchmark).
+        if not len(latencies) <= inferences <= len(latencies) + 1:
             raise MeasureError(
                 f"client completed {len(latencies)} requests but Triton counted {inferences}"
             )

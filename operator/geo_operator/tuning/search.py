@@ -8,17 +8,26 @@ tests pass synthetic landscapes. Two strategies:
   Analyzer's "quick" search — start at the middle of the grid, climb along
   max_batch_size while the throughput within the latency budget improves, then
   along the queue delay, and go back to the batch axis only if the delay moved.
-  It typically needs a quarter to a third of the grid's measurements.
+  Then it *confirms*: the climb's best and its nearest neighbours on both axes
+  are measured once more (or for the first time), so that one lucky or unlucky
+  run cannot decide; a neighbour that proves better becomes the new centre, as
+  long as measurements are left: the confirmation never takes the count past
+  ``limit``, a third of the grid by default (the climb alone needs 4-8 of 28).
 * `full_sweep`: measure every point (the reference the quick search is judged by).
 
 Both pick the highest throughput among the configurations within the budget; a
-configuration over budget is never chosen, whatever its throughput.
+configuration over budget is never chosen, whatever its throughput. A config
+measured twice scores the mean of its runs, and counts as within the budget only
+if every run was. Throughputs within ``margin`` (the noise a shared machine
+shows between runs) of the best count as ties, won by the smaller batch and
+delay: the lower-latency configuration.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
@@ -54,10 +63,18 @@ class Outcome(Protocol):
 
 R = TypeVar("R", bound=Outcome)
 
+# Throughputs this close to the best are ties (see the module docstring): about
+# the run-to-run spread of one configuration on a quiet machine.
+DEFAULT_MARGIN = 0.02
+# A neighbour measured once within this fraction of the best is measured again:
+# one run of the same config varies by this much on a busy machine.
+DEFAULT_NOISE = 0.05
+
 
 @dataclasses.dataclass(frozen=True)
 class SearchResult(Generic[R]):
-    """The measurements in the order they were taken, and the chosen one (None: none fits)."""
+    """The measurements in the order they were taken (a config may appear twice), and the
+    chosen config (None: none fits)."""
 
     measured: tuple[tuple[Config, R], ...]
     chosen: Config | None
@@ -66,11 +83,20 @@ class SearchResult(Generic[R]):
     def measurements(self) -> int:
         return len(self.measured)
 
+    def results(self, config: Config) -> list[R]:
+        """Every run of ``config``, oldest first."""
+        found = [r for c, r in self.measured if c == config]
+        if not found:
+            raise KeyError(config)
+        return found
+
     def result(self, config: Config) -> R:
-        for c, r in self.measured:
-            if c == config:
-                return r
-        raise KeyError(config)
+        """The latest run of ``config``."""
+        return self.results(config)[-1]
+
+    def throughput(self, config: Config) -> float:
+        """The mean throughput of ``config``'s runs (0 when any run was over the budget)."""
+        return _score(self.results(config))
 
 
 def grid(batch_sizes: Sequence[int], delays: Sequence[int | None]) -> list[Config]:
@@ -97,22 +123,41 @@ def _delay_axis(values: Sequence[int | None]) -> list[int | None]:
     return axis
 
 
-def _best(measured: Sequence[tuple[Config, R]]) -> Config | None:
-    fitting = [(r.throughput, c) for c, r in measured if r.within_budget]
+def _score(runs: Sequence[Outcome]) -> float:
+    if not all(r.within_budget for r in runs):
+        return 0.0
+    return sum(r.throughput for r in runs) / len(runs)
+
+
+def _scores(measured: Sequence[tuple[Config, R]]) -> dict[Config, float]:
+    """Each config's mean throughput; configs with a run over the budget are left out."""
+    runs: dict[Config, list[R]] = {}
+    for c, r in measured:
+        runs.setdefault(c, []).append(r)
+    return {c: _score(rs) for c, rs in runs.items() if all(r.within_budget for r in rs)}
+
+
+def _best(measured: Sequence[tuple[Config, R]], margin: float = 0.0) -> Config | None:
+    fitting = _scores(measured)
     if not fitting:
         return None
-    # Ties go to the smaller batch and delay (the lower-latency configuration).
-    top = max(t for t, _ in fitting)
-    return min((c for t, c in fitting if t == top), key=Config.sort_key)
+    # Ties (within the margin) go to the smaller batch and delay: the lower-latency config.
+    top = max(fitting.values())
+    return min((c for c, t in fitting.items() if t >= top * (1 - margin)), key=Config.sort_key)
 
 
 def full_sweep(
     measure: Callable[[Config], R],
     batch_sizes: Sequence[int],
     delays: Sequence[int | None],
+    *,
+    prior: Sequence[tuple[Config, R]] = (),
 ) -> SearchResult[R]:
-    """Measure every configuration of the grid."""
-    measured = tuple((c, measure(c)) for c in grid(batch_sizes, delays))
+    """Measure every configuration of the grid; ``prior`` runs (a quick search's) count as
+    taken, so only the rest of the grid is measured and both agree on shared configs."""
+    taken = {c for c, _ in prior}
+    fresh = [(c, measure(c)) for c in grid(batch_sizes, delays) if c not in taken]
+    measured = (*prior, *fresh)
     return SearchResult(measured=measured, chosen=_best(measured))
 
 
@@ -120,19 +165,29 @@ def quick_search(
     measure: Callable[[Config], R],
     batch_sizes: Sequence[int],
     delays: Sequence[int | None],
+    *,
+    margin: float = DEFAULT_MARGIN,
+    noise: float = DEFAULT_NOISE,
+    limit: int | None = None,
 ) -> SearchResult[R]:
-    """Coordinate hill climb over (batch size, delay); each point is measured at most once."""
+    """Coordinate hill climb over (batch size, delay), then a confirmation round around its
+    best that stops at ``limit`` measurements (default: a third of the grid)."""
     batches = _axis(batch_sizes)
     delay_axis = _delay_axis(delays)
+    if limit is None:
+        limit = len(batches) * len(delay_axis) // 3
     cache: dict[Config, R] = {}
     order: list[tuple[Config, R]] = []
 
+    def take(config: Config) -> R:
+        result = measure(config)
+        cache.setdefault(config, result)
+        order.append((config, result))
+        return result
+
     def at(bi: int, di: int) -> R:
         config = Config(batches[bi], delay_axis[di])
-        if config not in cache:
-            cache[config] = measure(config)
-            order.append((config, cache[config]))
-        return cache[config]
+        return cache[config] if config in cache else take(config)
 
     def score(bi: int, di: int) -> float:
         r = at(bi, di)
@@ -188,4 +243,40 @@ def quick_search(
             stalled = stalled + 1 if new == di else 1
             di = new
         axis_is_batch = not axis_is_batch
-    return SearchResult(measured=tuple(order), chosen=_best(order))
+
+    # Confirmation. The climb's best was measured once, and a config that won on one
+    # run is likelier than not to have been lucky: measure it again, then every
+    # neighbour that could still beat it (never measured, or measured once within
+    # ``noise`` of it), the likeliest first; move to a neighbour that now leads,
+    # and stop when the centre holds or the measurements run out.
+    centre = Config(batches[bi], delay_axis[di])
+    while len(order) < limit:
+        runs = {c: sum(1 for o, _ in order if o == c) for c in cache}
+        scores = _scores(order)
+        if centre not in scores:  # its second run went over the budget
+            if not scores:
+                break
+            centre = max(scores, key=lambda c: scores[c])
+        if runs[centre] < 2:
+            take(centre)
+            continue
+        ci, cj = batches.index(centre.max_batch_size), delay_axis.index(centre.max_queue_delay_us)
+        around = [
+            Config(batches[ci + a], delay_axis[cj + b])
+            for a, b in ((1, 0), (-1, 0), (0, 1), (0, -1))
+            if 0 <= ci + a < len(batches) and 0 <= cj + b < len(delay_axis)
+        ]
+        contenders = [
+            c
+            for c in around
+            if c not in cache
+            or (runs[c] < 2 and c in scores and scores[c] >= scores[centre] * (1 - noise))
+        ]
+        if not contenders:
+            break
+        contender = max(contenders, key=lambda c: scores.get(c, math.inf))
+        take(contender)
+        scores = _scores(order)
+        if scores.get(contender, 0.0) > scores.get(centre, 0.0):
+            centre = contender
+    return SearchResult(measured=tuple(order), chosen=_best(order, margin))

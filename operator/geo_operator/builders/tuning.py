@@ -1,0 +1,357 @@
+"""Batch tuning in the cluster, pure: the tuning Job, what to do next, and reading its result.
+
+Called by the handlers (which apply the Job and write status through `k8s/`)
+and by `builders.plan` (which serves the tuned settings once they exist).
+
+The Job runs one pod:
+
+* ``fetch-artifact`` (init): the same step as the Triton pods' — fetch the
+  artifact and lay out the model repository from the GeoDeployment's ConfigMap;
+* ``triton`` (a native sidecar: an init container with ``restartPolicy:
+  Always``): ``tritonserver`` in explicit model-control mode, so the tuner can
+  load each candidate configuration with a config override; its startup probe
+  holds the tuner back until the model is loaded, and the kubelet stops it when
+  the tuner exits, so the Job completes;
+* ``tune``: the operator's image running ``geo tune`` against 127.0.0.1; it
+  writes its result as compact JSON (well under the 4 KiB limit) to
+  ``/dev/termination-log``, which the operator reads from the pod's status.
+
+The pod lands where the serving pods do (same node selector and resources), so
+what it measures is what they will serve. State lives in
+``status.tuning``: a key hashing everything the result depends on (a spec
+change makes a new key and voids the result), the attempts, the failures and
+the next retry time (exponential back-off, never a tight loop).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from geo_operator.api import models
+from geo_operator.builders import children
+
+COMPONENT = "batch-tuner"
+TUNING_FOR_LABEL = f"{models.GROUP}/tuning-for"
+TUNING_KEY_LABEL = f"{models.GROUP}/tuning-key"
+TUNER_CONTAINER = "tune"
+TRITON_CONTAINER = "triton"
+TERMINATION_LOG = "/dev/termination-log"
+# Finished Jobs (and their pods, which hold the result) stay a day, then go.
+TTL_SECONDS = 86400
+# Failed runs are retried after retryBackoffSeconds x 2^(failures-1), at most this many times it.
+MAX_BACKOFF_FACTOR = 64
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def key(spec: models.GeoDeploymentSpec, artifact: models.Artifact) -> str:
+    """Hash of every input the tuned result depends on."""
+    triton = spec.triton
+    inputs = {
+        "artifact": artifact.model_dump(mode="json", by_alias=True),
+        "model": spec.model.model_dump(
+            mode="json", by_alias=True, include={"name", "inputs", "outputs"}
+        ),
+        "tuning": spec.batch_tuning.model_dump(mode="json", by_alias=True),
+        "triton": triton.model_dump(
+            mode="json",
+            by_alias=True,
+            include={"image", "instance_count", "resources", "node_selector"},
+        ),
+        "batching": triton.dynamic_batching.enabled,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def job_name(name: str, key_: str, attempt: int) -> str:
+    """<name>-tune-<key8>-<attempt>, within the 63 characters of a label value."""
+    suffix = f"-tune-{key_[:8]}-{attempt}"
+    return f"{name[: 63 - len(suffix)].rstrip('-')}{suffix}"
+
+
+def labels(name: str, key_: str) -> dict[str, str]:
+    """The Job's and its pod's labels. Not the Triton pods' selector labels nor the owner
+    label: the tuning pod must never receive traffic nor count as a serving replica."""
+    return {
+        "app.kubernetes.io/name": "geo-tuner",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": COMPONENT,
+        "app.kubernetes.io/part-of": "geo",
+        "app.kubernetes.io/managed-by": children.MANAGER,
+        TUNING_FOR_LABEL: name,
+        TUNING_KEY_LABEL: key_,
+    }
+
+
+def delays(spec: models.GeoDeploymentSpec) -> list[int | None]:
+    """The queue-delay axis: the spec's delays, or only "off" when batching is disabled."""
+    if not spec.triton.dynamic_batching.enabled:
+        return [None]
+    return list(spec.batch_tuning.queue_delays_microseconds)
+
+
+def tuner_args(spec: models.GeoDeploymentSpec) -> list[str]:
+    tuning = spec.batch_tuning
+
+    def joined(values: Sequence[int | None]) -> str:
+        return ",".join("off" if v is None else str(v) for v in values)
+
+    return [
+        "tune",
+        f"--url=127.0.0.1:{children.HTTP_PORT}",
+        f"--model={spec.model.name}",
+        f"--latency-budget-ms={tuning.latency_budget_ms:g}",
+        f"--candidates={joined(tuning.candidates)}",
+        f"--delays={joined(delays(spec))}",
+        f"--concurrency={joined(tuning.concurrency)}",
+        f"--seconds={tuning.seconds_per_level:g}",
+        f"--wait-seconds={tuning.timeout_seconds}",
+        f"--result-file={TERMINATION_LOG}",
+    ]
+
+
+def tuning_job(target: children.Target, *, key_: str, attempt: int, image: str) -> dict[str, Any]:
+    """The Job that measures the batching grid for ``target``'s artifact."""
+    spec = target.spec
+    volumes, init_mounts = children.repository_volumes(target)
+    resources = {k: dict(v) for k, v in spec.triton.resources.items()}
+    name = job_name(target.name, key_, attempt)
+    metadata = {**children.owned_metadata(target, name), "labels": labels(target.name, key_)}
+    probe = {
+        "httpGet": {"path": f"/v2/models/{spec.model.name}/ready", "port": "http"},
+        "periodSeconds": 2,
+        "failureThreshold": max(1, spec.batch_tuning.timeout_seconds // 2),
+        "timeoutSeconds": 3,
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "initContainers": [
+            children.fetch_container(target, init_mounts),
+            {
+                "name": TRITON_CONTAINER,
+                "image": spec.triton.image,
+                "restartPolicy": "Always",  # a native sidecar: stopped when the tuner exits
+                "args": [
+                    "tritonserver",
+                    f"--model-repository={children.MODEL_REPOSITORY}",
+                    "--model-control-mode=explicit",
+                    f"--load-model={spec.model.name}",
+                    f"--http-port={children.HTTP_PORT}",
+                    f"--grpc-port={children.GRPC_PORT}",
+                    f"--metrics-port={children.METRICS_PORT}",
+                ],
+                "ports": [
+                    {"name": "http", "containerPort": children.HTTP_PORT, "protocol": "TCP"},
+                ],
+                "startupProbe": probe,
+                "resources": resources,
+                "volumeMounts": [
+                    {"name": "model-repository", "mountPath": children.MODEL_REPOSITORY}
+                ],
+            },
+        ],
+        "containers": [
+            {
+                "name": TUNER_CONTAINER,
+                "image": image,
+                "args": tuner_args(spec),
+                # A crash with no result written still says why (the log's tail).
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+            }
+        ],
+        "volumes": volumes,
+    }
+    if spec.triton.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.triton.node_selector)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "backoffLimit": 0,  # GEO retries, with back-off and a record in status
+            "activeDeadlineSeconds": spec.batch_tuning.timeout_seconds,
+            "ttlSecondsAfterFinished": TTL_SECONDS,
+            "template": {"metadata": {"labels": labels(target.name, key_)}, "spec": pod_spec},
+        },
+    }
+
+
+# ------------------------------------------------------------------ what next
+
+
+def parse_time(text: str) -> float:
+    return datetime.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=datetime.UTC).timestamp()
+
+
+def format_time(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime(TIME_FORMAT)
+
+
+def backoff_seconds(spec: models.GeoDeploymentSpec, failures: int) -> int:
+    """Wait after the ``failures``-th failure: base x 2^(failures-1), capped."""
+    base = spec.batch_tuning.retry_backoff_seconds
+    factor: int = min(2 ** max(0, failures - 1), MAX_BACKOFF_FACTOR)
+    return base * factor
+
+
+Action = Literal["serve", "start", "wait", "retry_later"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """What the reconcile does about tuning, and the status.tuning to record."""
+
+    action: Action
+    tuning: models.TuningStatus
+    retry_in: float | None = None  # retry_later: seconds until the next attempt
+
+
+def step(status: models.GeoDeploymentStatus, name: str, key_: str, now: float) -> Step:
+    """serve a result, start an attempt, wait for the running one, or wait for the retry time."""
+    old = status.tuning
+    tuning = old if old is not None and old.key == key_ else models.TuningStatus(key=key_)
+    if tuning.result is not None:
+        return Step("serve", tuning)
+    if tuning.attempts > tuning.failures:
+        return Step("wait", tuning)
+    if tuning.next_retry_time is not None:
+        due = parse_time(tuning.next_retry_time)
+        if now < due:
+            return Step("retry_later", tuning, due - now)
+    attempt = tuning.attempts + 1
+    started = tuning.model_copy(
+        update={"attempts": attempt, "job": job_name(name, key_, attempt), "next_retry_time": None}
+    )
+    return Step("start", started)
+
+
+# ------------------------------------------------------------------ reading a finished Job
+
+
+def _condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_ and c.get("status") == "True":
+            return c  # type: ignore[no-any-return]
+    return None
+
+
+def termination(pod: Mapping[str, Any] | None) -> tuple[int | None, str]:
+    """(exit code, termination message) of the tuner container, if it terminated."""
+    if pod is None:
+        return None, ""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    for s in statuses:
+        if s.get("name") != TUNER_CONTAINER:
+            continue
+        terminated = (s.get("state") or {}).get("terminated") or (
+            (s.get("lastState") or {}).get("terminated")
+        )
+        if terminated:
+            return terminated.get("exitCode"), str(terminated.get("message") or "")
+    return None, ""
+
+
+def parse_result(message: str) -> models.TunedBatch | str:
+    """The tuner's JSON result, or the error it reported (a string)."""
+    try:
+        data = json.loads(message)
+    except ValueError:
+        tail = message.strip()[-300:] or "(no termination message)"
+        return f"the tuner wrote no result: {tail}"
+    if not isinstance(data, dict):
+        return f"the tuner's result is not an object: {message[:200]}"
+    if "error" in data:
+        return str(data["error"])
+    try:
+        return models.TunedBatch.model_validate(data)
+    except ValueError as error:
+        return f"the tuner's result is malformed: {error}"
+
+
+def finish(
+    spec: models.GeoDeploymentSpec,
+    tuning: models.TuningStatus,
+    job: Mapping[str, Any] | None,
+    pod: Mapping[str, Any] | None,
+    now: float,
+) -> models.TuningStatus | None:
+    """The status after ``tuning.job`` finished, or None while it still runs.
+
+    A Job that vanished counts as failed (else GEO would wait for it forever).
+    """
+    if job is None:
+        return _failed(spec, tuning, "TuningFailed", f"Job {tuning.job} disappeared", now)
+    complete = _condition(job, "Complete")
+    failed = _condition(job, "Failed")
+    if complete is None and failed is None:
+        return None
+    code, message = termination(pod)
+    if complete is not None:
+        parsed = parse_result(message)
+        if isinstance(parsed, models.TunedBatch):
+            return tuning.model_copy(
+                update={
+                    "result": parsed,
+                    "failure_reason": None,
+                    "failure_message": None,
+                    "next_retry_time": None,
+                }
+            )
+        return _failed(spec, tuning, "TuningFailed", parsed, now)
+    assert failed is not None
+    if failed.get("reason") == "DeadlineExceeded":
+        return _failed(
+            spec,
+            tuning,
+            "TuningTimedOut",
+            f"Job {tuning.job} ran past its {spec.batch_tuning.timeout_seconds} s deadline",
+            now,
+        )
+    error = parse_result(message) if message else None
+    why = error if isinstance(error, str) else str(failed.get("message") or "the Job failed")
+    exit_code = f" (exit code {code})" if code is not None else ""
+    return _failed(spec, tuning, "TuningFailed", f"Job {tuning.job}{exit_code}: {why}", now)
+
+
+def _failed(
+    spec: models.GeoDeploymentSpec,
+    tuning: models.TuningStatus,
+    reason: str,
+    message: str,
+    now: float,
+) -> models.TuningStatus:
+    failures = tuning.failures + 1
+    return tuning.model_copy(
+        update={
+            "failures": failures,
+            "failure_reason": reason,
+            "failure_message": message[:1024],
+            "next_retry_time": format_time(now + backoff_seconds(spec, failures)),
+        }
+    )
+
+
+# ------------------------------------------------------------------ words for BatchTuned
+
+
+def describe(result: models.TunedBatch, budget_ms: float) -> str:
+    delay = (
+        "dynamic batching off"
+        if result.max_queue_delay_microseconds is None
+        else f"queue delay {result.max_queue_delay_microseconds} us"
+    )
+    return (
+        f"max_batch_size {result.max_batch_size}, {delay}: {result.throughput:.0f} req/s at "
+        f"p99 {result.p99_ms:.2f} ms (budget {budget_ms:g} ms), {result.measurements} "
+        f"measurements of a {result.grid_size}-config grid"
+    )
+
+
+def result_json(result: models.TunedBatch) -> str:
+    """What ``geo tune --result-file`` writes (and `parse_result` reads)."""
+    return json.dumps(result.model_dump(mode="json", by_alias=True), separators=(",", ":"))

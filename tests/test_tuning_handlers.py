@@ -1,0 +1,295 @@
+"""Batch tuning through the reconcile: Job, result, roll; failures, back-off, spec changes.
+
+Driven through the fake of our own `k8s` seam; the Job's outcome is written into
+the fake the way the Job controller and the kubelet would (Job conditions, the
+tuner container's termination message).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from conftest import FakeKube
+from geo_operator import handlers
+from geo_operator.api import models
+from geo_operator.builders import children, tuning
+
+NOW = 1_800_000_000.0
+RESULT = models.TunedBatch(
+    max_batch_size=16,
+    max_queue_delay_microseconds=500,
+    throughput=812.4,
+    p99_ms=7.5,
+    concurrency=16,
+    measurements=8,
+    grid_size=28,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(handlers, "_clock", c)
+    return c
+
+
+@pytest.fixture
+def scheduled() -> Any:
+    calls: list[tuple[str, str, float]] = []
+    handlers.set_scheduler(lambda ns, name, delay: calls.append((ns, name, delay)))
+    yield calls
+    handlers.set_scheduler(None)
+
+
+@pytest.fixture
+def tuned_body(body: dict[str, Any]) -> dict[str, Any]:
+    body["spec"]["triton"]["maxBatchSize"] = 0
+    body["spec"]["batchTuning"] = {"candidates": [1, 4, 16], "latencyBudgetMs": 20}
+    return body
+
+
+def _store(kube: FakeKube, body: dict[str, Any]) -> None:
+    kube.objects[(models.KIND, "ml", "digits")] = copy.deepcopy(body)
+
+
+def _gd(kube: FakeKube) -> dict[str, Any]:
+    return kube.objects[(models.KIND, "ml", "digits")]
+
+
+def _condition(kube: FakeKube, type_: str) -> dict[str, Any]:
+    return next(c for c in _gd(kube)["status"]["conditions"] if c["type"] == type_)
+
+
+def _jobs(kube: FakeKube) -> list[str]:
+    return sorted(name for kind, _, name in kube.objects if kind == "Job")
+
+
+def _finish(
+    kube: FakeKube, job: str, condition: str, reason: str, exit_code: int, msg: str
+) -> None:
+    """What the Job controller and the kubelet leave behind when the tuner exits."""
+    stored = kube.objects[("Job", "ml", job)]
+    stored["status"] = {"conditions": [{"type": condition, "status": "True", "reason": reason}]}
+    kube.objects[("Pod", "ml", f"{job}-abcde")] = {
+        "metadata": {
+            "name": f"{job}-abcde",
+            "namespace": "ml",
+            "labels": {"batch.kubernetes.io/job-name": job},
+        },
+        "status": {
+            "containerStatuses": [
+                {"name": "tune", "state": {"terminated": {"exitCode": exit_code, "message": msg}}}
+            ]
+        },
+    }
+    handlers.refresh_tuning(kube, copy.deepcopy(stored))
+
+
+def _config_pbtxt(kube: FakeKube) -> str:
+    return str(kube.objects[("ConfigMap", "ml", "digits-model")]["data"]["config.pbtxt"])
+
+
+def _hash(kube: FakeKube) -> str:
+    template = kube.objects[("Deployment", "ml", "digits")]["spec"]["template"]
+    return str(template["metadata"]["annotations"][children.CONFIG_HASH_ANNOTATION])
+
+
+def test_tuning_job_result_rolls_the_deployment(
+    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+) -> None:
+    _store(kube, tuned_body)
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    assert [o["kind"] for o in kube.applied] == ["ConfigMap", "Deployment", "Service", "Job"]
+    run = _gd(kube)["status"]["tuning"]
+    assert (run["attempts"], run["failures"]) == (1, 0)
+    job = run["job"]
+    assert _jobs(kube) == [job]
+    assert _gd(kube)["status"]["maxBatchSize"] == 8  # the safe default serves meanwhile
+    assert "max_batch_size: 8" in _config_pbtxt(kube)
+    batch = _condition(kube, "BatchTuned")
+    assert (batch["status"], batch["reason"]) == ("False", "Tuning")
+    assert ("Normal", "TuningStarted") in [(t, r) for t, r, _ in kube.events]
+    untuned_hash = _hash(kube)
+
+    # The Job is still running: a reconcile changes nothing and starts nothing.
+    applied = len(kube.applied)
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    assert [o["kind"] for o in kube.applied[applied:]] == ["ConfigMap", "Deployment", "Service"]
+    assert _jobs(kube) == [job]
+
+    _finish(kube, job, "Complete", "CompletionsReached", 0, tuning.result_json(RESULT))
+    status = _gd(kube)["status"]
+    assert status["maxBatchSize"] == 16
+    assert status["tuning"]["result"]["maxBatchSize"] == 16
+    batch = _condition(kube, "BatchTuned")
+    assert (batch["status"], batch["reason"]) == ("True", "Measured")
+    assert (
+        "max_batch_size 16, queue delay 500 us: 812 req/s at p99 7.50 ms (budget 20 ms)"
+        in (batch["message"])
+    )
+    assert "8 measurements of a 28-config grid" in batch["message"]
+    assert "max_batch_size: 16" in _config_pbtxt(kube)
+    assert "max_queue_delay_microseconds: 500" in _config_pbtxt(kube)
+    assert _hash(kube) != untuned_hash  # the pods roll
+    assert [r for _, r, _ in kube.events][-2:] == ["Tuned", "Rolling"]
+    assert _jobs(kube) == [job] and not scheduled
+
+    # Settled: reconciling again writes nothing and starts no Job.
+    patches, applied = len(kube.status_patches), len(kube.applied)
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    assert len(kube.status_patches) == patches
+    assert "Job" not in [o["kind"] for o in kube.applied[applied:]]
+
+
+def test_a_spec_change_voids_the_result_and_replaces_the_job(
+    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+) -> None:
+    _store(kube, tuned_body)
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    first = _gd(kube)["status"]["tuning"]["job"]
+    _finish(kube, first, "Complete", "CompletionsReached", 0, tuning.result_json(RESULT))
+    assert _gd(kube)["status"]["maxBatchSize"] == 16
+
+    changed = _gd(kube)
+    changed["spec"]["batchTuning"]["latencyBudgetMs"] = 5
+    changed["metadata"]["generation"] = 2
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    run = _gd(kube)["status"]["tuning"]
+    assert "result" not in run  # removed by the merge patch, not left behind
+    assert run["attempts"] == 1 and run["job"] != first
+    assert _jobs(kube) == [run["job"]] and ("Job", "ml", first) in kube.deleted
+    assert _gd(kube)["status"]["maxBatchSize"] == 8
+    assert _condition(kube, "BatchTuned")["reason"] == "Tuning"
+    assert "max_batch_size: 8" in _config_pbtxt(kube)
+
+
+def test_failures_keep_the_safe_default_and_retry_with_backoff(
+    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+) -> None:
+    tuned_body["spec"]["batchTuning"]["retryBackoffSeconds"] = 60
+    _store(kube, tuned_body)
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    job1 = _gd(kube)["status"]["tuning"]["job"]
+
+    _finish(kube, job1, "Failed", "DeadlineExceeded", 137, "")
+    batch = _condition(kube, "BatchTuned")
+    assert (batch["status"], batch["reason"]) == ("False", "TuningTimedOut")
+    assert "1800 s deadline" in batch["message"] and "serving max_batch_size 8" in batch["message"]
+    status = _gd(kube)["status"]
+    assert status["maxBatchSize"] == 8
+    assert status["tuning"]["nextRetryTime"] == tuning.format_time(NOW + 60)
+    assert scheduled[-1][:2] == ("ml", "digits") and scheduled[-1][2] == pytest.approx(60)
+    assert ("Warning", "TuningTimedOut") in [(t, r) for t, r, _ in kube.events]
+    assert _jobs(kube) == [job1]
+
+    # Reconciles before the retry time (a spec-less resume, a watch event) start nothing.
+    for later in (1, 30, 59):
+        clock.now = NOW + later
+        handlers.reconcile_fresh(kube, "ml", "digits")
+        assert _jobs(kube) == [job1]
+        assert scheduled[-1][2] == pytest.approx(60 - later)
+
+    clock.now = NOW + 60
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    run = _gd(kube)["status"]["tuning"]
+    assert run["attempts"] == 2 and "nextRetryTime" not in run
+    job2 = run["job"]
+    assert _jobs(kube) == sorted([job1, job2])
+    batch = _condition(kube, "BatchTuned")
+    assert batch["reason"] == "Tuning" and "the previous attempt failed" in batch["message"]
+
+    _finish(kube, job2, "Failed", "BackoffLimitExceeded", 1, '{"error": "no configuration fits"}')
+    batch = _condition(kube, "BatchTuned")
+    assert (batch["status"], batch["reason"]) == ("False", "TuningFailed")
+    assert "(exit code 1): no configuration fits" in batch["message"]
+    # The second failure waits twice as long.
+    assert _gd(kube)["status"]["tuning"]["nextRetryTime"] == tuning.format_time(NOW + 60 + 120)
+    assert scheduled[-1][2] == pytest.approx(120)
+
+
+def test_a_job_finished_while_the_operator_was_down_is_read_on_resume(
+    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+) -> None:
+    _store(kube, tuned_body)
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    job = _gd(kube)["status"]["tuning"]["job"]
+    stored = kube.objects[("Job", "ml", job)]
+    stored["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    kube.objects[("Pod", "ml", "p")] = {
+        "metadata": {
+            "name": "p",
+            "namespace": "ml",
+            "labels": {"batch.kubernetes.io/job-name": job},
+        },
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "tune",
+                    "state": {"terminated": {"exitCode": 0, "message": tuning.result_json(RESULT)}},
+                }
+            ]
+        },
+    }
+    handlers.reconcile_fresh(kube, "ml", "digits")  # what kopf's resume handler does
+    assert _gd(kube)["status"]["maxBatchSize"] == 16
+    assert _condition(kube, "BatchTuned")["status"] == "True"
+
+
+def test_a_running_job_of_other_inputs_is_ignored_until_it_finishes(
+    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+) -> None:
+    # A Job event for a GeoDeployment that is not tuning (maxBatchSize set) changes nothing.
+    tuned_body["spec"]["triton"]["maxBatchSize"] = 32
+    _store(kube, tuned_body)
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    assert _jobs(kube) == []
+    assert _condition(kube, "BatchTuned")["reason"] == "SetBySpec"
+    stray = {
+        "metadata": {
+            "name": "digits-tune-old-1",
+            "namespace": "ml",
+            "labels": {tuning.TUNING_FOR_LABEL: "digits", tuning.TUNING_KEY_LABEL: "old"},
+        },
+        "status": {"conditions": [{"type": "Complete", "status": "True"}]},
+    }
+    patches = len(kube.status_patches)
+    handlers.refresh_tuning(kube, stray)
+    assert len(kube.status_patches) == patches
+    assert _gd(kube)["status"]["maxBatchSize"] == 32
+
+
+def test_setting_max_batch_size_stops_a_running_job_and_drops_the_record(
+    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+) -> None:
+    _store(kube, tuned_body)
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    job = _gd(kube)["status"]["tuning"]["job"]
+    assert _jobs(kube) == [job]
+
+    changed = _gd(kube)
+    changed["spec"]["triton"]["maxBatchSize"] = 32
+    changed["metadata"]["generation"] = 2
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    assert ("Job", "ml", job) in kube.deleted and _jobs(kube) == []
+    status = _gd(kube)["status"]
+    assert "tuning" not in status and status["maxBatchSize"] == 32
+    assert _condition(kube, "BatchTuned")["reason"] == "SetBySpec"
+
+    # Back to 0: a fresh first attempt, not a wait for the deleted Job.
+    again = _gd(kube)
+    again["spec"]["triton"]["maxBatchSize"] = 0
+    again["metadata"]["generation"] = 3
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    run = _gd(kube)["status"]["tuning"]
+    assert (run["attempts"], run["failures"]) == (1, 0) and _jobs(kube) == [run["job"]]
