@@ -66,8 +66,21 @@ def window_means(rate: FloatArray, window: int) -> FloatArray:
 
 
 def parse_timestamp(text: str) -> float:
-    """Seconds since the epoch (UTC when no offset is given) of one TIMESTAMP cell."""
-    match = _TIMESTAMP.match(text.strip())
+    """Seconds since the epoch (UTC when no offset is given) of one TIMESTAMP cell.
+
+    Date-times as the Azure traces write them, any number of fraction digits, an
+    optional offset; a plain number is taken as seconds already.
+    """
+    text = text.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(seconds):
+            raise ValueError(f"not a timestamp: {text!r}")
+        return seconds
+    match = _TIMESTAMP.match(text)
     if match is None:
         raise ValueError(f"not a timestamp: {text!r}")
     day, clock, fraction, zone = match.groups()
