@@ -57,6 +57,20 @@ def target(artifact: str) -> children.Target:
     return decided.target
 
 
+def lay_out(artifact: str, repo: pathlib.Path) -> children.Target:
+    """The example's repository for ``artifact`` under ``repo``, from the operator's builders."""
+    t = target(artifact)
+    repository.materialize(
+        children.config_map_data(t),
+        model_name=t.spec.model.name,
+        artifact_format=t.artifact.format,
+        uri=t.artifact.uri,
+        repository=repo,
+        mirrors={"http://models.geo.local/digits/": f"file://{ARTIFACTS}/"},
+    )
+    return t
+
+
 ROUNDS = 3  # head-to-head rounds: each contender measured once per round, interleaved
 
 
@@ -88,16 +102,8 @@ def sweep(artifact: str, args: argparse.Namespace, workdir: pathlib.Path) -> Run
     contenders (sweep best, both quick choices, best at max_batch_size 1, best with
     batching off) measured again in ``ROUNDS`` interleaved rounds, so that slow drifts of
     a shared machine hit them alike."""
-    t = target(artifact)
     repo = workdir / artifact
-    repository.materialize(
-        children.config_map_data(t),
-        model_name=t.spec.model.name,
-        artifact_format=t.artifact.format,
-        uri=t.artifact.uri,
-        repository=repo,
-        mirrors={"http://models.geo.local/digits/": f"file://{ARTIFACTS}/"},
-    )
+    lay_out(artifact, repo)
     with local.TritonServer(repo, model_control_mode="explicit", load_models=["digits"]) as s:
         m = measure.Measurer(
             s.http_url, "digits", args.budget_ms, concurrency=args.concurrency, seconds=args.seconds

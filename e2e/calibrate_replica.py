@@ -43,10 +43,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "operator"))
 sys.path.insert(0, str(ROOT / "e2e"))
 
-from bench_tune import ARTIFACTS, target  # noqa: E402
-from geo_operator.builders import children  # noqa: E402
+from bench_tune import lay_out  # noqa: E402
 from geo_operator.simulation import replica  # noqa: E402
-from geo_operator.triton import local, repository  # noqa: E402
+from geo_operator.triton import local  # noqa: E402
 from geo_operator.tuning import measure, search  # noqa: E402
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
@@ -103,18 +102,10 @@ def main() -> int:
     parser.add_argument("--out", type=pathlib.Path, default=replica.DEFAULT_PROFILE_PATH)
     args = parser.parse_args()
 
-    t = target(args.artifact)
     rows = []
     with tempfile.TemporaryDirectory(prefix="geo-calibrate-") as tmp:
         repo = pathlib.Path(tmp) / "repo"
-        repository.materialize(
-            children.config_map_data(t),
-            model_name=t.spec.model.name,
-            artifact_format=t.artifact.format,
-            uri=t.artifact.uri,
-            repository=repo,
-            mirrors={"http://models.geo.local/digits/": f"file://{ARTIFACTS}/"},
-        )
+        lay_out(args.artifact, repo)
         server = local.TritonServer(repo, model_control_mode="explicit", load_models=["digits"])
         with server:
             client = httpclient.InferenceServerClient(server.http_url)
