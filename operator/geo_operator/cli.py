@@ -522,7 +522,7 @@ def parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--duration",
         type=int,
-        help="replay only the first SECONDS (synthetic: length, default 1800)",
+        help="replay only the first SECONDS, at least 60 (synthetic: length, default 1800)",
     )
     simulate.add_argument(
         "--startup-seconds",
@@ -559,6 +559,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
     if (args.trace is None) == (args.synthetic is None):
         raise UsageError("give exactly one of --trace FILE.csv or --synthetic SHAPE")
+    for flag, value, low in (
+        ("--startup-seconds", args.startup_seconds, 0),
+        ("--metrics-lag-seconds", args.metrics_lag_seconds, 0),
+        ("--peak-replicas", args.peak_replicas, 0),
+        ("--rate-resolution", args.rate_resolution, 1),
+        ("--duration", args.duration if args.duration is not None else 60, 60),
+    ):
+        if value < low:
+            raise UsageError(f"{flag} must be at least {low:g}, got {value:g}")
     try:
         profile = replica.Profile.load(args.profile) if args.profile else replica.Profile.load()
         if args.trace is not None:

@@ -252,6 +252,14 @@ def test_simulate_replays_a_csv_trace(tmp_path) -> None:  # type: ignore[no-unty
         (("--synthetic", "step", "--policy", "vpa"), "unknown policy vpa"),
         (("--trace", "/nonexistent.csv"), "cannot read trace"),
         ((), "exactly one of --trace"),
+        (
+            ("--synthetic", "step", "--startup-seconds", "-5"),
+            "--startup-seconds must be at least 0",
+        ),
+        (("--synthetic", "step", "--metrics-lag-seconds", "-1"), "must be at least 0"),
+        (("--synthetic", "step", "--peak-replicas", "-2"), "--peak-replicas must be"),
+        (("--synthetic", "step", "--duration", "5"), "--duration must be at least 60"),
+        (("--synthetic", "step", "--profile", "/nonexistent.json"), "cannot read replica profile"),
     ],
 )
 def test_simulate_bad_input_is_a_clear_error(args: tuple[str, ...], message: str) -> None:
