@@ -502,7 +502,7 @@ def parser() -> argparse.ArgumentParser:
         "--policy",
         default="geo",
         help="geo, hpa, keda, kpa, oracle, a comma-separated list, or all; also instant: the "
-        "oracle without foresight, the floor of any reactive policy (default: %(default)s)",
+        "oracle without foresight: exact sizing, a start-up late (default: %(default)s)",
     )
     simulate.add_argument(
         "--peak-replicas",
