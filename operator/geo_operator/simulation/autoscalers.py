@@ -70,9 +70,15 @@ def _qps_window(spec: models.Autoscaling) -> int:
     return max(1, round(spec.interval_seconds))
 
 
+# Triton's p99 is a Prometheus summary (prometheus-cpp's Summary: quantiles over a
+# sliding max_age of 60 s in 5 age buckets, its defaults): the p99 every policy
+# reads covers the last minute, whatever its QPS window.
+P99_WINDOW_SECONDS = 60
+
+
 def _observe(view: View, window: int) -> tuple[float | None, float | None]:
     qps = view.total_qps(window)
-    p99 = view.worst_p99_ms(window)
+    p99 = view.worst_p99_ms(P99_WINDOW_SECONDS)
     if qps is not None and p99 is None and qps == 0:
         p99 = 0.0  # an idle server has no p99; with no traffic 0 is the truth (as the loop does)
     return qps, p99
