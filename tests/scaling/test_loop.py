@@ -15,8 +15,15 @@ from geo_operator.scaling import loop
 NS, NAME = "ml", "digits"
 
 
-def triton_text(success: float, p99_us: float | None, model: str = "digits") -> str:
+def triton_text(
+    success: float, p99_us: float | None, model: str = "digits", pending: float | None = None
+) -> str:
     lines = []
+    if pending is not None:
+        lines += [
+            "# TYPE nv_inference_pending_request_count gauge",
+            f'nv_inference_pending_request_count{{model="{model}",version="1"}} {pending}',
+        ]
     for metric, value in (
         ("nv_inference_request_success", success),
         ("nv_inference_count", success * 4),
@@ -42,6 +49,7 @@ class World:
         self.kube = FakeKube()
         self.counters: dict[str, tuple[float, float | None]] = {}
         self.down: set[str] = set()
+        self.pending: dict[str, float] = {}
         self.scaler = loop.Autoscaler(self.kube, fetch=self.fetch, clock=lambda: self.now)
         body = copy.deepcopy(body)
         body["spec"]["autoscaling"] = {
@@ -80,7 +88,7 @@ class World:
         if pod in self.down:
             raise OSError("connection refused")
         success, p99 = self.counters[pod]
-        return triton_text(success, p99)
+        return triton_text(success, p99, pending=self.pending.get(pod))
 
     def set_pods(self, n: int) -> None:
         for i in range(n):
@@ -242,3 +250,18 @@ def test_loop_exports_its_own_metrics(world: World) -> None:
     )
     assert REGISTRY.get_sample_value("geo_autoscaler_metric_errors_total", labels) >= 1
     assert REGISTRY.get_sample_value("geo_autoscaler_tick_seconds_count") >= 21
+
+
+def test_direct_scrape_reads_tritons_queue(world: World) -> None:
+    world.set_pods(2)
+    world.run(3, 40, 10)
+    spec = models.parse_spec(world.body()["spec"])
+    # Triton's pending-request gauge, summed over the ready pods, reaches the policy.
+    world.pending = {"pod0": 7.0, "pod1": 5.0}
+    world.now += 1
+    obs = world.scaler.observe((NS, NAME), world.body(), spec, world.now)
+    assert obs.missing is None and obs.queued == 12.0
+    # A pod without the gauge (an older Triton): the queue is unknown, not zero.
+    world.pending = {"pod0": 7.0}
+    world.now += 1
+    assert world.scaler.observe((NS, NAME), world.body(), spec, world.now).queued is None
