@@ -587,11 +587,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         profile=profile,
     )
     peak = trace.peak(10)
+    batch = replay.batching(spec, profile)
     print(
         f"[simulate] {trace.name}: {trace.duration} s, peak {peak:.0f} req/s over 10 s "
         f"(= {peak / scaling.target_qps_per_replica:.1f} replicas at the target), replica model "
         f"a={profile.service_a_ms} ms + b={profile.service_b_ms} ms/item, "
-        f"capacity {profile.capacity(replay.batching(spec, profile).max_batch_size):.0f} req/s "
+        f"capacity {profile.capacity(batch.max_batch_size, batch.instances):.0f} req/s "
         f"at full batches; start-up {args.startup_seconds:g} s, metrics lag "
         f"{args.metrics_lag_seconds} s, seed {args.seed}",
         file=sys.stderr,

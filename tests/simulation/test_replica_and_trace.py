@@ -10,11 +10,13 @@ import pytest
 from geo_operator.simulation import replica, trace
 
 
-def _serve(fn, arrivals, *, horizon=1e9, max_batch=8, delay=100e-6, a=1e-3, b=0.0, free_at=0.0):
+def _serve(fn, arrivals, *, horizon=1e9, max_batch=8, delay=100e-6, a=1e-3, b=0.0, instances=1):
     arrivals = np.asarray(arrivals, dtype=np.float64)
     n = len(arrivals)
     first, size, end = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n)
-    j, free, written = fn(arrivals, 0, free_at, horizon, max_batch, delay, a, b, first, size, end)
+    free_at = np.zeros(instances)
+    j, written = fn(arrivals, 0, free_at, horizon, max_batch, delay, a, b, first, size, end)
+    free = float(free_at.max())
     return (
         j,
         free,
@@ -61,12 +63,24 @@ def test_a_batch_is_not_decided_past_the_horizon() -> None:
     assert j == 1 and batches[0][2] == pytest.approx(0.002)
 
 
+def test_instances_run_batches_in_parallel() -> None:
+    # Batching off, 1 ms per request, 4 at once: one instance ends at 4 ms, two at 2 ms.
+    _, free1, one = _serve(replica.serve, [0.0] * 4, delay=-1.0, a=0.001)
+    assert [e for _, _, e in one] == pytest.approx([0.001, 0.002, 0.003, 0.004])
+    _, free2, two = _serve(replica.serve, [0.0] * 4, delay=-1.0, a=0.001, instances=2)
+    assert free1 == pytest.approx(0.004) and free2 == pytest.approx(0.002)
+    assert [e for _, _, e in two] == pytest.approx([0.001, 0.001, 0.002, 0.002])
+    assert replica.Profile(1.0, 0.0, 0.0).capacity(1, instances=2) == pytest.approx(2000)
+
+
 def test_compiled_kernel_gives_the_same_batches() -> None:
     arrivals = np.cumsum(np.random.default_rng(3).exponential(1 / 4000, 20000))
     for delay in (-1.0, 0.0, 100e-6, 2e-3):
-        plain = _serve(replica.serve, arrivals, delay=delay, a=2.8e-4, b=1.6e-6, horizon=3.0)
-        fast = _serve(replica.serve_fast, arrivals, delay=delay, a=2.8e-4, b=1.6e-6, horizon=3.0)
-        assert plain == fast
+        for instances in (1, 3):
+            kw = {"delay": delay, "a": 2.8e-4, "b": 1.6e-6, "horizon": 3.0, "instances": instances}
+            assert _serve(replica.serve, arrivals, **kw) == _serve(
+                replica.serve_fast, arrivals, **kw
+            )
 
 
 def test_profile_shipped_is_the_calibrated_one() -> None:

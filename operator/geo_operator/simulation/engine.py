@@ -67,6 +67,7 @@ class Batching:
     profile: replica.Profile
     max_batch_size: int
     max_queue_delay_us: int | None  # None: dynamic batching off
+    instances: int = 1  # Triton's instance_group count: batches run in parallel
 
 
 @dataclasses.dataclass
@@ -74,7 +75,7 @@ class _Pod:
     ordered_at: float
     ready_at: float
     queue: FloatArray = dataclasses.field(default_factory=lambda: np.zeros(0))
-    free_at: float = 0.0
+    free_at: FloatArray = dataclasses.field(default_factory=lambda: np.zeros(1))
     ring_counts: IntArray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
     ring_hist: IntArray = dataclasses.field(default_factory=lambda: np.zeros((0, 0), np.int64))
     ring_queued: IntArray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
@@ -230,7 +231,7 @@ class Simulation:
         return _Pod(
             ordered_at=ordered_at,
             ready_at=ready_at,
-            free_at=ready_at,
+            free_at=np.full(self.batching.instances, ready_at),
             ring_counts=np.zeros(self.ring, np.int64),
             ring_hist=np.zeros((self.ring, _NBINS), np.int64),
             ring_queued=np.zeros(self.ring, np.int64),
@@ -268,7 +269,7 @@ class Simulation:
         first = np.empty(room, np.int64)
         size = np.empty(room, np.int64)
         end = np.empty(room, np.float64)
-        j, pod.free_at, written = replica.serve_fast(
+        j, written = replica.serve_fast(
             queue, 0, pod.free_at, horizon, self.batching.max_batch_size, self._delay,
             self._a, self._b, first, size, end,
         )  # fmt: skip

@@ -1,4 +1,4 @@
-"""One Triton replica: a FIFO queue in front of Triton's dynamic batcher and one model instance.
+"""One Triton replica: a FIFO queue in front of Triton's dynamic batcher and its model instances.
 
 The service time of a batch of k requests is ``a + b·k`` milliseconds, measured
 on the real tritonserver here by ``e2e/calibrate_replica.py`` (the profile
@@ -53,10 +53,10 @@ class Profile:
     def batch_ms(self, k: int) -> float:
         return self.service_a_ms + self.service_b_ms * k
 
-    def capacity(self, max_batch_size: int) -> float:
+    def capacity(self, max_batch_size: int, instances: int = 1) -> float:
         """Requests per second of one replica when every batch is full."""
         k = max(1, max_batch_size)
-        return 1000.0 * k / self.batch_ms(k)
+        return instances * 1000.0 * k / self.batch_ms(k)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -73,7 +73,7 @@ class Profile:
 def serve(
     arrivals: FloatArray,
     start: int,
-    free_at: float,
+    free_at: FloatArray,
     horizon: float,
     max_batch: int,
     delay: float,
@@ -82,25 +82,31 @@ def serve(
     out_first: IntArray,
     out_size: IntArray,
     out_end: FloatArray,
-) -> tuple[int, float, int]:
+) -> tuple[int, int]:
     """Start every batch of ``arrivals[start:]`` whose start time is known by ``horizon``.
 
     ``arrivals`` are this replica's arrival times in seconds, sorted; the queue
-    holds ``arrivals[start:]``; the instance is busy until ``free_at``. ``delay``
-    is the batcher's max queue delay in seconds, negative for dynamic batching
-    off; ``a`` and ``b`` are in seconds. Batches go into ``out_*`` (first index,
-    size, end time), which must have room for ``len(arrivals) - start``.
-    Returns (next queued index, instance free time, batches written).
+    holds ``arrivals[start:]``; ``free_at`` holds, per model instance (Triton's
+    instance_group count), when it is next idle, and is updated in place.
+    ``delay`` is the batcher's max queue delay in seconds, negative for dynamic
+    batching off; ``a`` and ``b`` are in seconds. Batches go into ``out_*``
+    (first index, size, end time), which must have room for
+    ``len(arrivals) - start``. Returns (next queued index, batches written).
 
-    A batch starts at max(free_at, min(oldest + delay, arrival of the
-    max_batch-th queued request)) and takes every request queued by then, up to
-    max_batch. It is decided only when that time is within the horizon: later
-    arrivals could still join it.
+    A batch starts at max(the first instance idle, min(oldest + delay, arrival
+    of the max_batch-th queued request)) on that instance and takes every
+    request queued by then, up to max_batch. It is decided only when that time
+    is within the horizon: later arrivals could still join it.
     """
     n = arrivals.shape[0]
     j = start
     written = 0
     while j < n:
+        instance = 0
+        for i in range(1, free_at.shape[0]):
+            if free_at[i] < free_at[instance]:
+                instance = i
+        idle = free_at[instance]
         oldest = arrivals[j]
         if delay < 0:
             size_cap = 1
@@ -111,7 +117,7 @@ def serve(
             ready = oldest + delay
             if last < n and arrivals[last] < ready:
                 ready = arrivals[last]
-        begin = free_at if free_at > ready else ready
+        begin = idle if idle > ready else ready
         if begin > horizon:
             break
         # Requests queued by `begin`, up to the cap (arrivals are sorted).
@@ -123,9 +129,9 @@ def serve(
         out_size[written] = k
         out_end[written] = end
         written += 1
-        free_at = end
+        free_at[instance] = end
         j += k
-    return j, free_at, written
+    return j, written
 
 
 def _compiled() -> Any:
