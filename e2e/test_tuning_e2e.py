@@ -8,7 +8,10 @@ real tritonserver in explicit model-control mode for the Triton sidecar, the rea
 the pod reported terminated with its exit code and termination message. The Job
 controller completes or fails the Job; the operator reads the result.
 
-Kept short for CI: 3 batch sizes x 2 delays, 2 load levels of 1 s each.
+Each candidate artifact is measured by its own Job: the tuned story runs the
+example's fp32 and int8 (two Jobs, two real Tritons), and selection then compares
+the measured figures. Kept short for CI: 3 batch sizes x 2 delays, 2 load levels
+of 1 s each.
 """
 
 from __future__ import annotations
@@ -33,8 +36,12 @@ def runner(cluster: Cluster, tmp_path: pathlib.Path, namespace: str) -> Iterator
         yield r
 
 
-def _tuned(namespace: str, **batch_tuning: Any) -> dict[str, Any]:
+def _tuned(
+    namespace: str, artifacts: tuple[str, ...] = ("fp32", "int8"), **batch_tuning: Any
+) -> dict[str, Any]:
     body = example(namespace)
+    model = body["spec"]["model"]
+    model["artifacts"] = [a for a in model["artifacts"] if a["name"] in artifacts]
     body["spec"]["triton"]["maxBatchSize"] = 0
     body["spec"]["batchTuning"] = {
         "candidates": [1, 4, 16],
@@ -93,14 +100,35 @@ def test_tuning_job_measures_and_the_deployment_rolls_to_its_choice(
     )
     runner.wait_until(lambda s: _serving(s, plan.UNTUNED_MAX_BATCH_SIZE), timeout=90)
 
+    def measured(s: dict[str, Any]) -> bool:
+        runs = s.get("tuning") or []
+        return len(runs) == 2 and all("result" in r for r in runs)
+
     status = wait_for(
         lambda: (
-            (s := _status(cluster, namespace)) and _batch_tuned(s).get("status") == "True" and s
+            (s := _status(cluster, namespace))
+            and _batch_tuned(s).get("status") == "True"
+            and measured(s)
+            and s
         ),
-        "BatchTuned=True",
-        timeout=240,
+        "BatchTuned=True with both candidates measured",
+        timeout=300,
     )
-    result = status["tuning"]["result"]
+    runs = {r["artifact"]: r for r in status["tuning"]}
+    assert sorted(runs) == ["fp32", "int8"]
+    chosen = status["selectedArtifact"]["name"]
+    selected = next(c for c in status["conditions"] if c["type"] == "ArtifactSelected")
+    assert "latency measured throughput" in selected["message"]
+    for artifact, run in runs.items():
+        figures = run["result"]
+        assert figures["throughput"] > 0 and figures["p99Ms"] <= 200
+        assert (
+            f"{artifact}: {figures['throughput']:.0f} req/s at p99 {figures['p99Ms']:.1f} ms"
+            in selected["message"]
+        )
+    print(f"\nArtifactSelected: {selected['message']}")
+    run = runs[chosen]
+    result = run["result"]
     size = result["maxBatchSize"]
     assert size in (1, 4, 16) and result["throughput"] > 0
     assert result["p99Ms"] <= 200 and result["gridSize"] == 6
@@ -111,26 +139,24 @@ def test_tuning_job_measures_and_the_deployment_rolls_to_its_choice(
     assert "req/s at p99" in condition["message"] and "of a 6-config grid" in condition["message"]
     assert status["maxBatchSize"] == size
 
-    # The Job completed, and its pod's termination message is what status holds.
-    (job,) = _jobs(cluster, namespace)
-    assert job["metadata"]["name"] == status["tuning"]["job"]
-    assert any(c["type"] == "Complete" for c in job["status"]["conditions"])
-    pods = cluster.json(
-        "get",
-        "pods",
-        "-n",
-        namespace,
-        "-l",
-        f"batch.kubernetes.io/job-name={status['tuning']['job']}",
-    )["items"]
-    terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
-    assert terminated["exitCode"] == 0
-    assert json.loads(terminated["message"]) == result
+    # Each Job completed, and its pod's termination message is what status holds.
+    jobs = _jobs(cluster, namespace)
+    assert sorted(j["metadata"]["name"] for j in jobs) == sorted(r["job"] for r in runs.values())
+    for run_ in runs.values():
+        job = next(j for j in jobs if j["metadata"]["name"] == run_["job"])
+        assert any(c["type"] == "Complete" for c in job["status"]["conditions"])
+        pods = cluster.json(
+            "get", "pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={run_['job']}"
+        )["items"]
+        terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
+        assert terminated["exitCode"] == 0
+        assert json.loads(terminated["message"]) == run_["result"]
 
     # The ConfigMap carries it, and the pods rolled onto it: Triton serves it.
     config = cluster.get("configmap", "digits-model", namespace)
     assert config is not None and f"max_batch_size: {size}\n" in config["data"]["config.pbtxt"]
     (info, *_) = runner.wait_until(lambda s: _serving(s, size), timeout=120)
+    assert f"/{chosen}/" in info.uri  # the chosen artifact serves, with its own tuning
     client = httpclient.InferenceServerClient(info.http)
     try:
         served = client.get_model_config("digits")
@@ -155,6 +181,7 @@ def test_failed_tuning_keeps_the_safe_default_and_retries_with_backoff(
     cluster.apply(
         _tuned(
             namespace,
+            ("int8",),  # one candidate: one Job at a time, so the gaps are its back-off
             latencyBudgetMs=0.001,
             candidates=[1, 4],
             queueDelaysMicroseconds=[0],
@@ -166,7 +193,7 @@ def test_failed_tuning_keeps_the_safe_default_and_retries_with_backoff(
     status = wait_for(
         lambda: (
             (s := _status(cluster, namespace))
-            and (s.get("tuning") or {}).get("failures", 0) >= 3
+            and ((s.get("tuning") or [{}])[0]).get("failures", 0) >= 3
             and s
         ),
         "three failed tuning attempts",

@@ -54,8 +54,23 @@ def scheduled() -> Any:
 
 @pytest.fixture
 def tuned_body(body: dict[str, Any]) -> dict[str, Any]:
+    """One candidate (int8; fp8 needs a GPU): one tuning Job, the run's own story."""
     body["spec"]["triton"]["maxBatchSize"] = 0
     body["spec"]["batchTuning"] = {"candidates": [1, 4, 16], "latencyBudgetMs": 20}
+    body["spec"]["model"]["artifacts"] = [
+        a for a in body["spec"]["model"]["artifacts"] if a["name"] in ("int8", "fp8")
+    ]
+    return body
+
+
+@pytest.fixture
+def two_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The example's two candidates, fp32 and int8: each is measured by its own Job."""
+    body["spec"]["triton"]["maxBatchSize"] = 0
+    body["spec"]["batchTuning"] = {"candidates": [1, 4, 16], "latencyBudgetMs": 20}
+    body["spec"]["model"]["artifacts"] = [
+        a for a in body["spec"]["model"]["artifacts"] if a["name"] in ("fp32", "int8")
+    ]
     return body
 
 
@@ -110,8 +125,10 @@ def test_tuning_job_result_rolls_the_deployment(
 ) -> None:
     _store(kube, tuned_body)
     handlers.reconcile_fresh(kube, "ml", "digits")
-    assert [o["kind"] for o in kube.applied] == ["ConfigMap", "Deployment", "Service", "Job"]
-    run = _gd(kube)["status"]["tuning"]
+    kinds = ["ConfigMap", "Deployment", "Service", "ConfigMap", "Job"]
+    assert [o["kind"] for o in kube.applied] == kinds
+    assert kube.applied[3]["metadata"]["name"] == "digits-tune-int8"
+    run = _gd(kube)["status"]["tuning"][0]
     assert (run["attempts"], run["failures"]) == (1, 0)
     job = run["job"]
     assert _jobs(kube) == [job]
@@ -131,7 +148,7 @@ def test_tuning_job_result_rolls_the_deployment(
     _finish(kube, job, "Complete", "CompletionsReached", 0, tuning.result_json(RESULT))
     status = _gd(kube)["status"]
     assert status["maxBatchSize"] == 16
-    assert status["tuning"]["result"]["maxBatchSize"] == 16
+    assert status["tuning"][0]["result"]["maxBatchSize"] == 16
     batch = _condition(kube, "BatchTuned")
     assert (batch["status"], batch["reason"]) == ("True", "Measured")
     assert (
@@ -157,7 +174,7 @@ def test_a_spec_change_voids_the_result_and_replaces_the_job(
 ) -> None:
     _store(kube, tuned_body)
     handlers.reconcile_fresh(kube, "ml", "digits")
-    first = _gd(kube)["status"]["tuning"]["job"]
+    first = _gd(kube)["status"]["tuning"][0]["job"]
     _finish(kube, first, "Complete", "CompletionsReached", 0, tuning.result_json(RESULT))
     assert _gd(kube)["status"]["maxBatchSize"] == 16
 
@@ -165,7 +182,7 @@ def test_a_spec_change_voids_the_result_and_replaces_the_job(
     changed["spec"]["batchTuning"]["latencyBudgetMs"] = 5
     changed["metadata"]["generation"] = 2
     handlers.reconcile_fresh(kube, "ml", "digits")
-    run = _gd(kube)["status"]["tuning"]
+    run = _gd(kube)["status"]["tuning"][0]
     assert "result" not in run  # removed by the merge patch, not left behind
     assert run["attempts"] == 1 and run["job"] != first
     assert _jobs(kube) == [run["job"]] and ("Job", "ml", first) in kube.deleted
@@ -180,7 +197,7 @@ def test_failures_keep_the_safe_default_and_retry_with_backoff(
     tuned_body["spec"]["batchTuning"]["retryBackoffSeconds"] = 60
     _store(kube, tuned_body)
     handlers.reconcile_fresh(kube, "ml", "digits")
-    job1 = _gd(kube)["status"]["tuning"]["job"]
+    job1 = _gd(kube)["status"]["tuning"][0]["job"]
 
     _finish(kube, job1, "Failed", "DeadlineExceeded", 137, "")
     batch = _condition(kube, "BatchTuned")
@@ -188,7 +205,7 @@ def test_failures_keep_the_safe_default_and_retry_with_backoff(
     assert "1800 s deadline" in batch["message"] and "serving max_batch_size 8" in batch["message"]
     status = _gd(kube)["status"]
     assert status["maxBatchSize"] == 8
-    assert status["tuning"]["nextRetryTime"] == tuning.format_time(NOW + 60)
+    assert status["tuning"][0]["nextRetryTime"] == tuning.format_time(NOW + 60)
     assert scheduled[-1][:2] == ("ml", "digits") and scheduled[-1][2] == pytest.approx(60)
     assert ("Warning", "TuningTimedOut") in [(t, r) for t, r, _ in kube.events]
     assert _jobs(kube) == [job1]
@@ -202,7 +219,7 @@ def test_failures_keep_the_safe_default_and_retry_with_backoff(
 
     clock.now = NOW + 60
     handlers.reconcile_fresh(kube, "ml", "digits")
-    run = _gd(kube)["status"]["tuning"]
+    run = _gd(kube)["status"]["tuning"][0]
     assert run["attempts"] == 2 and "nextRetryTime" not in run
     job2 = run["job"]
     assert _jobs(kube) == sorted([job1, job2])
@@ -214,7 +231,7 @@ def test_failures_keep_the_safe_default_and_retry_with_backoff(
     assert (batch["status"], batch["reason"]) == ("False", "TuningFailed")
     assert "(exit code 1): no configuration fits" in batch["message"]
     # The second failure waits twice as long.
-    assert _gd(kube)["status"]["tuning"]["nextRetryTime"] == tuning.format_time(NOW + 60 + 120)
+    assert _gd(kube)["status"]["tuning"][0]["nextRetryTime"] == tuning.format_time(NOW + 60 + 120)
     assert scheduled[-1][2] == pytest.approx(120)
 
 
@@ -223,7 +240,7 @@ def test_a_job_finished_while_the_operator_was_down_is_read_on_resume(
 ) -> None:
     _store(kube, tuned_body)
     handlers.reconcile_fresh(kube, "ml", "digits")
-    job = _gd(kube)["status"]["tuning"]["job"]
+    job = _gd(kube)["status"]["tuning"][0]["job"]
     stored = kube.objects[("Job", "ml", job)]
     stored["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
     kube.objects[("Pod", "ml", "p")] = {
@@ -274,7 +291,7 @@ def test_setting_max_batch_size_stops_a_running_job_and_drops_the_record(
 ) -> None:
     _store(kube, tuned_body)
     handlers.reconcile_fresh(kube, "ml", "digits")
-    job = _gd(kube)["status"]["tuning"]["job"]
+    job = _gd(kube)["status"]["tuning"][0]["job"]
     assert _jobs(kube) == [job]
 
     changed = _gd(kube)
@@ -291,5 +308,93 @@ def test_setting_max_batch_size_stops_a_running_job_and_drops_the_record(
     again["spec"]["triton"]["maxBatchSize"] = 0
     again["metadata"]["generation"] = 3
     handlers.reconcile_fresh(kube, "ml", "digits")
-    run = _gd(kube)["status"]["tuning"]
+    run = _gd(kube)["status"]["tuning"][0]
     assert (run["attempts"], run["failures"]) == (1, 0) and _jobs(kube) == [run["job"]]
+
+
+def _runs(kube: FakeKube) -> dict[str, dict[str, Any]]:
+    return {r["artifact"]: r for r in _gd(kube)["status"]["tuning"]}
+
+
+def test_each_candidate_is_measured_and_the_figures_choose(
+    kube: FakeKube, two_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+) -> None:
+    _store(kube, two_body)
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    runs = _runs(kube)
+    assert sorted(runs) == ["fp32", "int8"]
+    assert _jobs(kube) == sorted(r["job"] for r in runs.values())
+    for artifact in ("fp32", "int8"):
+        config = kube.objects[("ConfigMap", "ml", f"digits-tune-{artifact}")]
+        job = kube.objects[("Job", "ml", runs[artifact]["job"])]
+        volumes = job["spec"]["template"]["spec"]["volumes"]
+        assert {"name": "model-config", "configMap": {"name": config["metadata"]["name"]}} in (
+            volumes
+        )
+    # Declared figures choose meanwhile (int8 declares the lowest latency).
+    assert _gd(kube)["status"]["selectedArtifact"]["name"] == "int8"
+    assert (
+        "fp32: not measured yet; int8: not measured yet"
+        in (_condition(kube, "ArtifactSelected")["message"])
+    )
+
+    fp32 = RESULT.model_copy(update={"max_batch_size": 4, "throughput": 3268.0, "p99_ms": 6.3})
+    int8 = RESULT.model_copy(update={"max_batch_size": 16, "throughput": 1500.0, "p99_ms": 5.1})
+    _finish(
+        kube, runs["int8"]["job"], "Complete", "CompletionsReached", 0, tuning.result_json(int8)
+    )
+    # One measured: int8 serves its own tuned settings, still chosen by declared figures.
+    assert _gd(kube)["status"]["maxBatchSize"] == 16
+    assert "latency declared" in _condition(kube, "ArtifactSelected")["message"]
+    _finish(
+        kube, runs["fp32"]["job"], "Complete", "CompletionsReached", 0, tuning.result_json(fp32)
+    )
+
+    status = _gd(kube)["status"]
+    selected = _condition(kube, "ArtifactSelected")
+    assert status["selectedArtifact"]["name"] == "fp32"
+    assert status["selectedArtifact"]["reason"] == selected["message"]
+    assert "latency measured throughput" in selected["message"]
+    assert (
+        "measured fp32: 3268 req/s at p99 6.3 ms (max_batch_size 4); "
+        "int8: 1500 req/s at p99 5.1 ms (max_batch_size 16)"
+    ) in selected["message"]
+    # The chosen artifact serves with its own tuned settings.
+    assert status["maxBatchSize"] == 4 and "max_batch_size: 4" in _config_pbtxt(kube)
+    assert _condition(kube, "BatchTuned")["reason"] == "Measured"
+    assert {r["artifact"]: r["result"]["throughput"] for r in status["tuning"]} == {
+        "fp32": 3268.0,
+        "int8": 1500.0,
+    }
+    assert ("Normal", "ArtifactSelected") in [(t, r) for t, r, _ in kube.events]
+    # Settled: nothing more to start or write.
+    patches, jobs = len(kube.status_patches), _jobs(kube)
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    assert len(kube.status_patches) == patches and _jobs(kube) == jobs
+
+
+def test_one_candidates_failure_blocks_none_of_the_others(
+    kube: FakeKube, two_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+) -> None:
+    _store(kube, two_body)
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    runs = _runs(kube)
+    _finish(kube, runs["fp32"]["job"], "Failed", "DeadlineExceeded", 137, "")
+    _finish(
+        kube, runs["int8"]["job"], "Complete", "CompletionsReached", 0, tuning.result_json(RESULT)
+    )
+    status = _gd(kube)["status"]
+    runs = _runs(kube)
+    assert runs["fp32"]["failureReason"] == "TuningTimedOut" and "result" in runs["int8"]
+    message = _condition(kube, "ArtifactSelected")["message"]
+    assert "fp32: measurement failed (TuningTimedOut), declared figures" in message
+    assert "int8: 812 req/s at p99 7.5 ms" in message and "latency declared" in message
+    assert status["selectedArtifact"]["name"] == "int8" and status["maxBatchSize"] == 16
+    assert _condition(kube, "BatchTuned")["reason"] == "Measured"
+    # fp32 is retried after its back-off, alone.
+    assert scheduled[-1][2] == pytest.approx(60)
+    clock.now = NOW + 60
+    handlers.reconcile_fresh(kube, "ml", "digits")
+    runs = _runs(kube)
+    assert runs["fp32"]["attempts"] == 2 and runs["int8"]["attempts"] == 1
+    assert runs["fp32"]["job"] in _jobs(kube)

@@ -10,6 +10,7 @@ fake `Kube`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -124,16 +125,22 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
         )
 
     decided = decide(status)
-    # Batch tuning (spec.triton.maxBatchSize 0): take in a finished Job's result,
-    # decide the next step, and plan again with it, so the children carry it.
+    # Batch tuning (spec.triton.maxBatchSize 0): for each candidate artifact, take in a
+    # finished Job's result and decide the next step; then plan again with the results,
+    # so selection compares the measured figures and the children carry the chosen
+    # artifact's tuned settings.
     events: list[tuple[str, str, str]] = []
-    step: tuning.Step | None = None
-    if decided.target is not None and decided.tuning_key is not None:
+    steps: dict[str, tuning.Step] = {}
+    if decided.target is not None and decided.tuning_keys:
         now = _clock()
-        status, finished = _collect_tuning(kube_, namespace, spec, status, decided.tuning_key, now)
-        events += finished
-        step = tuning.step(status, name, decided.tuning_key, now)
-        status = status.model_copy(update={"tuning": step.tuning})
+        for candidate, key in decided.tuning_keys.items():
+            run, finished = _collect_tuning(
+                kube_, namespace, spec, tuning.run_for(status.tuning, candidate, key), now
+            )
+            events += finished
+            steps[candidate] = tuning.step([run] if run else [], name, candidate, key, now)
+        runs = [s.tuning for s in steps.values()]
+        status = status.model_copy(update={"tuning": runs})
         decided = decide(status)
     elif decided.target is not None and status.tuning is not None:
         # maxBatchSize is set now: a tuning run still going is stopped, and its record goes.
@@ -176,8 +183,8 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
         if obj["kind"] == "Deployment":
             applied = result
     new_hash = children.config_hash(target)
-    if step is not None:
-        events += _act_on_tuning(kube_, target, step)
+    if steps:
+        events += _act_on_tuning(kube_, target, steps)
 
     # Events go out after the status write: a conflict retries the whole
     # reconcile, and the Events must not be posted twice.
@@ -253,37 +260,41 @@ def reconcile(kube_: k8s.Kube, body: Mapping[str, Any]) -> None:
     status_io.write(kube_, body, new)
     for type_, reason, message in events:
         kube_.event(dict(body), type_, reason, message)
-    if step is not None and step.action == "retry_later" and step.retry_in is not None:
-        _schedule(namespace, name, step.retry_in)
+    waits = [s.retry_in for s in steps.values() if s.action == "retry_later" and s.retry_in]
+    if waits:
+        _schedule(namespace, name, min(waits))
 
 
 def _collect_tuning(
     kube_: k8s.Kube,
     namespace: str,
     spec: models.GeoDeploymentSpec,
-    status: models.GeoDeploymentStatus,
-    key: str,
+    run: models.TuningStatus | None,
     now: float,
-) -> tuple[models.GeoDeploymentStatus, list[tuple[str, str, str]]]:
-    """If this key's tuning Job has finished, its outcome in status (and the Event to post)."""
-    run = status.tuning
-    if run is None or run.key != key or run.result is not None or run.attempts <= run.failures:
-        return status, []
+) -> tuple[models.TuningStatus | None, list[tuple[str, str, str]]]:
+    """If this candidate's running Job has finished, its outcome (and the Event to post)."""
+    if run is None or run.result is not None or run.attempts <= run.failures:
+        return run, []
     job = kube_.get("batch/v1", "Job", namespace, run.job or "")
     pods = kube_.list("v1", "Pod", namespace, f"batch.kubernetes.io/job-name={run.job}")
     finished = tuning.finish(spec, run, job, pods[0] if pods else None, now)
     if finished is None:
-        return status, []
+        return run, []
     if finished.result is not None:
         budget = spec.batch_tuning.latency_budget_ms
-        event = ("Normal", "Tuned", f"Job {run.job}: {tuning.describe(finished.result, budget)}")
+        event = (
+            "Normal",
+            "Tuned",
+            f"Job {run.job} ({run.artifact}): {tuning.describe(finished.result, budget)}",
+        )
     else:
         event = (
             "Warning",
             finished.failure_reason or "TuningFailed",
-            f"{finished.failure_message}; retrying after {finished.next_retry_time}",
+            f"{run.artifact}: {finished.failure_message}; retrying after "
+            f"{finished.next_retry_time}",
         )
-    return status.model_copy(update={"tuning": finished}), [event]
+    return finished, [event]
 
 
 def _stop_tuning(kube_: k8s.Kube, namespace: str, name: str) -> None:
@@ -295,28 +306,39 @@ def _stop_tuning(kube_: k8s.Kube, namespace: str, name: str) -> None:
 
 
 def _act_on_tuning(
-    kube_: k8s.Kube, target: children.Target, step: tuning.Step
+    kube_: k8s.Kube, target: children.Target, steps: Mapping[str, tuning.Step]
 ) -> list[tuple[str, str, str]]:
-    """Start the tuning Job when the step says so, after deleting Jobs of outdated inputs."""
-    if step.action != "start":
-        return []
-    run = step.tuning
+    """Start the candidates' Jobs the steps say to start (each with its ConfigMap), after
+    deleting Jobs of outdated inputs."""
+    current = {s.tuning.key for s in steps.values()}
     for job in kube_.list(
         "batch/v1", "Job", target.namespace, f"{tuning.TUNING_FOR_LABEL}={target.name}"
     ):
         meta = job.get("metadata") or {}
-        if (meta.get("labels") or {}).get(tuning.TUNING_KEY_LABEL) != run.key:
+        if (meta.get("labels") or {}).get(tuning.TUNING_KEY_LABEL) not in current:
             kube_.delete("batch/v1", "Job", target.namespace, meta["name"])
-    kube_.apply(tuning.tuning_job(target, key_=run.key, attempt=run.attempts, image=_tuner_image))
-    return [
-        (
-            "Normal",
-            "TuningStarted",
-            f"Job {run.job} measures max_batch_size {list(target.spec.batch_tuning.candidates)} "
-            f"x queue delay {tuning.delays(target.spec)} under p99 "
-            f"{target.spec.batch_tuning.latency_budget_ms:g} ms (attempt {run.attempts})",
+    by_name = {a.name: a for a in target.spec.model.artifacts}
+    events = []
+    spec = target.spec
+    for artifact, step in steps.items():
+        if step.action != "start":
+            continue
+        run = step.tuning
+        candidate = dataclasses.replace(target, artifact=by_name[artifact])
+        kube_.apply(tuning.tuning_config_map(candidate))
+        kube_.apply(
+            tuning.tuning_job(candidate, key_=run.key, attempt=run.attempts, image=_tuner_image)
         )
-    ]
+        events.append(
+            (
+                "Normal",
+                "TuningStarted",
+                f"Job {run.job} measures {artifact} at max_batch_size "
+                f"{list(spec.batch_tuning.candidates)} x queue delay {tuning.delays(spec)} "
+                f"under p99 {spec.batch_tuning.latency_budget_ms:g} ms (attempt {run.attempts})",
+            )
+        )
+    return events
 
 
 def _schedule_with_timer(namespace: str, name: str, delay: float) -> None:

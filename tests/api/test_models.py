@@ -113,3 +113,12 @@ def test_status_round_trip_uses_camel_case_and_from_to() -> None:
     assert dumped["readyReplicas"] == 2
     assert dumped["lastDecision"]["from"] == 1 and dumped["lastDecision"]["to"] == 2
     assert models.parse_status({**dumped, "unknownLegacyField": 1}) == status
+
+
+def test_status_tuning_is_one_run_per_artifact_and_the_old_single_record_is_dropped() -> None:
+    runs = [{"artifact": "int8", "key": "k1", "attempts": 1}, {"artifact": "fp32", "key": "k2"}]
+    status = models.parse_status({"tuning": runs, "maxBatchSize": 8})
+    assert [r.artifact for r in status.tuning or []] == ["int8", "fp32"]
+    # Written before per-artifact tuning (one object): dropped, so it is measured again.
+    old = models.parse_status({"tuning": {"key": "k1", "attempts": 1}, "maxBatchSize": 8})
+    assert old.tuning is None and old.max_batch_size == 8

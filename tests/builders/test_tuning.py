@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from geo_operator.api import models, yamlio
+from geo_operator.artifacts import selection
 from geo_operator.builders import children, plan, tuning
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "digits-tuning-job.yaml"
@@ -119,34 +121,37 @@ def test_key_changes_with_what_the_result_depends_on(spec: models.GeoDeploymentS
 
 
 def test_step_starts_waits_and_serves(spec: models.GeoDeploymentSpec) -> None:
-    first = tuning.step(models.GeoDeploymentStatus(), "digits", "k1", NOW)
+    first = tuning.step([], "digits", "int8", "k1", NOW)
     assert first.action == "start"
     assert (first.tuning.attempts, first.tuning.job) == (1, "digits-tune-k1-1")
-    running = models.GeoDeploymentStatus(tuning=first.tuning)
-    assert tuning.step(running, "digits", "k1", NOW).action == "wait"
-    done = models.GeoDeploymentStatus(tuning=first.tuning.model_copy(update={"result": RESULT}))
-    assert tuning.step(done, "digits", "k1", NOW).action == "serve"
+    assert first.tuning.artifact == "int8"
+    running = [first.tuning]
+    assert tuning.step(running, "digits", "int8", "k1", NOW).action == "wait"
+    done = [first.tuning.model_copy(update={"result": RESULT})]
+    assert tuning.step(done, "digits", "int8", "k1", NOW).action == "serve"
+    # Another candidate's run is not this one's.
+    assert tuning.step(done, "digits", "fp32", "k1", NOW).action == "start"
     # A new key voids the result: a fresh first attempt.
-    fresh = tuning.step(done, "digits", "k2", NOW)
+    fresh = tuning.step(done, "digits", "int8", "k2", NOW)
     assert fresh.action == "start" and fresh.tuning.result is None
     assert (fresh.tuning.key, fresh.tuning.attempts) == ("k2", 1)
 
 
 def test_failures_back_off_exponentially_and_never_loop(spec: models.GeoDeploymentSpec) -> None:
     tuned = _tune(spec, retryBackoffSeconds=30)
-    run = tuning.step(models.GeoDeploymentStatus(), "digits", "k", NOW).tuning
+    run = tuning.step([], "digits", "int8", "k", NOW).tuning
     now = NOW
     waits = []
     for attempt in range(1, 10):
         failed = tuning.finish(tuned, run, _job_status("Failed", "BackoffLimitExceeded"), None, now)
         assert failed is not None and failed.failures == attempt
-        status = models.GeoDeploymentStatus(tuning=failed)
-        later = tuning.step(status, "digits", "k", now + 1)
+        status = [failed]
+        later = tuning.step(status, "digits", "int8", "k", now + 1)
         assert later.action == "retry_later" and later.retry_in is not None
         waits.append(round(later.retry_in + 1))
         due = tuning.parse_time(failed.next_retry_time or "")
-        assert tuning.step(status, "digits", "k", due - 0.5).action == "retry_later"
-        again = tuning.step(status, "digits", "k", due)
+        assert tuning.step(status, "digits", "int8", "k", due - 0.5).action == "retry_later"
+        again = tuning.step(status, "digits", "int8", "k", due)
         assert again.action == "start" and again.tuning.attempts == attempt + 1
         run, now = again.tuning, due
     assert waits == [30, 60, 120, 240, 480, 960, 1920, 1920, 1920]
@@ -155,7 +160,7 @@ def test_failures_back_off_exponentially_and_never_loop(spec: models.GeoDeployme
 def test_finish_reads_the_result_from_the_termination_message(
     spec: models.GeoDeploymentSpec,
 ) -> None:
-    run = tuning.step(models.GeoDeploymentStatus(), "digits", "k", NOW).tuning
+    run = tuning.step([], "digits", "int8", "k", NOW).tuning
     assert tuning.finish(spec, run, {"status": {"active": 1}}, None, NOW) is None  # running
     done = tuning.finish(
         spec, run, _job_status("Complete"), _pod(0, tuning.result_json(RESULT)), NOW
@@ -191,7 +196,7 @@ def test_finish_names_each_failure(
     reason: str,
     words: str,
 ) -> None:
-    run = tuning.step(models.GeoDeploymentStatus(), "digits", "k", NOW).tuning
+    run = tuning.step([], "digits", "int8", "k", NOW).tuning
     failed = tuning.finish(spec, run, job, pod, NOW)
     assert failed is not None and failed.result is None
     assert failed.failure_reason == reason
@@ -203,8 +208,12 @@ def test_plan_serves_the_result_only_for_its_key(spec: models.GeoDeploymentSpec)
     tuned = _tune(spec)
     key = _plan(tuned).tuning_key
     assert key is not None
-    run = models.TuningStatus(key=key, job="digits-tune-x-1", attempts=1, result=RESULT)
-    decided = _plan(tuned, models.GeoDeploymentStatus(tuning=run))
+    chosen = _plan(tuned).choice.artifact
+    assert chosen is not None
+    run = models.TuningStatus(
+        artifact=chosen.name, key=key, job="digits-tune-x-1", attempts=1, result=RESULT
+    )
+    decided = _plan(tuned, models.GeoDeploymentStatus(tuning=[run]))
     assert decided.target is not None
     assert decided.batch_tuned and decided.batch_reason == "Measured"
     assert "max_batch_size 16, queue delay 500 us: 812 req/s at p99 7.50 ms" in (
@@ -212,7 +221,132 @@ def test_plan_serves_the_result_only_for_its_key(spec: models.GeoDeploymentSpec)
     )
     batch = decided.target.batch
     assert (batch.max_batch_size, batch.max_queue_delay_microseconds) == (16, 500)
-    stale = _plan(tuned, models.GeoDeploymentStatus(tuning=run.model_copy(update={"key": "old"})))
+    stale = _plan(tuned, models.GeoDeploymentStatus(tuning=[run.model_copy(update={"key": "old"})]))
     assert stale.target is not None and not stale.batch_tuned
     assert stale.target.batch.max_batch_size == plan.UNTUNED_MAX_BATCH_SIZE
     assert stale.batch_reason == "NotMeasured"
+
+
+# ------------------------------------------------------------------ every candidate measured
+
+CPU = selection.Hardware(gpu=False)
+
+
+def _run(artifact: str, key: str, result: models.TunedBatch | None = None) -> models.TuningStatus:
+    return models.TuningStatus(
+        artifact=artifact, key=key, job=f"digits-tune-{artifact}-1", attempts=1, result=result
+    )
+
+
+def _result(max_batch_size: int, throughput: float, p99_ms: float) -> models.TunedBatch:
+    return RESULT.model_copy(
+        update={"max_batch_size": max_batch_size, "throughput": throughput, "p99_ms": p99_ms}
+    )
+
+
+def test_candidates_are_what_the_hardware_runs_above_the_floor(
+    spec: models.GeoDeploymentSpec,
+) -> None:
+    assert [a.name for a in selection.candidates(spec.model, CPU)] == ["fp32", "fp16", "int8"]
+    hopper = selection.Hardware(gpu=True, gpu_arch="hopper")
+    assert [a.name for a in selection.candidates(spec.model, hopper)] == [
+        "fp32",
+        "fp16",
+        "int8",
+        "fp8",
+    ]
+    raw = spec.model_dump(by_alias=True, mode="json")
+    raw["model"]["selection"] = {"policy": "pinned", "pinned": "fp16"}
+    pinned = models.parse_spec(raw)
+    assert [a.name for a in selection.candidates(pinned.model, CPU)] == ["fp16"]
+    raw["model"]["selection"] = {"policy": "best-score", "minAccuracyRatio": 1.0}
+    strict = models.parse_spec(raw)
+    assert [a.name for a in selection.candidates(strict.model, CPU)] == ["int8"]
+
+
+def test_keys_do_not_depend_on_which_artifact_is_chosen(spec: models.GeoDeploymentSpec) -> None:
+    tuned = _tune(spec)
+    keys = tuning.keys(tuned, CPU)
+    assert list(keys) == ["fp32", "fp16", "int8"] and len(set(keys.values())) == 3
+    # Results that turn the choice from int8 (declared) to fp32 (measured) keep every key.
+    before = _plan(tuned)
+    runs = [
+        _run("fp32", keys["fp32"], _result(16, 3000, 6.0)),
+        _run("fp16", keys["fp16"], _result(4, 900, 8.0)),
+        _run("int8", keys["int8"], _result(4, 1000, 7.0)),
+    ]
+    after = _plan(tuned, models.GeoDeploymentStatus(tuning=runs))
+    assert before.choice.artifact is not None and after.choice.artifact is not None
+    assert (before.choice.artifact.name, after.choice.artifact.name) == ("int8", "fp32")
+    assert before.tuning_keys == after.tuning_keys == keys
+    assert after.tuning_key == keys["fp32"]
+    # A spec change that touches one artifact re-measures that one only.
+    raw = tuned.model_dump(by_alias=True, mode="json")
+    raw["model"]["artifacts"][0]["uri"] = "http://models.geo.local/digits/fp32/v2.onnx"
+    changed = tuning.keys(models.parse_spec(raw), CPU)
+    assert changed["fp32"] != keys["fp32"]
+    assert (changed["fp16"], changed["int8"]) == (keys["fp16"], keys["int8"])
+
+
+def test_measured_figures_choose_and_the_chosen_serves_its_own_tuning(
+    spec: models.GeoDeploymentSpec,
+) -> None:
+    tuned = _tune(spec)
+    keys = tuning.keys(tuned, CPU)
+    runs = [
+        _run("fp32", keys["fp32"], _result(16, 3268, 6.3)),
+        _run("fp16", keys["fp16"], _result(4, 900, 8.0)),
+        _run("int8", keys["int8"], _result(8, 1500, 5.1)),
+    ]
+    decided = _plan(tuned, models.GeoDeploymentStatus(tuning=runs))
+    assert decided.target is not None and decided.target.artifact.name == "fp32"
+    reason = decided.choice.reason
+    assert "latency measured throughput" in reason
+    assert (
+        "measured fp32: 3268 req/s at p99 6.3 ms (max_batch_size 16); "
+        "fp16: 900 req/s at p99 8.0 ms (max_batch_size 4); "
+        "int8: 1500 req/s at p99 5.1 ms (max_batch_size 8)"
+    ) in reason
+    assert decided.target.batch.max_batch_size == 16 and decided.batch_reason == "Measured"
+    fastest = tuned.model_dump(by_alias=True, mode="json")
+    fastest["model"]["selection"] = {"policy": "fastest"}
+    quick = _plan(models.parse_spec(fastest), models.GeoDeploymentStatus(tuning=runs))
+    assert quick.choice.artifact is not None and quick.choice.artifact.name == "fp32"
+    assert "measured throughput 3268 req/s" in quick.choice.reason
+
+
+def test_a_candidate_without_a_measurement_falls_back_to_declared_figures(
+    spec: models.GeoDeploymentSpec,
+) -> None:
+    tuned = _tune(spec)
+    keys = tuning.keys(tuned, CPU)
+    failed = _run("fp16", keys["fp16"]).model_copy(
+        update={"failures": 1, "failure_reason": "TuningTimedOut", "failure_message": "deadline"}
+    )
+    runs = [_run("fp32", keys["fp32"], _result(16, 3268, 6.3)), failed, _run("int8", keys["int8"])]
+    decided = _plan(tuned, models.GeoDeploymentStatus(tuning=runs))
+    # Not every candidate is measured: one basis for all, the declared latencies.
+    assert decided.target is not None and decided.target.artifact.name == "int8"
+    reason = decided.choice.reason
+    assert "latency declared" in reason
+    assert "fp32: 3268 req/s at p99 6.3 ms" in reason
+    assert "fp16: measurement failed (TuningTimedOut), declared figures" in reason
+    assert "int8: not measured yet" in reason
+    assert not decided.batch_tuned  # int8's own run has no result yet
+    # A result of other inputs (an old key) is no measurement.
+    stale = [r.model_copy(update={"key": "old"}) for r in runs]
+    assert tuning.measured(stale, keys) == {}
+
+
+def test_tuning_config_map_holds_the_candidates_files(spec: models.GeoDeploymentSpec) -> None:
+    decided = _plan(_tune(spec))
+    assert decided.target is not None
+    fp32 = dataclasses.replace(decided.target, artifact=spec.model.artifacts[0])
+    config = tuning.tuning_config_map(fp32)
+    assert config["metadata"]["name"] == "digits-tune-fp32"
+    assert config["data"] == children.config_map_data(fp32)
+    job = tuning.tuning_job(fp32, key_="k", attempt=1, image="i")
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "model-config", "configMap": {"name": "digits-tune-fp32"}} in volumes
+    fetch = job["spec"]["template"]["spec"]["initContainers"][0]
+    assert fetch["env"] == [{"name": "ARTIFACT_URI", "value": fp32.artifact.uri}]

@@ -558,8 +558,9 @@ class TunedBatch(_Model):
 
 
 class TuningStatus(_Model):
-    """One GeoDeployment's batch tuning: which inputs, which Job, what came of it."""
+    """The batch tuning of one candidate artifact: which inputs, which Job, what came of it."""
 
+    artifact: str = Field(description="The candidate artifact this run measures.")
     key: str = Field(
         description="Hash of what was tuned (artifact, model, candidates, budget, image); a "
         "spec change gives a new key and voids the result."
@@ -595,9 +596,21 @@ class GeoDeploymentStatus(_Model):
         default=None, description="The artifact being served, and why."
     )
     max_batch_size: int | None = Field(default=None, description="max_batch_size in use.")
-    tuning: TuningStatus | None = Field(
-        default=None, description="The batch tuning run: its Job, result or failures."
+    tuning: list[TuningStatus] | None = Field(
+        default=None,
+        description="The batch tuning runs, one per candidate artifact: Job, result or failures.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["artifact"],
+        },
     )
+
+    @pydantic.field_validator("tuning", mode="before")
+    @classmethod
+    def _one_run_per_artifact(cls, value: Any) -> Any:
+        # Before per-artifact tuning this was one object: its result is dropped (re-measured).
+        return value if value is None or isinstance(value, list) else None
+
     config_hash: str | None = Field(
         default=None, description="Hash of the model configuration the pods were rolled with."
     )

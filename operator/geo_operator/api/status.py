@@ -29,13 +29,11 @@ def dump(status: models.GeoDeploymentStatus) -> dict[str, Any]:
 
 
 def _patch(new: models.GeoDeploymentStatus, old: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge patch: the dump, plus explicit nulls for `tuning` and inside it, so that
-    a field cleared there (a result voided by a spec change, a retry time passed, the
-    whole record once tuning is off) is removed rather than kept by the merge."""
+    """The merge patch: the dump, plus an explicit null for `tuning` once tuning is off, so
+    that the record is removed rather than kept by the merge. (`tuning` is a list, which a
+    merge patch replaces whole: a field cleared inside a run goes with the old list.)"""
     patch = dump(new)
-    if new.tuning is not None:
-        patch["tuning"] = new.tuning.model_dump(by_alias=True, mode="json")
-    elif "tuning" in old:
+    if new.tuning is None and "tuning" in old:
         patch["tuning"] = None  # tuning no longer asked for: the record goes
     return patch
 

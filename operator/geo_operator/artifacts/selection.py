@@ -115,15 +115,34 @@ def _hardware_problem(artifact: models.Artifact, hw: Hardware) -> str | None:
     return None
 
 
+def candidates(spec: models.ModelSpec, hardware: Hardware) -> list[models.Artifact]:
+    """The artifacts selection chooses among: the pinned one if it can run, else those the
+    hardware runs with accuracy at or above the floor. The tuner measures each of them."""
+    if spec.selection.policy is models.SelectionPolicy.PINNED:
+        pinned = [a for a in spec.artifacts if a.name == spec.selection.pinned]
+        return [a for a in pinned if _hardware_problem(a, hardware) is None]
+    floor = spec.selection.min_accuracy_ratio * max(a.accuracy for a in spec.artifacts)
+    return [
+        a for a in spec.artifacts if _hardware_problem(a, hardware) is None and a.accuracy >= floor
+    ]
+
+
 def _latencies(
     artifacts: Sequence[models.Artifact], measured: Mapping[str, Measurement]
 ) -> tuple[dict[str, float], str]:
     """Latency per artifact on one basis for all of them, so they compare.
 
-    Measured figures if every artifact has one, else declared ones if every
-    artifact declares one, else nominal factors per precision (× fp32).
+    Measured figures if every artifact has one (the time per request at the measured
+    throughput when all have a throughput: what a replica serves, the figure the
+    tuner maximises; else the measured latency), else declared ones if every
+    artifact declares one, else nominal factors per precision (× fp32). One basis
+    for all: a measured p99 under load and a declared batch-1 median don't compare.
     """
     if all(a.name in measured for a in artifacts):
+        if all(measured[a.name].throughput for a in artifacts):
+            return {
+                a.name: 1000.0 / (measured[a.name].throughput or 1.0) for a in artifacts
+            }, "measured throughput"
         return {a.name: measured[a.name].latency_ms for a in artifacts}, "measured"
     if all(a.latency_ms is not None for a in artifacts):
         return {a.name: float(a.latency_ms or 0) for a in artifacts}, "declared"
@@ -210,9 +229,12 @@ def select(
         chosen = min(qualifying, key=lambda a: latencies[a.name])
         value = latencies[chosen.name]
         unit = " × fp32" if latency_basis == "nominal" else " ms"
+        speed = f"{latency_basis} latency {value:g}{unit}"
+        if latency_basis == "measured throughput":
+            speed = f"measured throughput {1000.0 / value:.0f} req/s"
         return Choice(
             chosen,
-            f"fastest of {len(qualifying)} qualifying ({latency_basis} latency {value:g}{unit});"
+            f"fastest of {len(qualifying)} qualifying ({speed});"
             f" accuracy {chosen.accuracy:.4f}"
             f" ≥ {floor_text}{dropped_text}",
             tuple(rejected),

@@ -32,6 +32,8 @@ class Plan:
     batch_reason: str
     batch_message: str
     tuning_key: str | None = None  # set when spec.triton.maxBatchSize is 0 (tune)
+    # maxBatchSize 0: every candidate artifact's tuning key, by name (each is measured).
+    tuning_keys: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def batch_settings(
@@ -47,7 +49,9 @@ def batch_settings(
     """
     batching = spec.triton.dynamic_batching
     enabled, delay = batching.enabled, batching.max_queue_delay_microseconds
-    run = status.tuning if status.tuning and status.tuning.key == tuning_key else None
+    run = None
+    if tuning_key is not None:
+        run = next((r for r in status.tuning or () if r.key == tuning_key), None)
     if spec.triton.max_batch_size > 0:
         size, tuned = spec.triton.max_batch_size, True
         reason = "SetBySpec"
@@ -111,11 +115,20 @@ def plan(
     gpu_arch: str | None = None,
     measured: dict[str, selection.Measurement] | None = None,
 ) -> Plan:
+    """The plan; with maxBatchSize 0, selection compares the candidates' tuning results in
+    ``status.tuning`` (when every candidate has one) and its reason names the figures."""
     hardware = selection.hardware_of(spec.triton, gpu_arch)
+    keys: dict[str, str] = {}
+    if spec.triton.max_batch_size == 0:
+        keys = tuning.keys(spec, hardware)
+        measured = {**tuning.measured(status.tuning, keys), **(measured or {})}
     choice = selection.select(spec.model, hardware, measured)
     key = None
-    if choice.artifact is not None and spec.triton.max_batch_size == 0:
-        key = tuning.key(spec, choice.artifact)
+    if choice.artifact is not None and keys:
+        key = keys.get(choice.artifact.name) or tuning.key(spec, choice.artifact)
+        choice = dataclasses.replace(
+            choice, reason=f"{choice.reason}; {tuning.figures(status.tuning, keys)}"
+        )
     batch, tuned, reason, message = batch_settings(spec, status, key)
     target = None
     if choice.artifact is not None:
@@ -129,7 +142,7 @@ def plan(
             replicas=desired_replicas(spec, current_replicas),
             gpu=hardware.gpu,
         )
-    return Plan(choice, target, tuned, reason, message, key)
+    return Plan(choice, target, tuned, reason, message, key, keys)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,10 +3,16 @@
 Called by the handlers (which apply the Job and write status through `k8s/`)
 and by `builders.plan` (which serves the tuned settings once they exist).
 
-The Job runs one pod:
+Every candidate artifact (`selection.candidates`: those the hardware runs above
+the accuracy floor) is measured by its own Job, ``<name>-tune-<key8>-<attempt>``
+with its own ConfigMap ``<name>-tune-<artifact>``, so one candidate's failure
+holds up none of the others. Selection then compares the measured figures
+(`measured`), and the chosen artifact serves with its own tuned settings.
+
+Each Job runs one pod:
 
 * ``fetch-artifact`` (init): the same step as the Triton pods' — fetch the
-  artifact and lay out the model repository from the GeoDeployment's ConfigMap;
+  artifact and lay out the model repository from the candidate's ConfigMap;
 * ``triton`` (a native sidecar: an init container with ``restartPolicy:
   Always``): ``tritonserver`` in explicit model-control mode, so the tuner can
   load each candidate configuration with a config override; its startup probe
@@ -33,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from geo_operator.api import models
+from geo_operator.artifacts import selection
 from geo_operator.builders import children
 
 COMPONENT = "batch-tuner"
@@ -65,6 +72,71 @@ def key(spec: models.GeoDeploymentSpec, artifact: models.Artifact) -> str:
         "batching": triton.dynamic_batching.enabled,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def keys(spec: models.GeoDeploymentSpec, hardware: selection.Hardware) -> dict[str, str]:
+    """The tuning key of each candidate artifact, by name, in spec order.
+
+    Each key hashes its own artifact only, never which artifact gets chosen: the
+    choice follows from the measurements, so it can't be one of their inputs.
+    """
+    return {a.name: key(spec, a) for a in selection.candidates(spec.model, hardware)}
+
+
+def run_for(
+    runs: Sequence[models.TuningStatus] | None, artifact: str, key_: str
+) -> models.TuningStatus | None:
+    """The run recorded for ``artifact`` if it measured the current inputs (``key_``)."""
+    return next((r for r in runs or () if r.artifact == artifact and r.key == key_), None)
+
+
+def measured(
+    runs: Sequence[models.TuningStatus] | None, keys_: Mapping[str, str]
+) -> dict[str, selection.Measurement]:
+    """Throughput and p99 per candidate whose current run has a result."""
+    out: dict[str, selection.Measurement] = {}
+    for artifact, key_ in keys_.items():
+        run = run_for(runs, artifact, key_)
+        if run is not None and run.result is not None:
+            out[artifact] = selection.Measurement(
+                latency_ms=run.result.p99_ms, throughput=run.result.throughput
+            )
+    return out
+
+
+def figures(runs: Sequence[models.TuningStatus] | None, keys_: Mapping[str, str]) -> str:
+    """Each candidate's measured figures, or why it has none (selection then goes by the
+    declared numbers), for the ArtifactSelected reason."""
+    parts = []
+    for artifact, key_ in keys_.items():
+        run = run_for(runs, artifact, key_)
+        if run is not None and run.result is not None:
+            r = run.result
+            parts.append(
+                f"{artifact}: {r.throughput:.0f} req/s at p99 {r.p99_ms:.1f} ms "
+                f"(max_batch_size {r.max_batch_size})"
+            )
+        elif run is not None and run.failures and run.failures >= run.attempts:
+            parts.append(f"{artifact}: measurement failed ({run.failure_reason}), declared figures")
+        else:
+            parts.append(f"{artifact}: not measured yet")
+    return "measured " + "; ".join(parts) if parts else ""
+
+
+def config_map_name(name: str, artifact: str) -> str:
+    return f"{name}-tune-{artifact}"
+
+
+def tuning_config_map(target: children.Target) -> dict[str, Any]:
+    """The candidate's model files (config.pbtxt, fetch.py...) for its tuning Job."""
+    config = children.config_map(target)
+    config["metadata"]["name"] = config_map_name(target.name, target.artifact.name)
+    config["metadata"]["labels"] = {
+        **config["metadata"]["labels"],
+        "app.kubernetes.io/component": COMPONENT,
+        TUNING_FOR_LABEL: target.name,
+    }
+    return config
 
 
 def job_name(name: str, key_: str, attempt: int) -> str:
@@ -118,6 +190,9 @@ def tuning_job(target: children.Target, *, key_: str, attempt: int, image: str) 
     """The Job that measures the batching grid for ``target``'s artifact."""
     spec = target.spec
     volumes, init_mounts = children.repository_volumes(target)
+    for volume in volumes:
+        if "configMap" in volume:  # the candidate's own files, not the serving ConfigMap
+            volume["configMap"]["name"] = config_map_name(target.name, target.artifact.name)
     resources = {k: dict(v) for k, v in spec.triton.resources.items()}
     name = job_name(target.name, key_, attempt)
     metadata = {**children.owned_metadata(target, name), "labels": labels(target.name, key_)}
@@ -211,10 +286,12 @@ class Step:
     retry_in: float | None = None  # retry_later: seconds until the next attempt
 
 
-def step(status: models.GeoDeploymentStatus, name: str, key_: str, now: float) -> Step:
-    """serve a result, start an attempt, wait for the running one, or wait for the retry time."""
-    old = status.tuning
-    tuning = old if old is not None and old.key == key_ else models.TuningStatus(key=key_)
+def step(
+    runs: Sequence[models.TuningStatus] | None, name: str, artifact: str, key_: str, now: float
+) -> Step:
+    """For one candidate: serve a result, start an attempt, wait for the running one, or wait
+    for the retry time."""
+    tuning = run_for(runs, artifact, key_) or models.TuningStatus(artifact=artifact, key=key_)
     if tuning.result is not None:
         return Step("serve", tuning)
     if tuning.attempts > tuning.failures:
