@@ -167,6 +167,10 @@ def decide(
     breach = obs.p99_ms > target_p99
     queued_at = None if obs.queued is None else (obs.time, obs.queued)
     kept = Memory(samples=samples, queued=queued_at)
+
+    def hold(reason: str, remembered: Memory = kept) -> tuple[Decision, Memory]:
+        return Decision("maintain", current, reason, qps_pr, obs.p99_ms), remembered
+
     if overloaded or breach or rising:
         wanted = max(by_load, by_trend, current + 1)
         if breach and obs.queued is None:
@@ -185,54 +189,22 @@ def decide(
         cause = " and ".join(causes)
         starting = current - obs.ready_replicas
         if wanted <= current and current >= spec.max_replicas:
-            return (
-                Decision(
-                    "maintain",
-                    current,
-                    f"{cause} but at maxReplicas {spec.max_replicas}: {numbers}",
-                    qps_pr,
-                    obs.p99_ms,
-                ),
-                kept,
-            )
+            return hold(f"{cause} but at maxReplicas {spec.max_replicas}: {numbers}")
         needed = max(by_load, by_trend)
         if starting > 0 and needed <= current and not (breach and obs.p99_ms > 2 * target_p99):
-            return (
-                Decision(
-                    "maintain",
-                    current,
-                    f"{cause}; waiting for {starting} starting "
-                    f"replica(s) already ordered: {numbers}",
-                    qps_pr,
-                    obs.p99_ms,
-                ),
-                kept,
+            return hold(
+                f"{cause}; waiting for {starting} starting replica(s) already ordered: {numbers}"
             )
         draining = obs.queued is not None and memory.queued is not None and growth <= 0
         if needed <= current and draining and not overloaded and not rising:
-            return (
-                Decision(
-                    "maintain",
-                    current,
-                    f"{cause}, but the queue is shrinking and {current} replicas cover the "
-                    f"arrivals: the backlog is draining: {numbers}",
-                    qps_pr,
-                    obs.p99_ms,
-                ),
-                kept,
+            return hold(
+                f"{cause}, but the queue is shrinking and {current} replicas cover the "
+                f"arrivals: the backlog is draining: {numbers}"
             )
         if starting > 0 and needed <= current and obs.queued is not None:
             # The queue is known and the ordered replicas cover it: more would only cost.
-            return (
-                Decision(
-                    "maintain",
-                    current,
-                    f"{cause}; {starting} starting replica(s) cover the demand and backlog: "
-                    f"{numbers}",
-                    qps_pr,
-                    obs.p99_ms,
-                ),
-                kept,
+            return hold(
+                f"{cause}; {starting} starting replica(s) cover the demand and backlog: {numbers}"
             )
         return (
             Decision(
@@ -251,10 +223,7 @@ def decide(
         and obs.p99_ms < target_p99 * spec.latency_headroom
     )
     if not low:
-        return (
-            Decision("maintain", current, f"within band: {numbers}", qps_pr, obs.p99_ms),
-            kept,
-        )
+        return hold(f"within band: {numbers}")
 
     window = spec.scale_in_stabilization_seconds
     low_since = memory.low_since if memory.low_since is not None else obs.time
@@ -266,29 +235,17 @@ def decide(
     )
     held = obs.time - low_since
     if held < window:
-        return (
-            Decision(
-                "maintain",
-                current,
-                f"low load for {held:.0f}s of the {window:g}s stabilization window: {numbers}",
-                qps_pr,
-                obs.p99_ms,
-            ),
+        return hold(
+            f"low load for {held:.0f}s of the {window:g}s stabilization window: {numbers}",
             Memory(low_since, recent, samples, queued_at),
         )
     stable = max(r for _, r in recent)
     wanted = _clamp(spec, max(stable, math.ceil(current / 2)))
     if wanted >= current:
-        return (
-            Decision(
-                "maintain",
-                current,
-                f"low load, but {current} replicas are the floor "
-                f"({'minReplicas' if current <= spec.min_replicas else 'the window max'}): "
-                f"{numbers}",
-                qps_pr,
-                obs.p99_ms,
-            ),
+        return hold(
+            f"low load, but {current} replicas are the floor "
+            f"({'minReplicas' if current <= spec.min_replicas else 'the window max'}): "
+            f"{numbers}",
             Memory(low_since, recent, samples, queued_at),
         )
     return (
@@ -299,7 +256,6 @@ def decide(
             qps_pr,
             obs.p99_ms,
         ),
-        # After a step down the window starts again: the next step needs its own evidence.
         # The window keeps its evidence: the next tick may halve again, and as high
         # recommendations age out of it, step further down, without a new window.
         Memory(low_since, recent, samples, queued_at),

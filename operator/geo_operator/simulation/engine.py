@@ -123,13 +123,11 @@ class View:
 
     def worst_p99_ms(self, window: int) -> float | None:
         """The highest p99 among the ready pods over the window (None: no requests)."""
-        seconds = self._seconds(window)
+        slots = [s % self._sim.ring for s in self._seconds(window)]
         worst = None
-        ring = self._sim.ring
         for pod in self._sim.pods:
             if not pod.ready(self.time):
                 continue
-            slots = [s % ring for s in seconds]
             hist = pod.ring_hist[slots].sum(axis=0)
             p99 = _quantile_ms(hist, 0.99)
             if p99 is not None and (worst is None or p99 > worst):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import pathlib
 from typing import Any
 
@@ -137,22 +136,10 @@ def serve(
 def _compiled() -> Any:
     try:
         import numba
-    except ImportError:  # pragma: no cover - numba is a declared dependency
+    except ImportError:  # pragma: no cover - numba is the `simulate` extra
         return serve
     return numba.njit(cache=True, nogil=True)(serve)
 
 
 serve_fast = _compiled()
 
-
-def request_ends(first: IntArray, size: IntArray, end: FloatArray) -> FloatArray:
-    """Each request's batch end, in arrival order, from the batches `serve` wrote."""
-    return np.repeat(end, size)
-
-
-def full_batch_capacity(profile: Profile, max_batch_size: int) -> float:
-    return profile.capacity(max_batch_size)
-
-
-def ceil_div(x: float, y: float) -> int:
-    return max(0, math.ceil(x / y - 1e-9))

@@ -46,7 +46,6 @@ class Trace:
 
     name: str
     rate: FloatArray
-    requests: int | None = None  # rows in the source file, when read from one
 
     @property
     def duration(self) -> int:
@@ -137,7 +136,7 @@ def rate_from_arrivals(arrivals: FloatArray, resolution: int = 10) -> FloatArray
 
 def from_csv(path: pathlib.Path | str, resolution: int = 10) -> Trace:
     arrivals = load_csv(path)
-    return Trace(pathlib.Path(path).stem, rate_from_arrivals(arrivals, resolution), len(arrivals))
+    return Trace(pathlib.Path(path).stem, rate_from_arrivals(arrivals, resolution))
 
 
 def synthetic(
