@@ -323,7 +323,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     namespaces = args.namespace or ()
-    handlers.set_tuner_image(args.tuner_image)
     if args.metrics_port:
         import prometheus_client
 
@@ -336,6 +335,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=args.liveness,
+        memo=handlers.memo(tuner_image=args.tuner_image),
     )
     return 0
 
