@@ -251,3 +251,29 @@ def test_a_geodeployment_being_deleted_is_left_alone(kube: FakeKube, body: dict[
     kube.objects.pop((models.KIND, "ml", "digits"))
     reconcile.reconcile(context.Context(kube), "ml", "digits")  # already gone: nothing
     assert kube.applied == []
+
+
+def test_a_failing_api_server_is_retried_with_backoff_in_one_line(
+    kube: FakeKube, body: dict[str, Any], caplog: Any
+) -> None:
+    kube.objects[(models.KIND, "ml", "digits")] = copy.deepcopy(body)
+    now = [1000.0]
+    ctx = context.Context(kube, clock=lambda: now[0])
+    real_apply = kube.apply
+
+    def unavailable(obj: dict[str, Any]) -> dict[str, Any]:
+        raise ConnectionError("the API server went away")
+
+    kube.apply = unavailable  # type: ignore[method-assign]
+    reconcile.run(ctx, "ml", "digits")
+    reconcile.run(ctx, "ml", "digits")
+    assert ctx.requeues.pending(("ml", "digits")) == 1010.0  # 5 s, then 10 s
+    lines = [r for r in caplog.records if "reconcile failed" in r.getMessage()]
+    assert len(lines) == 2 and all(r.levelname == "WARNING" and not r.exc_info for r in lines)
+    assert "ConnectionError: the API server went away" in lines[0].getMessage()
+    kube.apply = real_apply  # type: ignore[method-assign]
+    now[0] = 1010.0
+    assert ctx.requeues.keys_due(now[0]) == [("ml", "digits")]
+    reconcile.run(ctx, "ml", "digits")
+    assert ctx.requeues.pending(("ml", "digits")) is None  # healthy again: nothing pending
+    assert _condition(_status(kube), "ArtifactSelected")["status"] == "True"

@@ -102,14 +102,11 @@ async def stop(memo: Any, **_: Any) -> None:
 
 
 async def _requeues(ctx: context.Context) -> None:
-    """Reconcile the objects whose retry time has come (kopf's event loop, a thread each)."""
+    """Reconcile the objects whose retry time has come (from kopf's event loop, on a thread)."""
     while True:
         await asyncio.sleep(REQUEUE_PERIOD)
         for key in ctx.requeues.keys_due(ctx.clock()):
-            try:
-                await asyncio.to_thread(reconcile.reconcile, ctx, *key)
-            except Exception as error:  # the next cause of a reconcile tries again
-                log.warning("%s/%s: retry failed: %s", *key, error)
+            await asyncio.to_thread(reconcile.run, ctx, *key)
 
 
 # ------------------------------------------------------------------ the GeoDeployment
@@ -124,7 +121,7 @@ def _labels(body: kopf.Body) -> dict[str, str]:
 @kopf.on.update(*RESOURCE, field="spec")
 def on_change(body: kopf.Body, memo: Any, **_: Any) -> None:
     """Create, edit and operator restart all converge the same way."""
-    reconcile.reconcile(_context(memo), str(body.metadata.namespace), str(body.metadata.name))
+    reconcile.run(_context(memo), str(body.metadata.namespace), str(body.metadata.name))
 
 
 @kopf.on.event(*RESOURCE)
@@ -150,7 +147,7 @@ def geodeployments(body: kopf.Body, **_: Any) -> Any:
 def _owner_event(memo: Any, body: kopf.Body, label: str) -> None:
     owner = _labels(body).get(label)
     if owner:
-        reconcile.reconcile(_context(memo), str(body.metadata.namespace), owner)
+        reconcile.run(_context(memo), str(body.metadata.namespace), owner)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)

@@ -115,16 +115,42 @@ def _hardware_problem(artifact: models.Artifact, hw: Hardware) -> str | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class _Field:
+    """The artifacts in the running: those the hardware runs above the accuracy floor, and
+    why each other one is out (hardware first, in spec order, then accuracy)."""
+
+    qualifying: tuple[models.Artifact, ...]
+    rejected: tuple[tuple[str, str], ...]
+    unrunnable: tuple[tuple[str, str], ...]  # the hardware's part of `rejected`
+    floor: float
+    floor_text: str
+
+
+def _field(spec: models.ModelSpec, hardware: Hardware) -> _Field:
+    best = max(a.accuracy for a in spec.artifacts)
+    floor = spec.selection.min_accuracy_ratio * best
+    floor_text = f"floor {floor:.4f} = {spec.selection.min_accuracy_ratio:g} × best {best:.4f}"
+    problems = {a.name: _hardware_problem(a, hardware) for a in spec.artifacts}
+    unrunnable = tuple((a.name, p) for a in spec.artifacts if (p := problems[a.name]))
+    runnable = [a for a in spec.artifacts if not problems[a.name]]
+    too_weak = tuple(
+        (a.name, f"accuracy {a.accuracy:.4f} < {floor_text}")
+        for a in runnable
+        if a.accuracy < floor
+    )
+    qualifying = tuple(a for a in runnable if a.accuracy >= floor)
+    return _Field(qualifying, unrunnable + too_weak, unrunnable, floor, floor_text)
+
+
 def candidates(spec: models.ModelSpec, hardware: Hardware) -> list[models.Artifact]:
     """The artifacts selection chooses among: the pinned one if it can run, else those the
-    hardware runs with accuracy at or above the floor. The tuner measures each of them."""
+    hardware runs with accuracy at or above the floor (the same filter `select` applies).
+    The tuner measures each of them."""
     if spec.selection.policy is models.SelectionPolicy.PINNED:
         pinned = [a for a in spec.artifacts if a.name == spec.selection.pinned]
         return [a for a in pinned if _hardware_problem(a, hardware) is None]
-    floor = spec.selection.min_accuracy_ratio * max(a.accuracy for a in spec.artifacts)
-    return [
-        a for a in spec.artifacts if _hardware_problem(a, hardware) is None and a.accuracy >= floor
-    ]
+    return list(_field(spec, hardware).qualifying)
 
 
 def _latencies(
@@ -164,102 +190,100 @@ def select(
     measured: Mapping[str, Measurement] | None = None,
 ) -> Choice:
     """Choose the artifact to serve; a Choice with artifact None if none qualifies."""
-    measured = measured or {}
+    field = _field(spec, hardware)
     policy = spec.selection.policy
-    rejected: list[tuple[str, str]] = []
-    runnable: list[models.Artifact] = []
-    for artifact in spec.artifacts:
-        problem = _hardware_problem(artifact, hardware)
-        if problem:
-            rejected.append((artifact.name, problem))
-        else:
-            runnable.append(artifact)
-
-    best_accuracy = max(a.accuracy for a in spec.artifacts)
-    floor = spec.selection.min_accuracy_ratio * best_accuracy
-    floor_text = (
-        f"floor {floor:.4f} = {spec.selection.min_accuracy_ratio:g} × best {best_accuracy:.4f}"
-    )
-
     if policy is models.SelectionPolicy.PINNED:
-        pinned = next(a for a in spec.artifacts if a.name == spec.selection.pinned)
-        problem = _hardware_problem(pinned, hardware)
-        if problem:
-            return Choice(
-                None, f"pinned artifact {pinned.name} can't run here: {problem}", tuple(rejected)
-            )
-        note = (
-            "" if pinned.accuracy >= floor else f" (below the accuracy {floor_text}; pinned wins)"
-        )
-        return Choice(pinned, f"pinned by spec.model.selection.pinned{note}", tuple(rejected))
-
-    qualifying: list[models.Artifact] = []
-    for artifact in runnable:
-        if artifact.accuracy < floor:
-            rejected.append((artifact.name, f"accuracy {artifact.accuracy:.4f} < {floor_text}"))
-        else:
-            qualifying.append(artifact)
-
-    dropped = "; ".join(f"{n}: {why}" for n, why in rejected)
+        return _pinned(spec, hardware, field)
+    dropped = "; ".join(f"{n}: {why}" for n, why in field.rejected)
     dropped_text = f"; dropped {dropped}" if dropped else ""
-    if not qualifying:
+    if not field.qualifying:
         return Choice(
             None,
-            f"no artifact qualifies on {hardware.describe()} with accuracy {floor_text}"
+            f"no artifact qualifies on {hardware.describe()} with accuracy {field.floor_text}"
             f"{dropped_text}",
-            tuple(rejected),
+            field.rejected,
         )
-
-    latencies, latency_basis = _latencies(qualifying, measured)
-    costs, cost_basis = _costs(qualifying)
     if policy is models.SelectionPolicy.SMALLEST:
-        # Known sizes first; among unknown sizes, fewer bytes per weight.
-        chosen = min(
-            qualifying,
-            key=lambda a: (a.size_bytes is None, a.size_bytes or 0, _BYTES_PER_WEIGHT[a.precision]),
-        )
-        size = f"{chosen.size_bytes} bytes" if chosen.size_bytes is not None else "size unknown"
-        return Choice(
-            chosen,
-            f"smallest of {len(qualifying)} qualifying ({size}); accuracy {chosen.accuracy:.4f}"
-            f" ≥ {floor_text}{dropped_text}",
-            tuple(rejected),
-        )
+        return _smallest(field, dropped_text)
+    latencies, latency_basis = _latencies(field.qualifying, measured or {})
     if policy is models.SelectionPolicy.FASTEST:
-        chosen = min(qualifying, key=lambda a: latencies[a.name])
-        value = latencies[chosen.name]
-        unit = " × fp32" if latency_basis == "nominal" else " ms"
-        speed = f"{latency_basis} latency {value:g}{unit}"
-        if latency_basis == "measured throughput":
-            speed = f"measured throughput {1000.0 / value:.0f} req/s"
-        return Choice(
-            chosen,
-            f"fastest of {len(qualifying)} qualifying ({speed});"
-            f" accuracy {chosen.accuracy:.4f}"
-            f" ≥ {floor_text}{dropped_text}",
-            tuple(rejected),
-        )
+        return _fastest(field, latencies, latency_basis, dropped_text)
+    return _best_score(spec, field, latencies, latency_basis, dropped_text)
 
-    # best-score: each term normalised to (0, 1] by the best value among the
-    # qualifying artifacts, so the weights mean what they say.
+
+def _pinned(spec: models.ModelSpec, hardware: Hardware, field: _Field) -> Choice:
+    pinned = next(a for a in spec.artifacts if a.name == spec.selection.pinned)
+    problem = _hardware_problem(pinned, hardware)
+    if problem:
+        why = f"pinned artifact {pinned.name} can't run here: {problem}"
+        return Choice(None, why, field.unrunnable)
+    note = (
+        ""
+        if pinned.accuracy >= field.floor
+        else f" (below the accuracy {field.floor_text}; pinned wins)"
+    )
+    return Choice(pinned, f"pinned by spec.model.selection.pinned{note}", field.unrunnable)
+
+
+def _smallest(field: _Field, dropped_text: str) -> Choice:
+    # Known sizes first; among unknown sizes, fewer bytes per weight.
+    chosen = min(
+        field.qualifying,
+        key=lambda a: (a.size_bytes is None, a.size_bytes or 0, _BYTES_PER_WEIGHT[a.precision]),
+    )
+    size = f"{chosen.size_bytes} bytes" if chosen.size_bytes is not None else "size unknown"
+    return Choice(
+        chosen,
+        f"smallest of {len(field.qualifying)} qualifying ({size}); accuracy "
+        f"{chosen.accuracy:.4f} ≥ {field.floor_text}{dropped_text}",
+        field.rejected,
+    )
+
+
+def _fastest(
+    field: _Field, latencies: Mapping[str, float], basis: str, dropped_text: str
+) -> Choice:
+    chosen = min(field.qualifying, key=lambda a: latencies[a.name])
+    value = latencies[chosen.name]
+    unit = " × fp32" if basis == "nominal" else " ms"
+    speed = f"{basis} latency {value:g}{unit}"
+    if basis == "measured throughput":
+        speed = f"measured throughput {1000.0 / value:.0f} req/s"
+    return Choice(
+        chosen,
+        f"fastest of {len(field.qualifying)} qualifying ({speed}); accuracy "
+        f"{chosen.accuracy:.4f} ≥ {field.floor_text}{dropped_text}",
+        field.rejected,
+    )
+
+
+def _best_score(
+    spec: models.ModelSpec,
+    field: _Field,
+    latencies: Mapping[str, float],
+    latency_basis: str,
+    dropped_text: str,
+) -> Choice:
+    """Each term normalised to (0, 1] by the best value among the qualifying artifacts, so
+    the weights mean what they say."""
+    qualifying = field.qualifying
+    costs, cost_basis = _costs(qualifying)
     weights = spec.selection.weights
     top_accuracy = max(a.accuracy for a in qualifying) or 1.0
-    fastest = min(latencies.values())
-    cheapest = min(costs.values())
-    scores: dict[str, float] = {}
-    for a in qualifying:
-        scores[a.name] = (
-            weights.accuracy * (a.accuracy / top_accuracy)
-            + weights.latency * (fastest / latencies[a.name])
-            + weights.cost * (cheapest / costs[a.name])
-        )
+    fastest, cheapest = min(latencies.values()), min(costs.values())
+    scores = {
+        a.name: weights.accuracy * (a.accuracy / top_accuracy)
+        + weights.latency * (fastest / latencies[a.name])
+        + weights.cost * (cheapest / costs[a.name])
+        for a in qualifying
+    }
     chosen = max(qualifying, key=lambda a: scores[a.name])  # first wins a tie
     ranking = ", ".join(f"{n} {s:.3f}" for n, s in sorted(scores.items(), key=lambda x: -x[1]))
     basis = f"latency {latency_basis}, cost by {cost_basis}"
     return Choice(
         chosen,
         f"best score of {len(qualifying)} qualifying ({ranking}; {basis}); accuracy "
-        f"{chosen.accuracy:.4f} ≥ {floor_text}{dropped_text}",
-        tuple(rejected),
+        f"{chosen.accuracy:.4f} ≥ {field.floor_text}{dropped_text}",
+        field.rejected,
         tuple(sorted(scores.items())),
     )

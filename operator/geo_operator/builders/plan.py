@@ -1,7 +1,7 @@
 """Decide what to run for one GeoDeployment: artifact, batch settings, replicas.
 
 A pure function of the spec, the previous status and the Deployment's current
-replica count. The reconcile handler calls it, then either applies the children
+replica count. `builders.desired` calls it for the reconcile, then either applies the children
 built from `Plan.target` or, when no artifact qualifies, leaves whatever runs
 alone and reports why. `geo render` calls it with no status.
 """
@@ -113,15 +113,15 @@ def plan(
     status: models.GeoDeploymentStatus,
     current_replicas: int | None,
     gpu_arch: str | None = None,
-    measured: dict[str, selection.Measurement] | None = None,
 ) -> Plan:
     """The plan; with maxBatchSize 0, selection compares the candidates' tuning results in
     ``status.tuning`` (when every candidate has one) and its reason names the figures."""
     hardware = selection.hardware_of(spec.triton, gpu_arch)
     keys: dict[str, str] = {}
+    measured: dict[str, selection.Measurement] = {}
     if spec.triton.max_batch_size == 0:
         keys = tuning.keys(spec, hardware)
-        measured = {**tuning.measured(status.tuning, keys), **(measured or {})}
+        measured = tuning.measured(status.tuning, keys)
     choice = selection.select(spec.model, hardware, measured)
     key = None
     if choice.artifact is not None and keys:

@@ -16,6 +16,7 @@ from geo_operator.k8s import client as k8s
 
 Key = tuple[str, str]  # (namespace, name)
 # The image the tuning Job runs `geo tune` in: the operator's own (`geo run --tuner-image`).
+MAX_RETRY_SECONDS = 300
 DEFAULT_TUNER_IMAGE = "ghcr.io/geo-ai/geo-operator:0.1.0"
 
 
@@ -40,12 +41,14 @@ class KeyLocks:
 
 
 class Requeues:
-    """When each GeoDeployment wants its reconcile again (a tuning retry's back-off).
+    """When each GeoDeployment wants its reconcile again (a tuning retry's back-off, or a
+    failed reconcile's).
     A kopf timer asks `due` and runs the reconcile; nothing here runs anything."""
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
         self._at: dict[Key, float] = {}
+        self._failures: dict[Key, int] = {}
 
     def set(self, key: Key, at: float | None) -> None:
         with self._guard:
@@ -61,6 +64,20 @@ class Requeues:
             for key in due:
                 del self._at[key]
             return due
+
+    def failed(self, key: Key, now: float) -> float:
+        """Record a failed reconcile; the seconds until its retry (5 s, doubling, at most
+        MAX_RETRY_SECONDS), also set as its requeue time."""
+        with self._guard:
+            count = self._failures.get(key, 0) + 1
+            self._failures[key] = count
+            delay = float(min(5 * 2 ** (count - 1), MAX_RETRY_SECONDS))
+            self._at[key] = now + delay
+            return delay
+
+    def succeeded(self, key: Key) -> None:
+        with self._guard:
+            self._failures.pop(key, None)
 
     def pending(self, key: Key) -> float | None:
         with self._guard:

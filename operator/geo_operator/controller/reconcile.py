@@ -34,6 +34,22 @@ from geo_operator.k8s import client as k8s
 log = logging.getLogger(__name__)
 
 
+def run(ctx: context.Context, namespace: str, name: str) -> None:
+    """`reconcile`, for kopf's handlers: a failure (the API server unreachable or
+    answering 5xx) is one log line and a retry with back-off, never a traceback per try."""
+    key = (namespace, name)
+    try:
+        reconcile(ctx, namespace, name)
+    except Exception as error:
+        delay = ctx.requeues.failed(key, ctx.clock())
+        log.warning(
+            "%s/%s: reconcile failed, retrying in %.0f s: %s", *key, delay, k8s.describe(error)
+        )
+        log.debug("%s/%s: the failure", *key, exc_info=True)
+    else:
+        ctx.requeues.succeeded(key)
+
+
 def reconcile(ctx: context.Context, namespace: str, name: str) -> float | None:
     """Reconcile one GeoDeployment; returns seconds until it wants to run again, if ever."""
     key = (namespace, name)

@@ -50,6 +50,14 @@ class Refused(Exception):
         super().__init__(f"{self.kind} {self.name} was refused: {message}")
 
 
+def describe(error: BaseException) -> str:
+    """An error in one line: for the API server's, its status and message (not the whole
+    HTTP exchange, headers and body, that the client's str() gives)."""
+    if isinstance(error, exceptions.ApiException):
+        return f"the API server answered {error.status} {error.reason}: {_api_message(error)}"
+    return f"{type(error).__name__}: {error}"[:500]
+
+
 def _api_message(error: exceptions.ApiException) -> str:
     """The Status message in an API error's body (once, not the whole HTTP dump)."""
     try:

@@ -1,0 +1,140 @@
+"""The reconcile on a real API server: drift repaired, refusals reported once, one writer
+per status field (server-side apply field managers), bad names refused at admission.
+
+kwok plays the nodes, so Triton pods go Running and Ready without running Triton.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from conftest import Cluster, OperatorProcess, example, wait_for
+
+
+def _condition(body: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for c in ((body or {}).get("status") or {}).get("conditions", []):
+        if c["type"] == type_:
+            return dict(c)
+    return None
+
+
+def _available(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
+    body = cluster.get("geod", "digits", namespace)
+    ready = _condition(body, "Ready")
+    if not (body and ready and (ready["status"], ready["reason"]) == ("True", "Available")):
+        return None
+    settled = body["status"].get("observedGeneration") == body["metadata"]["generation"]
+    return body if settled else None
+
+
+def _warnings(cluster: Cluster, namespace: str, reason: str) -> list[str]:
+    items = cluster.json("get", "events", "-n", namespace)["items"]
+    return [e["message"] for e in items if e["type"] == "Warning" and e["reason"] == reason]
+
+
+def test_a_deleted_child_comes_back(running_operator: OperatorProcess, namespace: str) -> None:
+    cluster = running_operator.cluster
+    cluster.apply(example(namespace))
+    wait_for(lambda: _available(cluster, namespace), "digits Ready=True", timeout=90)
+    old = {
+        kind: cluster.get(kind, name, namespace)["metadata"]["uid"]  # type: ignore[index]
+        for kind, name in (("deployment", "digits"), ("service", "digits"))
+    }
+    cluster.kubectl("delete", "deployment", "digits", "-n", namespace, "--wait=true")
+    cluster.kubectl("delete", "service", "digits", "-n", namespace, "--wait=true")
+    for kind in old:
+
+        def back(kind: str = kind) -> bool:
+            child = cluster.get(kind, "digits", namespace)
+            return child is not None and child["metadata"]["uid"] != old[kind]
+
+        wait_for(back, f"the {kind} recreated by the operator", timeout=60)
+    wait_for(lambda: _available(cluster, namespace), "digits Ready=True again", timeout=90)
+
+
+def test_a_refused_child_is_reported_once(
+    running_operator: OperatorProcess, namespace: str
+) -> None:
+    cluster = running_operator.cluster
+    cluster.apply(example(namespace))
+    wait_for(lambda: _available(cluster, namespace), "digits Ready=True", timeout=90)
+    bad = example(namespace)
+    bad["spec"]["triton"]["resources"] = {"limits": {"cpu": "lots"}}
+    cluster.apply(bad)
+
+    def refused() -> dict[str, Any] | None:
+        body = cluster.get("geod", "digits", namespace)
+        ready = _condition(body, "Ready")
+        if ready and ready["reason"] == "ChildRefused":
+            return body
+        return None
+
+    body = wait_for(refused, "Ready=False ChildRefused", timeout=60)
+    ready = _condition(body, "Ready")
+    assert ready is not None and ready["status"] == "False"
+    assert "quantities must match the regular expression" in ready["message"]
+    assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
+    assert body["status"]["readyReplicas"] == 1  # the old pods still serve
+    wait_for(lambda: _warnings(cluster, namespace, "ChildRefused"), "a ChildRefused Warning")
+    # Later causes of a reconcile (an annotation, the Deployment's events) add nothing.
+    cluster.kubectl("annotate", "geod", "digits", "-n", namespace, "touch=1")
+    cluster.kubectl("rollout", "restart", "deployment/digits", "-n", namespace)
+    wait_for(lambda: _available_pods(cluster, namespace), "the restarted pod ready")
+    assert len(_warnings(cluster, namespace, "ChildRefused")) == 1
+    # The operator logged the refusal once, with the API server's words once.
+    log = running_operator.logs()
+    assert log.count("quantities must match the regular expression") == 1, log[-3000:]
+    assert "Traceback" not in log.split("ChildRefused")[-1]
+
+    cluster.apply(example(namespace))  # fixed: serving the spec again
+    wait_for(lambda: _available(cluster, namespace), "digits Ready=True after the fix", timeout=90)
+
+
+def _available_pods(cluster: Cluster, namespace: str) -> bool:
+    deployment = cluster.get("deployment", "digits", namespace) or {}
+    status = deployment.get("status") or {}
+    return bool(status.get("updatedReplicas") == status.get("readyReplicas") == 1)
+
+
+def test_each_writer_owns_its_status_fields(
+    running_operator: OperatorProcess, namespace: str
+) -> None:
+    cluster = running_operator.cluster
+    body = example(namespace)
+    body["spec"]["autoscaling"] = {"enabled": True, "minReplicas": 1, "maxReplicas": 2}
+    cluster.apply(body)
+    wait_for(lambda: _available(cluster, namespace), "digits Ready=True", timeout=90)
+
+    def managers() -> dict[str, Any] | None:
+        stored = cluster.json("get", "geod", "digits", "-n", namespace, "--show-managed-fields")
+        found = {
+            m["manager"]: m["fieldsV1"]
+            for m in stored["metadata"].get("managedFields", [])
+            if m.get("subresource") == "status"
+        }
+        wanted = {"geo-operator/reconcile", "geo-operator/autoscaler"}
+        return found if wanted <= set(found) else None
+
+    found = wait_for(managers, "both status writers' field managers", timeout=60)
+    reconcile = yaml.safe_dump(found["geo-operator/reconcile"])
+    scaler = yaml.safe_dump(found["geo-operator/autoscaler"])
+    assert 'k:{"type":"Ready"}' in reconcile and 'k:{"type":"Ready"}' not in scaler
+    assert 'k:{"type":"MetricsAvailable"}' in scaler
+    assert "f:lastDecision" in scaler and "f:lastDecision" not in reconcile
+    assert "f:readyReplicas" in reconcile and "f:readyReplicas" not in scaler
+
+
+def test_a_name_no_child_could_carry_is_refused_at_admission(
+    running_operator: OperatorProcess, namespace: str
+) -> None:
+    cluster = running_operator.cluster
+    for name in ("1digits", "a.b.c", "d" * 64):
+        body = example(namespace)
+        body["metadata"]["name"] = name
+        out = cluster.apply(body, check=False)
+        assert out.returncode != 0
+        assert "metadata.name must be a DNS-1035 label" in out.stderr, out.stderr
+    assert cluster.json("get", "geod", "-n", namespace)["items"] == []
+    assert cluster.json("get", "deployments", "-n", namespace)["items"] == []
