@@ -35,6 +35,9 @@ def test_int_in_takes_its_bounds_and_refuses_past_them() -> None:
     assert _refuses(between, "2.5") == "'2.5' is not an integer"
     assert _refuses(between, "") == "'' is not an integer"
     assert options.int_in()("-7") == -7  # no bounds: any integer
+    assert _refuses(options.int_in(0, 1_000_000), "1000001") == (
+        "must be at most 1000000, got 1000001"  # as typed, not 1e+06
+    )
 
 
 def test_float_in_takes_its_bounds_and_only_finite_numbers() -> None:

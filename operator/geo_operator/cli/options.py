@@ -62,11 +62,16 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _show(value: float) -> str:
+    """A bound or value as the user would type it: 60, 0.5, 1000000 (not 1e+06)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def _range_problem(value: N, lo: N | None, hi: N | None) -> str | None:
     if lo is not None and value < lo:
-        return f"must be at least {lo:g}, got {value:g}"
+        return f"must be at least {_show(lo)}, got {_show(value)}"
     if hi is not None and value > hi:
-        return f"must be at most {hi:g}, got {value:g}"
+        return f"must be at most {_show(hi)}, got {_show(value)}"
     return None
 
 
@@ -105,7 +110,7 @@ def positive_float(text: str) -> float:
     """A finite number above 0."""
     value = float_in()(text)
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value:g}")
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {_show(value)}")
     return value
 
 

@@ -110,17 +110,18 @@ def _tune(args: argparse.Namespace) -> int:
     progress = _Progress(measurer)
     try:
         outcomes = _search(args, progress)
-        chosen = outcomes[_final(args)].chosen
+        # With the sweep measured, its choice is the best within the budget of all.
+        final = outcomes["sweep" if args.full_sweep else "quick"]
         # Leave Triton serving the chosen configuration (else the last one measured).
-        if chosen is not None:
-            measurer.load(chosen)
+        if final.chosen is not None:
+            measurer.load(final.chosen)
     except measure.MeasureError as error:
         raise io.UsageError(str(error)) from error
     finally:
         measurer.close()
-    io.write_result(args.result_file, _result_json(args, outcomes[_final(args)]))
-    _print_report(args, outcomes, chosen, progress.count)
-    return 0 if chosen is not None else 1
+    io.write_result(args.result_file, _result_json(args, final))
+    _print_report(args, outcomes, final.chosen, progress.count)
+    return 0 if final.chosen is not None else 1
 
 
 def _wait_ready(url: str, model: str, seconds: float) -> None:
@@ -197,11 +198,6 @@ def _search(
             progress, args.candidates, args.delays, prior=outcomes["quick"].measured
         )
     return outcomes
-
-
-def _final(args: argparse.Namespace) -> str:
-    """The outcome whose choice counts: with the sweep measured, the best of all."""
-    return "sweep" if args.full_sweep else "quick"
 
 
 def _result_json(args: argparse.Namespace, final: search.SearchResult[measure.Result]) -> str:
