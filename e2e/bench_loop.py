@@ -1,9 +1,11 @@
-"""Benchmark: the autoscaling loop's cost per tick at 10, 100 and 1000 GeoDeployments.
+"""Benchmark: the autoscaler's cost per tick at 10, 100 and 1000 GeoDeployments.
 
-Prometheus source (one query round per tick for all objects) against an
-in-process stand-in for Prometheus and the cluster seam, so the figure is the
-loop's own work: parsing specs, deciding, building status. Prints a table; run
-with `.venv/bin/python e2e/bench_loop.py`.
+Prometheus source (one shared query round per second for all objects) against
+an in-process stand-in for Prometheus and the cluster seam, so the figure is the
+autoscaler's own work: parsing specs, deciding, building status. Every step runs
+in this one thread (`Autoscaler.tick`), so the figure is the CPU cost, not the
+operator's latency (there the steps run side by side on workers). Prints a
+table; run with `.venv/bin/python e2e/bench_loop.py`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "operator"))
 
-from geo_operator.scaling import loop  # noqa: E402
+from geo_operator.api import names  # noqa: E402
+from geo_operator.controller import autoscaler  # noqa: E402
 from geo_operator.triton import prometheus  # noqa: E402
 
 
@@ -31,8 +34,8 @@ class Cluster:
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         self.calls += 1
 
-    def patch_status(
-        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+    def apply_status(
+        self, namespace: str, name: str, manager: str, status: dict[str, Any]
     ) -> None:
         self.calls += 1
 
@@ -58,7 +61,8 @@ def bench(n: int, ticks: int = 5) -> tuple[float, int, int]:
 
     now = [0.0]
     cluster = Cluster()
-    scaler = loop.Autoscaler(cluster, clock=lambda: now[0], query=query)
+    scaler = autoscaler.Autoscaler(cluster, clock=lambda: now[0], query=query)
+    objects, pods = [], {}
     for i in range(n):
         body = copy.deepcopy(base)
         body["metadata"] = {
@@ -78,13 +82,13 @@ def bench(n: int, ticks: int = 5) -> tuple[float, int, int]:
                 "reason": "r",
             },
         }
-        scaler.upsert_object(body)
-        scaler.upsert_pod(
+        objects.append(body)
+        pods[("ns", f"gd-{i}")] = autoscaler.pod_view(
             {
                 "metadata": {
                     "name": f"gd-{i}-0",
                     "namespace": "ns",
-                    "labels": {loop.OWNER_LABEL: f"gd-{i}"},
+                    "labels": {names.OWNER_LABEL: f"gd-{i}"},
                 },
                 "status": {
                     "phase": "Running",
@@ -97,7 +101,7 @@ def bench(n: int, ticks: int = 5) -> tuple[float, int, int]:
     for _ in range(ticks):
         now[0] += 3
         started = time.perf_counter()
-        scaler.tick()
+        scaler.tick(objects, lambda key: [pods[key]], lambda key: 1)
         durations.append(time.perf_counter() - started)
     return statistics.median(durations), queries, cluster.calls
 

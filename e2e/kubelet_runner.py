@@ -56,8 +56,7 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from geo_operator.api import models
-from geo_operator.builders import children, tuning
+from geo_operator.api import models, names
 from geo_operator.triton import local, model_config, repository
 
 log = logging.getLogger("kubelet_runner")
@@ -69,10 +68,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "examples" / "digits" / "artifacts"
 MAKE_ARTIFACTS = ROOT / "examples" / "digits" / "make_artifacts.py"
 
-LABEL_SELECTOR = f"app.kubernetes.io/managed-by={children.MANAGER}"
-OWNER_LABEL = children.OWNER_LABEL
-ARTIFACT_ANNOTATION = children.ARTIFACT_ANNOTATION
-METRICS_URL_ANNOTATION = f"{models.GROUP}/metrics-url"
+LABEL_SELECTOR = f"{names.MANAGED_BY_LABEL}={names.MANAGER}"
+OWNER_LABEL = names.OWNER_LABEL
+ARTIFACT_ANNOTATION = names.ARTIFACT_ANNOTATION
+METRICS_URL_ANNOTATION = names.METRICS_URL_ANNOTATION
 # Names the Deployment builder gives the ConfigMap volume and the init container.
 CONFIG_VOLUME = "model-config"
 INIT_CONTAINER = "fetch-artifact"
@@ -150,7 +149,7 @@ def _to_run(pod: Mapping[str, Any] | None) -> bool:
 def is_tuner(pod: Mapping[str, Any]) -> bool:
     """A GEO batch-tuning Job's pod (Triton sidecar + `geo tune`), not a serving pod."""
     labels = pod.get("metadata", {}).get("labels") or {}
-    return bool(labels.get("app.kubernetes.io/component") == tuning.COMPONENT)
+    return bool(labels.get(names.COMPONENT_LABEL) == names.TUNING_COMPONENT)
 
 
 def _key(pod: Mapping[str, Any]) -> PodKey:
@@ -555,7 +554,7 @@ class KubeletRunner:
             namespace=namespace,
             pod=name,
             uid=slot.uid,
-            geodeployment=str(labels.get(OWNER_LABEL) or labels.get(tuning.TUNING_FOR_LABEL, "")),
+            geodeployment=str(labels.get(OWNER_LABEL) or labels.get(names.TUNING_FOR_LABEL, "")),
             artifact=str(meta.get("annotations", {}).get(ARTIFACT_ANNOTATION) or uri),
             uri=uri,
             model=config.name,
@@ -613,7 +612,7 @@ class KubeletRunner:
         its Triton, then the pod reported terminated with the exit code and the termination
         message (the result file, else the log's tail: FallbackToLogsOnError)."""
         container = next(
-            c for c in slot.pod["spec"]["containers"] if c["name"] == tuning.TUNER_CONTAINER
+            c for c in slot.pod["spec"]["containers"] if c["name"] == names.TUNER_CONTAINER
         )
         pod_dir = self.pod_dir(key)
         result_file = pod_dir / "termination-log"

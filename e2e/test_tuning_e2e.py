@@ -26,7 +26,8 @@ import pytest
 import tritonclient.http as httpclient
 
 from conftest import Cluster, OperatorProcess, example, wait_for
-from geo_operator.builders import plan, tuning
+from geo_operator.api import names
+from geo_operator.builders import plan
 from kubelet_runner import KubeletRunner, ServerInfo
 
 
@@ -73,7 +74,7 @@ def _serving(servers: dict[Any, ServerInfo], max_batch_size: int) -> list[Server
 
 
 def _jobs(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
-    items = cluster.json("get", "jobs", "-n", namespace, "-l", f"{tuning.TUNING_FOR_LABEL}=digits")[
+    items = cluster.json("get", "jobs", "-n", namespace, "-l", f"{names.TUNING_FOR_LABEL}=digits")[
         "items"
     ]
     return sorted(items, key=lambda j: j["metadata"]["creationTimestamp"])
@@ -82,7 +83,7 @@ def _jobs(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
 def _finished_at(job: dict[str, Any]) -> float | None:
     for c in (job.get("status") or {}).get("conditions") or []:
         if c["type"] in ("Complete", "Failed") and c["status"] == "True":
-            return tuning.parse_time(c["lastTransitionTime"])
+            return names.parse_time(c["lastTransitionTime"])
     return None
 
 
@@ -218,7 +219,7 @@ def test_failed_tuning_keeps_the_safe_default_and_retries_with_backoff(
     for before, after in itertools.pairwise(jobs):
         failed = _finished_at(before)
         assert failed is not None, before["metadata"]["name"]
-        gaps.append(tuning.parse_time(after["metadata"]["creationTimestamp"]) - failed)
+        gaps.append(names.parse_time(after["metadata"]["creationTimestamp"]) - failed)
     print(f"\nseconds from a failed Job to the next one: {gaps}")
     # Back-off 4 s then 8 s; timestamps have 1 s resolution.
     assert gaps[0] >= 4 - 1 and gaps[1] >= 8 - 1, gaps

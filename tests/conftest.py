@@ -73,8 +73,13 @@ class FakeKube:
         self.events: list[tuple[str, str, str]] = []
         self.scaled: list[tuple[str, str, int]] = []
         self.deleted: list[tuple[str, str, str]] = []
+        # Server-side apply's field ownership of the GeoDeployment status, per manager.
+        self.owners: dict[str, tuple[set[str], set[str]]] = {}
+        self.refuse: dict[str, str] = {}  # kind -> the API server's message, to refuse applies
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        if obj["kind"] in self.refuse:
+            raise k8s.Refused(obj, self.refuse[obj["kind"]])
         self.applied.append(copy.deepcopy(obj))
         key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
         old = self.objects.get(key)
@@ -115,22 +120,30 @@ class FakeKube:
         self.deleted.append((kind, namespace, name))
         self.objects.pop((kind, namespace, name), None)
 
-    def patch_status(
-        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
-    ) -> None:
-        key = (models.KIND, namespace, name)
-        stored = self.objects.get(key)
-        if stored is not None and resource_version not in (
-            None,
-            stored["metadata"].get("resourceVersion"),
-        ):
-            raise k8s.Conflict(f"{namespace}/{name} changed since it was read")
+    def apply_status(self, namespace: str, name: str, manager: str, status: dict[str, Any]) -> None:
+        """Server-side apply as the API server does it for our status: a manager's
+        fields left out since its last apply go; conditions merge by type."""
         self.status_patches.append((namespace, name, copy.deepcopy(status)))
-        if stored is not None:
-            stored["status"] = merge_patch(stored.get("status", {}), status)
-            stored["metadata"]["resourceVersion"] = str(
-                int(stored["metadata"].get("resourceVersion", "0")) + 1
-            )
+        stored = self.objects.get((models.KIND, namespace, name))
+        if stored is None:
+            return
+        current = dict(stored.get("status") or {})
+        fields, types = self.owners.get(manager, (set(), set()))
+        for field in fields - set(status):
+            current.pop(field, None)
+        applied = copy.deepcopy(status.get("conditions") or [])
+        mine = types | {c["type"] for c in applied}
+        conds = [c for c in current.get("conditions") or [] if c["type"] not in mine]
+        conds += applied
+        current.update({k: copy.deepcopy(v) for k, v in status.items() if k != "conditions"})
+        current["conditions"] = conds
+        if not conds:
+            current.pop("conditions")
+        self.owners[manager] = (set(status) - {"conditions"}, {c["type"] for c in applied})
+        stored["status"] = current
+        stored["metadata"]["resourceVersion"] = str(
+            int(stored["metadata"].get("resourceVersion", "0")) + 1
+        )
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         self.scaled.append((namespace, name, replicas))

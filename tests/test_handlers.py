@@ -1,4 +1,4 @@
-"""The reconcile glue, driven through a fake of our own `k8s` seam."""
+"""The reconcile, driven through a fake of our own `k8s` seam, and the kopf wiring."""
 
 from __future__ import annotations
 
@@ -10,27 +10,33 @@ import kopf
 
 from conftest import FakeKube
 from geo_operator import handlers
-from geo_operator.api import conditions, models
-from geo_operator.builders import children
-from geo_operator.k8s import client as k8s
+from geo_operator.api import conditions, models, names
+from geo_operator.api import status as status_io
+from geo_operator.controller import context, reconcile
 
 
 def _status(kube: FakeKube) -> dict[str, Any]:
-    return kube.status_patches[-1][2]
+    """The status as stored (every writer's fields)."""
+    return dict(kube.objects[(models.KIND, "ml", "digits")].get("status") or {})
+
+
+def _run(kube: FakeKube, body: dict[str, Any]) -> None:
+    """Store ``body`` as the API server has it and reconcile it, as any cause does."""
+    stored = kube.objects.get((models.KIND, "ml", "digits"))
+    if stored is not None:  # the spec as given; status and version as the API server has them
+        version = stored["metadata"]["resourceVersion"]
+        meta = {**body["metadata"], "resourceVersion": version}
+        body = {**body, "metadata": meta, "status": stored.get("status", {})}
+    kube.objects[(models.KIND, "ml", "digits")] = copy.deepcopy(body)
+    reconcile.reconcile(context.Context(kube), "ml", "digits")
 
 
 def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in status["conditions"] if c["type"] == type_)
 
 
-def _stored(kube: FakeKube, body: dict[str, Any]) -> dict[str, Any]:
-    """The body as the next handler call would see it (status included)."""
-    kube.objects[(models.KIND, "ml", "digits")] = copy.deepcopy(body)
-    return body
-
-
 def test_create_applies_children_and_writes_status(kube: FakeKube, body: dict[str, Any]) -> None:
-    handlers.reconcile(kube, body)
+    _run(kube, body)
     assert [o["kind"] for o in kube.applied] == ["ConfigMap", "Deployment", "Service"]
     for obj in kube.applied:
         assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1234"
@@ -47,30 +53,30 @@ def test_create_applies_children_and_writes_status(kube: FakeKube, body: dict[st
 
 
 def test_reconcile_twice_changes_nothing(kube: FakeKube, body: dict[str, Any]) -> None:
-    handlers.reconcile(kube, body)
+    _run(kube, body)
     body["status"] = _status(kube)
     versions = {k: o["metadata"]["resourceVersion"] for k, o in kube.objects.items()}
     patches, events = len(kube.status_patches), len(kube.events)
-    handlers.reconcile(kube, body)
+    _run(kube, body)
     assert {k: o["metadata"]["resourceVersion"] for k, o in kube.objects.items()} == versions
     assert len(kube.status_patches) == patches  # status unchanged: not written
     assert len(kube.events) == events
 
 
 def test_spec_change_rolls_and_keeps_transition_time(kube: FakeKube, body: dict[str, Any]) -> None:
-    handlers.reconcile(kube, body)
+    _run(kube, body)
     body["status"] = _status(kube)
     selected_at = _condition(body["status"], "ArtifactSelected")["lastTransitionTime"]
     old_hash = kube.objects[("Deployment", "ml", "digits")]["spec"]["template"]["metadata"][
         "annotations"
-    ][children.CONFIG_HASH_ANNOTATION]
+    ][names.CONFIG_HASH_ANNOTATION]
     body["spec"]["model"]["selection"] = {"policy": "pinned", "pinned": "fp32"}
     body["metadata"]["generation"] = 2
-    handlers.reconcile(kube, body)
+    _run(kube, body)
     deployment = kube.objects[("Deployment", "ml", "digits")]
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert annotations[children.ARTIFACT_ANNOTATION] == "fp32"
-    assert annotations[children.CONFIG_HASH_ANNOTATION] != old_hash
+    assert annotations[names.ARTIFACT_ANNOTATION] == "fp32"
+    assert annotations[names.CONFIG_HASH_ANNOTATION] != old_hash
     status = _status(kube)
     assert status["observedGeneration"] == 2
     assert status["selectedArtifact"]["name"] == "fp32"
@@ -79,7 +85,7 @@ def test_spec_change_rolls_and_keeps_transition_time(kube: FakeKube, body: dict[
 
 
 def test_unservable_spec_leaves_running_deployment(kube: FakeKube, body: dict[str, Any]) -> None:
-    handlers.reconcile(kube, body)
+    _run(kube, body)
     body["status"] = _status(kube)
     applied = len(kube.applied)
     before = copy.deepcopy(kube.objects)
@@ -88,8 +94,10 @@ def test_unservable_spec_leaves_running_deployment(kube: FakeKube, body: dict[st
         a for a in body["spec"]["model"]["artifacts"] if a["name"] in ("fp32", "fp8")
     ]
     body["spec"]["model"]["artifacts"][1]["accuracy"] = 0.99  # fp8 best, but needs a GPU
-    handlers.reconcile(kube, body)
-    assert len(kube.applied) == applied and kube.objects == before
+    _run(kube, body)
+    children_ = {k: v for k, v in kube.objects.items() if k[0] != models.KIND}
+    assert len(kube.applied) == applied
+    assert children_ == {k: v for k, v in before.items() if k[0] != models.KIND}
     status = _status(kube)
     ready = _condition(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "NoQualifyingArtifact")
@@ -100,82 +108,146 @@ def test_unservable_spec_leaves_running_deployment(kube: FakeKube, body: dict[st
 
 def test_invalid_spec_changes_nothing_and_says_why(kube: FakeKube, body: dict[str, Any]) -> None:
     body["spec"]["autoscaling"] = {"enabled": True, "minReplicas": 5, "maxReplicas": 2}
-    handlers.reconcile(kube, body)
+    _run(kube, body)
     assert kube.applied == []
     ready = _condition(_status(kube), "Ready")
     assert ready["reason"] == "InvalidSpec"
     assert "minReplicas must be <= autoscaling.maxReplicas" in ready["message"]
     assert kube.events == [("Warning", "InvalidSpec", ready["message"])]
     body["status"] = _status(kube)
-    handlers.reconcile(kube, body)  # same bad spec again: no new Event, no new write
+    _run(kube, body)  # same bad spec again: no new Event, no new write
     assert len(kube.events) == 1 and len(kube.status_patches) == 1
 
 
 def test_autoscaled_replicas_survive_reconcile(kube: FakeKube, body: dict[str, Any]) -> None:
     body["spec"]["autoscaling"] = {"enabled": True, "minReplicas": 2, "maxReplicas": 4}
-    handlers.reconcile(kube, body)
+    _run(kube, body)
     assert kube.objects[("Deployment", "ml", "digits")]["spec"]["replicas"] == 2
     kube.objects[("Deployment", "ml", "digits")]["spec"]["replicas"] = 3  # the autoscaler's
     body["status"] = _status(kube)
-    handlers.reconcile(kube, body)
+    _run(kube, body)
     assert kube.objects[("Deployment", "ml", "digits")]["spec"]["replicas"] == 3
 
 
 def test_deployment_readiness_reaches_status(kube: FakeKube, body: dict[str, Any]) -> None:
-    handlers.reconcile(kube, body)
-    body["status"] = _status(kube)
-    _stored(kube, body)
+    _run(kube, body)
     deployment = kube.objects[("Deployment", "ml", "digits")]
     deployment["status"] = {"readyReplicas": 1, "updatedReplicas": 1, "replicas": 1}
-    handlers.refresh_readiness(kube, deployment)
+    _run(kube, body)  # the Deployment's event re-runs its owner's reconcile
     status = _status(kube)
     assert status["readyReplicas"] == 1
     ready = _condition(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Available")
     count = len(kube.status_patches)
-    handlers.refresh_readiness(kube, deployment)
+    _run(kube, body)
     assert len(kube.status_patches) == count
 
 
 def test_handlers_register_with_kopf(kopf_registry: kopf.OperatorRegistry) -> None:
     importlib.reload(handlers)
-    names = {h.id for h in kopf_registry._changing.get_all_handlers()}
-    assert "on_change" in names
+    names_ = {h.id for h in kopf_registry._changing.get_all_handlers()}
+    assert "on_change" in names_
     watching = {h.id for h in kopf_registry._watching.get_all_handlers()}
-    assert {"on_geodeployment_event", "on_deployment_event", "on_pod_event"} <= watching
+    assert {
+        "on_geodeployment_event",
+        "on_deployment_event",
+        "on_child_deleted",
+        "on_tuning_job_event",
+    } <= watching
+    indexing = {h.id for h in kopf_registry._indexing.get_all_handlers()}
+    assert indexing == {"geodeployments", "triton_pods", "triton_replicas"}
+    # No handler needs a finalizer: deleting a GeoDeployment never waits for the operator.
+    assert not any(h.requires_finalizer for h in kopf_registry._changing.get_all_handlers())
     assert conditions.READY == "Ready"
 
 
-def test_stale_body_conflicts_and_posts_no_event(kube: FakeKube, body: dict[str, Any]) -> None:
-    stored = _stored(kube, copy.deepcopy(body))
-    kube.patch_status("ml", "digits", {"readyReplicas": 1}, None)  # another writer moved it on
-    assert stored["metadata"]["resourceVersion"] == "1"
-    try:
-        handlers.reconcile(kube, body)  # still holds resourceVersion 1
-    except k8s.Conflict:
-        pass
-    else:
-        raise AssertionError("a stale status write must conflict")
-    assert kube.events == []
-
-
-def test_readiness_retries_over_a_conflict(kube: FakeKube, body: dict[str, Any]) -> None:
-    handlers.reconcile(kube, body)
-    body["status"] = _status(kube)
-    _stored(kube, body)
+def test_each_writer_keeps_to_its_own_fields(kube: FakeKube, body: dict[str, Any]) -> None:
+    """The autoscaler's status fields and the reconcile's never overwrite each other."""
+    _run(kube, body)
+    stored = kube.objects[(models.KIND, "ml", "digits")]
+    scaling = models.parse_status(stored["status"]).model_copy(
+        update={
+            "conditions": conditions.set_condition(
+                [],
+                conditions.METRICS_AVAILABLE,
+                "True",
+                "Scraped",
+                "1 ready pod(s) scraped",
+                generation=1,
+            )
+        }
+    )
+    assert status_io.write(kube, stored, scaling, status_io.AUTOSCALER)
     deployment = kube.objects[("Deployment", "ml", "digits")]
     deployment["status"] = {"readyReplicas": 1, "updatedReplicas": 1}
-    real_get = kube.get
-    calls = {"n": 0}
+    _run(kube, body)  # the reconcile writes Ready; MetricsAvailable stays
+    status = _status(kube)
+    assert _condition(status, "Ready")["reason"] == "Available"
+    assert _condition(status, "MetricsAvailable")["reason"] == "Scraped"
+    mine = status_io.RECONCILE.owned(kube.status_patches[-1][2])
+    assert {c["type"] for c in mine["conditions"]} == {"Ready", "ArtifactSelected", "BatchTuned"}
 
-    def racing_get(*args: Any) -> dict[str, Any] | None:
-        found = real_get(*args)
-        calls["n"] += 1
-        if calls["n"] == 1:  # someone writes right after our first read
-            kube.patch_status("ml", "digits", {"replicas": 1}, None)
-        return found
 
-    kube.get = racing_get  # type: ignore[method-assign]
-    handlers.refresh_readiness(kube, deployment)
-    assert calls["n"] == 2
+def test_writers_partition_the_status() -> None:
+    """Every status field has exactly one writer."""
+    fields = {f.alias or n for n, f in models.GeoDeploymentStatus.model_fields.items()}
+    owned = [f for w in status_io.WRITERS for f in w.fields]
+    assert sorted(owned) == sorted(fields - {"conditions"})
+    types = [t for w in status_io.WRITERS for t in w.conditions]
+    assert sorted(types) == sorted(conditions.ORDER)
+
+
+def test_a_refused_child_says_so_once(kube: FakeKube, body: dict[str, Any]) -> None:
+    """The API server refuses the Service (e.g. a name that is no DNS-1035 label): Ready is
+    False with its words and the generation, one Warning, and no retry storm."""
+    _run(kube, body)
+    kube.objects[("Deployment", "ml", "digits")]["status"] = {
+        "readyReplicas": 1,
+        "updatedReplicas": 1,
+    }
+    _run(kube, body)
+    assert _condition(_status(kube), "Ready")["status"] == "True"
+    words = 'Service "digits" is invalid: metadata.name: Invalid value: "1digits"'
+    kube.refuse["Service"] = words
+    body["metadata"]["generation"] = 2
+    body["spec"]["triton"]["instanceCount"] = 2
+    _run(kube, body)
+    status = _status(kube)
+    ready = _condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ChildRefused")
+    assert words in ready["message"] and ready["observedGeneration"] == 2
+    assert status["observedGeneration"] == 2
+    assert status["readyReplicas"] == 1  # the old pods still serve
+    warnings = [e for e in kube.events if e[0] == "Warning"]
+    assert [e[1] for e in warnings] == ["ChildRefused"] and words in warnings[0][2]
+    _run(kube, body)  # the same refusal again: no new Event, no new write
+    assert [e for e in kube.events if e[0] == "Warning"] == warnings
+    del kube.refuse["Service"]
+    _run(kube, body)
     assert _condition(_status(kube), "Ready")["reason"] == "Available"
+
+
+def test_a_deleted_child_comes_back(kube: FakeKube, body: dict[str, Any]) -> None:
+    """`kubectl delete deploy/svc`: the child's event re-runs the owner's reconcile."""
+    _run(kube, body)
+    kube.objects[("Deployment", "ml", "digits")]["status"] = {
+        "readyReplicas": 1,
+        "updatedReplicas": 1,
+    }
+    _run(kube, body)
+    for kind in ("Deployment", "Service"):
+        kube.objects.pop((kind, "ml", "digits"))
+    _run(kube, body)
+    assert ("Deployment", "ml", "digits") in kube.objects
+    assert ("Service", "ml", "digits") in kube.objects
+    ready = _condition(_status(kube), "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "NoReadyReplicas")
+
+
+def test_a_geodeployment_being_deleted_is_left_alone(kube: FakeKube, body: dict[str, Any]) -> None:
+    body["metadata"]["deletionTimestamp"] = "2026-12-01T00:00:00Z"
+    _run(kube, body)
+    assert kube.applied == [] and kube.status_patches == []
+    kube.objects.pop((models.KIND, "ml", "digits"))
+    reconcile.reconcile(context.Context(kube), "ml", "digits")  # already gone: nothing
+    assert kube.applied == []

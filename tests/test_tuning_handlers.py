@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from conftest import FakeKube
-from geo_operator import handlers
-from geo_operator.api import models
-from geo_operator.builders import children, tuning
+from geo_operator.api import models, names
+from geo_operator.builders import tuning
+from geo_operator.controller import context, reconcile
 
 NOW = 1_800_000_000.0
 RESULT = models.TunedBatch(
@@ -38,18 +38,28 @@ class Clock:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    c = Clock()
-    monkeypatch.setattr(handlers, "_clock", c)
-    return c
+def clock() -> Clock:
+    return Clock()
 
 
 @pytest.fixture
-def scheduled() -> Any:
-    calls: list[tuple[str, str, float]] = []
-    handlers.set_scheduler(lambda ns, name, delay: calls.append((ns, name, delay)))
-    yield calls
-    handlers.set_scheduler(None)
+def scheduled() -> list[tuple[str, str, float]]:
+    """Each retry the reconcile asked for: (namespace, name, seconds from now)."""
+    return []
+
+
+@pytest.fixture
+def drive(kube: FakeKube, clock: Clock, scheduled: list[Any]) -> Any:
+    """Run the reconcile as any cause does (create, resume, a Job's event, a retry)."""
+    ctx = context.Context(kube, clock=clock)
+
+    def run() -> None:
+        after = reconcile.reconcile(ctx, "ml", "digits")
+        if after is not None:
+            scheduled.append(("ml", "digits", after))
+            assert ctx.requeues.pending(("ml", "digits")) == pytest.approx(clock.now + after)
+
+    return run
 
 
 @pytest.fixture
@@ -91,7 +101,7 @@ def _jobs(kube: FakeKube) -> list[str]:
 
 
 def _finish(
-    kube: FakeKube, job: str, condition: str, reason: str, exit_code: int, msg: str
+    kube: FakeKube, drive: Any, job: str, condition: str, reason: str, exit_code: int, msg: str
 ) -> None:
     """What the Job controller and the kubelet leave behind when the tuner exits."""
     stored = kube.objects[("Job", "ml", job)]
@@ -108,7 +118,7 @@ def _finish(
             ]
         },
     }
-    handlers.refresh_tuning(kube, copy.deepcopy(stored))
+    drive()  # the Job's event re-runs its owner's reconcile
 
 
 def _config_pbtxt(kube: FakeKube) -> str:
@@ -117,14 +127,14 @@ def _config_pbtxt(kube: FakeKube) -> str:
 
 def _hash(kube: FakeKube) -> str:
     template = kube.objects[("Deployment", "ml", "digits")]["spec"]["template"]
-    return str(template["metadata"]["annotations"][children.CONFIG_HASH_ANNOTATION])
+    return str(template["metadata"]["annotations"][names.CONFIG_HASH_ANNOTATION])
 
 
 def test_tuning_job_result_rolls_the_deployment(
-    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any], drive: Any
 ) -> None:
     _store(kube, tuned_body)
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     kinds = ["ConfigMap", "Deployment", "Service", "ConfigMap", "Job"]
     assert [o["kind"] for o in kube.applied] == kinds
     assert kube.applied[3]["metadata"]["name"] == "digits-tune-int8"
@@ -141,11 +151,11 @@ def test_tuning_job_result_rolls_the_deployment(
 
     # The Job is still running: a reconcile changes nothing and starts nothing.
     applied = len(kube.applied)
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     assert [o["kind"] for o in kube.applied[applied:]] == ["ConfigMap", "Deployment", "Service"]
     assert _jobs(kube) == [job]
 
-    _finish(kube, job, "Complete", "CompletionsReached", 0, tuning.result_json(RESULT))
+    _finish(kube, drive, job, "Complete", "CompletionsReached", 0, tuning.result_json(RESULT))
     status = _gd(kube)["status"]
     assert status["maxBatchSize"] == 16
     assert status["tuning"][0]["result"]["maxBatchSize"] == 16
@@ -164,24 +174,24 @@ def test_tuning_job_result_rolls_the_deployment(
 
     # Settled: reconciling again writes nothing and starts no Job.
     patches, applied = len(kube.status_patches), len(kube.applied)
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     assert len(kube.status_patches) == patches
     assert "Job" not in [o["kind"] for o in kube.applied[applied:]]
 
 
 def test_a_spec_change_voids_the_result_and_replaces_the_job(
-    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any], drive: Any
 ) -> None:
     _store(kube, tuned_body)
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     first = _gd(kube)["status"]["tuning"][0]["job"]
-    _finish(kube, first, "Complete", "CompletionsReached", 0, tuning.result_json(RESULT))
+    _finish(kube, drive, first, "Complete", "CompletionsReached", 0, tuning.result_json(RESULT))
     assert _gd(kube)["status"]["maxBatchSize"] == 16
 
     changed = _gd(kube)
     changed["spec"]["batchTuning"]["latencyBudgetMs"] = 5
     changed["metadata"]["generation"] = 2
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     run = _gd(kube)["status"]["tuning"][0]
     assert "result" not in run  # removed by the merge patch, not left behind
     assert run["attempts"] == 1 and run["job"] != first
@@ -192,20 +202,20 @@ def test_a_spec_change_voids_the_result_and_replaces_the_job(
 
 
 def test_failures_keep_the_safe_default_and_retry_with_backoff(
-    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any], drive: Any
 ) -> None:
     tuned_body["spec"]["batchTuning"]["retryBackoffSeconds"] = 60
     _store(kube, tuned_body)
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     job1 = _gd(kube)["status"]["tuning"][0]["job"]
 
-    _finish(kube, job1, "Failed", "DeadlineExceeded", 137, "")
+    _finish(kube, drive, job1, "Failed", "DeadlineExceeded", 137, "")
     batch = _condition(kube, "BatchTuned")
     assert (batch["status"], batch["reason"]) == ("False", "TuningTimedOut")
     assert "1800 s deadline" in batch["message"] and "serving max_batch_size 8" in batch["message"]
     status = _gd(kube)["status"]
     assert status["maxBatchSize"] == 8
-    assert status["tuning"][0]["nextRetryTime"] == tuning.format_time(NOW + 60)
+    assert status["tuning"][0]["nextRetryTime"] == names.format_time(NOW + 60)
     assert scheduled[-1][:2] == ("ml", "digits") and scheduled[-1][2] == pytest.approx(60)
     assert ("Warning", "TuningTimedOut") in [(t, r) for t, r, _ in kube.events]
     assert _jobs(kube) == [job1]
@@ -213,12 +223,12 @@ def test_failures_keep_the_safe_default_and_retry_with_backoff(
     # Reconciles before the retry time (a spec-less resume, a watch event) start nothing.
     for later in (1, 30, 59):
         clock.now = NOW + later
-        handlers.reconcile_fresh(kube, "ml", "digits")
+        drive()
         assert _jobs(kube) == [job1]
         assert scheduled[-1][2] == pytest.approx(60 - later)
 
     clock.now = NOW + 60
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     run = _gd(kube)["status"]["tuning"][0]
     assert run["attempts"] == 2 and "nextRetryTime" not in run
     job2 = run["job"]
@@ -226,20 +236,22 @@ def test_failures_keep_the_safe_default_and_retry_with_backoff(
     batch = _condition(kube, "BatchTuned")
     assert batch["reason"] == "Tuning" and "the previous attempt failed" in batch["message"]
 
-    _finish(kube, job2, "Failed", "BackoffLimitExceeded", 1, '{"error": "no configuration fits"}')
+    _finish(
+        kube, drive, job2, "Failed", "BackoffLimitExceeded", 1, '{"error": "no configuration fits"}'
+    )
     batch = _condition(kube, "BatchTuned")
     assert (batch["status"], batch["reason"]) == ("False", "TuningFailed")
     assert "(exit code 1): no configuration fits" in batch["message"]
     # The second failure waits twice as long.
-    assert _gd(kube)["status"]["tuning"][0]["nextRetryTime"] == tuning.format_time(NOW + 60 + 120)
+    assert _gd(kube)["status"]["tuning"][0]["nextRetryTime"] == names.format_time(NOW + 60 + 120)
     assert scheduled[-1][2] == pytest.approx(120)
 
 
 def test_a_job_finished_while_the_operator_was_down_is_read_on_resume(
-    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any], drive: Any
 ) -> None:
     _store(kube, tuned_body)
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     job = _gd(kube)["status"]["tuning"][0]["job"]
     stored = kube.objects[("Job", "ml", job)]
     stored["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
@@ -258,46 +270,47 @@ def test_a_job_finished_while_the_operator_was_down_is_read_on_resume(
             ]
         },
     }
-    handlers.reconcile_fresh(kube, "ml", "digits")  # what kopf's resume handler does
+    drive()  # what kopf's resume handler does
     assert _gd(kube)["status"]["maxBatchSize"] == 16
     assert _condition(kube, "BatchTuned")["status"] == "True"
 
 
 def test_a_running_job_of_other_inputs_is_ignored_until_it_finishes(
-    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any], drive: Any
 ) -> None:
     # A Job event for a GeoDeployment that is not tuning (maxBatchSize set) changes nothing.
     tuned_body["spec"]["triton"]["maxBatchSize"] = 32
     _store(kube, tuned_body)
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     assert _jobs(kube) == []
     assert _condition(kube, "BatchTuned")["reason"] == "SetBySpec"
     stray = {
         "metadata": {
             "name": "digits-tune-old-1",
             "namespace": "ml",
-            "labels": {tuning.TUNING_FOR_LABEL: "digits", tuning.TUNING_KEY_LABEL: "old"},
+            "labels": {names.TUNING_FOR_LABEL: "digits", names.TUNING_KEY_LABEL: "old"},
         },
         "status": {"conditions": [{"type": "Complete", "status": "True"}]},
     }
+    kube.objects[("Job", "ml", "digits-tune-old-1")] = stray
     patches = len(kube.status_patches)
-    handlers.refresh_tuning(kube, stray)
+    drive()
     assert len(kube.status_patches) == patches
     assert _gd(kube)["status"]["maxBatchSize"] == 32
 
 
 def test_setting_max_batch_size_stops_a_running_job_and_drops_the_record(
-    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+    kube: FakeKube, tuned_body: dict[str, Any], clock: Clock, scheduled: list[Any], drive: Any
 ) -> None:
     _store(kube, tuned_body)
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     job = _gd(kube)["status"]["tuning"][0]["job"]
     assert _jobs(kube) == [job]
 
     changed = _gd(kube)
     changed["spec"]["triton"]["maxBatchSize"] = 32
     changed["metadata"]["generation"] = 2
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     assert ("Job", "ml", job) in kube.deleted and _jobs(kube) == []
     status = _gd(kube)["status"]
     assert "tuning" not in status and status["maxBatchSize"] == 32
@@ -307,7 +320,7 @@ def test_setting_max_batch_size_stops_a_running_job_and_drops_the_record(
     again = _gd(kube)
     again["spec"]["triton"]["maxBatchSize"] = 0
     again["metadata"]["generation"] = 3
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     run = _gd(kube)["status"]["tuning"][0]
     assert (run["attempts"], run["failures"]) == (1, 0) and _jobs(kube) == [run["job"]]
 
@@ -317,10 +330,10 @@ def _runs(kube: FakeKube) -> dict[str, dict[str, Any]]:
 
 
 def test_each_candidate_is_measured_and_the_figures_choose(
-    kube: FakeKube, two_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+    kube: FakeKube, two_body: dict[str, Any], clock: Clock, scheduled: list[Any], drive: Any
 ) -> None:
     _store(kube, two_body)
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     runs = _runs(kube)
     assert sorted(runs) == ["fp32", "int8"]
     assert _jobs(kube) == sorted(r["job"] for r in runs.values())
@@ -341,13 +354,25 @@ def test_each_candidate_is_measured_and_the_figures_choose(
     fp32 = RESULT.model_copy(update={"max_batch_size": 4, "throughput": 3268.0, "p99_ms": 6.3})
     int8 = RESULT.model_copy(update={"max_batch_size": 16, "throughput": 1500.0, "p99_ms": 5.1})
     _finish(
-        kube, runs["int8"]["job"], "Complete", "CompletionsReached", 0, tuning.result_json(int8)
+        kube,
+        drive,
+        runs["int8"]["job"],
+        "Complete",
+        "CompletionsReached",
+        0,
+        tuning.result_json(int8),
     )
     # One measured: int8 serves its own tuned settings, still chosen by declared figures.
     assert _gd(kube)["status"]["maxBatchSize"] == 16
     assert "latency declared" in _condition(kube, "ArtifactSelected")["message"]
     _finish(
-        kube, runs["fp32"]["job"], "Complete", "CompletionsReached", 0, tuning.result_json(fp32)
+        kube,
+        drive,
+        runs["fp32"]["job"],
+        "Complete",
+        "CompletionsReached",
+        0,
+        tuning.result_json(fp32),
     )
 
     status = _gd(kube)["status"]
@@ -369,19 +394,25 @@ def test_each_candidate_is_measured_and_the_figures_choose(
     assert ("Normal", "ArtifactSelected") in [(t, r) for t, r, _ in kube.events]
     # Settled: nothing more to start or write.
     patches, jobs = len(kube.status_patches), _jobs(kube)
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     assert len(kube.status_patches) == patches and _jobs(kube) == jobs
 
 
 def test_one_candidates_failure_blocks_none_of_the_others(
-    kube: FakeKube, two_body: dict[str, Any], clock: Clock, scheduled: list[Any]
+    kube: FakeKube, two_body: dict[str, Any], clock: Clock, scheduled: list[Any], drive: Any
 ) -> None:
     _store(kube, two_body)
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     runs = _runs(kube)
-    _finish(kube, runs["fp32"]["job"], "Failed", "DeadlineExceeded", 137, "")
+    _finish(kube, drive, runs["fp32"]["job"], "Failed", "DeadlineExceeded", 137, "")
     _finish(
-        kube, runs["int8"]["job"], "Complete", "CompletionsReached", 0, tuning.result_json(RESULT)
+        kube,
+        drive,
+        runs["int8"]["job"],
+        "Complete",
+        "CompletionsReached",
+        0,
+        tuning.result_json(RESULT),
     )
     status = _gd(kube)["status"]
     runs = _runs(kube)
@@ -394,7 +425,7 @@ def test_one_candidates_failure_blocks_none_of_the_others(
     # fp32 is retried after its back-off, alone.
     assert scheduled[-1][2] == pytest.approx(60)
     clock.now = NOW + 60
-    handlers.reconcile_fresh(kube, "ml", "digits")
+    drive()
     runs = _runs(kube)
     assert runs["fp32"]["attempts"] == 2 and runs["int8"]["attempts"] == 1
     assert runs["fp32"]["job"] in _jobs(kube)

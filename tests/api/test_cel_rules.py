@@ -100,3 +100,21 @@ def test_every_rule_has_a_message_and_compiles() -> None:
         for rule in _schema_at(*where.split("."))["x-kubernetes-validations"]:
             assert rule["message"]
             env.compile(rule["rule"])
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("digits", True),
+        ("digits-2", True),
+        ("d" * 63, True),
+        ("d" * 64, False),
+        ("1digits", False),  # a Service name must start with a letter
+        ("a.b.c", False),
+        ("Digits", False),
+        ("digits-", False),
+    ],
+)
+def test_the_name_rule_refuses_what_a_child_could_not_carry(name: str, ok: bool) -> None:
+    root = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert _cel_ok(root["x-kubernetes-validations"], {"metadata": {"name": name}}) is ok

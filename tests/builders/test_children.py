@@ -6,7 +6,7 @@ import os
 import pathlib
 from typing import Any
 
-from geo_operator.api import models, yamlio
+from geo_operator.api import models, names, yamlio
 from geo_operator.builders import children, plan
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "digits.yaml"
@@ -59,7 +59,7 @@ def test_config_change_changes_the_pod_template_hash(spec: models.GeoDeploymentS
         **{**bigger.__dict__, "batch": bigger.batch.__class__(max_batch_size=64)}
     )
     rolled = children.deployment(bigger)
-    key = children.CONFIG_HASH_ANNOTATION
+    key = names.CONFIG_HASH_ANNOTATION
     assert (
         base["spec"]["template"]["metadata"]["annotations"][key]
         != rolled["spec"]["template"]["metadata"]["annotations"][key]

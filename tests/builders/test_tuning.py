@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from geo_operator.api import models, yamlio
+from geo_operator.api import models, names, yamlio
 from geo_operator.artifacts import selection
 from geo_operator.builders import children, plan, tuning
 
@@ -80,7 +80,7 @@ def test_job_pod_is_neither_served_nor_counted_as_a_replica(
     pod_labels = job["spec"]["template"]["metadata"]["labels"]
     selector = children.selector_labels("digits")
     assert not all(pod_labels.get(k) == v for k, v in selector.items())  # Service skips it
-    assert children.OWNER_LABEL not in pod_labels  # the autoscaler doesn't count it
+    assert names.OWNER_LABEL not in pod_labels  # the autoscaler doesn't count it
     assert job["metadata"]["name"] == f"digits-tune-{decided.tuning_key[:8]}-3"
     assert job["spec"]["backoffLimit"] == 0
     assert job["spec"]["activeDeadlineSeconds"] == 1800
@@ -149,7 +149,7 @@ def test_failures_back_off_exponentially_and_never_loop(spec: models.GeoDeployme
         later = tuning.step(status, "digits", "int8", "k", now + 1)
         assert later.action == "retry_later" and later.retry_in is not None
         waits.append(round(later.retry_in + 1))
-        due = tuning.parse_time(failed.next_retry_time or "")
+        due = names.parse_time(failed.next_retry_time or "")
         assert tuning.step(status, "digits", "int8", "k", due - 0.5).action == "retry_later"
         again = tuning.step(status, "digits", "int8", "k", due)
         assert again.action == "start" and again.tuning.attempts == attempt + 1
@@ -201,7 +201,7 @@ def test_finish_names_each_failure(
     assert failed is not None and failed.result is None
     assert failed.failure_reason == reason
     assert words in (failed.failure_message or "")
-    assert failed.next_retry_time == tuning.format_time(NOW + 60)
+    assert failed.next_retry_time == names.format_time(NOW + 60)
 
 
 def test_plan_serves_the_result_only_for_its_key(spec: models.GeoDeploymentSpec) -> None:

@@ -1,16 +1,15 @@
 """Status conditions by the Kubernetes API conventions.
 
-Pure helpers used by the handlers (and later the autoscaling loop): set one
+Pure helpers used by the reconcile's status and the autoscaler: set one
 condition in a list keyed by `type`, changing `lastTransitionTime` only when the
 status flips, and read one back.
 """
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Sequence
 
-from geo_operator.api import models
+from geo_operator.api import models, names
 
 READY = "Ready"
 ARTIFACT_SELECTED = "ArtifactSelected"
@@ -21,9 +20,7 @@ METRICS_AVAILABLE = "MetricsAvailable"
 ORDER = (READY, ARTIFACT_SELECTED, BATCH_TUNED, SCALING_ACTIVE, METRICS_AVAILABLE)
 
 
-def now() -> str:
-    """The current time in RFC 3339, seconds precision, as Kubernetes writes it."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+now = names.now
 
 
 def get(conditions: Sequence[models.Condition], type_: str) -> models.Condition | None:

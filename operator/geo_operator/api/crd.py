@@ -142,6 +142,17 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 ]
 
 
+# The name becomes the Service's name (a DNS-1035 label) and a label value (63
+# characters): refused at admission, so no child is ever half-created under it.
+NAME_RULE = {
+    "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && "
+    "size(self.metadata.name) <= 63",
+    "message": "metadata.name must be a DNS-1035 label of at most 63 characters "
+    "(lower-case letters, digits and '-', starting with a letter, ending with a letter or "
+    "digit): it names the Triton Service and is a label value",
+}
+
+
 def crd() -> dict[str, Any]:
     """The whole CustomResourceDefinition as a dict."""
     spec_schema = openapi_schema(models.GeoDeploymentSpec)
@@ -186,6 +197,7 @@ def crd() -> dict[str, Any]:
                                 "on QPS and p99 latency."
                             ),
                             "required": ["spec"],
+                            "x-kubernetes-validations": [NAME_RULE],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

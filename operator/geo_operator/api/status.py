@@ -1,50 +1,85 @@
-"""Writing a GeoDeployment's status: only when it changed, only over the version read.
+"""Who writes which status field, and writing only what changed.
 
-Used by the reconcile handler, the Deployment watcher and the autoscaling loop:
-three writers, so every write is a merge patch that carries the
-`resourceVersion` its view was computed from, and the API server refuses a
-stale one (the writer re-reads and tries again instead of overwriting).
+Each status field has exactly one writer, named here and nowhere else:
+
+- the reconcile (`controller.reconcile`) owns `RECONCILE`: observedGeneration,
+  selectedArtifact, maxBatchSize, tuning, configHash, replicas, readyReplicas,
+  selector and the conditions Ready, ArtifactSelected, BatchTuned;
+- the autoscaler (`controller.autoscaler`) owns `AUTOSCALER`: lastDecision,
+  decisions and the conditions ScalingActive, MetricsAvailable.
+
+Each writes with server-side apply under its own field manager, so the API
+server itself keeps them apart (conditions are a map keyed by `type`), and no
+write needs the other's fields, a resourceVersion or a conflict retry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from geo_operator.api import models
+from geo_operator.api import models, names
 
 
-class Conflict(Exception):
-    """The object changed since it was read (HTTP 409): re-read and try again."""
-
-
-class StatusWriter(Protocol):
-    def patch_status(
-        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+class StatusApplier(Protocol):
+    def apply_status(
+        self, namespace: str, name: str, manager: str, status: dict[str, Any]
     ) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Writer:
+    """One writer of status: its field manager, the fields and the condition types it owns."""
+
+    manager: str
+    fields: tuple[str, ...]
+    conditions: tuple[str, ...]
+
+    def owned(self, status: Mapping[str, Any]) -> dict[str, Any]:
+        """The part of a (dumped) status this writer owns."""
+        out = {k: status[k] for k in self.fields if status.get(k) not in (None, [])}
+        conds = [c for c in status.get("conditions") or () if c.get("type") in self.conditions]
+        if conds:
+            out["conditions"] = conds
+        return out
+
+
+RECONCILE = Writer(
+    names.RECONCILE_MANAGER,
+    (
+        "observedGeneration",
+        "selectedArtifact",
+        "maxBatchSize",
+        "tuning",
+        "configHash",
+        "replicas",
+        "readyReplicas",
+        "selector",
+    ),
+    ("Ready", "ArtifactSelected", "BatchTuned"),
+)
+AUTOSCALER = Writer(
+    names.AUTOSCALER_MANAGER, ("lastDecision", "decisions"), ("ScalingActive", "MetricsAvailable")
+)
+WRITERS = (RECONCILE, AUTOSCALER)
 
 
 def dump(status: models.GeoDeploymentStatus) -> dict[str, Any]:
     return status.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def _patch(new: models.GeoDeploymentStatus, old: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge patch: the dump, plus an explicit null for `tuning` once tuning is off, so
-    that the record is removed rather than kept by the merge. (`tuning` is a list, which a
-    merge patch replaces whole: a field cleared inside a run goes with the old list.)"""
-    patch = dump(new)
-    if new.tuning is None and "tuning" in old:
-        patch["tuning"] = None  # tuning no longer asked for: the record goes
-    return patch
-
-
-def write(writer: StatusWriter, body: Mapping[str, Any], new: models.GeoDeploymentStatus) -> bool:
-    """Patch status only when it changed; True if written. Conflicts propagate."""
+def write(
+    applier: StatusApplier,
+    body: Mapping[str, Any],
+    new: models.GeoDeploymentStatus,
+    writer: Writer,
+) -> bool:
+    """Apply ``writer``'s part of ``new`` only when it differs from the body's; True if
+    written."""
     meta = body["metadata"]
-    old = dict(body.get("status") or {})
-    if old == dump(new):
+    mine = writer.owned(dump(new))
+    if mine == writer.owned(dict(body.get("status") or {})):
         return False
-    writer.patch_status(
-        meta["namespace"], meta["name"], _patch(new, old), meta.get("resourceVersion")
-    )
+    applier.apply_status(meta["namespace"], meta["name"], writer.manager, mine)
     return True

@@ -21,21 +21,8 @@ import posixpath
 import urllib.parse
 from typing import Any
 
-from geo_operator.api import models
+from geo_operator.api import models, names
 from geo_operator.triton import model_config
-
-MANAGER = "geo-operator"
-ANNOTATION_PREFIX = models.GROUP
-CONFIG_HASH_ANNOTATION = f"{ANNOTATION_PREFIX}/config-hash"
-ARTIFACT_ANNOTATION = f"{ANNOTATION_PREFIX}/artifact"
-OWNER_LABEL = f"{ANNOTATION_PREFIX}/geodeployment"
-
-HTTP_PORT = 8000
-GRPC_PORT = 8001
-METRICS_PORT = 8002
-MODEL_REPOSITORY = "/models"
-CONFIG_MOUNT = "/config"
-PVC_MOUNT = "/artifact-source"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +41,7 @@ class Target:
 
 def selector_labels(name: str) -> dict[str, str]:
     """Labels that select a GeoDeployment's Triton pods (stable across versions)."""
-    return {"app.kubernetes.io/name": "triton", "app.kubernetes.io/instance": name}
+    return {names.NAME_LABEL: "triton", names.INSTANCE_LABEL: name}
 
 
 def selector(name: str) -> str:
@@ -66,10 +53,10 @@ def labels(name: str) -> dict[str, str]:
     """Recommended labels for every child object."""
     return {
         **selector_labels(name),
-        "app.kubernetes.io/component": "inference-server",
-        "app.kubernetes.io/part-of": "geo",
-        "app.kubernetes.io/managed-by": MANAGER,
-        OWNER_LABEL: name,
+        names.COMPONENT_LABEL: names.SERVING_COMPONENT,
+        names.PART_OF_LABEL: "geo",
+        names.MANAGED_BY_LABEL: names.MANAGER,
+        names.OWNER_LABEL: name,
     }
 
 
@@ -123,12 +110,18 @@ def config_hash(target: Target) -> str:
     return digest.hexdigest()[:16]
 
 
-def config_map(target: Target) -> dict[str, Any]:
-    """The ConfigMap holding config.pbtxt (and model.py, fetch.py)."""
+def config_map(
+    target: Target, name: str | None = None, labels_: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The ConfigMap holding config.pbtxt (and model.py, fetch.py); the tuning Job's
+    candidates get their own, under another name and labels."""
+    metadata = owned_metadata(target, name or config_map_name(target.name))
+    if labels_ is not None:
+        metadata["labels"] = labels_
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": owned_metadata(target, config_map_name(target.name)),
+        "metadata": metadata,
         "data": config_map_data(target),
     }
 
@@ -136,16 +129,16 @@ def config_map(target: Target) -> dict[str, Any]:
 def _init_script(target: Target) -> str:
     """Shell for the init container: fetch the artifact, lay out the repository."""
     model = target.spec.model.name
-    version_dir = posixpath.join(MODEL_REPOSITORY, model, "1")
+    version_dir = posixpath.join(names.MODEL_REPOSITORY, model, "1")
     filename = model_config.FILENAMES[target.artifact.format]
     lines = [
         "set -eu",
         f"mkdir -p {version_dir}",
-        f'python3 {CONFIG_MOUNT}/fetch.py "$ARTIFACT_URI" {version_dir}/{filename}',
-        f"cp {CONFIG_MOUNT}/config.pbtxt {MODEL_REPOSITORY}/{model}/config.pbtxt",
+        f'python3 {names.CONFIG_MOUNT}/fetch.py "$ARTIFACT_URI" {version_dir}/{filename}',
+        f"cp {names.CONFIG_MOUNT}/config.pbtxt {names.MODEL_REPOSITORY}/{model}/config.pbtxt",
     ]
     if target.artifact.format is models.ArtifactFormat.PYTHON:
-        lines.append(f"cp {CONFIG_MOUNT}/model.py {version_dir}/model.py")
+        lines.append(f"cp {names.CONFIG_MOUNT}/model.py {version_dir}/model.py")
     return "\n".join(lines) + "\n"
 
 
@@ -154,32 +147,34 @@ def _pvc_claim(uri: str) -> str | None:
     return parsed.netloc if parsed.scheme == "pvc" else None
 
 
-def repository_volumes(target: Target) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The pod's volumes and the fetch container's mounts (also used by the tuning Job)."""
+# ---- pod pieces shared by the serving Deployment and the tuning Job
+
+
+def repository_volumes(target: Target, config: str) -> list[dict[str, Any]]:
+    """The pod's volumes: the repository, the ConfigMap ``config``, a PVC source if any."""
     volumes: list[dict[str, Any]] = [
-        {"name": "model-repository", "emptyDir": {}},
-        {"name": "model-config", "configMap": {"name": config_map_name(target.name)}},
-    ]
-    init_mounts: list[dict[str, Any]] = [
-        {"name": "model-repository", "mountPath": MODEL_REPOSITORY},
-        {"name": "model-config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+        {"name": names.REPOSITORY_VOLUME, "emptyDir": {}},
+        {"name": names.CONFIG_VOLUME, "configMap": {"name": config}},
     ]
     claim = _pvc_claim(target.artifact.uri)
     if claim:
-        volumes.append(
-            {
-                "name": "artifact-source",
-                "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
-            }
-        )
-        init_mounts.append({"name": "artifact-source", "mountPath": PVC_MOUNT, "readOnly": True})
-    return volumes, init_mounts
+        source = {"claimName": claim, "readOnly": True}
+        volumes.append({"name": names.ARTIFACT_VOLUME, "persistentVolumeClaim": source})
+    return volumes
 
 
-def fetch_container(target: Target, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+def fetch_container(target: Target) -> dict[str, Any]:
     """The init container that fetches the artifact and lays out the model repository."""
+    mounts: list[dict[str, Any]] = [
+        {"name": names.REPOSITORY_VOLUME, "mountPath": names.MODEL_REPOSITORY},
+        {"name": names.CONFIG_VOLUME, "mountPath": names.CONFIG_MOUNT, "readOnly": True},
+    ]
+    if _pvc_claim(target.artifact.uri):
+        mounts.append(
+            {"name": names.ARTIFACT_VOLUME, "mountPath": names.PVC_MOUNT, "readOnly": True}
+        )
     return {
-        "name": "fetch-artifact",
+        "name": names.FETCH_CONTAINER,
         "image": target.spec.triton.image,
         "command": ["sh", "-c", _init_script(target)],
         "env": [{"name": "ARTIFACT_URI", "value": target.artifact.uri}],
@@ -187,52 +182,61 @@ def fetch_container(target: Target, mounts: list[dict[str, Any]]) -> dict[str, A
     }
 
 
+def probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 3,
+    }
+
+
+def triton_container(target: Target, control: list[str]) -> dict[str, Any]:
+    """tritonserver on the model repository; ``control`` are the model-control flags."""
+    spec = target.spec
+    return {
+        "name": names.TRITON_CONTAINER,
+        "image": spec.triton.image,
+        "args": [
+            "tritonserver",
+            f"--model-repository={names.MODEL_REPOSITORY}",
+            *control,
+            f"--http-port={names.HTTP_PORT}",
+            f"--grpc-port={names.GRPC_PORT}",
+            f"--metrics-port={names.METRICS_PORT}",
+        ],
+        "resources": {k: dict(v) for k, v in spec.triton.resources.items()},
+        "volumeMounts": [{"name": names.REPOSITORY_VOLUME, "mountPath": names.MODEL_REPOSITORY}],
+    }
+
+
+def placement(spec: models.GeoDeploymentSpec) -> dict[str, Any]:
+    """Where the pods land (the tuning pod lands where the serving pods do)."""
+    return {"nodeSelector": dict(spec.triton.node_selector)} if spec.triton.node_selector else {}
+
+
 def deployment(target: Target) -> dict[str, Any]:
     """The Deployment running tritonserver on the model repository."""
-    spec = target.spec
-    resources = {k: dict(v) for k, v in spec.triton.resources.items()}
-    volumes, init_mounts = repository_volumes(target)
-
-    def probe(path: str, period: int, failures: int) -> dict[str, Any]:
-        return {
-            "httpGet": {"path": path, "port": "http"},
-            "periodSeconds": period,
-            "failureThreshold": failures,
-            "timeoutSeconds": 3,
-        }
-
-    pod_spec: dict[str, Any] = {
-        "initContainers": [fetch_container(target, init_mounts)],
-        "containers": [
-            {
-                "name": "triton",
-                "image": spec.triton.image,
-                "args": [
-                    "tritonserver",
-                    f"--model-repository={MODEL_REPOSITORY}",
-                    "--model-control-mode=none",
-                    f"--http-port={HTTP_PORT}",
-                    f"--grpc-port={GRPC_PORT}",
-                    f"--metrics-port={METRICS_PORT}",
-                    "--metrics-config=summary_latencies=true",
-                ],
-                "ports": [
-                    {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
-                    {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-                    {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
-                ],
-                "readinessProbe": probe("/v2/health/ready", 5, 3),
-                "livenessProbe": probe("/v2/health/live", 10, 6),
-                # Loading a large model can take minutes; don't let liveness kill it.
-                "startupProbe": probe("/v2/health/ready", 5, 120),
-                "resources": resources,
-                "volumeMounts": [{"name": "model-repository", "mountPath": MODEL_REPOSITORY}],
-            }
+    triton = triton_container(target, ["--model-control-mode=none"])
+    triton["args"].append("--metrics-config=summary_latencies=true")
+    serving = {
+        "ports": [
+            {"name": "http", "containerPort": names.HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": names.GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": names.METRICS_PORT, "protocol": "TCP"},
         ],
-        "volumes": volumes,
+        "readinessProbe": probe("/v2/health/ready", 5, 3),
+        "livenessProbe": probe("/v2/health/live", 10, 6),
+        # Loading a large model can take minutes; don't let liveness kill it.
+        "startupProbe": probe("/v2/health/ready", 5, 120),
     }
-    if spec.triton.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.triton.node_selector)
+    triton = {**{k: triton[k] for k in ("name", "image", "args")}, **serving, **triton}
+    pod_spec: dict[str, Any] = {
+        "initContainers": [fetch_container(target)],
+        "containers": [triton],
+        "volumes": repository_volumes(target, config_map_name(target.name)),
+        **placement(target.spec),
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -250,10 +254,10 @@ def deployment(target: Target) -> dict[str, Any]:
                 "metadata": {
                     "labels": labels(target.name),
                     "annotations": {
-                        CONFIG_HASH_ANNOTATION: config_hash(target),
-                        ARTIFACT_ANNOTATION: target.artifact.name,
+                        names.CONFIG_HASH_ANNOTATION: config_hash(target),
+                        names.ARTIFACT_ANNOTATION: target.artifact.name,
                         "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(METRICS_PORT),
+                        "prometheus.io/port": str(names.METRICS_PORT),
                     },
                 },
                 "spec": pod_spec,
@@ -272,11 +276,11 @@ def service(target: Target) -> dict[str, Any]:
             "type": "ClusterIP",
             "selector": selector_labels(target.name),
             "ports": [
-                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+                {"name": "http", "port": names.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": names.GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
                 {
                     "name": "metrics",
-                    "port": METRICS_PORT,
+                    "port": names.METRICS_PORT,
                     "targetPort": "metrics",
                     "protocol": "TCP",
                 },

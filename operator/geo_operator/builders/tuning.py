@@ -32,27 +32,19 @@ the next retry time (exponential back-off, never a tight loop).
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from geo_operator.api import models
+from geo_operator.api import models, names
 from geo_operator.artifacts import selection
 from geo_operator.builders import children
 
-COMPONENT = "batch-tuner"
-TUNING_FOR_LABEL = f"{models.GROUP}/tuning-for"
-TUNING_KEY_LABEL = f"{models.GROUP}/tuning-key"
-TUNER_CONTAINER = "tune"
-TRITON_CONTAINER = "triton"
-TERMINATION_LOG = "/dev/termination-log"
 # Finished Jobs (and their pods, which hold the result) stay a day, then go.
 TTL_SECONDS = 86400
 # Failed runs are retried after retryBackoffSeconds x 2^(failures-1), at most this many times it.
 MAX_BACKOFF_FACTOR = 64
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def key(spec: models.GeoDeploymentSpec, artifact: models.Artifact) -> str:
@@ -129,14 +121,12 @@ def config_map_name(name: str, artifact: str) -> str:
 
 def tuning_config_map(target: children.Target) -> dict[str, Any]:
     """The candidate's model files (config.pbtxt, fetch.py...) for its tuning Job."""
-    config = children.config_map(target)
-    config["metadata"]["name"] = config_map_name(target.name, target.artifact.name)
-    config["metadata"]["labels"] = {
-        **config["metadata"]["labels"],
-        "app.kubernetes.io/component": COMPONENT,
-        TUNING_FOR_LABEL: target.name,
+    labels_ = {
+        **children.labels(target.name),
+        names.COMPONENT_LABEL: names.TUNING_COMPONENT,
+        names.TUNING_FOR_LABEL: target.name,
     }
-    return config
+    return children.config_map(target, config_map_name(target.name, target.artifact.name), labels_)
 
 
 def job_name(name: str, key_: str, attempt: int) -> str:
@@ -149,13 +139,13 @@ def labels(name: str, key_: str) -> dict[str, str]:
     """The Job's and its pod's labels. Not the Triton pods' selector labels nor the owner
     label: the tuning pod must never receive traffic nor count as a serving replica."""
     return {
-        "app.kubernetes.io/name": "geo-tuner",
-        "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/component": COMPONENT,
-        "app.kubernetes.io/part-of": "geo",
-        "app.kubernetes.io/managed-by": children.MANAGER,
-        TUNING_FOR_LABEL: name,
-        TUNING_KEY_LABEL: key_,
+        names.NAME_LABEL: "geo-tuner",
+        names.INSTANCE_LABEL: name,
+        names.COMPONENT_LABEL: names.TUNING_COMPONENT,
+        names.PART_OF_LABEL: "geo",
+        names.MANAGED_BY_LABEL: names.MANAGER,
+        names.TUNING_FOR_LABEL: name,
+        names.TUNING_KEY_LABEL: key_,
     }
 
 
@@ -174,7 +164,7 @@ def tuner_args(spec: models.GeoDeploymentSpec) -> list[str]:
 
     return [
         "tune",
-        f"--url=127.0.0.1:{children.HTTP_PORT}",
+        f"--url=127.0.0.1:{names.HTTP_PORT}",
         f"--model={spec.model.name}",
         f"--latency-budget-ms={tuning.latency_budget_ms:g}",
         f"--candidates={joined(tuning.candidates)}",
@@ -182,56 +172,38 @@ def tuner_args(spec: models.GeoDeploymentSpec) -> list[str]:
         f"--concurrency={joined(tuning.concurrency)}",
         f"--seconds={tuning.seconds_per_level:g}",
         f"--wait-seconds={tuning.timeout_seconds}",
-        f"--result-file={TERMINATION_LOG}",
+        f"--result-file={names.TERMINATION_LOG}",
     ]
 
 
 def tuning_job(target: children.Target, *, key_: str, attempt: int, image: str) -> dict[str, Any]:
     """The Job that measures the batching grid for ``target``'s artifact."""
     spec = target.spec
-    volumes, init_mounts = children.repository_volumes(target)
-    for volume in volumes:
-        if "configMap" in volume:  # the candidate's own files, not the serving ConfigMap
-            volume["configMap"]["name"] = config_map_name(target.name, target.artifact.name)
-    resources = {k: dict(v) for k, v in spec.triton.resources.items()}
     name = job_name(target.name, key_, attempt)
     metadata = {**children.owned_metadata(target, name), "labels": labels(target.name, key_)}
-    probe = {
-        "httpGet": {"path": f"/v2/models/{spec.model.name}/ready", "port": "http"},
-        "periodSeconds": 2,
-        "failureThreshold": max(1, spec.batch_tuning.timeout_seconds // 2),
-        "timeoutSeconds": 3,
+    # A native sidecar (an init container that keeps running), in explicit mode so the
+    # tuner can load each configuration; the kubelet stops it when the tuner exits.
+    triton = children.triton_container(
+        target, ["--model-control-mode=explicit", f"--load-model={spec.model.name}"]
+    )
+    triton = {
+        **{k: triton[k] for k in ("name", "image")},
+        "restartPolicy": "Always",
+        "args": triton["args"],
+        "ports": [{"name": "http", "containerPort": names.HTTP_PORT, "protocol": "TCP"}],
+        "startupProbe": children.probe(
+            f"/v2/models/{spec.model.name}/ready",
+            2,
+            max(1, spec.batch_tuning.timeout_seconds // 2),
+        ),
+        **{k: triton[k] for k in ("resources", "volumeMounts")},
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "initContainers": [
-            children.fetch_container(target, init_mounts),
-            {
-                "name": TRITON_CONTAINER,
-                "image": spec.triton.image,
-                "restartPolicy": "Always",  # a native sidecar: stopped when the tuner exits
-                "args": [
-                    "tritonserver",
-                    f"--model-repository={children.MODEL_REPOSITORY}",
-                    "--model-control-mode=explicit",
-                    f"--load-model={spec.model.name}",
-                    f"--http-port={children.HTTP_PORT}",
-                    f"--grpc-port={children.GRPC_PORT}",
-                    f"--metrics-port={children.METRICS_PORT}",
-                ],
-                "ports": [
-                    {"name": "http", "containerPort": children.HTTP_PORT, "protocol": "TCP"},
-                ],
-                "startupProbe": probe,
-                "resources": resources,
-                "volumeMounts": [
-                    {"name": "model-repository", "mountPath": children.MODEL_REPOSITORY}
-                ],
-            },
-        ],
+        "initContainers": [children.fetch_container(target), triton],
         "containers": [
             {
-                "name": TUNER_CONTAINER,
+                "name": names.TUNER_CONTAINER,
                 "image": image,
                 "args": tuner_args(spec),
                 # A crash with no result written still says why (the log's tail).
@@ -239,10 +211,11 @@ def tuning_job(target: children.Target, *, key_: str, attempt: int, image: str) 
                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
             }
         ],
-        "volumes": volumes,
+        "volumes": children.repository_volumes(
+            target, config_map_name(target.name, target.artifact.name)
+        ),
+        **children.placement(spec),
     }
-    if spec.triton.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.triton.node_selector)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -257,14 +230,6 @@ def tuning_job(target: children.Target, *, key_: str, attempt: int, image: str) 
 
 
 # ------------------------------------------------------------------ what next
-
-
-def parse_time(text: str) -> float:
-    return datetime.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=datetime.UTC).timestamp()
-
-
-def format_time(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime(TIME_FORMAT)
 
 
 def backoff_seconds(spec: models.GeoDeploymentSpec, failures: int) -> int:
@@ -297,7 +262,7 @@ def step(
     if tuning.attempts > tuning.failures:
         return Step("wait", tuning)
     if tuning.next_retry_time is not None:
-        due = parse_time(tuning.next_retry_time)
+        due = names.parse_time(tuning.next_retry_time)
         if now < due:
             return Step("retry_later", tuning, due - now)
     attempt = tuning.attempts + 1
@@ -317,13 +282,18 @@ def _condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
     return None
 
 
+def finished(job: Mapping[str, Any]) -> bool:
+    """Whether a Job has finished (Complete or Failed): the one rule for "done"."""
+    return _condition(job, "Complete") is not None or _condition(job, "Failed") is not None
+
+
 def termination(pod: Mapping[str, Any] | None) -> tuple[int | None, str]:
     """(exit code, termination message) of the tuner container, if it terminated."""
     if pod is None:
         return None, ""
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     for s in statuses:
-        if s.get("name") != TUNER_CONTAINER:
+        if s.get("name") != names.TUNER_CONTAINER:
             continue
         terminated = (s.get("state") or {}).get("terminated") or (
             (s.get("lastState") or {}).get("terminated")
@@ -408,7 +378,7 @@ def _failed(
             "failures": failures,
             "failure_reason": reason,
             "failure_message": message[:1024],
-            "next_retry_time": format_time(now + backoff_seconds(spec, failures)),
+            "next_retry_time": names.format_time(now + backoff_seconds(spec, failures)),
         }
     )
 

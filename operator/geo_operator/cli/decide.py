@@ -60,12 +60,12 @@ def cmd_decide(args: argparse.Namespace) -> int:
 def observation_from_args(args: argparse.Namespace) -> policy.Observation:
     """What the loop would have observed, from --replicas, --ready, --qps and --p99-ms."""
     absent = [n for n, v in (("--qps", args.qps), ("--p99-ms", args.p99_ms)) if v is None]
-    return policy.Observation(
-        time=NOW,
-        replicas=args.replicas,
-        ready_replicas=args.replicas if args.ready is None else args.ready,
-        qps=args.qps,
-        p99_ms=args.p99_ms,
+    return policy.observation(
+        NOW,
+        args.replicas,
+        args.replicas if args.ready is None else args.ready,
+        args.qps,
+        args.p99_ms,
         missing=f"{' and '.join(absent)} not given" if absent else None,
     )
 

@@ -13,12 +13,12 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+from geo_operator.api import names
 from geo_operator.cli import options
 
 if TYPE_CHECKING:
     from geo_operator.cli.options import Verbs
 
-DEFAULT_TUNER_IMAGE = "ghcr.io/geo-ai/geo-operator:0.1.0"
 
 
 def register(verbs: Verbs) -> None:
@@ -44,7 +44,7 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--metrics-address", default="0.0.0.0", help="address to serve metrics on")
     p.add_argument(
         "--tuner-image",
-        default=os.environ.get("GEO_TUNER_IMAGE", DEFAULT_TUNER_IMAGE),
+        default=os.environ.get("GEO_TUNER_IMAGE", names.DEFAULT_TUNER_IMAGE),
         help="image the batch-tuning Jobs run `geo tune` in: the operator's own "
         "(default: $GEO_TUNER_IMAGE, else %(default)s)",
     )
@@ -61,7 +61,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     namespaces = args.namespace or ()
-    handlers.set_tuner_image(args.tuner_image)
     if args.metrics_port:
         _serve_metrics(args.metrics_address, args.metrics_port)
     kopf.run(
@@ -69,6 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=args.liveness,
+        memo=handlers.memo(tuner_image=args.tuner_image),
     )
     return 0
 

@@ -5,8 +5,12 @@ fake with the same methods. `KubeClient` is the real one, on the official
 `kubernetes` client:
 
 - children are written with server-side apply under one field manager, so
-  applying the same object twice is a no-op (the resourceVersion stays);
-- GeoDeployment status is merge-patched through the status subresource;
+  applying the same object twice is a no-op (the resourceVersion stays); a child
+  the API server refuses (invalid, forbidden) raises `Refused` with its message;
+- GeoDeployment status is server-side applied through the status subresource,
+  each writer (the reconcile, the autoscaler) under its own field manager
+  (`api.names`): the API server keeps each to its own fields, and the
+  conditions, a map keyed by type, merge per condition;
 - tuning Jobs are listed by label and deleted (with their pods) when their
   inputs are outdated;
 - Events are core/v1 Events with the operator as source, shown by
@@ -16,6 +20,7 @@ fake with the same methods. `KubeClient` is the real one, on the official
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import secrets
 import threading
@@ -25,23 +30,40 @@ import kubernetes
 from kubernetes import dynamic
 from kubernetes.client import exceptions
 
-from geo_operator.api import models, status
+from geo_operator.api import models, names
 
-FIELD_MANAGER = "geo-operator"
 COMPONENT = "geo-operator"
+# The API server's answers that are about the object sent, not about the moment:
+# retrying the same object cannot help, a change to the spec can.
+REFUSALS = {400, 403, 422}
 
 log = logging.getLogger(__name__)
 
 
-# Raised by patch_status; defined with the status helpers so pure code can catch it.
-Conflict = status.Conflict
+class Refused(Exception):
+    """The API server refused an object we sent; the message is the API server's own."""
+
+    def __init__(self, obj: dict[str, Any], message: str) -> None:
+        meta = obj.get("metadata") or {}
+        self.kind = str(obj.get("kind"))
+        self.name = str(meta.get("name"))
+        super().__init__(f"{self.kind} {self.name} was refused: {message}")
+
+
+def _api_message(error: exceptions.ApiException) -> str:
+    """The Status message in an API error's body (once, not the whole HTTP dump)."""
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason)
+    except ValueError:
+        return str(error.reason)
 
 
 class Kube(Protocol):
     """What the handlers need from the cluster."""
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply one object; returns it as stored."""
+        """Server-side apply one object; returns it as stored. Raises Refused when the API
+        server refuses it (invalid, forbidden)."""
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """One object, or None if it doesn't exist."""
@@ -55,14 +77,9 @@ class Kube(Protocol):
         """Delete one object and, in the background, what it owns (a Job's pods); a missing
         object is not an error."""
 
-    def patch_status(
-        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
-    ) -> None:
-        """Merge-patch a GeoDeployment's status, only if it is still at `resource_version`.
-
-        Raises Conflict when it has moved on: two writers (the reconcile and the
-        Deployment watcher) must never overwrite each other's fresher view.
-        """
+    def apply_status(self, namespace: str, name: str, manager: str, status: dict[str, Any]) -> None:
+        """Server-side apply the status fields that ``manager`` owns: fields it applied
+        before and leaves out now are removed; other managers' fields stay."""
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         """Set a Deployment's replicas (the autoscaler's one write)."""
@@ -95,12 +112,17 @@ class KubeClient:
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         resource = self._resource(obj["apiVersion"], obj["kind"])
-        result = resource.server_side_apply(
-            body=obj,
-            namespace=obj["metadata"].get("namespace"),
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
-        )
+        try:
+            result = resource.server_side_apply(
+                body=obj,
+                namespace=obj["metadata"].get("namespace"),
+                field_manager=names.CHILDREN_MANAGER,
+                force_conflicts=True,
+            )
+        except exceptions.ApiException as error:
+            if error.status in REFUSALS:
+                raise Refused(obj, _api_message(error)) from None
+            raise
         return dict(result.to_dict())
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -129,20 +151,17 @@ class KubeClient:
             if error.status != 404:
                 raise
 
-    def patch_status(
-        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
-    ) -> None:
-        body: dict[str, Any] = {"status": status}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
-        try:
-            kubernetes.client.CustomObjectsApi(self._api).patch_namespaced_custom_object_status(
-                models.GROUP, models.VERSION, namespace, models.PLURAL, name, body
-            )
-        except exceptions.ApiException as error:
-            if error.status == 409:
-                raise Conflict(f"{namespace}/{name} changed since it was read") from error
-            raise
+    def apply_status(self, namespace: str, name: str, manager: str, status: dict[str, Any]) -> None:
+        resource = self._resource(models.API_VERSION, models.KIND)
+        body = {
+            "apiVersion": models.API_VERSION,
+            "kind": models.KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": status,
+        }
+        resource.status.server_side_apply(
+            body=body, name=name, namespace=namespace, field_manager=manager, force_conflicts=True
+        )
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         kubernetes.client.AppsV1Api(self._api).patch_namespaced_deployment_scale(

@@ -80,6 +80,42 @@ class Observation:
     queued: float | None = None  # requests waiting in the ready pods' queues, when known
 
 
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def observation(
+    time: float,
+    replicas: int,
+    ready_replicas: int,
+    qps: float | None,
+    p99_ms: float | None,
+    queued: float | None = None,
+    *,
+    missing: str | None = None,
+    no_p99: str = "no p99 yet",
+) -> Observation:
+    """The one rule that turns measured numbers into an Observation (the loop, the
+    simulator and `geo decide` all call it).
+
+    A known reason for missing data wins. A number that is not finite (NaN, +Inf from a
+    Prometheus answer) is missing data, never a load. No p99 with no traffic is an idle
+    server: a latency of 0 is the truth, not a guess. No p99 with traffic is missing
+    (``no_p99`` says why), and so is no request rate.
+    """
+    qps, p99_ms, queued = _finite(qps), _finite(p99_ms), _finite(queued)
+    if missing is None and qps is None:
+        missing = "no request rate yet"
+    if missing is None and p99_ms is None:
+        if qps != 0:
+            missing = no_p99
+        else:
+            p99_ms = 0.0
+    if missing is not None:
+        return Observation(time, replicas, ready_replicas, None, None, missing)
+    return Observation(time, replicas, ready_replicas, qps, p99_ms, None, queued)
+
+
 @dataclasses.dataclass(frozen=True)
 class Memory:
     """What the policy remembers between ticks (kept by the loop, per object)."""

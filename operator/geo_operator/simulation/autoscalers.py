@@ -97,10 +97,14 @@ class Geo:
         self.decisions: list[tuple[int, policy.Decision]] = []
 
     def desired(self, view: View) -> int:
-        qps, p99 = _observe(view, self.window)
-        missing = None if qps is not None and p99 is not None else "no data yet"
-        obs = policy.Observation(
-            view.time, view.replicas, view.ready, qps, p99, missing, queued=view.queued()
+        obs = policy.observation(
+            view.time,
+            view.replicas,
+            view.ready,
+            view.total_qps(self.window),
+            view.worst_p99_ms(P99_WINDOW_SECONDS),
+            view.queued(),
+            no_p99="no data yet",
         )
         decision, self.memory = policy.decide(self.spec, obs, self.memory)
         if decision.action != "maintain":

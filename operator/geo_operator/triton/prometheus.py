@@ -45,13 +45,40 @@ class Load:
 
 
 def _by_key(result: list[dict[str, object]]) -> dict[Key, float]:
+    """Values by (namespace, geodeployment); a value that is not a finite number (NaN,
+    +Inf, garbage) is left out: it is missing data, never a load."""
     out: dict[Key, float] = {}
     for series in result:
         labels = series.get("metric") or {}
         value = series.get("value") or [0, "nan"]
-        assert isinstance(labels, dict) and isinstance(value, list)
-        key = (str(labels.get("namespace", "")), str(labels.get("geodeployment", "")))
-        out[key] = float(value[1])
+        if not isinstance(labels, dict) or not isinstance(value, list) or len(value) < 2:
+            continue
+        try:
+            number = float(value[1])
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            key = (str(labels.get("namespace", "")), str(labels.get("geodeployment", "")))
+            out[key] = number
+    return out
+
+
+def loads(
+    qps: dict[Key, float],
+    p99_us: dict[Key, float],
+    up: dict[Key, float],
+    pending: dict[Key, float],
+) -> dict[Key, Load]:
+    """One Load per GeoDeployment from the four answers (finite values only)."""
+    out: dict[Key, Load] = {}
+    for key in set(qps) | set(p99_us) | set(up):
+        p = p99_us.get(key)
+        out[key] = Load(
+            qps=qps.get(key),
+            p99_ms=p / 1000 if p is not None else None,
+            pods_up=int(up.get(key, 0)),
+            queued=pending.get(key),
+        )
     return out
 
 
@@ -66,15 +93,4 @@ def query_all(url: str, window_seconds: int = 60, timeout: float = 5.0) -> dict[
         pending = _by_key(client.custom_query(PENDING_QUERY))
     except Exception as error:  # the client raises requests' and its own errors alike
         raise PrometheusError(f"Prometheus at {url}: {type(error).__name__}: {error}") from error
-    loads: dict[Key, Load] = {}
-    for key in set(qps) | set(p99) | set(up):
-        q = qps.get(key)
-        p = p99.get(key)
-        w = pending.get(key)
-        loads[key] = Load(
-            qps=q if q is not None and not math.isnan(q) else None,
-            p99_ms=p / 1000 if p is not None and not math.isnan(p) else None,
-            pods_up=int(up.get(key, 0)),
-            queued=w if w is not None and not math.isnan(w) else None,
-        )
-    return loads
+    return loads(qps, p99, up, pending)

@@ -1,6 +1,6 @@
 """The operator's own Prometheus metrics: what the autoscaling loop saw and did.
 
-Updated by `scaling.loop`; served by `geo run --metrics-port` (the chart's
+Updated by `controller.autoscaler`; served by `geo run --metrics-port` (the chart's
 Service and optional ServiceMonitor point at it). Labels are per
 GeoDeployment; the registry is prometheus_client's default one.
 """
@@ -26,10 +26,14 @@ METRIC_ERRORS = Counter(
     "Ticks whose metrics were missing, stale or partial.",
     _LABELS,
 )
+_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LOOP_SECONDS = Histogram(
     "geo_autoscaler_tick_seconds",
-    "Duration of one loop tick over all due GeoDeployments.",
-    buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    "Duration of one loop tick: finding the due GeoDeployments and handing out their steps.",
+    buckets=_BUCKETS,
+)
+STEP_SECONDS = Histogram(
+    "geo_autoscaler_step_seconds", "Duration of one GeoDeployment's step.", buckets=_BUCKETS
 )
 
 

@@ -1,5 +1,6 @@
-"""The autoscaling loop, end to end at our own seams: fake cluster, metrics text served
-by a fake fetch in Triton's exposition format (as recorded from the real server)."""
+"""The autoscaler, end to end at our own seams: fake cluster, metrics text served by a
+fake fetch in Triton's exposition format (as recorded from the real server), the view
+kopf's indexes would hold built by the same `pod_view` the pod index runs."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 import pytest
 
 from conftest import FakeKube
-from geo_operator.api import models
-from geo_operator.scaling import loop
+from geo_operator.api import models, names
+from geo_operator.controller import autoscaler
 
 NS, NAME = "ml", "digits"
 
@@ -50,7 +51,8 @@ class World:
         self.counters: dict[str, tuple[float, float | None]] = {}
         self.down: set[str] = set()
         self.pending: dict[str, float] = {}
-        self.scaler = loop.Autoscaler(self.kube, fetch=self.fetch, clock=lambda: self.now)
+        self.pods: dict[str, autoscaler.PodView] = {}
+        self.scaler = autoscaler.Autoscaler(self.kube, fetch=self.fetch, clock=lambda: self.now)
         body = copy.deepcopy(body)
         body["spec"]["autoscaling"] = {
             "enabled": True,
@@ -74,14 +76,27 @@ class World:
             },
         }
         self.kube.objects[(models.KIND, NS, NAME)] = body
-        self.sync()
+        # The Deployment: its spec.replicas is the autoscaler's "current".
+        self.kube.objects[("Deployment", NS, NAME)] = {"spec": {"replicas": 1}}
         self.set_pods(1)
 
     def body(self) -> dict[str, Any]:
         return self.kube.objects[(models.KIND, NS, NAME)]
 
-    def sync(self) -> None:
-        self.scaler.upsert_object(copy.deepcopy(self.body()))
+    def current(self, key: tuple[str, str]) -> int | None:
+        deployment = self.kube.objects.get(("Deployment", *key))
+        return int(deployment["spec"]["replicas"]) if deployment else None
+
+    def tick(self) -> None:
+        """What the operator's loop does each second, with the view kopf's indexes hold."""
+        self.scaler.tick(
+            [copy.deepcopy(self.body())], lambda key: list(self.pods.values()), self.current
+        )
+
+    def work(self) -> autoscaler.Work:
+        spec = models.parse_spec(self.body()["spec"])
+        pods = tuple(self.pods.values())
+        return autoscaler.Work((NS, NAME), self.body(), spec, pods, self.current((NS, NAME)))
 
     def fetch(self, url: str) -> str:
         pod = url.split("/")[2]
@@ -94,13 +109,13 @@ class World:
         for i in range(n):
             name = f"pod{i}"
             self.counters.setdefault(name, (0.0, None))
-            self.scaler.upsert_pod(
+            self.pods[name] = autoscaler.pod_view(
                 {
                     "metadata": {
                         "name": name,
                         "namespace": NS,
-                        "labels": {loop.OWNER_LABEL: NAME},
-                        "annotations": {loop.METRICS_URL_ANNOTATION: f"http://{name}/m"},
+                        "labels": {names.OWNER_LABEL: NAME},
+                        "annotations": {names.METRICS_URL_ANNOTATION: f"http://{name}/m"},
                     },
                     "status": {
                         "phase": "Running",
@@ -118,13 +133,11 @@ class World:
             for pod in pods:
                 success, _ = self.counters[pod]
                 self.counters[pod] = (success + qps_total / len(pods), p99_ms * 1000)
-            self.scaler.tick()
-            # The Deployment watcher's part: status.replicas follows the scale.
-            replicas = [s[2] for s in self.kube.scaled]
-            if replicas and self.body()["status"]["replicas"] != replicas[-1]:
-                self.body()["status"]["replicas"] = replicas[-1]
-                self.set_pods(replicas[-1])
-            self.sync()
+            self.tick()
+            # The Deployment controller's part: the pods follow the scale.
+            replicas = self.current((NS, NAME)) or 0
+            if len(self.pods) < replicas:
+                self.set_pods(replicas)
 
 
 @pytest.fixture
@@ -179,7 +192,6 @@ def test_low_load_scales_in_only_after_the_window(world: World) -> None:
 
 def test_disabled_autoscaling_only_reports(world: World) -> None:
     world.body()["spec"]["autoscaling"]["enabled"] = False
-    world.sync()
     world.run(30, 1000, 900)
     assert world.kube.scaled == []
     conds = {c["type"]: c for c in _status(world)["conditions"]}
@@ -196,12 +208,11 @@ def _prometheus_world(body: dict[str, Any], answer: Any) -> World:
         return answer(w) if callable(answer) else answer
 
     w.queries = []  # type: ignore[attr-defined]
-    w.scaler.query = query
+    w.scaler.answers.query = query
     w.body()["spec"]["autoscaling"]["metrics"] = {
         "source": "prometheus",
         "prometheusUrl": "http://prom:9090",
     }
-    w.sync()
     return w
 
 
@@ -255,13 +266,12 @@ def test_loop_exports_its_own_metrics(world: World) -> None:
 def test_direct_scrape_reads_tritons_queue(world: World) -> None:
     world.set_pods(2)
     world.run(3, 40, 10)
-    spec = models.parse_spec(world.body()["spec"])
     # Triton's pending-request gauge, summed over the ready pods, reaches the policy.
     world.pending = {"pod0": 7.0, "pod1": 5.0}
     world.now += 1
-    obs = world.scaler.observe((NS, NAME), world.body(), spec, world.now)
+    obs = world.scaler.observe(world.work(), world.now)
     assert obs.missing is None and obs.queued == 12.0
     # A pod without the gauge (an older Triton): the queue is unknown, not zero.
     world.pending = {"pod0": 7.0}
     world.now += 1
-    assert world.scaler.observe((NS, NAME), world.body(), spec, world.now).queued is None
+    assert world.scaler.observe(world.work(), world.now).queued is None

@@ -1,0 +1,76 @@
+"""The names other parts rely on, in one place: labels, annotations, ports, container and
+volume names, field managers, the time format.
+
+The builders write them onto the children, the controller selects and reads by them,
+the autoscaler finds metrics by them, and the e2e kubelet runner plays pods by them:
+a change here is a change to all of those at once (and to running clusters: the
+labels are the children's selectors).
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from geo_operator.api import models
+
+PREFIX = models.GROUP
+
+# ---- labels
+MANAGER = "geo-operator"  # app.kubernetes.io/managed-by of every child
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+NAME_LABEL = "app.kubernetes.io/name"
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+OWNER_LABEL = f"{PREFIX}/geodeployment"  # serving children and Triton pods: their owner's name
+TUNING_FOR_LABEL = f"{PREFIX}/tuning-for"  # tuning Jobs, their pods and ConfigMaps
+TUNING_KEY_LABEL = f"{PREFIX}/tuning-key"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller on its pods
+SERVING_COMPONENT = "inference-server"
+TUNING_COMPONENT = "batch-tuner"
+
+# ---- annotations
+CONFIG_HASH_ANNOTATION = f"{PREFIX}/config-hash"  # pod template: a change rolls the pods
+ARTIFACT_ANNOTATION = f"{PREFIX}/artifact"  # pod template: the artifact served
+METRICS_URL_ANNOTATION = f"{PREFIX}/metrics-url"  # pod: where its Triton metrics are
+
+# ---- Triton's ports and the pod's layout
+HTTP_PORT = 8000
+GRPC_PORT = 8001
+METRICS_PORT = 8002
+MODEL_REPOSITORY = "/models"
+CONFIG_MOUNT = "/config"
+PVC_MOUNT = "/artifact-source"
+TRITON_CONTAINER = "triton"
+FETCH_CONTAINER = "fetch-artifact"
+TUNER_CONTAINER = "tune"
+REPOSITORY_VOLUME = "model-repository"
+CONFIG_VOLUME = "model-config"
+ARTIFACT_VOLUME = "artifact-source"
+# The tuner writes its result here; the operator reads it from the pod's status.
+TERMINATION_LOG = "/dev/termination-log"
+
+# The image the tuning Jobs run `geo tune` in: the operator's own (`geo run --tuner-image`).
+DEFAULT_TUNER_IMAGE = "ghcr.io/geo-ai/geo-operator:0.1.0"
+
+# ---- server-side apply field managers: one per writer, so the API server keeps
+# each writer to its own fields (status conditions are a map keyed by type).
+CHILDREN_MANAGER = "geo-operator"
+RECONCILE_MANAGER = "geo-operator/reconcile"
+AUTOSCALER_MANAGER = "geo-operator/autoscaler"
+
+# ---- time, as Kubernetes writes it (RFC 3339, seconds, UTC)
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def format_time(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime(TIME_FORMAT)
+
+
+def parse_time(text: str) -> float:
+    return datetime.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=datetime.UTC).timestamp()
+
+
+def now() -> str:
+    """The current time in RFC 3339."""
+    return datetime.datetime.now(datetime.UTC).strftime(TIME_FORMAT)

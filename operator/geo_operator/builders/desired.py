@@ -1,0 +1,325 @@
+"""What one reconcile wants, as pure functions: from what exists to the children, the
+tuning Jobs to start or delete, the status to write and the Events to post.
+
+`controller.reconcile` gathers the inputs (`Observed`), calls `decide`, applies
+what it says through `k8s/`, then calls `settle` with what applying returned
+(the Deployment as stored, or the API server's refusal) for the final status.
+Nothing here touches the cluster; tests/builders/test_desired.py drives it with
+hand-made inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pydantic
+
+from geo_operator.api import conditions, models, names
+from geo_operator.builders import children, plan, tuning
+
+Event = tuple[str, str, str]  # (type, reason, message)
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """What exists for one GeoDeployment, as gathered by the reconcile."""
+
+    body: Mapping[str, Any]
+    deployment: Mapping[str, Any] | None = None
+    jobs: Sequence[Mapping[str, Any]] = ()  # its tuning Jobs
+    job_pods: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Desired:
+    """What to apply and delete, the status before applying, and what to say."""
+
+    status: models.GeoDeploymentStatus
+    generation: int | None
+    target: children.Target | None = None  # None: leave what runs alone
+    objects: tuple[dict[str, Any], ...] = ()  # children, then tuning ConfigMaps and Jobs
+    delete_jobs: tuple[str, ...] = ()
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None  # seconds until a tuning retry is due
+
+
+def validation_message(error: pydantic.ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = "spec." + ".".join(str(p) for p in item["loc"]) if item["loc"] else "spec"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def decide(observed: Observed, now: float, tuner_image: str) -> Desired:
+    """The desired state for ``observed``, at time ``now`` (seconds since the epoch)."""
+    body = observed.body
+    meta = body["metadata"]
+    generation = meta.get("generation")
+    status = models.parse_status(body.get("status") or {})
+    try:
+        spec = models.parse_spec(body.get("spec") or {})
+    except pydantic.ValidationError as error:
+        message = f"the spec is invalid, nothing was changed: {validation_message(error)}"
+        return _blocked(status, generation, "InvalidSpec", message)
+
+    current = ((observed.deployment or {}).get("spec") or {}).get("replicas")
+
+    def planned(status_: models.GeoDeploymentStatus) -> plan.Plan:
+        return plan.plan(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+            spec=spec,
+            status=status_,
+            current_replicas=current,
+        )
+
+    decided = planned(status)
+    steps: dict[str, tuning.Step] = {}
+    events: list[Event] = []
+    delete: list[str] = []
+    if decided.target is not None and decided.tuning_keys:
+        status, steps, events = _tuning_steps(observed, spec, status, decided.tuning_keys, now)
+        decided = planned(status)  # selection now compares what was measured
+        delete = _outdated_jobs(observed.jobs, {s.tuning.key for s in steps.values()})
+    elif decided.target is not None and status.tuning is not None:
+        # maxBatchSize is set now: a tuning run still going stops, and its record goes.
+        delete = [_name(j) for j in observed.jobs if not tuning.finished(j)]
+        status = status.model_copy(update={"tuning": None})
+    if decided.target is None:
+        running = status.selected_artifact.name if status.selected_artifact else None
+        left = (
+            f"; the running deployment (artifact {running}) is left as it was"
+            if running and observed.deployment is not None
+            else "; nothing was deployed"
+        )
+        return _unservable(status, generation, decided.choice.reason, left)
+    return _serving(status, generation, decided, steps, events, delete, tuner_image)
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str(obj["metadata"]["name"])
+
+
+def _blocked(
+    status: models.GeoDeploymentStatus, generation: int | None, reason: str, message: str
+) -> Desired:
+    conds = conditions.set_condition(
+        status.conditions, conditions.READY, "False", reason, message, generation=generation
+    )
+    new = status.model_copy(update={"conditions": conds, "observed_generation": generation})
+    return Desired(new, generation, events=(("Warning", reason, message),))
+
+
+def _unservable(
+    status: models.GeoDeploymentStatus, generation: int | None, why: str, left: str
+) -> Desired:
+    blocked = _blocked(status, generation, "NoQualifyingArtifact", why + left)
+    conds = conditions.set_condition(
+        blocked.status.conditions,
+        conditions.ARTIFACT_SELECTED,
+        "False",
+        "NoQualifyingArtifact",
+        why,
+        generation=generation,
+    )
+    return dataclasses.replace(
+        blocked, status=blocked.status.model_copy(update={"conditions": conds})
+    )
+
+
+def _tuning_steps(
+    observed: Observed,
+    spec: models.GeoDeploymentSpec,
+    status: models.GeoDeploymentStatus,
+    keys: Mapping[str, str],
+    now: float,
+) -> tuple[models.GeoDeploymentStatus, dict[str, tuning.Step], list[Event]]:
+    """Each candidate's finished Job read in, and its next step."""
+    name = observed.body["metadata"]["name"]
+    jobs = {_name(j): j for j in observed.jobs}
+    steps: dict[str, tuning.Step] = {}
+    events: list[Event] = []
+    for candidate, key in keys.items():
+        run = tuning.run_for(status.tuning, candidate, key)
+        if run is not None and run.result is None and run.attempts > run.failures:
+            job = jobs.get(run.job or "")
+            finished = tuning.finish(spec, run, job, observed.job_pods.get(run.job or ""), now)
+            if finished is not None:
+                run = finished
+                events.append(_finished_event(spec, run))
+        steps[candidate] = tuning.step([run] if run else [], name, candidate, key, now)
+    new = status.model_copy(update={"tuning": [s.tuning for s in steps.values()]})
+    return new, steps, events
+
+
+def _finished_event(spec: models.GeoDeploymentSpec, run: models.TuningStatus) -> Event:
+    if run.result is not None:
+        budget = spec.batch_tuning.latency_budget_ms
+        return (
+            "Normal",
+            "Tuned",
+            f"Job {run.job} ({run.artifact}): {tuning.describe(run.result, budget)}",
+        )
+    return (
+        "Warning",
+        run.failure_reason or "TuningFailed",
+        f"{run.artifact}: {run.failure_message}; retrying after {run.next_retry_time}",
+    )
+
+
+def _outdated_jobs(jobs: Sequence[Mapping[str, Any]], current: set[str]) -> list[str]:
+    """Jobs measuring inputs no candidate has any more."""
+    return [
+        _name(j)
+        for j in jobs
+        if (j["metadata"].get("labels") or {}).get(names.TUNING_KEY_LABEL) not in current
+    ]
+
+
+def _serving(
+    status: models.GeoDeploymentStatus,
+    generation: int | None,
+    decided: plan.Plan,
+    steps: Mapping[str, tuning.Step],
+    events: list[Event],
+    delete: list[str],
+    tuner_image: str,
+) -> Desired:
+    target = decided.target
+    assert target is not None
+    objects = children.all_children(target)
+    starts = [s for s in steps.values() if s.action == "start"]
+    for step in starts:
+        candidate = dataclasses.replace(target, artifact=_artifact(target, step.tuning.artifact))
+        job = tuning.tuning_job(
+            candidate, key_=step.tuning.key, attempt=step.tuning.attempts, image=tuner_image
+        )
+        objects += [tuning.tuning_config_map(candidate), job]
+    new_hash = children.config_hash(target)
+    events = [*events, *[_started_event(target.spec, s.tuning) for s in starts]]
+    events += _serving_events(status, target, decided.choice.reason, new_hash)
+    conds = conditions.set_condition(
+        status.conditions,
+        conditions.ARTIFACT_SELECTED,
+        "True",
+        "Selected",
+        decided.choice.reason,
+        generation=generation,
+    )
+    conds = conditions.set_condition(
+        conds,
+        conditions.BATCH_TUNED,
+        "True" if decided.batch_tuned else "False",
+        decided.batch_reason,
+        decided.batch_message,
+        generation=generation,
+    )
+    artifact = target.artifact
+    new = status.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": conds,
+            "selected_artifact": models.SelectedArtifact(
+                name=artifact.name,
+                precision=artifact.precision,
+                format=artifact.format,
+                uri=artifact.uri,
+                reason=decided.choice.reason,
+            ),
+            "max_batch_size": target.batch.max_batch_size,
+            "config_hash": new_hash,
+            "selector": children.selector(target.name),
+        }
+    )
+    waits = [s.retry_in for s in steps.values() if s.action == "retry_later" and s.retry_in]
+    return Desired(
+        new,
+        generation,
+        target,
+        tuple(objects),
+        tuple(delete),
+        tuple(events),
+        min(waits) if waits else None,
+    )
+
+
+def _artifact(target: children.Target, name: str) -> models.Artifact:
+    return next(a for a in target.spec.model.artifacts if a.name == name)
+
+
+def _started_event(spec: models.GeoDeploymentSpec, run: models.TuningStatus) -> Event:
+    return (
+        "Normal",
+        "TuningStarted",
+        f"Job {run.job} measures {run.artifact} at max_batch_size "
+        f"{list(spec.batch_tuning.candidates)} x queue delay {tuning.delays(spec)} "
+        f"under p99 {spec.batch_tuning.latency_budget_ms:g} ms (attempt {run.attempts})",
+    )
+
+
+def _serving_events(
+    old: models.GeoDeploymentStatus, target: children.Target, reason: str, new_hash: str
+) -> list[Event]:
+    artifact, batch = target.artifact, target.batch.max_batch_size
+    events: list[Event] = []
+    if (old.selected_artifact.name if old.selected_artifact else None) != artifact.name:
+        events.append(
+            (
+                "Normal",
+                "ArtifactSelected",
+                f"serving {artifact.name} ({artifact.precision}, {artifact.format}): {reason}",
+            )
+        )
+    if old.observed_generation is None:
+        message = (
+            f"created Triton Deployment, Service and ConfigMap "
+            f"{children.config_map_name(target.name)} with {target.replicas} replica(s), "
+            f"max_batch_size {batch}"
+        )
+        events.append(("Normal", "Created", message))
+    elif old.config_hash not in (None, new_hash):
+        message = (
+            f"model configuration changed (artifact {artifact.name}, max_batch_size {batch}): "
+            "rolling the Triton pods with no unavailable replica"
+        )
+        events.append(("Normal", "Rolling", message))
+    return events
+
+
+def settle(
+    desired: Desired, deployment: Mapping[str, Any] | None, refused: str | None
+) -> models.GeoDeploymentStatus:
+    """The status to write once the children were applied: Ready from the Deployment as
+    stored, or False with the API server's words when it refused a child."""
+    status = desired.status
+    if desired.target is None:
+        return status
+    replicas = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
+    if deployment is None:
+        replicas = desired.target.replicas
+    ready = plan.readiness(dict(deployment) if deployment else None, replicas)
+    reason, message, state = ready.reason, ready.message, ready.status
+    if refused is not None:
+        state, reason = "False", "ChildRefused"
+        message = f"{refused}; fix the spec (nothing else is retried until it changes)"
+    conds = conditions.set_condition(
+        status.conditions, conditions.READY, state, reason, message, generation=desired.generation
+    )
+    return status.model_copy(
+        update={"conditions": conds, "replicas": replicas, "ready_replicas": ready.ready_replicas}
+    )
+
+
+def refusal_event(old: models.GeoDeploymentStatus, new: models.GeoDeploymentStatus) -> Event | None:
+    """A Warning for a child newly refused (once: not again while the words stay)."""
+    before = conditions.get(old.conditions, conditions.READY)
+    after = conditions.get(new.conditions, conditions.READY)
+    if after is None or after.reason != "ChildRefused":
+        return None
+    if before is not None and (before.reason, before.message) == (after.reason, after.message):
+        return None
+    return ("Warning", "ChildRefused", after.message)

@@ -1,0 +1,509 @@
+"""The autoscaler: observe each GeoDeployment's Triton pods, decide, act, record.
+
+One `Autoscaler` per operator process, in the controller's context. kopf's
+indexes (`handlers.py`) keep the view current — the GeoDeployments, their
+Triton pods (`PodView`), their Deployments' replica counts — with no API
+calls of ours. An asyncio task that kopf's startup starts and its cleanup
+stops calls `tick` about once a second, in kopf's event loop, where the
+indexes live; every GeoDeployment whose `autoscaling.intervalSeconds` has
+passed and whose previous step has finished gets one `step` on a worker
+thread:
+
+1. observe — direct scrape: GET each ready pod's Triton metrics (the
+   `geo.ai/metrics-url` pod annotation when set, else `http://<podIP>:8002/metrics`),
+   rates from the previous scrape of the same pod, summed QPS, worst p99;
+   or one shared Prometheus answer per (URL, rate window) and second;
+2. decide — `policy.decide`, the same pure function `geo decide` runs;
+3. act — set the Deployment's replicas (the Deployment's own count is
+   "current", never a copy in status);
+4. record — its own status fields only (`api.status.AUTOSCALER`):
+   `lastDecision`, a short history, `ScalingActive` and `MetricsAvailable`;
+   an Event on every scale_out / scale_in and when metrics go missing.
+
+Each object's step is its own: a slow source holds only the objects that use
+it (time limits on every call, steps run side by side), and a step that fails
+is that object's `MetricsAvailable=False`, never another's. Anything partial
+is missing, and missing means maintain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from geo_operator.api import conditions, models, names
+from geo_operator.api import status as status_io
+from geo_operator.controller import telemetry
+from geo_operator.scaling import policy
+from geo_operator.triton import metrics, prometheus
+
+log = logging.getLogger(__name__)
+
+HISTORY = 10
+SCRAPE_TIMEOUT = 2.0
+# A Prometheus answer serves every object that asks within this many seconds.
+ANSWER_SECONDS = 1.0
+WORKERS = 16
+
+Key = tuple[str, str]  # (namespace, name)
+Fetch = Callable[[str], str]
+Query = Callable[[str, int], dict[Key, prometheus.Load]]
+
+
+class Cluster(Protocol):
+    """The cluster seam the autoscaler acts through (k8s.client.KubeClient is one)."""
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None: ...
+
+    def apply_status(
+        self, namespace: str, name: str, manager: str, status: dict[str, Any]
+    ) -> None: ...
+
+    def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
+
+
+def http_fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT) as response:
+        return str(response.read().decode())
+
+
+@dataclasses.dataclass(frozen=True)
+class PodView:
+    """What the autoscaler needs of one Triton pod (kopf's pod index holds these)."""
+
+    name: str
+    ready: bool
+    metrics_url: str | None
+
+
+def pod_view(pod: Mapping[str, Any]) -> PodView:
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    ready = not meta.get("deletionTimestamp") and status.get("phase") == "Running"
+    ready = ready and any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    url = (meta.get("annotations") or {}).get(names.METRICS_URL_ANNOTATION)
+    ip = status.get("podIP")
+    if not url and ip:
+        url = f"http://{ip}:{names.METRICS_PORT}/metrics"
+    return PodView(str(meta.get("name")), bool(ready), url or None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """One object's step: its body, its pods and the Deployment's replicas, as seen."""
+
+    key: Key
+    body: Mapping[str, Any]
+    spec: models.GeoDeploymentSpec
+    pods: tuple[PodView, ...]
+    current: int | None  # the Deployment's spec.replicas; None: no Deployment yet
+
+
+@dataclasses.dataclass
+class _State:
+    memory: policy.Memory = dataclasses.field(default_factory=policy.Memory)
+    last_step: float | None = None
+    scrapes: dict[str, metrics.Scrape] = dataclasses.field(default_factory=dict)
+    running: concurrent.futures.Future[None] | None = None
+    failing: bool = False
+
+
+class _Answers:
+    """Prometheus answers shared by every object asking the same (URL, window) at once;
+    one query in flight per key (the others wait for it, not for each other)."""
+
+    def __init__(self, query: Query, clock: Callable[[], float]) -> None:
+        self.query, self.clock = query, clock
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, int], threading.Lock] = {}
+        self._cache: dict[tuple[str, int], tuple[float, dict[Key, prometheus.Load] | str]] = {}
+
+    def get(self, url: str, window: int) -> dict[Key, prometheus.Load] | str:
+        ask = (url, window)
+        with self._guard:
+            lock = self._locks.setdefault(ask, threading.Lock())
+        with lock:
+            cached = self._cache.get(ask)
+            if cached is not None and self.clock() - cached[0] < ANSWER_SECONDS:
+                return cached[1]
+            try:
+                answer: dict[Key, prometheus.Load] | str = self.query(url, window)
+            except prometheus.PrometheusError as error:
+                answer = str(error)
+            self._cache[ask] = (self.clock(), answer)
+            return answer
+
+
+class Autoscaler:
+    """The autoscaler's state and steps; `step` is thread-safe per object."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        fetch: Fetch = http_fetch,
+        clock: Callable[[], float] = time.monotonic,
+        query: Query = prometheus.query_all,
+        workers: int = WORKERS,
+    ) -> None:
+        self.cluster = cluster
+        self.fetch = fetch
+        self.clock = clock
+        self.answers = _Answers(query, clock)
+        self._state: dict[Key, _State] = {}
+        self._specs: dict[Key, tuple[Any, models.GeoDeploymentSpec | None]] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="geo-step")
+        self._scrapes = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="geo-scrape")
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- the view, handed in from kopf's indexes
+
+    def spec_of(self, key: Key, body: Mapping[str, Any]) -> models.GeoDeploymentSpec | None:
+        """The parsed spec, parsed once per change (not once per tick); None if invalid."""
+        raw = body.get("spec") or {}
+        known = self._specs.get(key)
+        if known is not None and known[0] == raw:
+            return known[1]
+        try:
+            spec: models.GeoDeploymentSpec | None = models.parse_spec(raw)
+        except ValueError:
+            spec = None  # the reconcile reports invalid specs
+        self._specs[key] = (raw, spec)
+        return spec
+
+    def forget(self, key: Key) -> None:
+        self._state.pop(key, None)
+        self._specs.pop(key, None)
+        telemetry.forget(*key)
+
+    def due(
+        self,
+        objects: Iterable[Mapping[str, Any]],
+        pods: Callable[[Key], Iterable[PodView]],
+        current: Callable[[Key], int | None],
+        now: float,
+    ) -> list[Work]:
+        """The objects whose interval has passed and whose last step has finished."""
+        work = []
+        for body in objects:
+            key = (body["metadata"]["namespace"], body["metadata"]["name"])
+            spec = self.spec_of(key, body)
+            if spec is None:
+                continue
+            state = self._state.setdefault(key, _State())
+            if state.running is not None and not state.running.done():
+                continue  # a slow source holds this object only
+            if (
+                state.last_step is None
+                or now - state.last_step >= spec.autoscaling.interval_seconds
+            ):
+                state.last_step = now
+                work.append(Work(key, body, spec, tuple(pods(key)), current(key)))
+        return work
+
+    # ---- the loop (an asyncio task in kopf's event loop)
+
+    def start(self, tick: Callable[[], list[Work]], period: float = 1.0) -> None:
+        """Start the loop in the running event loop; ``tick`` reads the indexes there."""
+        self._task = asyncio.get_running_loop().create_task(self._run(tick, period))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._scrapes.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, tick: Callable[[], list[Work]], period: float) -> None:
+        log.info("autoscaling loop started")
+        while True:
+            await asyncio.sleep(period)
+            try:
+                with telemetry.LOOP_SECONDS.time():
+                    self.submit(tick())
+            except Exception:  # the loop must outlive any one bad tick
+                log.exception("autoscaling tick failed")
+
+    def submit(self, work: Iterable[Work]) -> None:
+        """Run each object's step on a worker, side by side."""
+        for item in work:
+            state = self._state.setdefault(item.key, _State())
+            state.running = self._pool.submit(self.guarded_step, item)
+
+    def tick(
+        self,
+        objects: Iterable[Mapping[str, Any]],
+        pods: Callable[[Key], Iterable[PodView]],
+        current: Callable[[Key], int | None],
+    ) -> None:
+        """One tick with every due step in this thread, one after the other (tests,
+        benchmarks); the operator's loop hands them to workers instead."""
+        with telemetry.LOOP_SECONDS.time():
+            for item in self.due(objects, pods, current, self.clock()):
+                self.guarded_step(item)
+
+    def guarded_step(self, work: Work) -> None:
+        """`step`, with a failure kept to this object: its MetricsAvailable goes False."""
+        state = self._state.setdefault(work.key, _State())
+        try:
+            with telemetry.STEP_SECONDS.time():
+                self.step(work, self.clock())
+            state.failing = False
+        except Exception as error:
+            if not state.failing:  # once per run of failures, not every tick
+                log.warning("%s/%s: autoscaling step failed: %s", *work.key, error)
+            state.failing = True
+            self._record_failure(work, error)
+
+    def _record_failure(self, work: Work, error: Exception) -> None:
+        old = models.parse_status(work.body.get("status") or {})
+        conds = conditions.set_condition(
+            old.conditions,
+            conditions.METRICS_AVAILABLE,
+            "False",
+            "StepFailed",
+            f"the autoscaling step failed: {type(error).__name__}: {error}"[:300]
+            + "; holding replicas",
+            generation=work.body["metadata"].get("generation"),
+        )
+        try:
+            new = old.model_copy(update={"conditions": conds})
+            status_io.write(self.cluster, work.body, new, status_io.AUTOSCALER)
+        except Exception as again:  # e.g. the object is gone: nothing to record on
+            log.debug("%s/%s: could not record the failure: %s", *work.key, again)
+
+    # ---- one object's step
+
+    def observe(self, work: Work, now: float) -> policy.Observation:
+        """Read the load of the ready pods (scrape or Prometheus) into one Observation."""
+        state = self._state.setdefault(work.key, _State())
+        replicas = max(work.current or 0, work.spec.autoscaling.min_replicas)
+        ready = [p for p in work.pods if p.ready]
+
+        def obs(
+            qps: float | None,
+            p99: float | None,
+            queued: float | None = None,
+            missing: str | None = None,
+            no_p99: str = "no p99 yet",
+        ) -> policy.Observation:
+            return policy.observation(
+                now, replicas, len(ready), qps, p99, queued, missing=missing, no_p99=no_p99
+            )
+
+        if not ready:
+            return obs(None, None, missing="no ready Triton pod")
+        source = work.spec.autoscaling.metrics
+        if source.source is models.MetricsSourceKind.PROMETHEUS:
+            answer = self.answers.get(source.prometheus_url or "", source.rate_window_seconds)
+            load, missing = _prometheus_load(answer, work.key, len(ready))
+            if load is None:
+                return obs(None, None, missing=missing)
+            return obs(load.qps, load.p99_ms, load.queued, no_p99="no p99 summary in Prometheus")
+        total, missing = self._scrape(state, ready, work.spec.model.name, now)
+        if total is None:
+            return obs(None, None, missing=missing)
+        return obs(
+            total.qps,
+            total.p99_ms,
+            total.queued,
+            no_p99="no p99 summary (is summary_latencies on?)",
+        )
+
+    def _scrape(
+        self, state: _State, ready: list[PodView], model: str, now: float
+    ) -> tuple[metrics.Aggregate | None, str | None]:
+        """Scrape the ready pods at once: their summed rates, or why there are none."""
+        futures = {
+            p.name: self._scrapes.submit(self.fetch, p.metrics_url) for p in ready if p.metrics_url
+        }
+        per_pod: list[metrics.PodRates] = []
+        problems: list[str] = []
+        fresh: dict[str, metrics.Scrape] = {}
+        for pod in ready:
+            if pod.name not in futures:
+                problems.append(f"{pod.name}: no address")
+                continue
+            try:
+                scrape = metrics.parse(futures[pod.name].result(), model, now)
+            except (OSError, ValueError) as error:
+                problems.append(f"{pod.name}: {error}")
+                continue
+            fresh[pod.name] = scrape
+            before = state.scrapes.get(pod.name)
+            rates = metrics.rates(before, scrape) if before else None
+            if rates is None:
+                problems.append(f"{pod.name}: first scrape or counters reset, no rate yet")
+            else:
+                per_pod.append(rates)
+        state.scrapes = fresh  # pods that went away are forgotten
+        if problems:
+            return None, f"{len(problems)} of {len(ready)} ready pods: " + "; ".join(problems)[:300]
+        return metrics.aggregate(per_pod), None
+
+    def step(self, work: Work, now: float) -> policy.Decision | None:
+        """One observe-decide-act-record round for one GeoDeployment."""
+        body, spec = work.body, work.spec
+        old = models.parse_status(body.get("status") or {})
+        generation = body["metadata"].get("generation")
+        if not spec.autoscaling.enabled:
+            conds = conditions.set_condition(
+                old.conditions,
+                conditions.SCALING_ACTIVE,
+                "False",
+                "AutoscalingDisabled",
+                "spec.autoscaling.enabled is false: spec.replicas rules",
+                generation=generation,
+            )
+            new = old.model_copy(update={"conditions": conds})
+            status_io.write(self.cluster, body, new, status_io.AUTOSCALER)
+            return None
+        if old.observed_generation is None or old.selected_artifact is None or work.current is None:
+            return None  # nothing deployed yet: the reconcile comes first
+        observation = self.observe(work, now)
+        state = self._state.setdefault(work.key, _State())
+        decision, state.memory = policy.decide(spec.autoscaling, observation, state.memory)
+        if decision.replicas != observation.replicas:
+            self.cluster.scale_deployment(*work.key, decision.replicas)
+        _export(work.key, observation, decision)
+        self._record(work, old, observation, decision)
+        return decision
+
+    def _record(
+        self,
+        work: Work,
+        old: models.GeoDeploymentStatus,
+        observation: policy.Observation,
+        decision: policy.Decision,
+    ) -> None:
+        body, spec = work.body, work.spec
+        conds = _conditions(old, spec, observation, body["metadata"].get("generation"))
+        update: dict[str, Any] = {"conditions": conds}
+        last = old.last_decision
+        # A maintain is recorded once, when it replaces another kind of decision,
+        # so that status is not rewritten every tick with a new timestamp.
+        if decision.action != "maintain" or last is None or last.action != "maintain":
+            record = _decision_record(observation, decision)
+            update["last_decision"] = record
+            update["decisions"] = [*old.decisions, record][-HISTORY:]
+        status_io.write(self.cluster, body, old.model_copy(update=update), status_io.AUTOSCALER)
+        _post_events(self.cluster, body, old, observation, decision)
+        if decision.action != "maintain":
+            log.info(
+                "%s/%s: %s %d -> %d: %s",
+                *work.key,
+                decision.action,
+                observation.replicas,
+                decision.replicas,
+                decision.reason,
+            )
+        else:
+            log.debug("%s/%s: maintain %d: %s", *work.key, decision.replicas, decision.reason)
+
+
+def _prometheus_load(
+    answer: dict[Key, prometheus.Load] | str, key: Key, ready: int
+) -> tuple[prometheus.Load | None, str | None]:
+    """This object's load in one Prometheus answer, or why it isn't there."""
+    if isinstance(answer, str):
+        return None, answer
+    load = answer.get(key)
+    if load is None:
+        return None, "Prometheus has no series for this GeoDeployment"
+    if load.pods_up < ready:
+        return None, f"Prometheus scrapes {load.pods_up} of {ready} ready pods"
+    return load, None
+
+
+def _export(key: Key, observation: policy.Observation, decision: policy.Decision) -> None:
+    telemetry.DECISIONS.labels(*key, decision.action).inc()
+    telemetry.DESIRED_REPLICAS.labels(*key).set(decision.replicas)
+    if observation.missing is None:
+        telemetry.OBSERVED_QPS.labels(*key).set(observation.qps or 0.0)
+        telemetry.OBSERVED_P99.labels(*key).set(observation.p99_ms or 0.0)
+    else:
+        telemetry.METRIC_ERRORS.labels(*key).inc()
+
+
+def _conditions(
+    old: models.GeoDeploymentStatus,
+    spec: models.GeoDeploymentSpec,
+    observation: policy.Observation,
+    generation: int | None,
+) -> list[models.Condition]:
+    source = spec.autoscaling.metrics.source
+    conds = conditions.set_condition(
+        old.conditions,
+        conditions.SCALING_ACTIVE,
+        "True",
+        "Active",
+        f"deciding every {spec.autoscaling.interval_seconds:g}s from {source} metrics",
+        generation=generation,
+    )
+    ok = observation.missing is None
+    prometheus_source = source is models.MetricsSourceKind.PROMETHEUS
+    return conditions.set_condition(
+        conds,
+        conditions.METRICS_AVAILABLE,
+        "True" if ok else "False",
+        ("Queried" if prometheus_source else "Scraped") if ok else "MetricsMissing",
+        f"{observation.ready_replicas} ready pod(s) scraped"
+        if ok
+        else f"{observation.missing}; holding replicas (never scaling in blind)",
+        generation=generation,
+    )
+
+
+def _decision_record(observation: policy.Observation, decision: policy.Decision) -> models.Decision:
+    def rounded(value: float | None) -> float | None:
+        return round(value, 2) if value is not None else None
+
+    return models.Decision.model_validate(
+        {
+            "action": decision.action,
+            "from": observation.replicas,
+            "to": decision.replicas,
+            "qpsPerReplica": rounded(decision.qps_per_replica),
+            "p99LatencyMs": rounded(decision.p99_ms),
+            "reason": decision.reason,
+            "time": names.now(),
+        }
+    )
+
+
+def _post_events(
+    cluster: Cluster,
+    body: Mapping[str, Any],
+    old: models.GeoDeploymentStatus,
+    observation: policy.Observation,
+    decision: policy.Decision,
+) -> None:
+    if decision.action in ("scale_out", "scale_in"):
+        cluster.event(
+            dict(body),
+            "Normal",
+            "ScaledOut" if decision.action == "scale_out" else "ScaledIn",
+            f"{observation.replicas} -> {decision.replicas}: {decision.reason}",
+        )
+    before = conditions.get(old.conditions, conditions.METRICS_AVAILABLE)
+    if observation.missing is not None and (before is None or before.status == "True"):
+        cluster.event(
+            dict(body),
+            "Warning",
+            "MetricsMissing",
+            f"{observation.missing}; holding {observation.replicas} replicas",
+        )
+        log.warning("%s/%s: metrics missing: %s", *_key(body), observation.missing)
+
+
+def _key(body: Mapping[str, Any]) -> Key:
+    return (body["metadata"]["namespace"], body["metadata"]["name"])

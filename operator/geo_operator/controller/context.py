@@ -1,0 +1,78 @@
+"""The operator's process state, in one object passed in (kopf keeps it in its memo).
+
+`geo run` builds one `Context`; kopf hands it (as ``memo.geo``) to every handler,
+which passes it on. Tests build their own with a fake `Kube` and a clock they move.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from geo_operator.api import names
+from geo_operator.k8s import client as k8s
+
+Key = tuple[str, str]  # (namespace, name)
+DEFAULT_TUNER_IMAGE = names.DEFAULT_TUNER_IMAGE
+
+
+class KeyLocks:
+    """One lock per GeoDeployment: its reconciles run one at a time, whatever caused them
+    (its own change, a child's event, a retry coming due), on whichever of kopf's threads."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[Key, threading.Lock] = {}
+
+    @contextmanager
+    def hold(self, key: Key) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    def forget(self, key: Key) -> None:
+        with self._guard:
+            self._locks.pop(key, None)
+
+
+class Requeues:
+    """When each GeoDeployment wants its reconcile again (a tuning retry's back-off).
+    A kopf timer asks `due` and runs the reconcile; nothing here runs anything."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._at: dict[Key, float] = {}
+
+    def set(self, key: Key, at: float | None) -> None:
+        with self._guard:
+            if at is None:
+                self._at.pop(key, None)
+            else:
+                self._at[key] = at
+
+    def keys_due(self, now: float) -> list[Key]:
+        """The objects whose time has come (each handed out once)."""
+        with self._guard:
+            due = [k for k, at in self._at.items() if at <= now]
+            for key in due:
+                del self._at[key]
+            return due
+
+    def pending(self, key: Key) -> float | None:
+        with self._guard:
+            return self._at.get(key)
+
+
+@dataclasses.dataclass
+class Context:
+    """Everything the controller shares across objects and threads."""
+
+    kube: k8s.Kube
+    tuner_image: str = DEFAULT_TUNER_IMAGE
+    clock: Callable[[], float] = time.time  # wall-clock seconds: retry times are RFC 3339
+    locks: KeyLocks = dataclasses.field(default_factory=KeyLocks)
+    requeues: Requeues = dataclasses.field(default_factory=Requeues)
