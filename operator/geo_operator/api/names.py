@@ -50,6 +50,9 @@ ARTIFACT_VOLUME = "artifact-source"
 # The tuner writes its result here; the operator reads it from the pod's status.
 TERMINATION_LOG = "/dev/termination-log"
 
+# The image the tuning Jobs run `geo tune` in: the operator's own (`geo run --tuner-image`).
+DEFAULT_TUNER_IMAGE = "ghcr.io/geo-ai/geo-operator:0.1.0"
+
 # ---- server-side apply field managers: one per writer, so the API server keeps
 # each writer to its own fields (status conditions are a map keyed by type).
 CHILDREN_MANAGER = "geo-operator"

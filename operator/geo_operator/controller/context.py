@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from geo_operator.api import names
 from geo_operator.k8s import client as k8s
 
 Key = tuple[str, str]  # (namespace, name)
-# The image the tuning Job runs `geo tune` in: the operator's own (`geo run --tuner-image`).
-MAX_RETRY_SECONDS = 300
-DEFAULT_TUNER_IMAGE = "ghcr.io/geo-ai/geo-operator:0.1.0"
+MAX_RETRY_SECONDS = 300  # a failed reconcile is retried after 5 s, doubling up to this
+DEFAULT_TUNER_IMAGE = names.DEFAULT_TUNER_IMAGE
 
 
 class KeyLocks:

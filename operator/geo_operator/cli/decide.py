@@ -1,0 +1,92 @@
+"""`geo decide`: one autoscaling decision for given replicas, QPS and p99, as JSON.
+
+Called through `cli.main`, to see what the operator's scaling loop would do
+for a GeoDeployment file and an observation given as flags: it runs
+`scaling.policy.decide` once, the same function the loop runs every tick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING, Any
+
+from geo_operator.api import models
+from geo_operator.cli import io, options
+from geo_operator.scaling import policy
+
+if TYPE_CHECKING:
+    from geo_operator.cli.options import Verbs
+
+NOW = 1_000_000.0  # the observation's clock: any origin does, --low-for counts back from it
+
+
+def register(verbs: Verbs) -> None:
+    p = verbs.add_parser(
+        "decide",
+        help="one autoscaling decision for given replicas, QPS and p99, as JSON",
+        description="Run the autoscaling policy once. Without --qps or --p99-ms the metrics "
+        "count as missing, and the decision is maintain: GEO never scales in blind.",
+    )
+    options.add_file(p)
+    p.add_argument(
+        "--replicas", type=options.non_negative_int, required=True, help="current replicas"
+    )
+    p.add_argument(
+        "--ready", type=options.non_negative_int, help="ready replicas (default: --replicas)"
+    )
+    p.add_argument("--qps", type=options.non_negative_float, help="total requests per second")
+    p.add_argument("--p99-ms", type=options.non_negative_float, help="p99 latency in milliseconds")
+    p.add_argument(
+        "--low-for",
+        type=options.non_negative_float,
+        metavar="SECONDS",
+        help="how long the load has already been low (for the scale-in window)",
+    )
+    p.set_defaults(func=cmd_decide)
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    spec = io.load_spec(args.file)
+    observation = observation_from_args(args)
+    memory = policy.Memory()
+    if args.low_for is not None:
+        memory = policy.Memory(low_since=observation.time - args.low_for)
+    decision, _ = policy.decide(spec.autoscaling, observation, memory)
+    print(json.dumps(_as_json(args, observation, decision, spec.autoscaling), indent=2))
+    return 0
+
+
+def observation_from_args(args: argparse.Namespace) -> policy.Observation:
+    """What the loop would have observed, from --replicas, --ready, --qps and --p99-ms."""
+    absent = [n for n, v in (("--qps", args.qps), ("--p99-ms", args.p99_ms)) if v is None]
+    return policy.observation(
+        NOW,
+        args.replicas,
+        args.replicas if args.ready is None else args.ready,
+        args.qps,
+        args.p99_ms,
+        missing=f"{' and '.join(absent)} not given" if absent else None,
+    )
+
+
+def _as_json(
+    args: argparse.Namespace,
+    observation: policy.Observation,
+    decision: policy.Decision,
+    autoscaling: models.Autoscaling,
+) -> dict[str, Any]:
+    return {
+        "action": decision.action,
+        "replicas": decision.replicas,
+        "reason": decision.reason,
+        "inputs": {
+            "replicas": observation.replicas,
+            "readyReplicas": observation.ready_replicas,
+            "qps": observation.qps,
+            "p99Ms": observation.p99_ms,
+            "lowForSeconds": args.low_for,
+            "qpsPerReplica": decision.qps_per_replica,
+        },
+        "policy": autoscaling.model_dump(by_alias=True, mode="json", exclude={"metrics"}),
+    }

@@ -1,0 +1,66 @@
+"""The `geo` verbs' input and output: reading a GeoDeployment file, UsageError, result files.
+
+Called by the verb modules. `load_spec` validates a GeoDeployment exactly as
+the operator does; what is wrong with it raises `UsageError`, which `cli.main`
+prints without a traceback and turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pydantic
+import yaml
+
+from geo_operator.api import models
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed without a traceback, exit code 2."""
+
+
+def load_geodeployment(path: str) -> dict[str, Any]:
+    """The one GeoDeployment in the YAML file at ``path`` ('-' = stdin), unvalidated."""
+    try:
+        with open(path if path != "-" else "/dev/stdin", encoding="utf-8") as stream:
+            documents = [d for d in yaml.safe_load_all(stream) if d]
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise UsageError(f"{path} is not valid YAML: {error}") from error
+    found = [d for d in documents if isinstance(d, dict) and d.get("kind") == models.KIND]
+    if len(found) != 1:
+        raise UsageError(f"{path} must hold exactly one {models.KIND}, found {len(found)}")
+    body = found[0]
+    if body.get("apiVersion") != models.API_VERSION:
+        raise UsageError(f"apiVersion must be {models.API_VERSION}, got {body.get('apiVersion')!r}")
+    return body
+
+
+def spec_of(body: dict[str, Any]) -> models.GeoDeploymentSpec:
+    """The validated spec of a GeoDeployment; every invalid field named in the error."""
+    try:
+        return models.parse_spec(body.get("spec") or {})
+    except pydantic.ValidationError as error:
+        lines = [f"  spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
+        raise UsageError("invalid GeoDeployment:\n" + "\n".join(lines)) from error
+
+
+def load_spec(path: str) -> models.GeoDeploymentSpec:
+    """`spec_of(load_geodeployment(path))`: for the verbs that need only the spec."""
+    return spec_of(load_geodeployment(path))
+
+
+def write_result(path: str | None, text: str) -> None:
+    """The tuning Job's result channel: compact JSON in the termination-message file.
+
+    Best effort: a file that can't be written is reported on stderr, not raised.
+    """
+    if not path:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as stream:
+            stream.write(text)
+    except OSError as error:
+        print(f"geo tune: cannot write {path}: {error.strerror}", file=sys.stderr)

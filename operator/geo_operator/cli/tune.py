@@ -1,0 +1,239 @@
+"""`geo tune`: measure batching configurations on a live Triton and leave it serving the best.
+
+Run by hand, and by the batch-tuning Job the operator creates (builders.tuning
+writes its args; its --result-file is the Job's termination message, which the
+operator reads back). The measuring, searching and wording live in
+geo_operator.tuning; this module holds the verb's options and the sequence.
+tritonclient and numpy are imported in the body: the other verbs don't need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from geo_operator.cli import io, options
+
+if TYPE_CHECKING:
+    from geo_operator.cli.options import Verbs
+    from geo_operator.tuning import measure, search
+
+DESCRIPTION = (
+    "Load each configuration through Triton's model-repository API "
+    "(Triton must run with --model-control-mode=explicit), drive load at rising "
+    "concurrency and keep the best throughput whose p99 fits the budget. A hill-climbing "
+    "search measures a few configurations; --full-sweep also measures them all. Triton is "
+    "left serving the chosen configuration (the sweep's, with --full-sweep). "
+    "Progress goes to stderr."
+)
+
+
+def register(verbs: Verbs) -> None:
+    p = verbs.add_parser(
+        "tune",
+        help="measure max_batch_size and dynamic batching on a live Triton, pick the best",
+        description=DESCRIPTION,
+    )
+    p.add_argument("--url", required=True, help="Triton HTTP endpoint, HOST:PORT")
+    p.add_argument("--model", required=True, help="model name")
+    p.add_argument(
+        "--latency-budget-ms",
+        type=options.positive_float,
+        required=True,
+        help="client p99 latency budget",
+    )
+    _add_search_options(p)
+    p.add_argument(
+        "--wait-seconds",
+        type=options.non_negative_float,
+        default=0.0,
+        help="wait this long for the model to be ready first (default: don't wait)",
+    )
+    p.add_argument(
+        "--result-file",
+        help="also write the chosen config and its figures (or the error) as compact JSON "
+        "here, e.g. /dev/termination-log in the tuning Job",
+    )
+    options.add_json(p)
+    p.set_defaults(func=cmd_tune)
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    """The grid to search and how each configuration is measured."""
+    p.add_argument(
+        "--candidates",
+        type=options.int_list(1),
+        default="1,2,4,8,16,32",
+        help="max_batch_size candidates (default: %(default)s)",
+    )
+    p.add_argument(
+        "--delays",
+        type=options.int_list_or_off(0),
+        default="0,100,500,2000",
+        help="max_queue_delay_microseconds candidates, 'off' = no dynamic batching "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=options.int_list(1),
+        default="1,4,16,32",
+        help="in-flight requests per load level (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seconds",
+        type=options.positive_float,
+        default=3.0,
+        help="duration of each load level (default: 3)",
+    )
+    p.add_argument(
+        "--full-sweep", action="store_true", help="also measure the whole grid, side by side"
+    )
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    try:
+        return _tune(args)
+    except io.UsageError as error:
+        io.write_result(args.result_file, json.dumps({"error": str(error)[:2000]}))
+        raise
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from geo_operator.tuning import measure
+
+    if args.wait_seconds > 0:
+        _wait_ready(args.url, args.model, args.wait_seconds)
+    measurer = _measurer(args)
+    progress = _Progress(measurer)
+    try:
+        outcomes = _search(args, progress)
+        # With the sweep measured, its choice is the best within the budget of all.
+        final = outcomes["sweep" if args.full_sweep else "quick"]
+        # Leave Triton serving the chosen configuration (else the last one measured).
+        if final.chosen is not None:
+            measurer.load(final.chosen)
+    except measure.MeasureError as error:
+        raise io.UsageError(str(error)) from error
+    finally:
+        measurer.close()
+    io.write_result(args.result_file, _result_json(args, final))
+    _print_report(args, outcomes, final.chosen, progress.count)
+    return 0 if final.chosen is not None else 1
+
+
+def _wait_ready(url: str, model: str, seconds: float) -> None:
+    """Wait up to ``seconds`` for Triton to report ``model`` ready (a sidecar may be starting)."""
+    import tritonclient.http as httpclient
+
+    deadline = time.monotonic() + seconds
+    last = "no answer yet"
+    while True:
+        try:
+            client = httpclient.InferenceServerClient(url)
+            try:
+                if client.is_model_ready(model):
+                    return
+                last = f"{model} not ready"
+            finally:
+                client.close()
+        except Exception as error:  # connection refused while Triton starts
+            last = str(error)
+        if time.monotonic() >= deadline:
+            raise io.UsageError(f"{model} on {url} not ready after {seconds:g} s: {last}")
+        time.sleep(1.0)
+
+
+def _measurer(args: argparse.Namespace) -> measure.Measurer:
+    from geo_operator.tuning import measure
+
+    try:
+        return measure.Measurer(
+            args.url,
+            args.model,
+            args.latency_budget_ms,
+            concurrency=args.concurrency,
+            seconds=args.seconds,
+        )
+    except Exception as error:  # connection refused, unknown model: say so, no traceback
+        raise io.UsageError(
+            f"cannot read {args.model}'s config from {args.url}: {error}"
+        ) from error
+
+
+class _Progress:
+    """Measures a configuration for the search; counts each and reports it on stderr."""
+
+    def __init__(self, measurer: measure.Measurer) -> None:
+        self.measurer = measurer
+        self.count = 0
+
+    def __call__(self, config: search.Config) -> measure.Result:
+        self.count += 1
+        result = self.measurer.measure(config)
+        best = result.best
+        figures = (
+            f"{best.throughput:.0f} req/s at {best.concurrency} in flight, "
+            f"p99 {best.p99_ms:.2f} ms, avg batch {best.avg_batch:.2f}"
+            if best
+            else "over budget at every level"
+        )
+        print(f"[{self.count}] {config.describe()}: {figures}", file=sys.stderr, flush=True)
+        return result
+
+
+def _search(
+    args: argparse.Namespace, progress: _Progress
+) -> dict[str, search.SearchResult[measure.Result]]:
+    """The quick search's outcome, and with --full-sweep the whole grid's."""
+    from geo_operator.tuning import search
+
+    outcomes = {"quick": search.quick_search(progress, args.candidates, args.delays)}
+    if args.full_sweep:
+        # The sweep reuses the quick search's measurements: the same figures for a
+        # configuration in both tables, and only the rest of the grid costs time.
+        outcomes["sweep"] = search.full_sweep(
+            progress, args.candidates, args.delays, prior=outcomes["quick"].measured
+        )
+    return outcomes
+
+
+def _result_json(args: argparse.Namespace, final: search.SearchResult[measure.Result]) -> str:
+    """What --result-file gets: the tuned batch and its figures, or why there is none."""
+    from geo_operator.builders import tuning
+    from geo_operator.tuning import report, search
+
+    result = report.tuned(final, len(search.grid(args.candidates, args.delays)))
+    if result is not None:
+        return tuning.result_json(result)
+    return json.dumps(
+        {
+            "error": f"no configuration kept p99 within {args.latency_budget_ms:g} ms "
+            f"({final.measurements} measured)"
+        }
+    )
+
+
+def _print_report(
+    args: argparse.Namespace,
+    outcomes: dict[str, search.SearchResult[measure.Result]],
+    chosen: search.Config | None,
+    taken: int,
+) -> None:
+    from geo_operator.tuning import report
+
+    if not args.json:
+        print(report.as_text(taken=taken, loaded=chosen, outcomes=outcomes))
+        return
+    out = report.as_json(
+        model=args.model,
+        latency_budget_ms=args.latency_budget_ms,
+        seconds=args.seconds,
+        concurrency=args.concurrency,
+        taken=taken,
+        loaded=chosen,
+        outcomes=outcomes,
+    )
+    print(json.dumps(out, indent=2))

@@ -1,0 +1,121 @@
+"""The `geo` verbs as a whole: every one has help, shared flags read the same everywhere,
+the heavy imports stay out of the verbs that don't need them, and the operator's own
+`geo tune` arguments parse."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from conftest import ROOT
+from geo_operator import cli
+from geo_operator.api import models
+from geo_operator.builders import tuning
+from geo_operator.cli import decide
+
+VERBS = ("run", "crd", "render", "select", "decide", "tune", "simulate")
+SHARED = {
+    "--file": {"render", "select", "decide", "simulate"},
+    "--json": {"select", "tune", "simulate"},
+    "--gpu-arch": {"render", "select"},
+}
+
+
+def _verbs() -> dict[str, argparse.ArgumentParser]:
+    (subparsers,) = (a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(subparsers.choices)
+
+
+def test_the_verbs() -> None:
+    assert tuple(_verbs()) == VERBS
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main([verb, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: geo {verb} ")
+
+
+def test_shared_flags_have_one_help_text() -> None:
+    for flag, expected in SHARED.items():
+        helps: dict[str, Any] = {}
+        for verb, p in _verbs().items():
+            for action in p._actions:
+                if flag in action.option_strings:
+                    helps[verb] = (tuple(action.option_strings), action.help, action.required)
+        assert set(helps) == expected, flag
+        assert len(set(helps.values())) == 1, helps
+
+
+def test_file_is_required_and_takes_stdin() -> None:
+    for verb in SHARED["--file"]:
+        (action,) = (a for a in _verbs()[verb]._actions if "--file" in a.option_strings)
+        assert action.option_strings == ["-f", "--file"] and action.required
+        assert action.help is not None and "'-' = stdin" in action.help
+
+
+def test_light_verbs_import_neither_kopf_nor_the_heavy_parts() -> None:
+    # `geo crd` (what `make crd` runs) builds every verb's parser: none may import kopf,
+    # the handlers, the tuner's measuring or the simulation at that point.
+    heavy = (
+        "kopf",
+        "geo_operator.handlers",
+        "geo_operator.tuning.measure",
+        "geo_operator.simulation.replay",
+        "matplotlib",
+    )
+    code = (
+        "import sys, contextlib, io\n"
+        "from geo_operator import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert cli.main(['crd']) == 0\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_the_operators_tuner_args_parse_at_the_models_bounds(
+    spec: models.GeoDeploymentSpec,
+) -> None:
+    # What builders.tuning puts in the Job's `tune` container must pass geo tune's types,
+    # up to the limits the GeoDeployment schema allows.
+    raw = spec.model_dump(by_alias=True, mode="json")
+    raw["triton"]["maxBatchSize"] = 0
+    raw["batchTuning"] = {
+        "candidates": [1, 4096],
+        "queueDelaysMicroseconds": [0, 1_000_000],
+        "concurrency": [1, 1024],
+        "latencyBudgetMs": 1e-7,
+        "secondsPerLevel": 300,
+        "timeoutSeconds": 30,
+    }
+    args = cli.parser().parse_args(tuning.tuner_args(models.parse_spec(raw)))
+    assert (args.verb, args.func.__module__) == ("tune", "geo_operator.cli.tune")
+    assert args.candidates == [1, 4096] and args.delays == [0, 1_000_000]
+    assert args.concurrency == [1, 1024]
+    assert (args.latency_budget_ms, args.seconds, args.wait_seconds) == (1e-7, 300.0, 30.0)
+    raw["triton"]["dynamicBatching"]["enabled"] = False
+    args = cli.parser().parse_args(tuning.tuner_args(models.parse_spec(raw)))
+    assert args.delays == [None]
+
+
+def test_observation_from_args_names_what_is_missing() -> None:
+    def observe(*argv: str) -> Any:
+        return decide.observation_from_args(cli.parser().parse_args(["decide", "-f", "x", *argv]))
+
+    blind = observe("--replicas", "3")
+    assert (blind.replicas, blind.ready_replicas) == (3, 3)
+    assert blind.missing == "--qps and --p99-ms not given"
+    assert observe("--replicas", "3", "--qps", "5").missing == "--p99-ms not given"
+    seen = observe("--replicas", "3", "--ready", "2", "--qps", "5", "--p99-ms", "40")
+    assert (seen.ready_replicas, seen.qps, seen.p99_ms, seen.missing) == (2, 5.0, 40.0, None)
