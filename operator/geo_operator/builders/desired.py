@@ -202,6 +202,25 @@ def _serving(
     new_hash = children.config_hash(target)
     events = [*events, *[_started_event(target.spec, s.tuning) for s in starts]]
     events += _serving_events(status, target, decided.choice.reason, new_hash)
+    new = _serving_status(status, generation, decided, new_hash)
+    waits = [s.retry_in for s in steps.values() if s.action == "retry_later" and s.retry_in]
+    return Desired(
+        new,
+        generation,
+        target,
+        tuple(objects),
+        tuple(delete),
+        tuple(events),
+        min(waits) if waits else None,
+    )
+
+
+def _serving_status(
+    status: models.GeoDeploymentStatus, generation: int | None, decided: plan.Plan, new_hash: str
+) -> models.GeoDeploymentStatus:
+    """The status of what is served (before applying: Ready comes in `settle`)."""
+    target = decided.target
+    assert target is not None
     conds = conditions.set_condition(
         status.conditions,
         conditions.ARTIFACT_SELECTED,
@@ -219,7 +238,7 @@ def _serving(
         generation=generation,
     )
     artifact = target.artifact
-    new = status.model_copy(
+    return status.model_copy(
         update={
             "observed_generation": generation,
             "conditions": conds,
@@ -234,16 +253,6 @@ def _serving(
             "config_hash": new_hash,
             "selector": children.selector(target.name),
         }
-    )
-    waits = [s.retry_in for s in steps.values() if s.action == "retry_later" and s.retry_in]
-    return Desired(
-        new,
-        generation,
-        target,
-        tuple(objects),
-        tuple(delete),
-        tuple(events),
-        min(waits) if waits else None,
     )
 
 

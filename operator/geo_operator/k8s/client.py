@@ -36,6 +36,9 @@ COMPONENT = "geo-operator"
 # The API server's answers that are about the object sent, not about the moment:
 # retrying the same object cannot help, a change to the spec can.
 REFUSALS = {400, 403, 422}
+# ...and a 500 whose words say the object itself could not be converted (e.g. a resource
+# quantity "lots": the API server answers server-side apply so, not 422).
+UNCONVERTIBLE = "failed to convert new object"
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +131,9 @@ class KubeClient:
                 force_conflicts=True,
             )
         except exceptions.ApiException as error:
-            if error.status in REFUSALS:
-                raise Refused(obj, _api_message(error)) from None
+            message = _api_message(error)
+            if error.status in REFUSALS or (error.status == 500 and UNCONVERTIBLE in message):
+                raise Refused(obj, message) from None
             raise
         return dict(result.to_dict())
 

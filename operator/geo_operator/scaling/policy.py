@@ -154,6 +154,59 @@ def _slope(samples: tuple[tuple[float, float], ...]) -> float:
     return sum((t - mean_t) * (d - mean_d) for t, d in samples) / var
 
 
+@dataclasses.dataclass(frozen=True)
+class _Load:
+    """What one tick's observation says about the load, in the policy's terms."""
+
+    qps_pr: float  # QPS per ready replica, as served
+    growth: float  # the queue's growth per second since the last tick (arrivals not served)
+    demand: float  # arrivals plus the backlog to drain
+    projected: float  # demand plus the arrivals' rising trend LEAD_SECONDS ahead
+    by_load: int  # replicas that carry the demand at the target
+    by_trend: int  # replicas that carry the projected load at the target
+    numbers: str  # the figures, for every reason
+    kept: Memory  # the memory a tick that does not scale in keeps
+
+
+def _load(spec: models.Autoscaling, obs: Observation, memory: Memory) -> _Load:
+    assert obs.qps is not None and obs.p99_ms is not None
+    current = obs.replicas
+    target_qps, target_p99 = spec.target_qps_per_replica, spec.target_p99_latency_ms
+    backlog = max(0.0, obs.queued or 0.0) / DRAIN_SECONDS
+    growth = 0.0
+    if obs.queued is not None and memory.queued is not None and obs.time > memory.queued[0]:
+        growth = max(0.0, (obs.queued - memory.queued[1]) / (obs.time - memory.queued[0]))
+    arrivals = obs.qps + growth
+    demand = arrivals + backlog
+    # The trend is that of arrivals: a backlog growing while pods start is not more load.
+    samples = (
+        *(s for s in memory.samples if s[0] >= obs.time - TREND_SECONDS and s[0] < obs.time),
+        (obs.time, arrivals),
+    )
+    trend = min(max(0.0, _slope(samples)) * LEAD_SECONDS, MAX_TREND_GAIN * arrivals)
+    projected = demand + trend
+    qps_pr = obs.qps / obs.ready_replicas
+    numbers = (
+        f"{qps_pr:.1f} QPS/replica (target {target_qps:g}), p99 {obs.p99_ms:.0f} ms "
+        f"(target {target_p99:g})"
+    )
+    if backlog > 0:
+        numbers += f", {obs.queued:.0f} queued"
+    if projected > demand:
+        numbers += f", rising to {projected / max(current, 1):.1f} QPS/replica in {LEAD_SECONDS:g}s"
+    queued_at = None if obs.queued is None else (obs.time, obs.queued)
+    return _Load(
+        qps_pr=qps_pr,
+        growth=growth,
+        demand=demand,
+        projected=projected,
+        by_load=math.ceil(demand / target_qps * (1 - TOLERANCE)) if demand > 0 else 0,
+        by_trend=math.ceil(projected / target_qps * (1 - TOLERANCE)) if projected > 0 else 0,
+        numbers=numbers,
+        kept=Memory(samples=samples, queued=queued_at),
+    )
+
+
 def decide(
     spec: models.Autoscaling, obs: Observation, memory: Memory = Memory()
 ) -> tuple[Decision, Memory]:
@@ -170,129 +223,115 @@ def decide(
             Decision("maintain", current, "no ready replica to measure: holding", None, obs.p99_ms),
             Memory(),
         )
-
-    qps_pr = obs.qps / obs.ready_replicas
-    target_qps, target_p99 = spec.target_qps_per_replica, spec.target_p99_latency_ms
-    backlog = max(0.0, obs.queued or 0.0) / DRAIN_SECONDS
-    growth = 0.0
-    if obs.queued is not None and memory.queued is not None and obs.time > memory.queued[0]:
-        growth = max(0.0, (obs.queued - memory.queued[1]) / (obs.time - memory.queued[0]))
-    arrivals = obs.qps + growth
-    demand = arrivals + backlog
-    # The trend is that of arrivals: a backlog growing while pods start is not more load.
-    samples = (
-        *(s for s in memory.samples if s[0] >= obs.time - TREND_SECONDS and s[0] < obs.time),
-        (obs.time, arrivals),
-    )
-    trend = min(max(0.0, _slope(samples)) * LEAD_SECONDS, MAX_TREND_GAIN * arrivals)
-    projected = demand + trend
-    by_load = math.ceil(demand / target_qps * (1 - TOLERANCE)) if demand > 0 else 0
-    by_trend = math.ceil(projected / target_qps * (1 - TOLERANCE)) if projected > 0 else 0
-    numbers = (
-        f"{qps_pr:.1f} QPS/replica (target {target_qps:g}), p99 {obs.p99_ms:.0f} ms "
-        f"(target {target_p99:g})"
-    )
-    if backlog > 0:
-        numbers += f", {obs.queued:.0f} queued"
-    if projected > demand:
-        numbers += f", rising to {projected / max(current, 1):.1f} QPS/replica in {LEAD_SECONDS:g}s"
-
-    threshold = target_qps * spec.scale_out_ratio
-    overloaded = qps_pr > threshold or demand / obs.ready_replicas > threshold
-    rising = projected / max(current, 1) > threshold
-    breach = obs.p99_ms > target_p99
-    queued_at = None if obs.queued is None else (obs.time, obs.queued)
-    kept = Memory(samples=samples, queued=queued_at)
-
-    def hold(reason: str, remembered: Memory = kept) -> tuple[Decision, Memory]:
-        return Decision("maintain", current, reason, qps_pr, obs.p99_ms), remembered
-
+    load = _load(spec, obs, memory)
+    threshold = spec.target_qps_per_replica * spec.scale_out_ratio
+    overloaded = load.qps_pr > threshold or load.demand / obs.ready_replicas > threshold
+    rising = load.projected / max(current, 1) > threshold
+    breach = obs.p99_ms > spec.target_p99_latency_ms
     if overloaded or breach or rising:
-        wanted = max(by_load, by_trend, current + 1)
-        if breach and obs.queued is None:
-            factor = min(obs.p99_ms / target_p99, MAX_LATENCY_FACTOR)
-            wanted = max(wanted, math.ceil(current * factor))
-        wanted = _clamp(spec, wanted)
-        causes = [
-            c
-            for c, on in (
-                ("p99 above target", breach),
-                ("load above scale-out threshold", overloaded),
-                ("load trend will cross the scale-out threshold", rising and not overloaded),
-            )
-            if on
-        ]
-        cause = " and ".join(causes)
-        starting = current - obs.ready_replicas
-        if wanted <= current and current >= spec.max_replicas:
-            return hold(f"{cause} but at maxReplicas {spec.max_replicas}: {numbers}")
-        needed = max(by_load, by_trend)
-        if starting > 0 and needed <= current and not (breach and obs.p99_ms > 2 * target_p99):
-            return hold(
-                f"{cause}; waiting for {starting} starting replica(s) already ordered: {numbers}"
-            )
-        draining = obs.queued is not None and memory.queued is not None and growth <= 0
-        if needed <= current and draining and not overloaded and not rising:
-            return hold(
-                f"{cause}, but the queue is shrinking and {current} replicas cover the "
-                f"arrivals: the backlog is draining: {numbers}"
-            )
-        if starting > 0 and needed <= current and obs.queued is not None:
-            # The queue is known and the ordered replicas cover it: more would only cost.
-            return hold(
-                f"{cause}; {starting} starting replica(s) cover the demand and backlog: {numbers}"
-            )
-        return (
-            Decision(
-                "scale_out",
-                wanted,
-                f"{cause}: {numbers}; {current} -> {wanted}",
-                qps_pr,
-                obs.p99_ms,
-            ),
-            kept,
-        )
+        return _out(spec, obs, memory, load, overloaded, rising, breach)
+    return _in(spec, obs, memory, load)
 
+
+def _hold(
+    obs: Observation, load: _Load, reason: str, memory: Memory | None = None
+) -> tuple[Decision, Memory]:
+    """maintain, with the numbers."""
+    decision = Decision("maintain", obs.replicas, reason, load.qps_pr, obs.p99_ms)
+    return decision, load.kept if memory is None else memory
+
+
+def _out(
+    spec: models.Autoscaling,
+    obs: Observation,
+    memory: Memory,
+    load: _Load,
+    overloaded: bool,
+    rising: bool,
+    breach: bool,
+) -> tuple[Decision, Memory]:
+    """Scale out, proportionally, unless the replicas already ordered or a draining queue
+    will do (each hold named in its reason)."""
+    assert obs.p99_ms is not None
+    current, target_p99 = obs.replicas, spec.target_p99_latency_ms
+    wanted = max(load.by_load, load.by_trend, current + 1)
+    if breach and obs.queued is None:
+        factor = min(obs.p99_ms / target_p99, MAX_LATENCY_FACTOR)
+        wanted = max(wanted, math.ceil(current * factor))
+    wanted = _clamp(spec, wanted)
+    causes = [
+        c
+        for c, on in (
+            ("p99 above target", breach),
+            ("load above scale-out threshold", overloaded),
+            ("load trend will cross the scale-out threshold", rising and not overloaded),
+        )
+        if on
+    ]
+    cause, numbers = " and ".join(causes), load.numbers
+    starting = current - obs.ready_replicas
+    if wanted <= current and current >= spec.max_replicas:
+        return _hold(obs, load, f"{cause} but at maxReplicas {spec.max_replicas}: {numbers}")
+    needed = max(load.by_load, load.by_trend)
+    if starting > 0 and needed <= current and not (breach and obs.p99_ms > 2 * target_p99):
+        return _hold(
+            obs,
+            load,
+            f"{cause}; waiting for {starting} starting replica(s) already ordered: {numbers}",
+        )
+    draining = obs.queued is not None and memory.queued is not None and load.growth <= 0
+    if needed <= current and draining and not overloaded and not rising:
+        return _hold(
+            obs,
+            load,
+            f"{cause}, but the queue is shrinking and {current} replicas cover the "
+            f"arrivals: the backlog is draining: {numbers}",
+        )
+    if starting > 0 and needed <= current and obs.queued is not None:
+        # The queue is known and the ordered replicas cover it: more would only cost.
+        return _hold(
+            obs,
+            load,
+            f"{cause}; {starting} starting replica(s) cover the demand and backlog: {numbers}",
+        )
+    reason = f"{cause}: {numbers}; {current} -> {wanted}"
+    return Decision("scale_out", wanted, reason, load.qps_pr, obs.p99_ms), load.kept
+
+
+def _in(
+    spec: models.Autoscaling, obs: Observation, memory: Memory, load: _Load
+) -> tuple[Decision, Memory]:
+    """Scale in once the load has been low for the whole window, at most halving."""
+    assert obs.p99_ms is not None
+    current, numbers = obs.replicas, load.numbers
+    floor_qps = spec.target_qps_per_replica * spec.scale_in_ratio
     low = (
-        qps_pr < target_qps * spec.scale_in_ratio
-        and projected / max(current, 1) < target_qps * spec.scale_in_ratio
-        and obs.p99_ms < target_p99 * spec.latency_headroom
+        load.qps_pr < floor_qps
+        and load.projected / max(current, 1) < floor_qps
+        and obs.p99_ms < spec.target_p99_latency_ms * spec.latency_headroom
     )
     if not low:
-        return hold(f"within band: {numbers}")
-
+        return _hold(obs, load, f"within band: {numbers}")
     window = spec.scale_in_stabilization_seconds
     low_since = memory.low_since if memory.low_since is not None else obs.time
-    recommendation = _clamp(spec, max(by_trend, 1))
+    recommendation = _clamp(spec, max(load.by_trend, 1))
     recent = tuple(
         (t, r)
         for t, r in (*memory.recommendations, (obs.time, recommendation))
         if t >= obs.time - window
     )
+    # The window keeps its evidence: the next tick may halve again, and as high
+    # recommendations age out of it, step further down, without a new window.
+    kept = Memory(low_since, recent, load.kept.samples, load.kept.queued)
     held = obs.time - low_since
     if held < window:
-        return hold(
-            f"low load for {held:.0f}s of the {window:g}s stabilization window: {numbers}",
-            Memory(low_since, recent, samples, queued_at),
-        )
+        reason = f"low load for {held:.0f}s of the {window:g}s stabilization window: {numbers}"
+        return _hold(obs, load, reason, kept)
     stable = max(r for _, r in recent)
     wanted = _clamp(spec, max(stable, math.ceil(current / 2)))
     if wanted >= current:
-        return hold(
-            f"low load, but {current} replicas are the floor "
-            f"({'minReplicas' if current <= spec.min_replicas else 'the window max'}): "
-            f"{numbers}",
-            Memory(low_since, recent, samples, queued_at),
-        )
-    return (
-        Decision(
-            "scale_in",
-            wanted,
-            f"low load for {held:.0f}s (window {window:g}s): {numbers}; {current} -> {wanted}",
-            qps_pr,
-            obs.p99_ms,
-        ),
-        # The window keeps its evidence: the next tick may halve again, and as high
-        # recommendations age out of it, step further down, without a new window.
-        Memory(low_since, recent, samples, queued_at),
-    )
+        which = "minReplicas" if current <= spec.min_replicas else "the window max"
+        reason = f"low load, but {current} replicas are the floor ({which}): {numbers}"
+        return _hold(obs, load, reason, kept)
+    reason = f"low load for {held:.0f}s (window {window:g}s): {numbers}; {current} -> {wanted}"
+    return Decision("scale_in", wanted, reason, load.qps_pr, obs.p99_ms), kept

@@ -172,111 +172,126 @@ def quick_search(
 ) -> SearchResult[R]:
     """Coordinate hill climb over (batch size, delay), then a confirmation round around its
     best that stops at ``limit`` measurements (default: a third of the grid)."""
-    batches = _axis(batch_sizes)
-    delay_axis = _delay_axis(delays)
+    search = _Climb(measure, _axis(batch_sizes), _delay_axis(delays))
     if limit is None:
-        limit = len(batches) * len(delay_axis) // 3
-    cache: dict[Config, R] = {}
-    order: list[tuple[Config, R]] = []
+        limit = len(search.batches) * len(search.delays) // 3
+    start = search.start()
+    if start is None:
+        return SearchResult(measured=tuple(search.order), chosen=None)
+    bi, di = search.climb(*start)
+    search.confirm(Config(search.batches[bi], search.delays[di]), limit, noise)
+    return SearchResult(measured=tuple(search.order), chosen=_best(search.order, margin))
 
-    def take(config: Config) -> R:
-        result = measure(config)
-        cache.setdefault(config, result)
-        order.append((config, result))
+
+class _Climb(Generic[R]):
+    """The quick search's state: every measurement in order, the first of each config."""
+
+    def __init__(
+        self, measure: Callable[[Config], R], batches: list[int], delays: list[int | None]
+    ) -> None:
+        self.measure, self.batches, self.delays = measure, batches, delays
+        self.cache: dict[Config, R] = {}
+        self.order: list[tuple[Config, R]] = []
+
+    def take(self, config: Config) -> R:
+        result = self.measure(config)
+        self.cache.setdefault(config, result)
+        self.order.append((config, result))
         return result
 
-    def at(bi: int, di: int) -> R:
-        config = Config(batches[bi], delay_axis[di])
-        return cache[config] if config in cache else take(config)
+    def at(self, bi: int, di: int) -> R:
+        config = Config(self.batches[bi], self.delays[di])
+        return self.cache[config] if config in self.cache else self.take(config)
 
-    def score(bi: int, di: int) -> float:
-        r = at(bi, di)
+    def score(self, bi: int, di: int) -> float:
+        r = self.at(bi, di)
         return r.throughput if r.within_budget else -1.0
 
-    def score_batch(i: int, *, di: int) -> float:
-        return score(i, di)
+    def start(self) -> tuple[int, int] | None:
+        """The middle of the batch axis at the smallest real delay (the cheap end, likeliest
+        to fit the budget); over budget there, towards lower latency (smaller batches, then
+        smaller delays) until something fits: everything the climb compares must fit."""
+        bi = (len(self.batches) - 1) // 2
+        ints = [i for i, d in enumerate(self.delays) if d is not None]
+        di = (ints or [0])[0]
+        while not self.at(bi, di).within_budget and (bi > 0 or di > 0):
+            if bi > 0:
+                bi -= 1
+            else:
+                di -= 1
+        return (bi, di) if self.at(bi, di).within_budget else None
 
-    def score_delay(i: int, *, bi: int) -> float:
-        return score(bi, i)
+    def climb(self, bi: int, di: int) -> tuple[int, int]:
+        """Alternate axes until neither moves (at most a few rounds on these small grids)."""
+        axis_is_batch, stalled = True, 0
+        while stalled < 2:
+            if axis_is_batch:
+                new = _climb_axis(bi, len(self.batches), functools.partial(self._at_batch, di=di))
+                stalled = stalled + 1 if new == bi else 1
+                bi = new
+            else:
+                new = _climb_axis(di, len(self.delays), functools.partial(self._at_delay, bi=bi))
+                stalled = stalled + 1 if new == di else 1
+                di = new
+            axis_is_batch = not axis_is_batch
+        return bi, di
 
-    # Start in the middle of the batch axis, at the smallest real delay: the
-    # cheap end of the delay axis, which is also the likeliest to fit the budget.
-    bi = (len(batches) - 1) // 2
-    ints = [i for i, d in enumerate(delay_axis) if d is not None]
-    di = (ints or [0])[0]
+    def _at_batch(self, i: int, *, di: int) -> float:
+        return self.score(i, di)
 
-    # Over budget at the start: step towards lower latency (smaller batches,
-    # then smaller delays) until something fits, since everything the climb
-    # compares must be within the budget.
-    while not at(bi, di).within_budget and (bi > 0 or di > 0):
-        if bi > 0:
-            bi -= 1
-        else:
-            di -= 1
-    if not at(bi, di).within_budget:
-        return SearchResult(measured=tuple(order), chosen=None)
+    def _at_delay(self, i: int, *, bi: int) -> float:
+        return self.score(bi, i)
 
-    def climb(index: int, size: int, value: Callable[[int], float]) -> int:
-        """Hill-climb one axis from ``index``: up first, down only if up did not help."""
-        here = value(index)
-        moved = False
-        for step in (1, -1):
-            while 0 <= index + step < size:
-                there = value(index + step)
-                if there <= here:
-                    break
-                index, here, moved = index + step, there, True
-            if moved:
-                break
-        return index
+    def confirm(self, centre: Config, limit: int, noise: float) -> None:
+        """The climb's best was measured once, and a config that won on one run is likelier
+        than not to have been lucky: measure it again, then every neighbour that could
+        still beat it (never measured, or measured once within ``noise`` of it), the
+        likeliest first; move to a neighbour that now leads, and stop when the centre
+        holds or the measurements run out."""
+        while len(self.order) < limit:
+            runs = {c: sum(1 for o, _ in self.order if o == c) for c in self.cache}
+            scores = _scores(self.order)
+            if centre not in scores:  # its second run went over the budget
+                if not scores:
+                    return
+                centre = max(scores, key=lambda c: scores[c])
+            if runs[centre] < 2:
+                self.take(centre)
+                continue
+            contenders = [
+                c
+                for c in self._around(centre)
+                if c not in self.cache
+                or (runs[c] < 2 and c in scores and scores[c] >= scores[centre] * (1 - noise))
+            ]
+            if not contenders:
+                return
+            contender = max(contenders, key=lambda c: scores.get(c, math.inf))
+            self.take(contender)
+            scores = _scores(self.order)
+            if scores.get(contender, 0.0) > scores.get(centre, 0.0):
+                centre = contender
 
-    axis_is_batch = True
-    stalled = 0
-    # Alternate axes until neither moves (at most a few rounds on these small grids).
-    while stalled < 2:
-        if axis_is_batch:
-            new = climb(bi, len(batches), functools.partial(score_batch, di=di))
-            stalled = stalled + 1 if new == bi else 1
-            bi = new
-        else:
-            new = climb(di, len(delay_axis), functools.partial(score_delay, bi=bi))
-            stalled = stalled + 1 if new == di else 1
-            di = new
-        axis_is_batch = not axis_is_batch
-
-    # Confirmation. The climb's best was measured once, and a config that won on one
-    # run is likelier than not to have been lucky: measure it again, then every
-    # neighbour that could still beat it (never measured, or measured once within
-    # ``noise`` of it), the likeliest first; move to a neighbour that now leads,
-    # and stop when the centre holds or the measurements run out.
-    centre = Config(batches[bi], delay_axis[di])
-    while len(order) < limit:
-        runs = {c: sum(1 for o, _ in order if o == c) for c in cache}
-        scores = _scores(order)
-        if centre not in scores:  # its second run went over the budget
-            if not scores:
-                break
-            centre = max(scores, key=lambda c: scores[c])
-        if runs[centre] < 2:
-            take(centre)
-            continue
-        ci, cj = batches.index(centre.max_batch_size), delay_axis.index(centre.max_queue_delay_us)
-        around = [
-            Config(batches[ci + a], delay_axis[cj + b])
+    def _around(self, centre: Config) -> list[Config]:
+        ci = self.batches.index(centre.max_batch_size)
+        cj = self.delays.index(centre.max_queue_delay_us)
+        return [
+            Config(self.batches[ci + a], self.delays[cj + b])
             for a, b in ((1, 0), (-1, 0), (0, 1), (0, -1))
-            if 0 <= ci + a < len(batches) and 0 <= cj + b < len(delay_axis)
+            if 0 <= ci + a < len(self.batches) and 0 <= cj + b < len(self.delays)
         ]
-        contenders = [
-            c
-            for c in around
-            if c not in cache
-            or (runs[c] < 2 and c in scores and scores[c] >= scores[centre] * (1 - noise))
-        ]
-        if not contenders:
+
+
+def _climb_axis(index: int, size: int, value: Callable[[int], float]) -> int:
+    """Hill-climb one axis from ``index``: up first, down only if up did not help."""
+    here = value(index)
+    moved = False
+    for step in (1, -1):
+        while 0 <= index + step < size:
+            there = value(index + step)
+            if there <= here:
+                break
+            index, here, moved = index + step, there, True
+        if moved:
             break
-        contender = max(contenders, key=lambda c: scores.get(c, math.inf))
-        take(contender)
-        scores = _scores(order)
-        if scores.get(contender, 0.0) > scores.get(centre, 0.0):
-            centre = contender
-    return SearchResult(measured=tuple(order), chosen=_best(order, margin))
+    return index
