@@ -1,0 +1,85 @@
+"""What one reconcile wants, computed without a cluster: `builders.desired`."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from geo_operator.api import conditions, models, names
+from geo_operator.builders import desired, tuning
+
+NOW = 1_800_000_000.0
+IMAGE = "geo:test"
+
+
+def _ready(status: models.GeoDeploymentStatus) -> models.Condition:
+    found = conditions.get(status.conditions, conditions.READY)
+    assert found is not None
+    return found
+
+
+def test_a_new_object_wants_its_children_and_says_created(body: dict[str, Any]) -> None:
+    wanted = desired.decide(desired.Observed(body), NOW, IMAGE)
+    assert [o["kind"] for o in wanted.objects] == ["ConfigMap", "Deployment", "Service"]
+    assert [e[1] for e in wanted.events] == ["ArtifactSelected", "Created"]
+    assert wanted.delete_jobs == () and wanted.requeue_after is None
+    final = desired.settle(wanted, None, None)
+    assert (_ready(final).reason, final.replicas) == ("Creating", 1)
+
+
+def test_an_invalid_spec_wants_nothing_but_says_why(body: dict[str, Any]) -> None:
+    body["spec"]["autoscaling"] = {"enabled": True, "minReplicas": 5, "maxReplicas": 2}
+    wanted = desired.decide(desired.Observed(body), NOW, IMAGE)
+    assert wanted.target is None and wanted.objects == ()
+    ready = _ready(desired.settle(wanted, None, None))
+    assert (ready.status, ready.reason) == ("False", "InvalidSpec")
+    assert "spec.autoscaling" in ready.message
+    assert wanted.events == (("Warning", "InvalidSpec", ready.message),)
+
+
+def test_a_refusal_is_ready_false_with_the_words_and_one_event(body: dict[str, Any]) -> None:
+    wanted = desired.decide(desired.Observed(body), NOW, IMAGE)
+    deployment = {"spec": {"replicas": 1}, "status": {"readyReplicas": 1, "updatedReplicas": 1}}
+    serving = desired.settle(wanted, deployment, None)
+    assert _ready(serving).reason == "Available"
+    refused = desired.settle(wanted, deployment, 'Service digits was refused: "1digits" is bad')
+    ready = _ready(refused)
+    assert (ready.status, ready.reason) == ("False", "ChildRefused")
+    assert '"1digits" is bad' in ready.message and refused.ready_replicas == 1
+    assert desired.refusal_event(serving, refused) == ("Warning", "ChildRefused", ready.message)
+    assert desired.refusal_event(refused, refused) is None  # the same words again: no Event
+
+
+def test_a_finished_tuning_job_is_read_and_a_failure_backs_off(body: dict[str, Any]) -> None:
+    body["spec"]["triton"]["maxBatchSize"] = 0
+    body["spec"]["batchTuning"] = {
+        "candidates": [1, 4],
+        "latencyBudgetMs": 20,
+        "retryBackoffSeconds": 30,
+    }
+    body["spec"]["model"]["artifacts"] = [
+        a for a in body["spec"]["model"]["artifacts"] if a["name"] == "int8"
+    ]
+    first = desired.decide(desired.Observed(body), NOW, IMAGE)
+    job = first.objects[-1]
+    assert (
+        job["kind"] == "Job" and job["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
+    )
+    assert "TuningStarted" in [e[1] for e in first.events]
+
+    body["status"] = models.GeoDeploymentStatus.model_validate(
+        first.status.model_dump(by_alias=True)
+    ).model_dump(by_alias=True, exclude_none=True, mode="json")
+    failed = copy.deepcopy(job)
+    failed["status"] = {
+        "conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]
+    }
+    pod = {"metadata": {"labels": {names.JOB_NAME_LABEL: job["metadata"]["name"]}}}
+    observed = desired.Observed(body, None, [failed], {job["metadata"]["name"]: pod})
+    second = desired.decide(observed, NOW + 5, IMAGE)
+    assert ("Warning", "TuningTimedOut") in [(t, r) for t, r, _ in second.events]
+    assert second.requeue_after == 30  # the back-off, for the retry to come back
+    assert "Job" not in [o["kind"] for o in second.objects]  # nothing starts before then
+    run = (second.status.tuning or [])[0]
+    assert run.next_retry_time == names.format_time(NOW + 5 + 30)
+    assert tuning.finished(failed) and not tuning.finished(job)
