@@ -14,16 +14,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from e2e.harness.kubelet import (  # the names its importers used
-    ARTIFACTS,
-    METRICS_URL_ANNOTATION,
-    KubeletRunner,
-    PodKey,
-    ServerInfo,
-    main,
-)
-
-__all__ = ["ARTIFACTS", "METRICS_URL_ANNOTATION", "KubeletRunner", "PodKey", "ServerInfo", "main"]
+from e2e.harness.kubelet.runner import main
 
 if __name__ == "__main__":
     sys.exit(main())
