@@ -32,24 +32,23 @@ from typing import Any
 
 import numpy as np
 import tritonclient.http as httpclient
-import yaml
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "e2e"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from conftest import (  # noqa: E402  (the e2e helpers are the demo's helpers too)
-    CLUSTER_SCRIPTS,
-    CONTEXT,
+# The e2e tests' harness is the demo's too.
+from e2e.harness import (
     EXAMPLE,
+    ROOT,
     Cluster,
     OperatorProcess,
-    _lib,
+    fresh_namespace,
     install_chart,
+    up,
     wait_for,
 )
-from kubelet_runner import KubeletRunner  # noqa: E402
-from loadgen import Phase, Second, ready_servers  # noqa: E402
-from loadgen import run as run_load  # noqa: E402
+from e2e.harness.kubelet import KubeletRunner
+from e2e.loadgen import Phase, Second, ready_servers
+from e2e.loadgen import run as run_load
 
 ARTIFACTS = ROOT / "examples" / "digits" / "artifacts"
 AUTOSCALING = ROOT / "manifests" / "examples" / "digits-autoscaling.yaml"
@@ -178,12 +177,7 @@ def main() -> int:
         )
 
     step(2, "Local Kubernetes cluster (etcd, kube-apiserver, controller-manager, scheduler, kwok)")
-    subprocess.run(["bash", str(CLUSTER_SCRIPTS / "up.sh")], check=True)
-    directory = pathlib.Path(_lib('echo "$GEO_CLUSTER_DIR"'))
-    cluster = Cluster(
-        directory / "kubeconfig", _lib("geo_bin kubectl"), _lib("geo_bin helm"), directory
-    )
-    assert yaml.safe_load(cluster.kubeconfig.read_text())["current-context"] == CONTEXT
+    cluster = up()  # refuses a kubeconfig that is not the local test cluster's
     show(["kubectl", "get", "nodes"], cluster.kubectl("get", "nodes").stdout)
 
     step(3, "helm install geo-operator charts/geo-operator -n geo-system --create-namespace")
@@ -203,8 +197,7 @@ def main() -> int:
     runner: KubeletRunner | None = None
     try:
         step(5, f"kubectl apply -f {EXAMPLE.relative_to(ROOT)} -n {NAMESPACE}")
-        cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true")
-        cluster.kubectl("create", "namespace", NAMESPACE)
+        fresh_namespace(cluster, NAMESPACE)
         show(
             ["kubectl", "apply", "-f", str(EXAMPLE.relative_to(ROOT)), "-n", NAMESPACE],
             cluster.kubectl("apply", "-f", str(EXAMPLE), "-n", NAMESPACE).stdout,

@@ -7,8 +7,8 @@ import subprocess
 from typing import Any
 
 import yaml
+from e2e.harness import ROOT, Cluster
 
-from conftest import ROOT, Cluster
 from geo_operator.api import crd
 
 CHART = ROOT / "charts" / "geo-operator"

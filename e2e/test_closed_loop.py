@@ -18,17 +18,14 @@ import itertools
 import pathlib
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import pytest
-
-from conftest import Cluster, OperatorProcess, example, wait_for
-from kubelet_runner import KubeletRunner
-from loadgen import Phase, ready_servers
-from loadgen import run as run_load
-from prometheus_local import Prometheus
+from e2e.harness import ROOT, Cluster, OperatorProcess, example, wait_for
+from e2e.harness.kubelet import KubeletRunner
+from e2e.loadgen import Phase, ready_servers
+from e2e.loadgen import run as run_load
+from e2e.prometheus_local import Prometheus
 
 INTERVAL = 3
 WINDOW = 20
@@ -103,12 +100,6 @@ class Recorder:
         return sum(1 for a, b in itertools.pairwise(signs) if a != b)
 
 
-@pytest.fixture
-def runner(cluster: Cluster, tmp_path: pathlib.Path, namespace: str) -> Iterator[KubeletRunner]:
-    with KubeletRunner(cluster.kubeconfig, tmp_path / "runner", namespace=namespace) as r:
-        yield r
-
-
 def _story(
     operator: OperatorProcess,
     runner: KubeletRunner,
@@ -121,9 +112,7 @@ def _story(
     wait_for(
         lambda: ready_servers(runner.pods_json, "digits"), "the first Triton server", timeout=90
     )
-    inputs = np.load(
-        pathlib.Path(__file__).resolve().parent.parent / "examples/digits/artifacts/heldout.npz"
-    )["x"]
+    inputs = np.load(ROOT / "examples/digits/artifacts/heldout.npz")["x"]
     phases = [Phase(10, 8), Phase(40, 55), Phase(50, 3)]
     with Recorder(cluster, namespace) as recorder:
         peak = threading.Timer(25, during_peak) if during_peak else None
@@ -169,9 +158,9 @@ def _check_outage(recorder: Recorder, outage: dict[str, float]) -> None:
 
 
 def test_direct_scrape_scales_out_and_back_in(
-    running_operator: OperatorProcess, runner: KubeletRunner, namespace: str
+    operator: OperatorProcess, runner: KubeletRunner, namespace: str
 ) -> None:
-    cluster = running_operator.cluster
+    cluster = operator.cluster
     outage: dict[str, float] = {}
     selector = "app.kubernetes.io/instance=digits"
 
@@ -201,15 +190,13 @@ def test_direct_scrape_scales_out_and_back_in(
                     f"geo.ai/metrics-url={info.metrics_url}",
                 )
 
-    recorder = _story(
-        running_operator, runner, namespace, {"source": "direct"}, during_peak=break_scrapes
-    )
+    recorder = _story(operator, runner, namespace, {"source": "direct"}, during_peak=break_scrapes)
     _check_story(recorder)
     _check_outage(recorder, outage)
 
 
 def test_prometheus_source_and_an_outage(
-    running_operator: OperatorProcess, runner: KubeletRunner, namespace: str, tmp_path: pathlib.Path
+    operator: OperatorProcess, runner: KubeletRunner, namespace: str, tmp_path: pathlib.Path
 ) -> None:
     prom = Prometheus(tmp_path / "prometheus", runner.file_sd_json).start()
     outage: dict[str, float] = {}
@@ -223,7 +210,7 @@ def test_prometheus_source_and_an_outage(
 
     try:
         recorder = _story(
-            running_operator,
+            operator,
             runner,
             namespace,
             {"source": "prometheus", "prometheusUrl": prom.url, "rateWindowSeconds": 6},

@@ -1,4 +1,4 @@
-"""The kubelet runner (e2e/kubelet_runner.py) on the local cluster: real Triton per kwok pod.
+"""The kubelet runner (e2e/harness/kubelet/) on the local cluster: real Triton per kwok pod.
 
 One GeoDeployment is applied, scaled 1 -> 2 -> 1 and deleted; after each step the
 runner must serve exactly the Running pods with a real tritonserver, publish them
@@ -7,9 +7,9 @@ must classify the held-out digits exactly as onnxruntime does on the same ONNX
 file, and the pod must point at its metrics with the `geo.ai/metrics-url`
 annotation.
 
-Works wherever it lands in the session: test_operator_e2e.py's last test stops
-the operator and reinstalls the chart, so the `running_operator` fixture starts
-it again with a fresh token when needed.
+The runner here serves every namespace (`@pytest.mark.all_namespaces`), as the
+standalone `python e2e/kubelet_runner.py` does; the assertions look at the test's
+namespace only.
 """
 
 from __future__ import annotations
@@ -18,16 +18,14 @@ import json
 import pathlib
 import time
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import onnxruntime
 import pytest
 import tritonclient.http as httpclient
-
-from conftest import Cluster, OperatorProcess, example, wait_for
-from kubelet_runner import (
+from e2e.harness import Cluster, OperatorProcess, example, wait_for
+from e2e.harness.kubelet import (
     ARTIFACTS,
     METRICS_URL_ANNOTATION,
     KubeletRunner,
@@ -36,12 +34,6 @@ from kubelet_runner import (
 )
 
 pytestmark = pytest.mark.triton
-
-
-@pytest.fixture
-def runner(cluster: Cluster, tmp_path: pathlib.Path) -> Iterator[KubeletRunner]:
-    with KubeletRunner(cluster.kubeconfig, tmp_path / "kubelet") as kubelet:
-        yield kubelet
 
 
 def _ours(servers: dict[PodKey, ServerInfo], namespace: str) -> dict[PodKey, ServerInfo]:
@@ -140,10 +132,11 @@ def _classify(url: str, x: np.ndarray) -> np.ndarray:
         client.close()
 
 
+@pytest.mark.all_namespaces
 def test_runner_serves_every_running_pod_with_real_triton(
-    running_operator: OperatorProcess, namespace: str, runner: KubeletRunner
+    operator: OperatorProcess, namespace: str, runner: KubeletRunner
 ) -> None:
-    cluster = running_operator.cluster
+    cluster = operator.cluster
     began = time.monotonic()
     cluster.apply(example(namespace, replicas=1, autoscaling={"enabled": False}))
 

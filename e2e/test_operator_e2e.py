@@ -1,22 +1,23 @@
 """GEO on a real API server: install, RBAC, apply, edit, refuse, scale, delete, restart.
 
-Runs in file order against one Helm installation and one operator process.
-kwok plays the nodes, so Triton pods go Running and Ready without running
-Triton (the real Triton is exercised by tests/triton/).
+One Helm installation and one operator process for the session; each test has its
+own namespace. The tests that break something — kill the operator, restart the API
+server, upgrade and uninstall the chart — take the fixture that restores it
+(`killable_operator`, `apiserver_restart`, `uninstallable_chart`), so the tests pass
+in any order. kwok plays the nodes, so Triton pods go Running and Ready without
+running Triton (the real Triton is exercised by tests/triton/ and the other e2e files).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import yaml
-
-from conftest import (
-    CLUSTER_SCRIPTS,
+from e2e.harness import (
     EXAMPLE,
     OPERATOR_NAMESPACE,
     RELEASE,
@@ -207,8 +208,9 @@ def _merge(base: Any, over: Any) -> Any:
 
 @pytest.mark.parametrize(("change", "named"), INVALID)
 def test_invalid_yaml_is_refused_with_the_field_named(
-    cluster: Cluster, change: dict[str, Any], named: str
+    chart: Cluster, change: dict[str, Any], named: str
 ) -> None:
+    cluster = chart  # the CRD's schema and CEL rules refuse it
     body = example("default")
     body["metadata"]["name"] = "invalid"
     body["spec"] = _merge(body["spec"], change)
@@ -278,7 +280,10 @@ def test_delete_garbage_collects_children(operator: OperatorProcess, namespace: 
     wait_for(gone, "children garbage-collected", timeout=90)
 
 
-def test_operator_killed_mid_reconcile_resumes(operator: OperatorProcess, namespace: str) -> None:
+def test_operator_killed_mid_reconcile_resumes(
+    killable_operator: OperatorProcess, namespace: str
+) -> None:
+    operator = killable_operator
     cluster = operator.cluster
     operator.kill()
     cluster.apply(example(namespace))  # created while no operator runs
@@ -303,12 +308,12 @@ def test_operator_killed_mid_reconcile_resumes(operator: OperatorProcess, namesp
 
 
 def test_operator_reconnects_after_apiserver_restart(
-    operator: OperatorProcess, namespace: str
+    operator: OperatorProcess, namespace: str, apiserver_restart: Callable[[], None]
 ) -> None:
     cluster = operator.cluster
     cluster.apply(example(namespace))
     wait_for(lambda: _ready(cluster, namespace), "Ready", timeout=90)
-    subprocess.run(["bash", str(CLUSTER_SCRIPTS / "restart-apiserver.sh")], check=True, timeout=120)
+    apiserver_restart()
     assert operator.healthy()
     cluster.kubectl("scale", "geod/digits", "-n", namespace, "--replicas=2")
 
@@ -318,9 +323,9 @@ def test_operator_reconnects_after_apiserver_restart(
 
 
 def test_helm_upgrade_and_uninstall_follow_the_crd_policy(
-    operator: OperatorProcess, namespace: str
+    uninstallable_chart: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:
-    cluster = operator.cluster
+    cluster = uninstallable_chart
     cluster.apply(example(namespace))
     wait_for(lambda: _ready(cluster, namespace), "Ready", timeout=90)
     cluster.helm(

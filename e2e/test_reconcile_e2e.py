@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-
-from conftest import Cluster, OperatorProcess, example, wait_for
+from e2e.harness import Cluster, OperatorProcess, example, wait_for
 
 
 def _condition(body: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
@@ -34,8 +33,8 @@ def _warnings(cluster: Cluster, namespace: str, reason: str) -> list[str]:
     return [e["message"] for e in items if e["type"] == "Warning" and e["reason"] == reason]
 
 
-def test_a_deleted_child_comes_back(running_operator: OperatorProcess, namespace: str) -> None:
-    cluster = running_operator.cluster
+def test_a_deleted_child_comes_back(operator: OperatorProcess, namespace: str) -> None:
+    cluster = operator.cluster
     cluster.apply(example(namespace))
     wait_for(lambda: _available(cluster, namespace), "digits Ready=True", timeout=90)
     old = {
@@ -55,9 +54,9 @@ def test_a_deleted_child_comes_back(running_operator: OperatorProcess, namespace
 
 
 def test_a_refused_child_is_reported_once(
-    running_operator: OperatorProcess, namespace: str
+    operator: OperatorProcess, namespace: str
 ) -> None:
-    cluster = running_operator.cluster
+    cluster = operator.cluster
     cluster.apply(example(namespace))
     wait_for(lambda: _available(cluster, namespace), "digits Ready=True", timeout=90)
     bad = example(namespace)
@@ -86,7 +85,7 @@ def test_a_refused_child_is_reported_once(
     # The operator logged the refusal once, in one line with the API server's words.
     lines = [
         line
-        for line in running_operator.logs().splitlines()
+        for line in operator.logs().splitlines()
         if namespace in line and "quantities must match" in line and " DEBUG " not in line
     ]
     assert len(lines) == 1 and " WARNING " in lines[0], lines
@@ -102,9 +101,9 @@ def _available_pods(cluster: Cluster, namespace: str) -> bool:
 
 
 def test_each_writer_owns_its_status_fields(
-    running_operator: OperatorProcess, namespace: str
+    operator: OperatorProcess, namespace: str
 ) -> None:
-    cluster = running_operator.cluster
+    cluster = operator.cluster
     body = example(namespace)
     body["spec"]["autoscaling"] = {"enabled": True, "minReplicas": 1, "maxReplicas": 2}
     cluster.apply(body)
@@ -130,9 +129,9 @@ def test_each_writer_owns_its_status_fields(
 
 
 def test_a_name_no_child_could_carry_is_refused_at_admission(
-    running_operator: OperatorProcess, namespace: str
+    operator: OperatorProcess, namespace: str
 ) -> None:
-    cluster = running_operator.cluster
+    cluster = operator.cluster
     for name in ("1digits", "a.b.c", "d" * 64):
         body = example(namespace)
         body["metadata"]["name"] = name

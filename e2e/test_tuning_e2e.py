@@ -18,23 +18,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import pathlib
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import tritonclient.http as httpclient
+from e2e.harness import Cluster, OperatorProcess, example, wait_for
+from e2e.harness.kubelet import KubeletRunner, ServerInfo
 
-from conftest import Cluster, OperatorProcess, example, wait_for
 from geo_operator.api import names
 from geo_operator.builders import plan
-from kubelet_runner import KubeletRunner, ServerInfo
-
-
-@pytest.fixture
-def runner(cluster: Cluster, tmp_path: pathlib.Path, namespace: str) -> Iterator[KubeletRunner]:
-    with KubeletRunner(cluster.kubeconfig, tmp_path / "runner", namespace=namespace) as r:
-        yield r
 
 
 def _tuned(
@@ -88,9 +79,9 @@ def _finished_at(job: dict[str, Any]) -> float | None:
 
 
 def test_tuning_job_measures_and_the_deployment_rolls_to_its_choice(
-    running_operator: OperatorProcess, runner: KubeletRunner, namespace: str
+    operator: OperatorProcess, runner: KubeletRunner, namespace: str
 ) -> None:
-    cluster = running_operator.cluster
+    cluster = operator.cluster
     cluster.apply(_tuned(namespace))
 
     # Meanwhile the safe default serves, on a real Triton.
@@ -175,9 +166,9 @@ def test_tuning_job_measures_and_the_deployment_rolls_to_its_choice(
 
 
 def test_failed_tuning_keeps_the_safe_default_and_retries_with_backoff(
-    running_operator: OperatorProcess, runner: KubeletRunner, namespace: str
+    operator: OperatorProcess, runner: KubeletRunner, namespace: str
 ) -> None:
-    cluster = running_operator.cluster
+    cluster = operator.cluster
     # No configuration can keep p99 within 1 microsecond: `geo tune` exits 1 and says so.
     cluster.apply(
         _tuned(

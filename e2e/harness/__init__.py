@@ -1,0 +1,60 @@
+"""The e2e harness: the local cluster, GEO on it, and the kubelet runner.
+
+- `e2e.harness` (this package, from `cluster.py`): `Cluster`, `up()`,
+  `install_chart()`, `OperatorProcess`, `example()`, `wait_for()` and the
+  constants — what the tests and `e2e/demo.py` import;
+- `e2e.harness.fixtures`: the pytest fixtures on top (e2e/conftest.py registers them);
+- `e2e.harness.kubelet`: the kubelet runner (real Triton per kwok pod).
+"""
+
+from e2e.harness.cluster import (
+    CHART,
+    CLUSTER_SCRIPTS,
+    CONTEXT,
+    CRD,
+    EXAMPLE,
+    OPERATOR_NAMESPACE,
+    RELEASE,
+    ROOT,
+    SERVICE_ACCOUNT,
+    Cluster,
+    NotTheTestCluster,
+    OperatorProcess,
+    chart_as_installed,
+    down,
+    example,
+    free_port,
+    fresh_namespace,
+    install_chart,
+    is_up,
+    lib,
+    restart_apiserver,
+    up,
+    wait_for,
+)
+
+__all__ = [
+    "CHART",
+    "CLUSTER_SCRIPTS",
+    "CONTEXT",
+    "CRD",
+    "EXAMPLE",
+    "OPERATOR_NAMESPACE",
+    "RELEASE",
+    "ROOT",
+    "SERVICE_ACCOUNT",
+    "Cluster",
+    "NotTheTestCluster",
+    "OperatorProcess",
+    "chart_as_installed",
+    "down",
+    "example",
+    "free_port",
+    "fresh_namespace",
+    "install_chart",
+    "is_up",
+    "lib",
+    "restart_apiserver",
+    "up",
+    "wait_for",
+]

@@ -1,0 +1,196 @@
+"""What the kubelet runner runs for a pod, read from the pod alone: no cluster, no processes.
+
+`read(pod)` turns a GEO pod (a plain dict, as the API returns it) into a frozen
+`PodSpec`: where its model repository comes from (the `model-config` ConfigMap
+volume, the `fetch-artifact` init container's `ARTIFACT_URI`), whether it is a
+batch-tuning Job's pod and, for one, the `tune` container's image, args and env.
+`model_source(data)` reads the ConfigMap's data the same way: the model's name,
+max_batch_size and artifact format as the builders chose them. `tuner_command`
+points the tuner's args at the runner's Triton and result file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+from geo_operator.api import models, names
+from geo_operator.triton import model_config
+
+PodKey = tuple[str, str]  # (namespace, pod name)
+
+# The names GEO's builders write (api.names): the runner reads pods by them.
+LABEL_SELECTOR = f"{names.MANAGED_BY_LABEL}={names.MANAGER}"
+OWNER_LABEL = names.OWNER_LABEL
+ARTIFACT_ANNOTATION = names.ARTIFACT_ANNOTATION
+METRICS_URL_ANNOTATION = names.METRICS_URL_ANNOTATION
+# Names the Deployment builder gives the ConfigMap volume and the init container.
+CONFIG_VOLUME = names.CONFIG_VOLUME
+INIT_CONTAINER = names.FETCH_CONTAINER
+URI_ENV = "ARTIFACT_URI"
+
+# Triton backend -> artifact format; "python" is recognised by the ConfigMap's model.py.
+FORMAT_BY_BACKEND = {
+    backend: fmt
+    for fmt, backend in model_config.BACKENDS.items()
+    if fmt is not models.ArtifactFormat.PYTHON
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuner:
+    """A tuning pod's `tune` container: what `geo tune` gets."""
+
+    container: str
+    image: str
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class PodSpec:
+    """One pod, as far as the runner cares: what to lay out and what to run."""
+
+    namespace: str
+    name: str
+    uid: str
+    config_map: str
+    uri: str
+    geodeployment: str
+    artifact: str  # the artifact's name (pod annotation geo.ai/artifact), else its URI
+    tuner: Tuner | None = None  # set for a batch-tuning Job's pod
+
+    @property
+    def key(self) -> PodKey:
+        return (self.namespace, self.name)
+
+    @property
+    def is_tuner(self) -> bool:
+        return self.tuner is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """The model repository's essentials, from the pod's ConfigMap data."""
+
+    name: str
+    max_batch_size: int
+    format: models.ArtifactFormat
+
+
+def key(pod: Mapping[str, Any]) -> PodKey:
+    meta = pod["metadata"]
+    return (str(meta["namespace"]), str(meta["name"]))
+
+
+def name(key_: PodKey) -> str:
+    return f"{key_[0]}/{key_[1]}"
+
+
+def should_run(pod: Mapping[str, Any] | None) -> bool:
+    """Running and not being deleted: what a kubelet keeps containers up for."""
+    if pod is None:
+        return False
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    return bool(pod.get("status", {}).get("phase") == "Running")
+
+
+def is_tuner(pod: Mapping[str, Any]) -> bool:
+    """A GEO batch-tuning Job's pod (Triton sidecar + `geo tune`), not a serving pod."""
+    labels = pod.get("metadata", {}).get("labels") or {}
+    return bool(labels.get(names.COMPONENT_LABEL) == names.TUNING_COMPONENT)
+
+
+def pod_sources(pod: Mapping[str, Any]) -> tuple[str, str]:
+    """(ConfigMap name, artifact URI) from a GEO Triton pod's spec."""
+    spec = pod.get("spec", {})
+    config_map = next(
+        (
+            v["configMap"]["name"]
+            for v in spec.get("volumes", [])
+            if v.get("name") == CONFIG_VOLUME and v.get("configMap")
+        ),
+        None,
+    )
+    init: dict[str, Any] = next(
+        (c for c in spec.get("initContainers", []) if c["name"] == INIT_CONTAINER), {}
+    )
+    uri = next((e.get("value") for e in init.get("env", []) if e.get("name") == URI_ENV), None)
+    if not config_map or not uri:
+        raise ValueError(
+            f"pod has no {CONFIG_VOLUME!r} ConfigMap volume or no {URI_ENV} in its "
+            f"{INIT_CONTAINER!r} init container: not a GEO Triton pod"
+        )
+    return config_map, uri
+
+
+def _tuner(pod: Mapping[str, Any]) -> Tuner:
+    containers = pod.get("spec", {}).get("containers", [])
+    container = next((c for c in containers if c.get("name") == names.TUNER_CONTAINER), None)
+    if container is None:
+        raise ValueError(f"tuning pod has no {names.TUNER_CONTAINER!r} container")
+    return Tuner(
+        container=str(container["name"]),
+        image=str(container.get("image", "")),
+        args=tuple(str(a) for a in container.get("args", [])),
+        env=tuple(
+            (str(e["name"]), str(e.get("value", "")))
+            for e in container.get("env", [])
+            if "valueFrom" not in e
+        ),
+    )
+
+
+def read(pod: Mapping[str, Any]) -> PodSpec:
+    """The PodSpec of a GEO pod; ValueError for a pod that is not one."""
+    meta = pod["metadata"]
+    config_map, uri = pod_sources(pod)
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    return PodSpec(
+        namespace=str(meta["namespace"]),
+        name=str(meta["name"]),
+        uid=str(meta.get("uid", "")),
+        config_map=config_map,
+        uri=uri,
+        geodeployment=str(labels.get(OWNER_LABEL) or labels.get(names.TUNING_FOR_LABEL, "")),
+        artifact=str(annotations.get(ARTIFACT_ANNOTATION) or uri),
+        tuner=_tuner(pod) if is_tuner(pod) else None,
+    )
+
+
+def artifact_format(data: Mapping[str, str], backend: str) -> models.ArtifactFormat:
+    """The artifact's format as the builders chose it, recovered from the ConfigMap."""
+    if "model.py" in data:
+        return models.ArtifactFormat.PYTHON
+    try:
+        return FORMAT_BY_BACKEND[backend]
+    except KeyError:
+        raise ValueError(f"config.pbtxt names backend {backend!r}, unknown to GEO") from None
+
+
+def model_source(data: Mapping[str, str]) -> ModelSource:
+    """The model the ConfigMap's config.pbtxt describes, and the artifact's format."""
+    config = model_config.parse(data["config.pbtxt"])
+    return ModelSource(
+        name=config.name,
+        max_batch_size=int(config.max_batch_size),
+        format=artifact_format(data, config.backend),
+    )
+
+
+def tuner_command(
+    tuner: Tuner, geo: pathlib.Path, url: str, result_file: pathlib.Path
+) -> list[str]:
+    """`geo tune` with the container's args, pointed at this Triton and this result file."""
+    args = []
+    for arg in tuner.args:
+        if arg.startswith("--url="):
+            arg = f"--url={url}"
+        elif arg.startswith("--result-file="):
+            arg = f"--result-file={result_file}"
+        args.append(arg)
+    return [str(geo), *args]

@@ -1,0 +1,414 @@
+"""One pod's worker: its own thread owns the pod's processes from start to stop.
+
+A `PodWorker` does for one pod what a kubelet does: it reads the model
+repository from the pod's ConfigMap, lays it out (the init container's job,
+through the runner's mirrors), starts a real `tritonserver` (retrying a failed
+start, restarting a server that died after it was ready, a few times each),
+annotates a serving pod with `geo.ai/metrics-url`, and stops the server when
+the runner retires the worker (the pod went away). For a batch-tuning Job's pod
+it then runs the real `geo tune` with the pod's args against that Triton and
+reports the pod terminated (phase, exit code, termination message), so the Job
+controller completes or fails the Job; a retired worker kills its `geo tune`.
+
+The thread that starts a server also stops it (tritonserver dies with the thread
+that started it: PR_SET_PDEATHSIG in local.TritonServer), so a worker's thread
+lives until its processes are gone. Starts take a slot of a semaphore shared by
+the runner's workers: on two cores more parallel starts would only queue on the
+CPU. Each change of the worker's `info` calls `on_change()` (no lock held).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from e2e.harness.kubelet import podspec
+from e2e.harness.kubelet.podspec import METRICS_URL_ANNOTATION, PodKey, PodSpec
+from kubernetes import client as k8s_client
+from kubernetes.client.exceptions import ApiException
+
+from geo_operator.triton import local, repository
+
+log = logging.getLogger("kubelet_runner.worker")
+
+# The `geo` of this venv: what the tuning pod's `tune` container runs.
+GEO = pathlib.Path(sys.executable).with_name("geo")
+TERMINATION_MESSAGE_LIMIT = 4096  # the kubelet's limit, and FallbackToLogsOnError's tail
+START_ATTEMPTS = 3  # a start can fail on a port race (free ports are picked, then bound)
+MAX_RESTARTS = 3  # restarts of a server that died after it was ready, like a kubelet's
+MONITOR_PERIOD_S = 2.0
+REPORT_ATTEMPTS = 5  # a tuning pod's termination, reported through an API server restart
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerInfo:
+    """One pod's server as the runner reports it (a snapshot: never mutated)."""
+
+    namespace: str
+    pod: str
+    uid: str
+    geodeployment: str
+    artifact: str  # the artifact's name (pod annotation geo.ai/artifact), else its URI
+    uri: str
+    model: str
+    max_batch_size: int
+    http: str  # host:port, as tritonclient expects
+    grpc: str
+    metrics: str
+    ready: bool  # Triton answered /v2/health/ready (and the process is still alive)
+    pid: int | None
+    startup_seconds: float | None  # ConfigMap read + repository + tritonserver ready
+    error: str | None = None  # why it is not ready, after a failed start or a crash
+    tuner: bool = False  # a tuning pod's sidecar: no scrape target
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.metrics}/metrics"
+
+
+class PodApi:
+    """All a worker asks of the API server (the runner's client, shared by its workers)."""
+
+    def __init__(self, core: k8s_client.CoreV1Api) -> None:
+        self._core = core
+
+    def config_map_data(self, namespace: str, name: str) -> dict[str, str]:
+        resp: Any = self._core.read_namespaced_config_map(name, namespace, _preload_content=False)
+        return dict(json.loads(resp.data).get("data") or {})
+
+    def annotate(self, key: PodKey, uid: str, annotations: Mapping[str, str]) -> None:
+        # metadata.uid makes the patch a precondition: never annotate a namesake.
+        body = {"metadata": {"uid": uid, "annotations": dict(annotations)}}
+        self._core.patch_namespaced_pod(
+            key[1], key[0], body, _content_type="application/merge-patch+json"
+        )
+
+    def patch_status(self, key: PodKey, status: Mapping[str, Any]) -> None:
+        self._core.patch_namespaced_pod_status(
+            key[1], key[0], {"status": dict(status)}, _content_type="application/merge-patch+json"
+        )
+
+
+def _stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def terminated_status(
+    tuner: podspec.Tuner, code: int, message: str, started: float, finished: float
+) -> dict[str, Any]:
+    """The pod status a kubelet reports once its only container exited with `code`."""
+    return {
+        "phase": "Succeeded" if code == 0 else "Failed",
+        "containerStatuses": [
+            {
+                "name": tuner.container,
+                "image": tuner.image,
+                "imageID": "",
+                "ready": False,
+                "started": False,
+                "restartCount": 0,
+                "state": {
+                    "terminated": {
+                        "exitCode": code,
+                        "reason": "Completed" if code == 0 else "Error",
+                        "message": message[:TERMINATION_MESSAGE_LIMIT],
+                        "startedAt": _stamp(started),
+                        "finishedAt": _stamp(finished),
+                    }
+                },
+            }
+        ],
+    }
+
+
+class PodWorker:
+    """Runs one pod's processes in its own thread; `retire()` when the pod goes away."""
+
+    def __init__(
+        self,
+        spec: PodSpec,
+        pod_dir: pathlib.Path,
+        api: PodApi,
+        *,
+        mirrors: Mapping[str, str],
+        startup_timeout: float,
+        start_slots: threading.Semaphore,
+        on_change: Callable[[], None],
+        previous: PodWorker | None = None,
+    ) -> None:
+        """`previous`: a retired worker of a pod of the same name, waited for first (it
+        still owns the pod's directory)."""
+        self.spec = spec
+        self.key = spec.key
+        self.pod_dir = pod_dir
+        self.info: ServerInfo | None = None
+        self._api = api
+        self._mirrors = dict(mirrors)
+        self._startup_timeout = startup_timeout
+        self._start_slots = start_slots
+        self._on_change = on_change
+        self._previous = previous
+        self._gone = threading.Event()
+        self._lock = threading.Lock()  # guards _tuner against retire()
+        self._tuner: subprocess.Popen[bytes] | None = None
+        self._server: local.TritonServer | None = None  # the one running, for _run's cleanup
+        self._thread = threading.Thread(
+            target=self._run, name=f"pod-{spec.namespace}-{spec.name}", daemon=True
+        )
+
+    # --- the runner's side ----------------------------------------------------------------
+
+    def start(self) -> PodWorker:
+        self._thread.start()
+        return self
+
+    def retire(self) -> None:
+        """The pod went away: stop its processes (in the worker's thread; this returns)."""
+        self._gone.set()
+        with self._lock:
+            if self._tuner is not None and self._tuner.poll() is None:
+                self._tuner.kill()  # the pod was deleted (its Job's deadline passed)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the worker's thread; True once it (and every process of it) is gone."""
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # --- the worker's thread --------------------------------------------------------------
+
+    def _set(self, info: ServerInfo | None) -> None:
+        self.info = info
+        self._on_change()
+
+    def _run(self) -> None:
+        name = podspec.name(self.key)
+        try:
+            if self._previous is not None:
+                self._previous.join(self._startup_timeout + 30)
+                self._previous = None
+            self._serve()
+        except Exception as error:
+            log.exception("the worker for %s failed", name)
+            if self.info is not None:
+                self._set(dataclasses.replace(self.info, ready=False, error=repr(error)))
+        finally:
+            # Whatever happened, nothing of this pod outlives its worker.
+            if self._server is not None:
+                self._stop_server(self._server)
+
+    def _serve(self) -> None:
+        name = podspec.name(self.key)
+        restarts = 0
+        while True:
+            server = self._start()
+            if server is None:  # gone, or given up on (self.info says why)
+                return
+            if self.spec.tuner is not None:
+                self._run_tuner(self.spec.tuner, server)
+                self._gone.wait()  # the Job's pod ends: it is no longer Running
+                self._stop_server(server)
+                return
+            self._annotate(server)
+            while not self._gone.wait(MONITOR_PERIOD_S) and server.is_running():
+                pass
+            if self._gone.is_set():
+                self._stop_server(server)
+                return
+            # Died after it was ready: restart it a few times, like a kubelet.
+            error = f"tritonserver exited; log tail:\n{server.log_tail(10)}"
+            if self.info is not None:
+                self._set(dataclasses.replace(self.info, ready=False, error=error))
+            self._server = None
+            server.stop()  # reaps it and its stubs
+            if restarts >= MAX_RESTARTS:
+                log.error("triton for %s exited again; leaving it down", name)
+                return
+            restarts += 1
+            log.warning("triton for %s exited; restarting (%d/%d)", name, restarts, MAX_RESTARTS)
+
+    def _start(self) -> local.TritonServer | None:
+        """A ready server, after up to START_ATTEMPTS tries; None if gone or given up."""
+        name = podspec.name(self.key)
+        last_error = ""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            if not self._take_slot():
+                return None
+            try:
+                server = self._start_server()
+            except Exception as error:
+                last_error = str(error) or repr(error)
+                if isinstance(error, ApiException) and error.status == 404:
+                    break  # the ConfigMap is gone: so is the GeoDeployment, soon the pod
+                log.warning(
+                    "starting triton for %s failed (attempt %d/%d): %s",
+                    name,
+                    attempt,
+                    START_ATTEMPTS,
+                    error,
+                )
+            else:
+                if server is None or not self._gone.is_set():
+                    return server
+                self._stop_server(server)  # the pod went away while Triton was loading
+                return None
+            finally:
+                self._start_slots.release()
+            if attempt < START_ATTEMPTS and self._gone.wait(attempt):
+                return None
+        if self._gone.is_set():
+            return None
+        log.error("giving up on triton for %s: %s", name, last_error.splitlines()[0])
+        if self.info is not None:
+            self._set(dataclasses.replace(self.info, ready=False, error=last_error))
+        return None
+
+    def _take_slot(self) -> bool:
+        while not self._gone.is_set():
+            if self._start_slots.acquire(timeout=0.5):
+                return True
+        return False
+
+    def _start_server(self) -> local.TritonServer | None:
+        began = time.monotonic()
+        spec = self.spec
+        data = self._api.config_map_data(spec.namespace, spec.config_map)
+        model = podspec.model_source(data)
+        models_dir = self.pod_dir / "models"
+        shutil.rmtree(models_dir, ignore_errors=True)  # a fresh repository per attempt
+        repository.materialize(
+            data,
+            model_name=model.name,
+            artifact_format=model.format,
+            uri=spec.uri,
+            repository=models_dir,
+            mirrors=self._mirrors,
+        )
+        tuner = spec.is_tuner
+        server = local.TritonServer(
+            models_dir,
+            log_path=self.pod_dir / "triton.log",
+            startup_timeout=self._startup_timeout,
+            stop_timeout=10.0,
+            # Stop like a kubelet's grace period, but short: tests scale down often.
+            exit_timeout_secs=3,
+            # The tuning pod's sidecar: explicit model control, as its args say.
+            model_control_mode="explicit" if tuner else "none",
+            load_models=[model.name] if tuner else [],
+        )
+        info = ServerInfo(
+            namespace=spec.namespace,
+            pod=spec.name,
+            uid=spec.uid,
+            geodeployment=spec.geodeployment,
+            artifact=spec.artifact,
+            uri=spec.uri,
+            model=model.name,
+            max_batch_size=model.max_batch_size,
+            http=server.http_url,
+            grpc=server.grpc_url,
+            metrics=f"{local.HOST}:{server.metrics_port}",
+            ready=False,
+            pid=None,
+            startup_seconds=None,
+            tuner=tuner,
+        )
+        if self._gone.is_set():
+            return None
+        self._set(info)
+        server.start()
+        self._server = server
+        took = time.monotonic() - began
+        self._set(dataclasses.replace(info, ready=True, pid=server.pid, startup_seconds=took))
+        log.info(
+            "started triton for %s (artifact %s, max_batch_size %d) on :%d in %.1fs",
+            podspec.name(self.key),
+            info.artifact,
+            info.max_batch_size,
+            server.http_port,
+            took,
+        )
+        return server
+
+    def _stop_server(self, server: local.TritonServer) -> None:
+        name = podspec.name(self.key)
+        self._server = None
+        pid = server.pid if server.is_running() else None
+        try:
+            code = server.stop()
+        except Exception:
+            log.exception("stopping triton for %s failed", name)
+            return
+        # The repository is a copy of what the API holds; the log is kept for post-mortems.
+        shutil.rmtree(self.pod_dir / "models", ignore_errors=True)
+        log.info("stopped triton for %s (pid %s, exit code %s)", name, pid, code)
+
+    def _annotate(self, server: local.TritonServer) -> None:
+        """Tell the pod's readers where its metrics really are (kwok's pod IP is fake)."""
+        name = podspec.name(self.key)
+        url = f"http://{local.HOST}:{server.metrics_port}/metrics"
+        try:
+            self._api.annotate(self.key, self.spec.uid, {METRICS_URL_ANNOTATION: url})
+        except ApiException as error:
+            if error.status in (404, 409):  # deleted (or replaced) meanwhile: nothing to do
+                log.info("pod %s vanished before it could be annotated", name)
+                return
+            log.warning("annotating pod %s failed: %s %s", name, error.status, error.reason)
+        except Exception as error:  # the API server unreachable (restarting): not fatal
+            log.warning("annotating pod %s failed: %r", name, error)
+
+    def _run_tuner(self, tuner: podspec.Tuner, server: local.TritonServer) -> None:
+        """The tuning pod's `tune` container: the real `geo tune` with the pod's args against
+        its Triton, then the pod reported terminated with the exit code and the termination
+        message (the result file, else the log's tail: FallbackToLogsOnError)."""
+        name = podspec.name(self.key)
+        result_file = self.pod_dir / "termination-log"
+        result_file.unlink(missing_ok=True)
+        command = podspec.tuner_command(tuner, GEO, server.http_url, result_file)
+        log_path = self.pod_dir / "tune.log"
+        started = time.time()
+        with self._lock:
+            if self._gone.is_set():
+                return
+            with log_path.open("wb") as out:
+                self._tuner = subprocess.Popen(
+                    command,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **dict(tuner.env)},
+                )
+            process = self._tuner
+        log.info("running geo tune for %s: %s", name, " ".join(command[1:]))
+        code = process.wait()
+        if self._gone.is_set():  # killed with its pod
+            return
+        message = result_file.read_text() if result_file.exists() else ""
+        if not message and code != 0:
+            message = log_path.read_bytes()[-TERMINATION_MESSAGE_LIMIT:].decode(errors="replace")
+        finished = time.time()
+        log.info("geo tune for %s exited %d after %.1fs", name, code, finished - started)
+        status = terminated_status(tuner, code, message, started, finished)
+        for attempt in range(1, REPORT_ATTEMPTS + 1):
+            try:
+                self._api.patch_status(self.key, status)
+                return
+            except ApiException as error:
+                if error.status == 404:  # deleted meanwhile: nobody to tell
+                    return
+                log.warning(
+                    "reporting %s terminated failed: %s %s", name, error.status, error.reason
+                )
+            except Exception as error:  # the API server unreachable (restarting)
+                log.warning("reporting %s terminated failed: %r", name, error)
+            if self._gone.wait(2**attempt):
+                return
