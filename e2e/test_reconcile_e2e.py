@@ -140,3 +140,19 @@ def test_a_name_no_child_could_carry_is_refused_at_admission(
         assert "metadata.name must be a DNS-1035 label" in out.stderr, out.stderr
     assert cluster.json("get", "geod", "-n", namespace)["items"] == []
     assert cluster.json("get", "deployments", "-n", namespace)["items"] == []
+
+
+def test_deleting_the_namespace_is_routine(operator: OperatorProcess, namespace: str) -> None:
+    """Its children's deletion events re-run the owner's reconcile while the namespace
+    terminates: nothing refused is reported, no warning, no error."""
+    cluster = operator.cluster
+    cluster.apply(example(namespace))
+    wait_for(lambda: _available(cluster, namespace), "digits Ready=True", timeout=90)
+    before = len(operator.logs().splitlines())
+    cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=90s")
+    after = [
+        line
+        for line in operator.logs().splitlines()[before:]
+        if namespace in line and (" WARNING " in line or " ERROR " in line)
+    ]
+    assert after == [], after

@@ -13,6 +13,7 @@ from geo_operator import handlers
 from geo_operator.api import conditions, models, names
 from geo_operator.api import status as status_io
 from geo_operator.controller import context, reconcile
+from geo_operator.k8s import client as k8s
 
 
 def _status(kube: FakeKube) -> dict[str, Any]:
@@ -266,14 +267,37 @@ def test_a_failing_api_server_is_retried_with_backoff_in_one_line(
 
     kube.apply = unavailable  # type: ignore[method-assign]
     reconcile.run(ctx, "ml", "digits")
-    reconcile.run(ctx, "ml", "digits")
-    assert ctx.requeues.pending(("ml", "digits")) == 1010.0  # 5 s, then 10 s
+    reconcile.run(ctx, "ml", "digits")  # another cause failing before the retry: no doubling
+    assert ctx.requeues.pending(("ml", "digits")) == 1005.0
+    now[0] = 1005.0
+    reconcile.run(ctx, "ml", "digits")  # the retry fails too: 10 s more
+    assert ctx.requeues.pending(("ml", "digits")) == 1015.0
     lines = [r for r in caplog.records if "reconcile failed" in r.getMessage()]
-    assert len(lines) == 2 and all(r.levelname == "WARNING" and not r.exc_info for r in lines)
+    assert len(lines) == 3 and all(r.levelname == "WARNING" and not r.exc_info for r in lines)
     assert "ConnectionError: the API server went away" in lines[0].getMessage()
     kube.apply = real_apply  # type: ignore[method-assign]
-    now[0] = 1010.0
+    now[0] = 1015.0
     assert ctx.requeues.keys_due(now[0]) == [("ml", "digits")]
     reconcile.run(ctx, "ml", "digits")
     assert ctx.requeues.pending(("ml", "digits")) is None  # healthy again: nothing pending
     assert _condition(_status(kube), "ArtifactSelected")["status"] == "True"
+
+
+def test_a_namespace_going_away_is_no_failure(
+    kube: FakeKube, body: dict[str, Any], caplog: Any
+) -> None:
+    """The namespace is deleted: its children's deletion events re-run the owner's
+    reconcile, whose writes the API server now refuses. Nothing is reported or retried."""
+    kube.objects[(models.KIND, "ml", "digits")] = copy.deepcopy(body)
+    ctx = context.Context(kube)
+
+    def terminating(obj: dict[str, Any]) -> dict[str, Any]:
+        raise k8s.Gone(
+            "unable to create new content in namespace ml because it is being terminated"
+        )
+
+    kube.apply = terminating  # type: ignore[method-assign]
+    reconcile.run(ctx, "ml", "digits")
+    assert kube.status_patches == [] and kube.events == []
+    assert ctx.requeues.pending(("ml", "digits")) is None
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -69,6 +69,9 @@ class Requeues:
         """Record a failed reconcile; the seconds until its retry (5 s, doubling, at most
         MAX_RETRY_SECONDS), also set as its requeue time."""
         with self._guard:
+            pending = self._at.get(key)
+            if key in self._failures and pending is not None and pending > now:
+                return pending - now  # other causes failing meanwhile: one retry, one step
             count = self._failures.get(key, 0) + 1
             self._failures[key] = count
             delay = float(min(5 * 2 ** (count - 1), MAX_RETRY_SECONDS))

@@ -40,6 +40,10 @@ def run(ctx: context.Context, namespace: str, name: str) -> None:
     key = (namespace, name)
     try:
         reconcile(ctx, namespace, name)
+    except k8s.Gone as gone:  # deleted meanwhile, or its namespace is going: nothing to do
+        log.debug("%s/%s: gone while reconciling: %s", *key, gone)
+        ctx.requeues.set(key, None)
+        ctx.requeues.succeeded(key)
     except Exception as error:
         delay = ctx.requeues.failed(key, ctx.clock())
         log.warning(

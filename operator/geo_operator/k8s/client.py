@@ -43,6 +43,15 @@ UNCONVERTIBLE = "failed to convert new object"
 log = logging.getLogger(__name__)
 
 
+class Gone(Exception):
+    """What we write to is gone or going: the object was deleted, or its namespace is being
+    terminated. Nothing to do and nothing to report (a routine delete is not a failure)."""
+
+
+# The API server's words (NamespaceLifecycle) for a write into a namespace being deleted.
+TERMINATING = "because it is being terminated"
+
+
 class Refused(Exception):
     """The API server refused an object we sent; the message is the API server's own."""
 
@@ -74,7 +83,7 @@ class Kube(Protocol):
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply one object; returns it as stored. Raises Refused when the API
-        server refuses it (invalid, forbidden)."""
+        server refuses it (invalid, forbidden), Gone when its namespace is gone or going."""
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """One object, or None if it doesn't exist."""
@@ -90,7 +99,8 @@ class Kube(Protocol):
 
     def apply_status(self, namespace: str, name: str, manager: str, status: dict[str, Any]) -> None:
         """Server-side apply the status fields that ``manager`` owns: fields it applied
-        before and leaves out now are removed; other managers' fields stay."""
+        before and leaves out now are removed; other managers' fields stay. Raises Gone when
+        the object was deleted meanwhile."""
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         """Set a Deployment's replicas (the autoscaler's one write)."""
@@ -132,6 +142,8 @@ class KubeClient:
             )
         except exceptions.ApiException as error:
             message = _api_message(error)
+            if error.status == 404 or TERMINATING in message:
+                raise Gone(message) from None
             if error.status in REFUSALS or (error.status == 500 and UNCONVERTIBLE in message):
                 raise Refused(obj, message) from None
             raise
@@ -171,9 +183,18 @@ class KubeClient:
             "metadata": {"name": name, "namespace": namespace},
             "status": status,
         }
-        resource.status.server_side_apply(
-            body=body, name=name, namespace=namespace, field_manager=manager, force_conflicts=True
-        )
+        try:
+            resource.status.server_side_apply(
+                body=body,
+                name=name,
+                namespace=namespace,
+                field_manager=manager,
+                force_conflicts=True,
+            )
+        except exceptions.ApiException as error:
+            if error.status == 404:
+                raise Gone(_api_message(error)) from None
+            raise
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         kubernetes.client.AppsV1Api(self._api).patch_namespaced_deployment_scale(
