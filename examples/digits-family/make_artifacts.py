@@ -667,8 +667,8 @@ def render_manifest(measurements: Sequence[Measurement], base_uri: str, header: 
         if line.strip() == f"- name: {bad.name}":
             indent = line[: len(line) - len(line.lstrip())]
             lines.append(
-                f"{indent}# The tests' bad artifact: its accuracy below is the teacher's, "
-                f"declared; measured on the held-out set it is {bad.accuracy:.4f}."
+                f"{indent}# The tests' bad artifact: declares the teacher's accuracy; "
+                f"measured on the held-out set {bad.accuracy:.4f}."
             )
         lines.append(line)
     return header + "\n" + "\n".join(lines) + "\n"
