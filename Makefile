@@ -33,6 +33,8 @@ system-deps:
 
 artifacts: setup
 	@test -f examples/digits/artifacts/measurements.json || $(PY) examples/digits/make_artifacts.py
+	@test -f examples/digits-family/artifacts/measurements.json || \
+	  $(PY) examples/digits-family/make_artifacts.py
 
 crd: setup
 	$(VENV)/bin/geo crd > crds/geodeployments.geo.ai.yaml
@@ -59,4 +61,4 @@ demo: setup artifacts
 	$(PY) e2e/demo.py
 
 clean:
-	rm -rf $(VENV) examples/digits/artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) examples/digits/artifacts examples/digits-family/artifacts .pytest_cache .mypy_cache .ruff_cache
