@@ -1,0 +1,173 @@
+"""Accuracy measured, not declared: a held-out set sent through a live Triton, scored.
+
+The held-out file is an ``.npz`` a user makes from numpy in one line::
+
+    numpy.savez("heldout.npz", input=x, labels=y)
+
+one array per model input, named as the input (``spec.model.inputs[].name``),
+shaped ``[N, *dims]`` with the input's data type, and ``labels`` (``[N]`` or
+``[N, 1]``, integers) for the ``accuracy`` metric. The ``agreement`` metric needs no
+labels: it scores the fraction of answers equal to a reference artifact's.
+`load` checks all of that and names what is wrong (`EvaluationError`); `predict`
+sends the set through Triton in batches; `accuracy` and `agreement` score the answers.
+
+Issue 11 §2 builds on this: the tuning Job runs it against each candidate and
+records the score next to its throughput. Nothing in the operator calls it yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import zipfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tritonclient.http as httpclient
+
+from geo_operator.api import models
+
+LABELS = "labels"
+# Triton data type -> (the wire type, the numpy dtype a held-out array must have).
+DTYPES: dict[str, tuple[str, type[np.generic]]] = {
+    "TYPE_FP32": ("FP32", np.float32),
+    "TYPE_FP16": ("FP16", np.float16),
+    "TYPE_FP64": ("FP64", np.float64),
+    "TYPE_INT8": ("INT8", np.int8),
+    "TYPE_INT32": ("INT32", np.int32),
+    "TYPE_INT64": ("INT64", np.int64),
+    "TYPE_UINT8": ("UINT8", np.uint8),
+    "TYPE_BOOL": ("BOOL", np.bool_),
+}
+
+
+class EvaluationError(ValueError):
+    """The held-out file can't be used as it is; the message says what is wrong."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldOut:
+    """A checked held-out set: one array per model input, and labels when it has them."""
+
+    inputs: Mapping[str, np.ndarray[Any, Any]]
+    labels: np.ndarray[Any, Any] | None
+    samples: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    metric: str  # accuracy | agreement
+    value: float
+    samples: int
+
+
+def load(
+    path: str | pathlib.Path, inputs: Sequence[models.TensorSpec], *, need_labels: bool
+) -> HeldOut:
+    """Read and check ``path`` against the model's inputs."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise EvaluationError(f"{path}: not a readable .npz file ({error})") from None
+    checked = {spec.name: _input(path, arrays, spec) for spec in inputs}
+    labels = _labels(path, arrays) if need_labels or LABELS in arrays else None
+    counts = {name: len(a) for name, a in checked.items()}
+    if labels is not None:
+        counts[LABELS] = len(labels)
+    if len(set(counts.values())) != 1:
+        raise EvaluationError(f"{path}: arrays differ in length: {counts}")
+    samples = next(iter(counts.values()))
+    if samples == 0:
+        raise EvaluationError(f"{path}: the held-out set is empty")
+    return HeldOut(checked, labels, samples)
+
+
+def _input(
+    path: str | pathlib.Path, arrays: Mapping[str, np.ndarray[Any, Any]], spec: models.TensorSpec
+) -> np.ndarray[Any, Any]:
+    if spec.name not in arrays:
+        found = ", ".join(sorted(arrays)) or "none"
+        raise EvaluationError(f"{path}: no array {spec.name!r} for input {spec.name} (has {found})")
+    array = arrays[spec.name]
+    wanted = DTYPES.get(spec.data_type)
+    if wanted is None:
+        raise EvaluationError(f"input {spec.name}: {spec.data_type} is not supported")
+    if array.dtype != wanted[1]:
+        raise EvaluationError(
+            f"{path}: array {spec.name!r} is {array.dtype}, input {spec.name} wants "
+            f"{np.dtype(wanted[1]).name} ({spec.data_type})"
+        )
+    dims = list(spec.dims)
+    shape = list(array.shape[1:])
+    if array.ndim != len(dims) + 1 or any(
+        d not in (-1, s) for d, s in zip(dims, shape, strict=True)
+    ):
+        raise EvaluationError(
+            f"{path}: array {spec.name!r} has shape {list(array.shape)}, input {spec.name} "
+            f"wants [N, {', '.join(str(d) for d in dims)}]"
+        )
+    return array
+
+
+def _labels(
+    path: str | pathlib.Path, arrays: Mapping[str, np.ndarray[Any, Any]]
+) -> np.ndarray[Any, Any]:
+    if LABELS not in arrays:
+        raise EvaluationError(f"{path}: no array {LABELS!r} (the accuracy metric needs labels)")
+    labels = arrays[LABELS]
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels.reshape(-1)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise EvaluationError(
+            f"{path}: {LABELS!r} must be integers shaped [N] or [N, 1], "
+            f"got {labels.dtype} {list(labels.shape)}"
+        )
+    return labels
+
+
+def predict(
+    url: str,
+    model: str,
+    heldout: HeldOut,
+    inputs: Sequence[models.TensorSpec],
+    output: str,
+    batch: int = 32,
+) -> np.ndarray[Any, Any]:
+    """The model's answers (``output``, flattened to one per sample) from the Triton at
+    ``url``, in batches of at most ``batch`` (keep it within max_batch_size)."""
+    client = httpclient.InferenceServerClient(url)
+    try:
+        answers = []
+        for start in range(0, heldout.samples, batch):
+            request = []
+            for spec in inputs:
+                part = np.ascontiguousarray(heldout.inputs[spec.name][start : start + batch])
+                tensor = httpclient.InferInput(
+                    spec.name, list(part.shape), DTYPES[spec.data_type][0]
+                )
+                tensor.set_data_from_numpy(part)
+                request.append(tensor)
+            result = client.infer(model, request, outputs=[httpclient.InferRequestedOutput(output)])
+            answers.append(np.asarray(result.as_numpy(output)).reshape(len(part), -1)[:, 0])
+        return np.concatenate(answers)
+    finally:
+        client.close()
+
+
+def accuracy(predicted: np.ndarray[Any, Any], labels: np.ndarray[Any, Any]) -> Score:
+    """Top-1 accuracy: the fraction of answers equal to the label."""
+    _same_length(predicted, labels)
+    return Score("accuracy", float(np.mean(predicted == labels)), len(labels))
+
+
+def agreement(predicted: np.ndarray[Any, Any], reference: np.ndarray[Any, Any]) -> Score:
+    """The fraction of answers equal to the reference artifact's (no labels needed)."""
+    _same_length(predicted, reference)
+    return Score("agreement", float(np.mean(predicted == reference)), len(reference))
+
+
+def _same_length(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> None:
+    if len(a) != len(b) or len(a) == 0:
+        raise EvaluationError(f"cannot score {len(a)} answers against {len(b)}")
