@@ -155,6 +155,16 @@ class FakeKube:
         self.events.append((type_, reason, message))
 
 
+# What the reconcile has written once it deployed something: the autoscaler acts only then.
+SELECTED = {
+    "name": "int8",
+    "precision": "int8",
+    "format": "python",
+    "uri": "http://x/y",
+    "reason": "r",
+}
+
+
 @pytest.fixture
 def kube() -> FakeKube:
     return FakeKube()

@@ -40,7 +40,7 @@ MANAGED = {names.MANAGED_BY_LABEL: names.MANAGER}
 REQUEUE_PERIOD = 2.0
 
 
-def memo(tuner_image: str = context.DEFAULT_TUNER_IMAGE) -> kopf.Memo:
+def memo(tuner_image: str = names.DEFAULT_TUNER_IMAGE) -> kopf.Memo:
     """The memo `geo run` passes to kopf: the client is made at startup, after login."""
     return kopf.Memo(tuner_image=tuner_image)
 
@@ -68,7 +68,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -
     if not hasattr(memo, "geo"):
         k8s.load_config()
         kube = k8s.KubeClient()
-        image = getattr(memo, "tuner_image", context.DEFAULT_TUNER_IMAGE)
+        image = getattr(memo, "tuner_image", names.DEFAULT_TUNER_IMAGE)
         memo.geo = context.Context(kube, tuner_image=image)
         memo.autoscaler = autoscaler_.Autoscaler(kube)
     memo.requeue_task = asyncio.get_running_loop().create_task(_requeues(memo.geo))

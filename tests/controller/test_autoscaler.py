@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FakeKube
+from conftest import SELECTED, FakeKube
 from geo_operator.api import models, names
 from geo_operator.controller import autoscaler
 
@@ -67,13 +67,7 @@ class World:
             "observedGeneration": 1,
             "replicas": 1,
             "readyReplicas": 1,
-            "selectedArtifact": {
-                "name": "int8",
-                "precision": "int8",
-                "format": "python",
-                "uri": "http://x/y",
-                "reason": "r",
-            },
+            "selectedArtifact": dict(SELECTED),
         }
         self.kube.objects[(models.KIND, NS, NAME)] = body
         # The Deployment: its spec.replicas is the autoscaler's "current".

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FakeKube
+from conftest import SELECTED, FakeKube
 from geo_operator.api import models
 from geo_operator.controller import autoscaler
 from geo_operator.scaling import policy
@@ -31,13 +31,7 @@ def _object(body: dict[str, Any], name: str, **autoscaling: Any) -> dict[str, An
     }
     gd["status"] = {
         "observedGeneration": 1,
-        "selectedArtifact": {
-            "name": "int8",
-            "precision": "int8",
-            "format": "python",
-            "uri": "http://x/y",
-            "reason": "r",
-        },
+        "selectedArtifact": dict(SELECTED),
     }
     return gd
 

@@ -17,7 +17,6 @@ from geo_operator.k8s import client as k8s
 
 Key = tuple[str, str]  # (namespace, name)
 MAX_RETRY_SECONDS = 300  # a failed reconcile is retried after 5 s, doubling up to this
-DEFAULT_TUNER_IMAGE = names.DEFAULT_TUNER_IMAGE
 
 
 class KeyLocks:
@@ -92,7 +91,7 @@ class Context:
     """Everything the controller shares across objects and threads."""
 
     kube: k8s.Kube
-    tuner_image: str = DEFAULT_TUNER_IMAGE
+    tuner_image: str = names.DEFAULT_TUNER_IMAGE
     clock: Callable[[], float] = time.time  # wall-clock seconds: retry times are RFC 3339
     locks: KeyLocks = dataclasses.field(default_factory=KeyLocks)
     requeues: Requeues = dataclasses.field(default_factory=Requeues)

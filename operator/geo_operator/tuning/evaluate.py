@@ -27,19 +27,10 @@ import numpy as np
 import tritonclient.http as httpclient
 
 from geo_operator.api import models
+from geo_operator.tuning import measure
 
 LABELS = "labels"
-# Triton data type -> (the wire type, the numpy dtype a held-out array must have).
-DTYPES: dict[str, tuple[str, type[np.generic]]] = {
-    "TYPE_FP32": ("FP32", np.float32),
-    "TYPE_FP16": ("FP16", np.float16),
-    "TYPE_FP64": ("FP64", np.float64),
-    "TYPE_INT8": ("INT8", np.int8),
-    "TYPE_INT32": ("INT32", np.int32),
-    "TYPE_INT64": ("INT64", np.int64),
-    "TYPE_UINT8": ("UINT8", np.uint8),
-    "TYPE_BOOL": ("BOOL", np.bool_),
-}
+DTYPES = measure.DTYPES  # the held-out arrays' dtypes are the tuner's request dtypes
 
 
 class EvaluationError(ValueError):

@@ -42,7 +42,8 @@ from geo_operator.tuning.search import Config
 DEFAULT_CONCURRENCY = (1, 4, 16, 32)
 
 # Triton config data types -> (tritonclient datatype, numpy dtype) for synthetic inputs.
-_DTYPES: dict[str, tuple[str, type[np.generic]]] = {
+# Triton data type -> (the wire type, the numpy dtype); also the held-out evaluator's.
+DTYPES: dict[str, tuple[str, type[np.generic]]] = {
     "TYPE_FP32": ("FP32", np.float32),
     "TYPE_FP16": ("FP16", np.float16),
     "TYPE_FP64": ("FP64", np.float64),
@@ -158,7 +159,7 @@ class Measurer:
     ) -> list[np.ndarray[Any, Any]]:
         arrays = []
         for spec in config.get("input", []):
-            dtype = _DTYPES.get(spec["data_type"])
+            dtype = DTYPES.get(spec["data_type"])
             if dtype is None:
                 raise MeasureError(f"input {spec['name']}: {spec['data_type']} is not supported")
             dims = [int(d) for d in spec["dims"]]
@@ -190,7 +191,7 @@ class Measurer:
         inputs = []
         for spec, array in zip(self.original["input"], self._inputs, strict=True):
             tensor = aioclient.InferInput(
-                spec["name"], list(array.shape), _DTYPES[spec["data_type"]][0]
+                spec["name"], list(array.shape), DTYPES[spec["data_type"]][0]
             )
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
