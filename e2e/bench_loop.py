@@ -34,9 +34,7 @@ class Cluster:
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         self.calls += 1
 
-    def apply_status(
-        self, namespace: str, name: str, manager: str, status: dict[str, Any]
-    ) -> None:
+    def apply_status(self, namespace: str, name: str, manager: str, status: dict[str, Any]) -> None:
         self.calls += 1
 
     def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:

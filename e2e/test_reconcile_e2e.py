@@ -53,9 +53,7 @@ def test_a_deleted_child_comes_back(operator: OperatorProcess, namespace: str) -
     wait_for(lambda: _available(cluster, namespace), "digits Ready=True again", timeout=90)
 
 
-def test_a_refused_child_is_reported_once(
-    operator: OperatorProcess, namespace: str
-) -> None:
+def test_a_refused_child_is_reported_once(operator: OperatorProcess, namespace: str) -> None:
     cluster = operator.cluster
     cluster.apply(example(namespace))
     wait_for(lambda: _available(cluster, namespace), "digits Ready=True", timeout=90)
@@ -100,9 +98,7 @@ def _available_pods(cluster: Cluster, namespace: str) -> bool:
     return bool(status.get("updatedReplicas") == status.get("readyReplicas") == 1)
 
 
-def test_each_writer_owns_its_status_fields(
-    operator: OperatorProcess, namespace: str
-) -> None:
+def test_each_writer_owns_its_status_fields(operator: OperatorProcess, namespace: str) -> None:
     cluster = operator.cluster
     body = example(namespace)
     body["spec"]["autoscaling"] = {"enabled": True, "minReplicas": 1, "maxReplicas": 2}

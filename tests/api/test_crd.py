@@ -76,7 +76,7 @@ def test_schema_is_structural() -> None:
 def test_defaults_reach_nested_objects() -> None:
     spec = _version()["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert spec["autoscaling"]["default"]["minReplicas"] == 1  # full: CEL checks defaults
-    assert spec["autoscaling"]["properties"]["targetP99LatencyMs"]["default"] == 200
+    assert spec["autoscaling"]["properties"]["targetUtilization"]["default"] == 0.7
     assert (
         spec["autoscaling"]["properties"]["metrics"]["properties"]["source"]["default"] == "direct"
     )
@@ -85,6 +85,7 @@ def test_defaults_reach_nested_objects() -> None:
         "smallest",
         "fastest",
         "pinned",
+        "min-cost",
     ]
     artifacts = spec["model"]["properties"]["artifacts"]
     assert artifacts["x-kubernetes-list-type"] == "map"

@@ -161,13 +161,19 @@ def test_geo_decide_without_metrics_says_missing() -> None:
             "400",
             "--p99-ms",
             "120",
+            "--capacity",
+            "100",
         ],
         capture_output=True,
         text=True,
         check=True,
         cwd=ROOT,
     )
-    assert json.loads(loaded.stdout)["action"] == "scale_out"
+    # No targetQpsPerReplica in the file: the target is the capacity x 0.7 = 70 req/s.
+    decided = json.loads(loaded.stdout)
+    assert decided["action"] == "scale_out"
+    assert decided["target"]["source"] == "measured"
+    assert decided["target"]["effectiveTargetQpsPerReplica"] == 70
 
 
 def test_queued_backlog_sizes_the_step_when_known() -> None:

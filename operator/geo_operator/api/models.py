@@ -93,6 +93,18 @@ class SelectionPolicy(enum.StrEnum):
     SMALLEST = "smallest"
     FASTEST = "fastest"
     PINNED = "pinned"
+    MIN_COST = "min-cost"
+
+
+class EvaluationMetric(enum.StrEnum):
+    """How the held-out set is scored."""
+
+    ACCURACY = "accuracy"  # top-1 against the file's labels
+    AGREEMENT = "agreement"  # top-1 equal to the reference artifact's, for sets without labels
+
+
+# The p99 latency objective when none is given (tuning's budget and the autoscaler's target).
+DEFAULT_P99_LATENCY_MS = 200.0
 
 
 class MetricsSourceKind(enum.StrEnum):
@@ -158,8 +170,14 @@ class Artifact(_Model):
         pattern=r"^(https?|s3|gs|pvc|file)://.+",
         description="Where the artifact file is: http(s)://, s3://, gs://, pvc://CLAIM/path or file://.",
     )
-    accuracy: float = Field(
-        ge=0.0, le=1.0, description="Accuracy measured on the user's held-out set, 0..1."
+    accuracy: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Declared accuracy on the user's held-out set, 0..1. Required unless "
+            "model.evaluation measures it; a measurement, where one exists, wins."
+        ),
     )
     size_bytes: int | None = Field(default=None, ge=0, description="Size of the artifact file.")
     latency_ms: float | None = Field(
@@ -227,6 +245,52 @@ class Selection(_Model):
         return self
 
 
+class Evaluation(_Model):
+    """The held-out set the tuning Job sends through each candidate, and how it is scored."""
+
+    uri: str = Field(
+        max_length=MAX_URI,
+        pattern=r"^(https?|pvc|file)://.+",
+        description=(
+            "Where the held-out .npz is (http(s)://, pvc://CLAIM/path or file://): one array "
+            "per model input, named as the input, first axis the samples; plus `labels` "
+            "(class index per sample) for metric accuracy. numpy: "
+            "np.savez('heldout.npz', input=x, labels=y)."
+        ),
+    )
+    metric: EvaluationMetric = Field(
+        default=EvaluationMetric.ACCURACY,
+        description=(
+            "accuracy: top-1 against `labels`; agreement: the fraction of top-1 answers "
+            "equal to the reference artifact's (no labels needed)."
+        ),
+    )
+    reference: DnsLabel | None = Field(
+        default=None,
+        description=(
+            "agreement: the artifact whose answers count as right; unset: the one of "
+            "highest precision (fp32 before fp16 before int8; first in spec order on a tie)."
+        ),
+    )
+    output: str | None = Field(
+        default=None,
+        max_length=MAX_NAME,
+        description=(
+            "The output tensor scored (class scores or a class index); unset: the first "
+            "output with more than one value per sample, else the first output."
+        ),
+    )
+    tolerance: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description=(
+            "A declared accuracy above the measured one by more than this is contradicted: "
+            "a Warning Event and a line in ArtifactSelected."
+        ),
+    )
+
+
 class ModelSpec(_Model):
     """The model to serve and its quantized artifacts."""
 
@@ -238,7 +302,18 @@ class ModelSpec(_Model):
                     "self.artifacts.exists(a, a.name == self.selection.pinned)",
                     "selection.pinned must be the name of one of model.artifacts",
                     ".selection.pinned",
-                )
+                ),
+                _cel(
+                    "has(self.evaluation) || self.artifacts.all(a, has(a.accuracy))",
+                    "every artifact needs an accuracy unless model.evaluation measures it",
+                    ".artifacts",
+                ),
+                _cel(
+                    "!has(self.evaluation) || !has(self.evaluation.reference) || "
+                    "self.artifacts.exists(a, a.name == self.evaluation.reference)",
+                    "evaluation.reference must be the name of one of model.artifacts",
+                    ".evaluation.reference",
+                ),
             ]
         }
     )
@@ -262,6 +337,13 @@ class ModelSpec(_Model):
     selection: Selection = Field(
         default_factory=Selection, description="How the artifact to serve is chosen."
     )
+    evaluation: Evaluation | None = Field(
+        default=None,
+        description=(
+            "A held-out set to measure each candidate's accuracy on (in its tuning Job); "
+            "unset: the declared accuracies are trusted."
+        ),
+    )
 
     @pydantic.model_validator(mode="after")
     def _artifacts_consistent(self) -> ModelSpec:
@@ -274,6 +356,18 @@ class ModelSpec(_Model):
             raise ValueError(
                 f"selection.pinned must be the name of one of model.artifacts; "
                 f"{pinned!r} is not in {names}"
+            )
+        if self.evaluation is None:
+            undeclared = [a.name for a in self.artifacts if a.accuracy is None]
+            if undeclared:
+                raise ValueError(
+                    "every artifact needs an accuracy unless model.evaluation measures it; "
+                    f"missing for {undeclared}"
+                )
+        elif self.evaluation.reference is not None and self.evaluation.reference not in names:
+            raise ValueError(
+                f"evaluation.reference must be the name of one of model.artifacts; "
+                f"{self.evaluation.reference!r} is not in {names}"
             )
         return self
 
@@ -336,8 +430,13 @@ class BatchTuning(_Model):
         max_length=32,
         description="max_batch_size values the tuner may choose from.",
     )
-    latency_budget_ms: float = Field(
-        default=200, gt=0, description="p99 latency the tuned configuration must stay within."
+    latency_budget_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Deprecated: set objectives.p99LatencyMs. p99 latency the tuned configuration "
+            "must stay within; used only when objectives.p99LatencyMs is unset."
+        ),
     )
     queue_delays_microseconds: list[Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
         default=[0, 100, 500, 2000],
@@ -431,11 +530,31 @@ class Autoscaling(_Model):
     )
     min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas.")
     max_replicas: int = Field(default=10, ge=1, le=1000, description="Most replicas.")
-    target_qps_per_replica: float = Field(
-        default=100, gt=0, description="Requests per second one replica should carry."
+    target_qps_per_replica: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Requests per second one replica should carry. Unset: the chosen artifact's "
+            "measured throughput within the p99 objective × targetUtilization (corrected "
+            "by what production shows); set: this number wins."
+        ),
     )
-    target_p99_latency_ms: float = Field(
-        default=200, gt=0, description="p99 latency objective (SLO) in milliseconds."
+    target_utilization: float = Field(
+        default=0.7,
+        gt=0,
+        le=1,
+        description=(
+            "With targetQpsPerReplica unset: the fraction of a replica's measured capacity "
+            "to aim for (headroom for bursts and start-up; Knative's KPA uses 0.7)."
+        ),
+    )
+    target_p99_latency_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Deprecated: set objectives.p99LatencyMs. The autoscaler's p99 target; used only "
+            "when objectives.p99LatencyMs is unset."
+        ),
     )
     scale_out_ratio: float = Field(
         default=1.5, gt=0, description="Scale out when QPS per replica exceeds target times this."
@@ -478,6 +597,43 @@ class Autoscaling(_Model):
         return self
 
 
+class Prices(_Model):
+    """What one replica's resources cost per hour, for the min-cost policy. The defaults
+    are round on-demand cloud figures; put your own."""
+
+    cpu_core_hour: float = Field(default=0.04, ge=0, description="One CPU core for an hour.")
+    memory_gib_hour: float = Field(
+        default=0.005, ge=0, description="One GiB of memory for an hour."
+    )
+    gpu_hour: float = Field(default=2.5, ge=0, description="One nvidia.com/gpu for an hour.")
+
+
+class Objectives(_Model):
+    """What the user wants; GEO measures the rest and chooses (latency, load, cost)."""
+
+    p99_latency_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "The p99 latency objective (SLO) in milliseconds: the tuning budget and the "
+            "autoscaler's target. Unset: batchTuning.latencyBudgetMs / "
+            "autoscaling.targetP99LatencyMs (deprecated), else 200."
+        ),
+    )
+    expected_qps: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "min-cost: the load to size for, requests/s. Unset: the load the autoscaler "
+            "last saw, or minReplicas' worth of the first candidate at start."
+        ),
+    )
+    prices: Prices = Field(
+        default_factory=Prices,
+        description="min-cost: the price of one replica's resources (triton.resources).",
+    )
+
+
 class GeoDeploymentSpec(_Model):
     """What the user asks for: a model, how to serve it, how to scale it."""
 
@@ -497,6 +653,47 @@ class GeoDeploymentSpec(_Model):
     autoscaling: Autoscaling = Field(
         default_factory=Autoscaling, description="The QPS and p99 latency autoscaler."
     )
+    objectives: Objectives = Field(
+        default_factory=Objectives,
+        description="The objectives: p99 latency, expected load, prices.",
+    )
+
+    def tuning_budget_ms(self) -> float:
+        """The p99 the tuned configuration must keep: the one latency objective."""
+        return (
+            self.objectives.p99_latency_ms
+            or self.batch_tuning.latency_budget_ms
+            or self.autoscaling.target_p99_latency_ms
+            or DEFAULT_P99_LATENCY_MS
+        )
+
+    def target_p99_ms(self) -> float:
+        """The autoscaler's p99 target: the same objective (old fields as before)."""
+        return (
+            self.objectives.p99_latency_ms
+            or self.autoscaling.target_p99_latency_ms
+            or self.batch_tuning.latency_budget_ms
+            or DEFAULT_P99_LATENCY_MS
+        )
+
+    def deprecations(self) -> list[str]:
+        """What the user should move to objectives.p99LatencyMs, in words."""
+        notes = []
+        old = {
+            "batchTuning.latencyBudgetMs": self.batch_tuning.latency_budget_ms,
+            "autoscaling.targetP99LatencyMs": self.autoscaling.target_p99_latency_ms,
+        }
+        for field, value in old.items():
+            if value is None:
+                continue
+            if self.objectives.p99_latency_ms is None:
+                notes.append(f"{field} is deprecated: set objectives.p99LatencyMs instead")
+            elif value != self.objectives.p99_latency_ms:
+                notes.append(
+                    f"{field} {value:g} is ignored: objectives.p99LatencyMs "
+                    f"{self.objectives.p99_latency_ms:g} is the one latency objective"
+                )
+        return notes
 
 
 # ---------------------------------------------------------------- status
@@ -543,6 +740,17 @@ class Decision(_Model):
     time: str = Field(description="When (RFC 3339).")
 
 
+class MeasuredAccuracy(_Model):
+    """The candidate's score on the held-out set, measured through the real Triton."""
+
+    metric: EvaluationMetric = Field(description="accuracy (vs labels) or agreement.")
+    value: float = Field(ge=0, le=1, description="The fraction of samples answered right.")
+    samples: int = Field(ge=1, description="Samples scored.")
+    reference: str | None = Field(
+        default=None, description="agreement: the artifact whose answers counted as right."
+    )
+
+
 class TunedBatch(_Model):
     """The configuration a tuning run chose, and the figures behind it."""
 
@@ -555,6 +763,10 @@ class TunedBatch(_Model):
     concurrency: int | None = Field(default=None, description="In-flight requests it ran at.")
     measurements: int = Field(description="Measurements the search took.")
     grid_size: int = Field(description="Configurations in the grid (a full sweep's count).")
+    accuracy: MeasuredAccuracy | None = Field(
+        default=None,
+        description="Held-out accuracy at that configuration, when model.evaluation is set.",
+    )
 
 
 class TuningStatus(_Model):
@@ -576,6 +788,32 @@ class TuningStatus(_Model):
         default=None, description="TuningFailed or TuningTimedOut, after a failed attempt."
     )
     failure_message: str | None = Field(default=None, description="What went wrong.")
+
+
+TargetSource = Literal["declared", "measured", "learned", "unknown"]
+
+
+class AutoscalingStatus(_Model):
+    """The autoscaler's effective target and where it came from (written by the autoscaler)."""
+
+    effective_target_qps_per_replica: float | None = Field(
+        default=None, description="QPS per replica the autoscaler aims for now."
+    )
+    source: TargetSource = Field(
+        description=(
+            "declared: autoscaling.targetQpsPerReplica; measured: the tuned capacity × "
+            "targetUtilization; learned: that, corrected by production; unknown: nothing "
+            "measured yet (scales on p99 only, never in)."
+        )
+    )
+    measured_capacity: float | None = Field(
+        default=None, description="The served artifact's tuned throughput within the SLO."
+    )
+    correction: float | None = Field(
+        default=None,
+        description="Learned factor on the measured capacity (1 = the lab holds in production).",
+    )
+    reason: str = Field(default="", max_length=1024, description="The figures, in words.")
 
 
 class GeoDeploymentStatus(_Model):
@@ -624,6 +862,9 @@ class GeoDeploymentStatus(_Model):
     )
     decisions: list[Decision] = Field(
         default_factory=list, max_length=20, description="Recent autoscaling decisions."
+    )
+    autoscaling: AutoscalingStatus | None = Field(
+        default=None, description="The autoscaler's effective target and its source."
     )
 
 

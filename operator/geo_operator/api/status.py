@@ -6,7 +6,8 @@ Each status field has exactly one writer, named here and nowhere else:
   selectedArtifact, maxBatchSize, tuning, configHash, replicas, readyReplicas,
   selector and the conditions Ready, ArtifactSelected, BatchTuned;
 - the autoscaler (`controller.autoscaler`) owns `AUTOSCALER`: lastDecision,
-  decisions and the conditions ScalingActive, MetricsAvailable.
+  decisions, autoscaling (the effective target) and the conditions ScalingActive,
+  MetricsAvailable.
 
 Each writes with server-side apply under its own field manager, so the API
 server itself keeps them apart (conditions are a map keyed by `type`), and no
@@ -60,7 +61,9 @@ RECONCILE = Writer(
     ("Ready", "ArtifactSelected", "BatchTuned"),
 )
 AUTOSCALER = Writer(
-    names.AUTOSCALER_MANAGER, ("lastDecision", "decisions"), ("ScalingActive", "MetricsAvailable")
+    names.AUTOSCALER_MANAGER,
+    ("lastDecision", "decisions", "autoscaling"),
+    ("ScalingActive", "MetricsAvailable"),
 )
 WRITERS = (RECONCILE, AUTOSCALER)
 

@@ -5,8 +5,11 @@ the returned reason:
 
 1. drop artifacts the hardware can't run (GPU architecture, TensorRT plans and
    fp8 need a GPU);
-2. drop those under the accuracy floor, `minAccuracyRatio` × the best declared
-   accuracy;
+2. drop those under the accuracy floor, `minAccuracyRatio` × the best
+   accuracy, each judged on its **measured** accuracy (model.evaluation, scored
+   by the tuning Job on the held-out set) where one exists, else its declared
+   one; a declared figure the measurement contradicts beyond
+   evaluation.tolerance is named in the reason (and `Choice.contradicted`);
 3. apply the policy: `best-score` (weighted, normalised accuracy, speed and
    cheapness), `smallest`, `fastest` or `pinned`.
 
@@ -65,8 +68,10 @@ class Hardware:
 class Measurement:
     """Figures measured on the real Triton by the tuner, per artifact."""
 
-    latency_ms: float
-    throughput: float | None = None
+    latency_ms: float  # p99 at the tuned configuration's throughput
+    throughput: float | None = None  # req/s one replica serves within the p99 objective
+    max_batch_size: int | None = None  # the tuned configuration's
+    accuracy: models.MeasuredAccuracy | None = None  # on the held-out set (model.evaluation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +82,30 @@ class Choice:
     reason: str
     rejected: tuple[tuple[str, str], ...] = ()
     scores: tuple[tuple[str, float], ...] = ()
+    # Declared accuracies a measurement contradicts beyond evaluation.tolerance: (name, words).
+    contradicted: tuple[tuple[str, str], ...] = ()
+
+
+# Highest precision first: agreement's default reference is the first of these present.
+PRECISION_ORDER = (
+    models.Precision.FP32,
+    models.Precision.FP16,
+    models.Precision.BF16,
+    models.Precision.FP8,
+    models.Precision.INT8,
+    models.Precision.INT4,
+)
+
+
+def reference(spec: models.ModelSpec) -> models.Artifact | None:
+    """metric agreement: the artifact whose answers count as right (evaluation.reference, else
+    the highest precision, first in spec order on a tie); None for metric accuracy."""
+    evaluation = spec.evaluation
+    if evaluation is None or evaluation.metric is not models.EvaluationMetric.AGREEMENT:
+        return None
+    if evaluation.reference is not None:
+        return next(a for a in spec.artifacts if a.name == evaluation.reference)
+    return min(spec.artifacts, key=lambda a: PRECISION_ORDER.index(a.precision))
 
 
 def hardware_of(triton: models.TritonSpec, gpu_arch: str | None = None) -> Hardware:
@@ -125,31 +154,102 @@ class _Field:
     unrunnable: tuple[tuple[str, str], ...]  # the hardware's part of `rejected`
     floor: float
     floor_text: str
+    accuracy: Mapping[str, float]  # the accuracy each artifact is judged on, where known
+    contradicted: tuple[tuple[str, str], ...] = ()
+    unmeasured: tuple[models.Artifact, ...] = ()  # runnable, accuracy neither declared nor measured
 
 
-def _field(spec: models.ModelSpec, hardware: Hardware) -> _Field:
-    best = max(a.accuracy for a in spec.artifacts)
-    floor = spec.selection.min_accuracy_ratio * best
-    floor_text = f"floor {floor:.4f} = {spec.selection.min_accuracy_ratio:g} × best {best:.4f}"
+def accuracies(
+    spec: models.ModelSpec, measured: Mapping[str, Measurement]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """The accuracy each artifact is judged on (measured where it exists, else declared)
+    and how to say it."""
+    values: dict[str, float] = {}
+    words: dict[str, str] = {}
+    for a in spec.artifacts:
+        m = measured.get(a.name)
+        if m is not None and m.accuracy is not None:
+            values[a.name] = m.accuracy.value
+            agreement = m.accuracy.metric is models.EvaluationMetric.AGREEMENT
+            words[a.name] = f"{m.accuracy.value:.4f} measured on {m.accuracy.samples} samples" + (
+                f" (agreement with {m.accuracy.reference})" if agreement else ""
+            )
+        elif a.accuracy is not None:
+            values[a.name] = a.accuracy
+            words[a.name] = f"{a.accuracy:.4f}" + (" declared" if measured else "")
+    return values, words
+
+
+def contradictions(
+    spec: models.ModelSpec, measured: Mapping[str, Measurement]
+) -> tuple[tuple[str, str], ...]:
+    """Declared accuracies the measurement contradicts by more than evaluation.tolerance."""
+    if spec.evaluation is None:
+        return ()
+    out = []
+    for a in spec.artifacts:
+        m = measured.get(a.name)
+        if a.accuracy is None or m is None or m.accuracy is None:
+            continue
+        if a.accuracy - m.accuracy.value > spec.evaluation.tolerance:
+            out.append(
+                (
+                    a.name,
+                    f"{a.name} declared {a.accuracy:.4f}, measured {m.accuracy.value:.4f} on "
+                    f"{m.accuracy.samples} samples",
+                )
+            )
+    return tuple(out)
+
+
+def _field(
+    spec: models.ModelSpec, hardware: Hardware, measured: Mapping[str, Measurement] | None = None
+) -> _Field:
+    measured = measured or {}
+    values, words = accuracies(spec, measured)
+    best = max(values.values(), default=0.0)
+    ratio = spec.selection.min_accuracy_ratio
+    floor = ratio * best
+    floor_text = f"floor {floor:.4f} = {ratio:g} × best {best:.4f}"
     problems = {a.name: _hardware_problem(a, hardware) for a in spec.artifacts}
     unrunnable = tuple((a.name, p) for a in spec.artifacts if (p := problems[a.name]))
     runnable = [a for a in spec.artifacts if not problems[a.name]]
+    unmeasured = tuple(a for a in runnable if a.name not in values)
+    contradicted = contradictions(spec, measured)
+    bad = {n for n, _ in contradicted}
     too_weak = tuple(
-        (a.name, f"accuracy {a.accuracy:.4f} < {floor_text}")
+        (
+            a.name,
+            f"accuracy {words[a.name]} < {floor_text}"
+            + ("; declared figure contradicted: excluded" if a.name in bad else ""),
+        )
         for a in runnable
-        if a.accuracy < floor
+        if a.name in values and values[a.name] < floor
     )
-    qualifying = tuple(a for a in runnable if a.accuracy >= floor)
-    return _Field(qualifying, unrunnable + too_weak, unrunnable, floor, floor_text)
+    waiting = tuple((a.name, "accuracy not measured yet") for a in unmeasured)
+    qualifying = tuple(a for a in runnable if a.name in values and values[a.name] >= floor)
+    return _Field(
+        qualifying,
+        unrunnable + too_weak + waiting,
+        unrunnable,
+        floor,
+        floor_text,
+        values,
+        contradicted,
+        unmeasured,
+    )
 
 
 def candidates(spec: models.ModelSpec, hardware: Hardware) -> list[models.Artifact]:
-    """The artifacts selection chooses among: the pinned one if it can run, else those the
-    hardware runs with accuracy at or above the floor (the same filter `select` applies).
-    The tuner measures each of them."""
+    """The artifacts the tuner measures and selection chooses among: the pinned one if it can
+    run; with model.evaluation every one the hardware runs (measurement decides, so the
+    declared figures filter nothing); else those at or above the declared accuracy floor
+    (the same filter `select` applies)."""
     if spec.selection.policy is models.SelectionPolicy.PINNED:
         pinned = [a for a in spec.artifacts if a.name == spec.selection.pinned]
         return [a for a in pinned if _hardware_problem(a, hardware) is None]
+    if spec.evaluation is not None:
+        return [a for a in spec.artifacts if _hardware_problem(a, hardware) is None]
     return list(_field(spec, hardware).qualifying)
 
 
@@ -190,12 +290,35 @@ def select(
     measured: Mapping[str, Measurement] | None = None,
 ) -> Choice:
     """Choose the artifact to serve; a Choice with artifact None if none qualifies."""
-    field = _field(spec, hardware)
+    choice = _select(spec, hardware, measured or {})
+    contradicted = contradictions(spec, measured or {})
+    if not contradicted:
+        return choice
+    lines = "; ".join(f"{words}: excluded" for _, words in contradicted)
+    return dataclasses.replace(
+        choice, reason=f"{choice.reason}; contradicted: {lines}", contradicted=contradicted
+    )
+
+
+def _select(
+    spec: models.ModelSpec, hardware: Hardware, measured: Mapping[str, Measurement]
+) -> Choice:
+    field = _field(spec, hardware, measured)
     policy = spec.selection.policy
     if policy is models.SelectionPolicy.PINNED:
         return _pinned(spec, hardware, field)
     dropped = "; ".join(f"{n}: {why}" for n, why in field.rejected)
     dropped_text = f"; dropped {dropped}" if dropped else ""
+    if not field.qualifying and field.unmeasured and not field.accuracy:
+        # Nothing declared, nothing measured yet: the highest precision is the safe bet.
+        safest = min(field.unmeasured, key=lambda a: PRECISION_ORDER.index(a.precision))
+        return Choice(
+            safest,
+            f"no accuracy measured yet: serving the highest-precision artifact {safest.name} "
+            f"until the tuning Jobs measure {len(field.unmeasured)} candidates on the held-out "
+            "set",
+            field.rejected,
+        )
     if not field.qualifying:
         return Choice(
             None,
@@ -217,9 +340,10 @@ def _pinned(spec: models.ModelSpec, hardware: Hardware, field: _Field) -> Choice
     if problem:
         why = f"pinned artifact {pinned.name} can't run here: {problem}"
         return Choice(None, why, field.unrunnable)
+    accuracy = field.accuracy.get(pinned.name)
     note = (
         ""
-        if pinned.accuracy >= field.floor
+        if accuracy is None or accuracy >= field.floor
         else f" (below the accuracy {field.floor_text}; pinned wins)"
     )
     return Choice(pinned, f"pinned by spec.model.selection.pinned{note}", field.unrunnable)
@@ -235,7 +359,7 @@ def _smallest(field: _Field, dropped_text: str) -> Choice:
     return Choice(
         chosen,
         f"smallest of {len(field.qualifying)} qualifying ({size}); accuracy "
-        f"{chosen.accuracy:.4f} ≥ {field.floor_text}{dropped_text}",
+        f"{field.accuracy[chosen.name]:.4f} ≥ {field.floor_text}{dropped_text}",
         field.rejected,
     )
 
@@ -252,7 +376,7 @@ def _fastest(
     return Choice(
         chosen,
         f"fastest of {len(field.qualifying)} qualifying ({speed}); accuracy "
-        f"{chosen.accuracy:.4f} ≥ {field.floor_text}{dropped_text}",
+        f"{field.accuracy[chosen.name]:.4f} ≥ {field.floor_text}{dropped_text}",
         field.rejected,
     )
 
@@ -269,10 +393,11 @@ def _best_score(
     qualifying = field.qualifying
     costs, cost_basis = _costs(qualifying)
     weights = spec.selection.weights
-    top_accuracy = max(a.accuracy for a in qualifying) or 1.0
+    accuracy = field.accuracy
+    top_accuracy = max(accuracy[a.name] for a in qualifying) or 1.0
     fastest, cheapest = min(latencies.values()), min(costs.values())
     scores = {
-        a.name: weights.accuracy * (a.accuracy / top_accuracy)
+        a.name: weights.accuracy * (accuracy[a.name] / top_accuracy)
         + weights.latency * (fastest / latencies[a.name])
         + weights.cost * (cheapest / costs[a.name])
         for a in qualifying
@@ -283,7 +408,7 @@ def _best_score(
     return Choice(
         chosen,
         f"best score of {len(qualifying)} qualifying ({ranking}; {basis}); accuracy "
-        f"{chosen.accuracy:.4f} ≥ {field.floor_text}{dropped_text}",
+        f"{accuracy[chosen.name]:.4f} ≥ {field.floor_text}{dropped_text}",
         field.rejected,
         tuple(sorted(scores.items())),
     )

@@ -158,7 +158,7 @@ def _tuning_steps(
 
 def _finished_event(spec: models.GeoDeploymentSpec, run: models.TuningStatus) -> Event:
     if run.result is not None:
-        budget = spec.batch_tuning.latency_budget_ms
+        budget = spec.tuning_budget_ms()
         return (
             "Normal",
             "Tuned",
@@ -266,7 +266,7 @@ def _started_event(spec: models.GeoDeploymentSpec, run: models.TuningStatus) -> 
         "TuningStarted",
         f"Job {run.job} measures {run.artifact} at max_batch_size "
         f"{list(spec.batch_tuning.candidates)} x queue delay {tuning.delays(spec)} "
-        f"under p99 {spec.batch_tuning.latency_budget_ms:g} ms (attempt {run.attempts})",
+        f"under p99 {spec.tuning_budget_ms():g} ms (attempt {run.attempts})",
     )
 
 

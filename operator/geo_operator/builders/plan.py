@@ -62,9 +62,7 @@ def batch_settings(
         enabled = result.max_queue_delay_microseconds is not None
         delay = result.max_queue_delay_microseconds or 0
         reason = "Measured"
-        message = f"measured by Job {run.job}: " + tuning.describe(
-            result, spec.batch_tuning.latency_budget_ms
-        )
+        message = f"measured by Job {run.job}: " + tuning.describe(result, spec.tuning_budget_ms())
     else:
         size, tuned = UNTUNED_MAX_BATCH_SIZE, False
         meanwhile = f"; serving max_batch_size {size} meanwhile"

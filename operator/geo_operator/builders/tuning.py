@@ -62,7 +62,15 @@ def key(spec: models.GeoDeploymentSpec, artifact: models.Artifact) -> str:
             include={"image", "instance_count", "resources", "node_selector"},
         ),
         "batching": triton.dynamic_batching.enabled,
+        "budget": spec.tuning_budget_ms(),
     }
+    evaluation = spec.model.evaluation
+    if evaluation is not None:
+        # What the accuracy was measured on and against: a change re-measures.
+        inputs["evaluation"] = {
+            **evaluation.model_dump(mode="json", by_alias=True, exclude={"tolerance"}),
+            "reference": _reference_artifact(spec.model, artifact),
+        }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -91,7 +99,10 @@ def measured(
         run = run_for(runs, artifact, key_)
         if run is not None and run.result is not None:
             out[artifact] = selection.Measurement(
-                latency_ms=run.result.p99_ms, throughput=run.result.throughput
+                latency_ms=run.result.p99_ms,
+                throughput=run.result.throughput,
+                max_batch_size=run.result.max_batch_size,
+                accuracy=run.result.accuracy,
             )
     return out
 
@@ -113,6 +124,15 @@ def figures(runs: Sequence[models.TuningStatus] | None, keys_: Mapping[str, str]
         else:
             parts.append(f"{artifact}: not measured yet")
     return "measured " + "; ".join(parts) if parts else ""
+
+
+def _reference_artifact(spec: models.ModelSpec, artifact: models.Artifact) -> dict[str, Any] | None:
+    """What the candidate's agreement is measured against (None: labels, or it is the
+    reference itself)."""
+    ref = selection.reference(spec)
+    if ref is None or ref.name == artifact.name:
+        return None
+    return ref.model_dump(mode="json", by_alias=True, include={"name", "uri", "format"})
 
 
 def config_map_name(name: str, artifact: str) -> str:
@@ -166,7 +186,7 @@ def tuner_args(spec: models.GeoDeploymentSpec) -> list[str]:
         "tune",
         f"--url=127.0.0.1:{names.HTTP_PORT}",
         f"--model={spec.model.name}",
-        f"--latency-budget-ms={tuning.latency_budget_ms:g}",
+        f"--latency-budget-ms={spec.tuning_budget_ms():g}",
         f"--candidates={joined(tuning.candidates)}",
         f"--delays={joined(delays(spec))}",
         f"--concurrency={joined(tuning.concurrency)}",

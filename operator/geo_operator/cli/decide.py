@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from geo_operator.api import models
 from geo_operator.cli import io, options
-from geo_operator.scaling import policy
+from geo_operator.scaling import capacity, policy
 
 if TYPE_CHECKING:
     from geo_operator.cli.options import Verbs
@@ -38,6 +38,13 @@ def register(verbs: Verbs) -> None:
     p.add_argument("--qps", type=options.non_negative_float, help="total requests per second")
     p.add_argument("--p99-ms", type=options.non_negative_float, help="p99 latency in milliseconds")
     p.add_argument(
+        "--capacity",
+        type=options.positive_float,
+        help="req/s one replica serves within the p99 objective (the tuning Job's measured "
+        "throughput); with targetQpsPerReplica unset the target is this × "
+        "targetUtilization (default: none measured: p99 rules alone)",
+    )
+    p.add_argument(
         "--low-for",
         type=options.non_negative_float,
         metavar="SECONDS",
@@ -52,8 +59,12 @@ def cmd_decide(args: argparse.Namespace) -> int:
     memory = policy.Memory()
     if args.low_for is not None:
         memory = policy.Memory(low_since=observation.time - args.low_for)
-    decision, _ = policy.decide(spec.autoscaling, observation, memory)
-    print(json.dumps(_as_json(args, observation, decision, spec.autoscaling), indent=2))
+    target = capacity.target(spec, args.capacity)
+    autoscaling = capacity.resolve(spec, target)
+    decision, _ = policy.decide(autoscaling, observation, memory)
+    out = _as_json(args, observation, decision, autoscaling)
+    out["target"] = target.status().model_dump(by_alias=True, mode="json", exclude_none=True)
+    print(json.dumps(out, indent=2))
     return 0
 
 

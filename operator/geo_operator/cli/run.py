@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from geo_operator.cli.options import Verbs
 
 
-
 def register(verbs: Verbs) -> None:
     p = verbs.add_parser("run", help="run the operator against the current kubeconfig")
     p.add_argument(

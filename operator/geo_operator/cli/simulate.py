@@ -109,12 +109,12 @@ def _add_replay_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from geo_operator.simulation import replay, report
+    from geo_operator.simulation import autoscalers, replay, report
 
     spec = io.load_spec(args.file)
-    scaling = spec.autoscaling
     names = _policies(args.policy)
-    profile, trace = _inputs(args, scaling)
+    profile, trace = _inputs(args, spec)
+    scaling = replay.resolved(spec, profile)
     replay_options = replay.Options(
         startup_seconds=args.startup_seconds,
         metrics_lag_seconds=args.metrics_lag_seconds,
@@ -124,9 +124,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(_header(args, spec, trace, profile), file=sys.stderr)
     results = [_replay_one(spec, trace, name, replay_options) for name in names]
     if args.plot:
-        report.plot(
-            results, scaling.target_qps_per_replica, scaling.target_p99_latency_ms, args.plot
-        )
+        report.plot(results, autoscalers.target_qps(scaling), spec.target_p99_ms(), args.plot)
     if args.json:
         summaries = [r.summary() for r in results]
         print(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
@@ -149,9 +147,11 @@ def _policies(policy: str) -> list[str]:
     return names
 
 
-def _inputs(args: argparse.Namespace, scaling: models.Autoscaling) -> tuple[replica.Profile, Trace]:
+def _inputs(
+    args: argparse.Namespace, spec: models.GeoDeploymentSpec
+) -> tuple[replica.Profile, Trace]:
     """The replica profile and the trace, cut to --duration and scaled to --peak-replicas."""
-    from geo_operator.simulation import replica
+    from geo_operator.simulation import autoscalers, replay, replica
     from geo_operator.simulation import trace as traces
 
     if (args.trace is None) == (args.synthetic is None):
@@ -167,7 +167,8 @@ def _inputs(args: argparse.Namespace, scaling: models.Autoscaling) -> tuple[repl
     if args.duration:
         trace = dataclasses.replace(trace, rate=trace.rate[: args.duration])
     if args.peak_replicas > 0:
-        trace = traces.scale_to_peak(trace, args.peak_replicas, scaling.target_qps_per_replica)
+        target = autoscalers.target_qps(replay.resolved(spec, profile))
+        trace = traces.scale_to_peak(trace, args.peak_replicas, target)
     return profile, trace
 
 
@@ -175,13 +176,14 @@ def _header(
     args: argparse.Namespace, spec: models.GeoDeploymentSpec, trace: Trace, profile: replica.Profile
 ) -> str:
     """The line on stderr that says what is replayed, through which replica model."""
-    from geo_operator.simulation import replay
+    from geo_operator.simulation import autoscalers, replay
 
     peak = trace.peak(10)
     batch = replay.batching(spec, profile)
+    target = autoscalers.target_qps(replay.resolved(spec, profile))
     return (
         f"[simulate] {trace.name}: {trace.duration} s, peak {peak:.0f} req/s over 10 s "
-        f"(= {peak / spec.autoscaling.target_qps_per_replica:.1f} replicas at the target), "
+        f"(= {peak / target:.1f} replicas at the target {target:g}), "
         f"replica model a={profile.service_a_ms} ms + b={profile.service_b_ms} ms/item, "
         f"capacity {profile.capacity(batch.max_batch_size, batch.instances):.0f} req/s "
         f"at full batches; start-up {args.startup_seconds:g} s, metrics lag "

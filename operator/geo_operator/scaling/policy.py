@@ -16,6 +16,10 @@ The rule (DESIGN.md), per ready replica:
 - **maintain** otherwise, and always when metrics are missing or stale: a
   missing number is never read as zero, so we never scale in blind.
 
+The target QPS per replica is the caller's (`scaling.capacity` resolves it:
+declared, measured × utilization, or learned). With no target at all, only the
+p99 rule scales out and nothing scales in.
+
 Arrivals are the QPS served plus the queue's growth since the last tick (what
 the pods did not keep up with); demand adds the backlog over DRAIN_SECONDS.
 The arrivals' trend, projected LEAD_SECONDS ahead (rising only, at most +50 %)
@@ -137,6 +141,18 @@ class Decision:
     p99_ms: float | None
 
 
+def target_p99_of(spec: models.Autoscaling) -> float:
+    """The p99 target (the caller resolves the objective; unset: the default)."""
+    return spec.target_p99_latency_ms or models.DEFAULT_P99_LATENCY_MS
+
+
+def _needed(load: float, target_qps: float | None) -> int:
+    """Replicas that carry ``load`` at the target; 0 with no target (latency rules alone)."""
+    if load <= 0 or target_qps is None:
+        return 0
+    return math.ceil(load / target_qps * (1 - TOLERANCE))
+
+
 def _clamp(spec: models.Autoscaling, n: int) -> int:
     return max(spec.min_replicas, min(spec.max_replicas, n))
 
@@ -171,7 +187,7 @@ class _Load:
 def _load(spec: models.Autoscaling, obs: Observation, memory: Memory) -> _Load:
     assert obs.qps is not None and obs.p99_ms is not None
     current = obs.replicas
-    target_qps, target_p99 = spec.target_qps_per_replica, spec.target_p99_latency_ms
+    target_qps, target_p99 = spec.target_qps_per_replica, target_p99_of(spec)
     backlog = max(0.0, obs.queued or 0.0) / DRAIN_SECONDS
     growth = 0.0
     if obs.queued is not None and memory.queued is not None and obs.time > memory.queued[0]:
@@ -186,8 +202,9 @@ def _load(spec: models.Autoscaling, obs: Observation, memory: Memory) -> _Load:
     trend = min(max(0.0, _slope(samples)) * LEAD_SECONDS, MAX_TREND_GAIN * arrivals)
     projected = demand + trend
     qps_pr = obs.qps / obs.ready_replicas
+    target_text = f"{target_qps:g}" if target_qps is not None else "unknown"
     numbers = (
-        f"{qps_pr:.1f} QPS/replica (target {target_qps:g}), p99 {obs.p99_ms:.0f} ms "
+        f"{qps_pr:.1f} QPS/replica (target {target_text}), p99 {obs.p99_ms:.0f} ms "
         f"(target {target_p99:g})"
     )
     if backlog > 0:
@@ -200,8 +217,8 @@ def _load(spec: models.Autoscaling, obs: Observation, memory: Memory) -> _Load:
         growth=growth,
         demand=demand,
         projected=projected,
-        by_load=math.ceil(demand / target_qps * (1 - TOLERANCE)) if demand > 0 else 0,
-        by_trend=math.ceil(projected / target_qps * (1 - TOLERANCE)) if projected > 0 else 0,
+        by_load=_needed(demand, target_qps),
+        by_trend=_needed(projected, target_qps),
         numbers=numbers,
         kept=Memory(samples=samples, queued=queued_at),
     )
@@ -224,10 +241,12 @@ def decide(
             Memory(),
         )
     load = _load(spec, obs, memory)
-    threshold = spec.target_qps_per_replica * spec.scale_out_ratio
+    # No target (nothing measured, nothing declared): the load says nothing; p99 alone.
+    target_qps = spec.target_qps_per_replica
+    threshold = math.inf if target_qps is None else target_qps * spec.scale_out_ratio
     overloaded = load.qps_pr > threshold or load.demand / obs.ready_replicas > threshold
     rising = load.projected / max(current, 1) > threshold
-    breach = obs.p99_ms > spec.target_p99_latency_ms
+    breach = obs.p99_ms > target_p99_of(spec)
     if overloaded or breach or rising:
         return _out(spec, obs, memory, load, overloaded, rising, breach)
     return _in(spec, obs, memory, load)
@@ -253,7 +272,7 @@ def _out(
     """Scale out, proportionally, unless the replicas already ordered or a draining queue
     will do (each hold named in its reason)."""
     assert obs.p99_ms is not None
-    current, target_p99 = obs.replicas, spec.target_p99_latency_ms
+    current, target_p99 = obs.replicas, target_p99_of(spec)
     wanted = max(load.by_load, load.by_trend, current + 1)
     if breach and obs.queued is None:
         factor = min(obs.p99_ms / target_p99, MAX_LATENCY_FACTOR)
@@ -304,11 +323,13 @@ def _in(
     """Scale in once the load has been low for the whole window, at most halving."""
     assert obs.p99_ms is not None
     current, numbers = obs.replicas, load.numbers
-    floor_qps = spec.target_qps_per_replica * spec.scale_in_ratio
+    # No target: a load is never "low" (never scale in on a number nobody measured).
+    target_qps = spec.target_qps_per_replica
+    floor_qps = -math.inf if target_qps is None else target_qps * spec.scale_in_ratio
     low = (
         load.qps_pr < floor_qps
         and load.projected / max(current, 1) < floor_qps
-        and obs.p99_ms < spec.target_p99_latency_ms * spec.latency_headroom
+        and obs.p99_ms < target_p99_of(spec) * spec.latency_headroom
     )
     if not low:
         return _hold(obs, load, f"within band: {numbers}")

@@ -64,6 +64,13 @@ POLICIES = ("geo", "hpa", "keda", "kpa", "oracle")
 REFERENCES = ("instant",)
 
 
+def target_qps(spec: models.Autoscaling) -> float:
+    """The target every policy gets; `replay.resolved` fills it (declared or derived)."""
+    if spec.target_qps_per_replica is None:
+        raise ValueError("no target QPS per replica: resolve it first (replay.resolved)")
+    return spec.target_qps_per_replica
+
+
 def _qps_window(spec: models.Autoscaling) -> int:
     if spec.metrics.source is models.MetricsSourceKind.PROMETHEUS:
         return spec.metrics.rate_window_seconds
@@ -142,11 +149,11 @@ class Hpa:
 
     def _by_qps(self, view: View, qps: float) -> int:
         ready = max(1, view.ready)
-        ratio = qps / ready / self.spec.target_qps_per_replica
+        ratio = qps / ready / target_qps(self.spec)
         return view.replicas if self._within(ratio) else math.ceil(ratio * ready)
 
     def _by_p99(self, view: View, p99: float) -> int:
-        ratio = p99 / self.spec.target_p99_latency_ms
+        ratio = p99 / policy.target_p99_of(self.spec)
         return view.replicas if self._within(ratio) else math.ceil(ratio * max(1, view.ready))
 
     def metric_desired(self, view: View) -> int | None:
@@ -197,10 +204,10 @@ class Keda(Hpa):
 
     def _by_qps(self, view: View, qps: float) -> int:
         # GetExternalPerPodMetricReplicas: tolerance on total / (target × spec replicas).
-        ratio = qps / (self.spec.target_qps_per_replica * max(1, view.replicas))
+        ratio = qps / (target_qps(self.spec) * max(1, view.replicas))
         if self._within(ratio):
             return view.replicas
-        return math.ceil(qps / self.spec.target_qps_per_replica)
+        return math.ceil(qps / target_qps(self.spec))
 
 
 class Kpa:
@@ -217,7 +224,7 @@ class Kpa:
 
     def __init__(self, spec: models.Autoscaling) -> None:
         self.spec = spec
-        self.target = spec.target_qps_per_replica * self.TARGET_UTILIZATION
+        self.target = target_qps(spec) * self.TARGET_UTILIZATION
         self.panic_time: int | None = None
         self.max_panic_pods = 0
 
@@ -265,7 +272,7 @@ class Oracle:
         padded = np.zeros(windows * SLO_WINDOW)
         padded[:n] = trace.rate
         rate = padded.reshape(windows, SLO_WINDOW).mean(axis=1)
-        need = np.ceil(rate / spec.target_qps_per_replica - 1e-9).astype(np.int64)
+        need = np.ceil(rate / target_qps(spec) - 1e-9).astype(np.int64)
         need = np.clip(need, spec.min_replicas, spec.max_replicas)
         per_second = np.repeat(need, SLO_WINDOW)[:n]
         ahead = math.ceil(startup_seconds) if foresight else 0

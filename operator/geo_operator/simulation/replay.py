@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from geo_operator.api import models
 from geo_operator.builders import plan
+from geo_operator.scaling import capacity
 from geo_operator.simulation import autoscalers, engine, replica
 from geo_operator.simulation.trace import Trace
 
@@ -30,10 +31,18 @@ def batching(spec: models.GeoDeploymentSpec, profile: replica.Profile) -> engine
     return engine.Batching(profile, size, delay, spec.triton.instance_count)
 
 
+def resolved(spec: models.GeoDeploymentSpec, profile: replica.Profile) -> models.Autoscaling:
+    """The autoscaling spec every policy gets: the declared target, else the profile's
+    capacity at the deployed batch size × targetUtilization; the p99 objective."""
+    batch = batching(spec, profile)
+    measured = profile.capacity(batch.max_batch_size, batch.instances)
+    return capacity.resolve(spec, capacity.target(spec, measured))
+
+
 def initial_replicas(spec: models.Autoscaling, trace: Trace) -> int:
     """What every policy starts with: enough for the first window at the target, ready."""
     first = float(trace.rate[: engine.SLO_WINDOW].mean()) if trace.duration else 0.0
-    wanted = math.ceil(first / spec.target_qps_per_replica - 1e-9)
+    wanted = math.ceil(first / autoscalers.target_qps(spec) - 1e-9)
     return max(spec.min_replicas, min(spec.max_replicas, wanted))
 
 
@@ -44,8 +53,8 @@ def replay(
     options: Options = Options(),
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[engine.Result, autoscalers.Geo | autoscalers.Hpa | autoscalers.Kpa | autoscalers.Oracle]:
-    scaling = spec.autoscaling
     profile = options.profile or replica.Profile.load()
+    scaling = resolved(spec, profile)
     scaler = autoscalers.make(policy, scaling, trace, options.startup_seconds)
     history = max(
         autoscalers.Kpa.STABLE_WINDOW,
@@ -56,7 +65,7 @@ def replay(
         trace,
         batching(spec, profile),
         scaler,
-        target_p99_ms=scaling.target_p99_latency_ms,
+        target_p99_ms=spec.target_p99_ms(),
         min_replicas=scaling.min_replicas,
         max_replicas=scaling.max_replicas,
         initial_replicas=initial_replicas(scaling, trace),

@@ -142,4 +142,3 @@ def _compiled() -> Any:
 
 
 serve_fast = _compiled()
-

@@ -1,0 +1,164 @@
+"""The autoscaler's target QPS per replica: declared, measured, or learned. Pure.
+
+`target(spec, capacity, correction)` says what the policy aims for and where the
+number came from:
+
+- **declared**: `autoscaling.targetQpsPerReplica` is set; the user's number wins.
+- **measured**: it is unset; the served artifact's tuned throughput within the
+  p99 objective (`status.tuning[].result.throughput`, measured on the real
+  Triton by the tuning Job) × `targetUtilization` (default 0.7, as Knative's
+  KPA: the 30 % headroom absorbs a burst for the time a new pod takes to start).
+- **learned**: as measured, times a correction factor production taught (`learn`).
+- **unknown**: nothing measured yet; the policy then scales out on p99 only and
+  never scales in (a missing number is never read as a low load).
+
+`learn(correction, obs, capacity, target_p99_ms)` keeps a bounded estimate of
+what one replica really serves within the SLO: when a tick shows a replica
+saturated (p99 at 90 % of the objective or more, or the queue growing) the QPS
+it served *is* its capacity; when it serves more than the estimate with p99
+under half the objective, the estimate was low. Each tick moves the factor at
+most LEARN_RATE of the way to what it saw, within [MIN_FACTOR, MAX_FACTOR], and
+only on ticks with every replica ready and real load, so a cold start or an
+idle minute teaches nothing. The policy's safety rules are untouched: the
+correction changes the target, not the rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from geo_operator.api import models
+from geo_operator.scaling.policy import Observation
+
+MIN_FACTOR = 0.25
+MAX_FACTOR = 1.5
+LEARN_RATE = 0.2
+# p99 at this fraction of the objective or more: the replica is at its capacity within the SLO.
+SATURATED_P99 = 0.9
+# p99 under this fraction of the objective while serving above the estimate: the estimate is low.
+RELAXED_P99 = 0.5
+# Ticks whose load per replica is under this fraction of the estimate teach nothing.
+MIN_LOAD_FRACTION = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class Correction:
+    """What production taught about one replica's capacity (kept by the loop, per object)."""
+
+    factor: float = 1.0
+    evidence: int = 0  # ticks that moved it
+    queued: tuple[float, float] | None = None  # (time, queued) at the last tick
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The QPS per replica to aim for (None: unknown), its source and the figures."""
+
+    value: float | None
+    source: models.TargetSource
+    reason: str
+    capacity: float | None = None
+    factor: float | None = None
+
+    def status(self) -> models.AutoscalingStatus:
+        return models.AutoscalingStatus(
+            effective_target_qps_per_replica=self.value,
+            source=self.source,
+            measured_capacity=self.capacity,
+            correction=self.factor,
+            reason=self.reason,
+        )
+
+
+def measured_capacity(status: models.GeoDeploymentStatus) -> float | None:
+    """The served artifact's tuned throughput within the SLO, from its tuning entry."""
+    served = status.selected_artifact.name if status.selected_artifact else None
+    for run in status.tuning or ():
+        if run.artifact == served and run.result is not None and run.result.throughput > 0:
+            return run.result.throughput
+    return None
+
+
+def _round(value: float) -> float:
+    """Three significant figures: a status that doesn't churn on noise."""
+    return float(f"{value:.3g}")
+
+
+def target(
+    spec: models.GeoDeploymentSpec, capacity: float | None, correction: Correction = Correction()
+) -> Target:
+    """The effective target for ``spec``, given the measured ``capacity`` (req/s per replica)."""
+    scaling = spec.autoscaling
+    if scaling.target_qps_per_replica is not None:
+        value = scaling.target_qps_per_replica
+        return Target(value, "declared", f"autoscaling.targetQpsPerReplica {value:g}", capacity)
+    utilization = scaling.target_utilization
+    if capacity is None:
+        return Target(
+            None,
+            "unknown",
+            "no measured capacity yet (the tuning Job measures it; or set "
+            "autoscaling.targetQpsPerReplica): scaling on p99 only, never in",
+        )
+    factor = round(correction.factor, 2)
+    value = _round(capacity * factor * utilization)
+    text = f"measured {capacity:g} req/s within p99 {spec.tuning_budget_ms():g} ms"
+    if correction.evidence and factor != 1.0:
+        return Target(
+            value,
+            "learned",
+            f"{text} × correction {factor:g} (from {correction.evidence} ticks of production) "
+            f"× utilization {utilization:g} = {value:g}",
+            capacity,
+            factor,
+        )
+    return Target(
+        value, "measured", f"{text} × utilization {utilization:g} = {value:g}", capacity, factor
+    )
+
+
+def resolve(spec: models.GeoDeploymentSpec, target_: Target) -> models.Autoscaling:
+    """The autoscaling spec the policy reads: the effective target and the p99 objective."""
+    return spec.autoscaling.model_copy(
+        update={
+            "target_qps_per_replica": target_.value,
+            "target_p99_latency_ms": spec.target_p99_ms(),
+        }
+    )
+
+
+def learn(
+    correction: Correction, obs: Observation, capacity: float | None, target_p99_ms: float
+) -> Correction:
+    """The correction after one tick (unchanged when the tick says nothing about capacity)."""
+    queued = None if obs.queued is None else (obs.time, obs.queued)
+    growing = (
+        obs.queued is not None
+        and correction.queued is not None
+        and obs.time > correction.queued[0]
+        and obs.queued > correction.queued[1]
+    )
+    kept = dataclasses.replace(correction, queued=queued)
+    if (
+        capacity is None
+        or obs.qps is None
+        or obs.p99_ms is None
+        or obs.ready_replicas <= 0
+        or obs.ready_replicas < obs.replicas  # pods starting: the load is not spread yet
+    ):
+        return kept
+    estimate = capacity * correction.factor
+    per_replica = obs.qps / obs.ready_replicas
+    if per_replica < MIN_LOAD_FRACTION * estimate:
+        return kept
+    seen = per_replica / capacity
+    # Saturated below the estimate: it serves less than we thought. (Saturated above it is
+    # overload: what it serves then is beyond the SLO, not within it.)
+    lower = (obs.p99_ms >= SATURATED_P99 * target_p99_ms or growing) and seen < correction.factor
+    # Comfortable above the estimate: it serves more than we thought.
+    higher = obs.p99_ms < RELAXED_P99 * target_p99_ms and per_replica > estimate
+    if not (lower or higher):
+        return kept
+    factor = correction.factor + LEARN_RATE * (seen - correction.factor)
+    factor = min(MAX_FACTOR, max(MIN_FACTOR, factor))
+    return Correction(factor, correction.evidence + 1, queued)
