@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
+import json
 import pathlib
 import subprocess
 import sys
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import kopf
@@ -224,3 +227,38 @@ def server(
     repo = example_repository(artifacts, tmp_path_factory.mktemp("model-repository"))
     with local.TritonServer(repo, log_path=repo.parent / "triton.log") as triton:
         yield triton
+
+
+# ---- the digits-family example (examples/digits-family): built by its script when absent
+
+FAMILY = ROOT / "examples" / "digits-family"
+FAMILY_SCRIPT = FAMILY / "make_artifacts.py"
+FAMILY_ARTIFACTS = FAMILY / "artifacts"
+FAMILY_MANIFEST = ROOT / "manifests" / "examples" / "digits-family.yaml"
+FAMILY_PREFIX = "http://models.geo.local/digits-family/"
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("digits_family_make_artifacts", FAMILY_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def script() -> ModuleType:
+    return _load_script()
+
+
+@pytest.fixture(scope="session")
+def family(script: ModuleType) -> pathlib.Path:
+    """The example's artifacts; made by its script unless this checkout has the current set."""
+    report = FAMILY_ARTIFACTS / "measurements.json"
+    if report.exists():
+        names = [a["name"] for a in json.loads(report.read_text())["artifacts"]]
+        if names == list(script.ORDER):
+            return FAMILY_ARTIFACTS
+    subprocess.run([sys.executable, str(FAMILY_SCRIPT)], check=True, cwd=ROOT)
+    return FAMILY_ARTIFACTS

@@ -487,6 +487,11 @@ def triton_artifacts_doc(measurements: Sequence[Measurement], base_uri: str) -> 
                 ],
                 "artifacts": artifacts,
                 "selection": {"policy": "best-score", "minAccuracyRatio": 0.95},
+                # Measured, not declared: each candidate's tuning Job scores this set.
+                "evaluation": {
+                    "uri": f"{base_uri.rstrip('/')}/heldout.npz",
+                    "metric": "accuracy",
+                },
             },
             "triton": {
                 "maxBatchSize": TRITON_MAX_BATCH,

@@ -65,6 +65,15 @@ def _model(selection: dict[str, Any], names: tuple[str, ...] = ("a", "b")) -> di
     }
 
 
+def _undeclared(**over: Any) -> dict[str, Any]:
+    """A model whose artifacts declare no accuracy (valid only with an evaluation)."""
+    model = _model({})
+    model["artifacts"] = [
+        {k: v for k, v in a.items() if k != "accuracy"} for a in model["artifacts"]
+    ]
+    return {**model, **over}
+
+
 CASES = [
     ("autoscaling", models.Autoscaling, _autoscaling(), True),
     ("autoscaling", models.Autoscaling, _autoscaling(minReplicas=4, maxReplicas=4), True),
@@ -80,6 +89,22 @@ CASES = [
     ("model", models.ModelSpec, _model({}), True),
     ("model", models.ModelSpec, _model({"pinned": "b"}), True),
     ("model", models.ModelSpec, _model({"pinned": "zz"}), False),
+    ("model", models.ModelSpec, _undeclared(), False),
+    ("model", models.ModelSpec, _undeclared(evaluation={"uri": "http://h/held.npz"}), True),
+    (
+        "model",
+        models.ModelSpec,
+        _undeclared(
+            evaluation={"uri": "http://h/held.npz", "metric": "agreement", "reference": "b"}
+        ),
+        True,
+    ),
+    (
+        "model",
+        models.ModelSpec,
+        _undeclared(evaluation={"uri": "http://h/held.npz", "reference": "zz"}),
+        False,
+    ),
     ("model.selection", models.Selection, {"policy": "pinned", "minAccuracyRatio": 0.9}, False),
     ("model.selection", models.Selection, {"policy": "pinned", "pinned": "a"}, True),
 ]

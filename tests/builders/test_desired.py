@@ -83,3 +83,91 @@ def test_a_finished_tuning_job_is_read_and_a_failure_backs_off(body: dict[str, A
     run = (second.status.tuning or [])[0]
     assert run.next_retry_time == names.format_time(NOW + 5 + 30)
     assert tuning.finished(failed) and not tuning.finished(job)
+
+
+def _family_body() -> dict[str, Any]:
+    import yaml
+
+    from conftest import FAMILY_MANIFEST
+
+    raw = yaml.safe_load(FAMILY_MANIFEST.read_text())
+    raw["metadata"].update(
+        {"namespace": "default", "uid": "uid-fam", "generation": 1, "resourceVersion": "1"}
+    )
+    raw["spec"]["triton"]["maxBatchSize"] = 0
+    raw["spec"]["objectives"] = {"p99LatencyMs": 40}
+    return dict(raw)
+
+
+def _completed(job: dict[str, Any], result: models.TunedBatch) -> tuple[dict, dict]:
+    done = copy.deepcopy(job)
+    done["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    pod = {
+        "metadata": {"labels": {names.JOB_NAME_LABEL: job["metadata"]["name"]}},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": names.TUNER_CONTAINER,
+                    "state": {"terminated": {"exitCode": 0, "message": tuning.result_json(result)}},
+                }
+            ]
+        },
+    }
+    return done, pod
+
+
+def test_measured_accuracy_excludes_the_bad_artifact_with_an_event() -> None:
+    body = _family_body()
+    first = desired.decide(desired.Observed(body), NOW, IMAGE)
+    jobs = [o for o in first.objects if o["kind"] == "Job"]
+    assert len(jobs) == 7  # with evaluation every artifact is measured, the bad one too
+    tune = jobs[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--latency-budget-ms=40" in tune  # objectives.p99LatencyMs is tuning's budget
+    assert f"--evaluate={names.HELDOUT_FILE}" in tune and "--metric=accuracy" in tune
+    body["status"] = first.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    truth = {"int8-miscalibrated": 0.1056, "student": 0.9648}
+    finished, pods = [], {}
+    for job in jobs:
+        artifact = job["metadata"]["name"]
+        run = next(r for r in first.status.tuning or () if r.job == artifact)
+        result = models.TunedBatch(
+            max_batch_size=16,
+            max_queue_delay_microseconds=100,
+            throughput=300.0 if run.artifact != "student" else 3000.0,
+            p99_ms=20.0,
+            measurements=3,
+            grid_size=28,
+            accuracy=models.MeasuredAccuracy(
+                metric="accuracy", value=truth.get(run.artifact, 0.9778), samples=540
+            ),
+        )
+        done, pod = _completed(job, result)
+        finished.append(done)
+        pods[artifact] = pod
+    second = desired.decide(desired.Observed(body, None, finished, pods), NOW + 60, IMAGE)
+    assert second.target is not None and second.target.artifact.name != "int8-miscalibrated"
+    warnings = [(r, m) for t, r, m in second.events if t == "Warning"]
+    assert warnings == [
+        (
+            "AccuracyContradicted",
+            "int8-miscalibrated declared 0.9778, measured 0.1056 on 540 samples: excluded",
+        )
+    ]
+    selected = conditions.get(second.status.conditions, conditions.ARTIFACT_SELECTED)
+    assert selected is not None and "measured 0.1056 on 540 samples: excluded" in selected.message
+    bad = next(r for r in second.status.tuning or () if r.artifact == "int8-miscalibrated")
+    assert bad.result is not None and bad.result.accuracy is not None
+    assert bad.result.accuracy.value == 0.1056  # in status.tuning, next to its throughput
+    # The next reconcile says nothing new: the words are in ArtifactSelected already.
+    body["status"] = second.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    third = desired.decide(desired.Observed(body, None, finished, pods), NOW + 90, IMAGE)
+    assert [r for t, r, _ in third.events if t == "Warning"] == []
+
+
+def test_a_deprecated_latency_field_is_named_once_per_generation(body: dict[str, Any]) -> None:
+    body["spec"]["autoscaling"]["targetP99LatencyMs"] = 150
+    wanted = desired.decide(desired.Observed(body), NOW, IMAGE)
+    assert ("Warning", "DeprecatedField") in [(t, r) for t, r, _ in wanted.events]
+    body["status"] = wanted.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    again = desired.decide(desired.Observed(body), NOW + 5, IMAGE)
+    assert "DeprecatedField" not in [r for _, r, _ in again.events]

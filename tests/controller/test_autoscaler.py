@@ -269,3 +269,61 @@ def test_direct_scrape_reads_tritons_queue(world: World) -> None:
     world.pending = {"pod0": 7.0}
     world.now += 1
     assert world.scaler.observe(world.work(), world.now).queued is None
+
+
+def _measured_world(body: dict[str, Any], throughput: float) -> World:
+    """No targetQpsPerReplica: the served artifact (int8) has a tuning result in status."""
+    w = World(body)
+    del w.body()["spec"]["autoscaling"]["targetQpsPerReplica"]
+    del w.body()["spec"]["autoscaling"]["targetP99LatencyMs"]
+    w.body()["spec"]["objectives"] = {"p99LatencyMs": 200}
+    w.body()["status"]["tuning"] = [
+        {
+            "artifact": "int8",
+            "key": "k",
+            "attempts": 1,
+            "result": {
+                "maxBatchSize": 16,
+                "throughput": throughput,
+                "p99Ms": 80.0,
+                "measurements": 3,
+                "gridSize": 28,
+            },
+        }
+    ]
+    return w
+
+
+def test_without_a_declared_target_the_measured_capacity_times_utilization_rules(
+    body: dict[str, Any],
+) -> None:
+    w = _measured_world(body, throughput=200.0)  # target 200 x 0.7 = 140
+    w.run(31, 350, 120)  # 350 on one replica: above 140 x 1.5 (p99 says nothing new)
+    assert w.kube.scaled[0] == (NS, NAME, 3)  # ceil(350 / 140 x 0.9) = 3
+    target = _status(w)["autoscaling"]
+    assert target["source"] == "measured" and target["effectiveTargetQpsPerReplica"] == 140
+    assert target["measuredCapacity"] == 200 and "× utilization 0.7 = 140" in target["reason"]
+    active = {c["type"]: c for c in _status(w)["conditions"]}["ScalingActive"]
+    assert "target 140 QPS/replica (measured)" in active["message"]
+
+
+def test_production_slower_than_the_lab_lowers_the_target_within_bounds(
+    body: dict[str, Any],
+) -> None:
+    w = _measured_world(body, throughput=200.0)
+    w.body()["spec"]["autoscaling"]["maxReplicas"] = 1  # hold at one replica: it saturates
+    w.run(200, 100, 190)  # p99 at 95 % of the objective while serving only half the lab's
+    target = _status(w)["autoscaling"]
+    assert target["source"] == "learned"
+    assert 0.5 <= target["correction"] < 0.6  # converging on 100 / 200, never past it
+    assert target["effectiveTargetQpsPerReplica"] < 140
+
+
+def test_nothing_measured_nothing_declared_scales_on_p99_only(body: dict[str, Any]) -> None:
+    w = _measured_world(body, throughput=200.0)
+    del w.body()["status"]["tuning"]
+    w.run(31, 5000, 20)  # a huge load, but p99 fine: no number says it is too much
+    assert w.kube.scaled == []
+    assert _status(w)["autoscaling"]["source"] == "unknown"
+    w.run(20, 5000, 400)  # p99 breaches: out
+    assert w.kube.scaled and w.kube.scaled[0][2] >= 2

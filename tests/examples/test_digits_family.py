@@ -11,11 +11,8 @@ process with the artifacts interleaved, so a shared machine's noise hits them al
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
-import subprocess
-import sys
 from types import ModuleType
 from typing import Any
 
@@ -35,32 +32,6 @@ MANIFEST = ROOT / "manifests" / "examples" / "digits-family.yaml"
 BASE_URI = "http://models.geo.local/digits-family"
 
 INT8 = ("int8-dynamic", "int8-static")
-
-
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("digits_family_make_artifacts", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def script() -> ModuleType:
-    return _load_script()
-
-
-@pytest.fixture(scope="session")
-def family(script: ModuleType) -> pathlib.Path:
-    """The example's artifacts; made by its script unless this checkout has the current set."""
-    report = ARTIFACTS / "measurements.json"
-    if report.exists():
-        names = [a["name"] for a in json.loads(report.read_text())["artifacts"]]
-        if names == list(script.ORDER):
-            return ARTIFACTS
-    subprocess.run([sys.executable, str(SCRIPT)], check=True, cwd=ROOT)
-    return ARTIFACTS
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,8 @@ class PodSpec:
     geodeployment: str
     artifact: str  # the artifact's name (pod annotation geo.ai/artifact), else its URI
     tuner: Tuner | None = None  # set for a batch-tuning Job's pod
+    evaluation_uri: str | None = None  # a tuning pod's held-out set (model.evaluation)
+    reference_uri: str | None = None  # agreement: the reference artifact, as <model>-reference
 
     @property
     def key(self) -> PodKey:
@@ -144,6 +146,15 @@ def _tuner(pod: Mapping[str, Any]) -> Tuner:
     )
 
 
+def init_env(pod: Mapping[str, Any], name: str) -> str | None:
+    """An env value of the fetch-artifact init container, if set."""
+    spec = pod.get("spec", {})
+    init: dict[str, Any] = next(
+        (c for c in spec.get("initContainers", []) if c["name"] == INIT_CONTAINER), {}
+    )
+    return next((e.get("value") for e in init.get("env", []) if e.get("name") == name), None)
+
+
 def read(pod: Mapping[str, Any]) -> PodSpec:
     """The PodSpec of a GEO pod; ValueError for a pod that is not one."""
     meta = pod["metadata"]
@@ -159,6 +170,8 @@ def read(pod: Mapping[str, Any]) -> PodSpec:
         geodeployment=str(labels.get(OWNER_LABEL) or labels.get(names.TUNING_FOR_LABEL, "")),
         artifact=str(annotations.get(ARTIFACT_ANNOTATION) or uri),
         tuner=_tuner(pod) if is_tuner(pod) else None,
+        evaluation_uri=init_env(pod, names.EVALUATION_URI_ENV),
+        reference_uri=init_env(pod, names.REFERENCE_URI_ENV),
     )
 
 
@@ -183,14 +196,21 @@ def model_source(data: Mapping[str, str]) -> ModelSource:
 
 
 def tuner_command(
-    tuner: Tuner, geo: pathlib.Path, url: str, result_file: pathlib.Path
+    tuner: Tuner,
+    geo: pathlib.Path,
+    url: str,
+    result_file: pathlib.Path,
+    heldout: pathlib.Path | None = None,
 ) -> list[str]:
-    """`geo tune` with the container's args, pointed at this Triton and this result file."""
+    """`geo tune` with the container's args, pointed at this Triton, this result file and
+    the held-out set fetched here."""
     args = []
     for arg in tuner.args:
         if arg.startswith("--url="):
             arg = f"--url={url}"
         elif arg.startswith("--result-file="):
             arg = f"--result-file={result_file}"
+        elif arg.startswith("--evaluate=") and heldout is not None:
+            arg = f"--evaluate={heldout}"
         args.append(arg)
     return [str(geo), *args]

@@ -39,7 +39,12 @@ MAKE_ARTIFACTS = ROOT / "examples" / "digits" / "make_artifacts.py"
 
 # The example's manifests name a host that exists only in them; serve its files from disk.
 DIGITS_PREFIX = "http://models.geo.local/digits/"
-DEFAULT_MIRRORS: dict[str, str] = {DIGITS_PREFIX: f"file://{ARTIFACTS}/"}
+FAMILY_PREFIX = "http://models.geo.local/digits-family/"
+FAMILY_ARTIFACTS = ROOT / "examples" / "digits-family" / "artifacts"
+DEFAULT_MIRRORS: dict[str, str] = {
+    DIGITS_PREFIX: f"file://{ARTIFACTS}/",
+    FAMILY_PREFIX: f"file://{FAMILY_ARTIFACTS}/",
+}
 
 START_SLOTS = 2  # two cores: more parallel starts would only queue on the CPU
 

@@ -37,7 +37,8 @@ from e2e.harness.kubelet.podspec import METRICS_URL_ANNOTATION, PodKey, PodSpec
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 
-from geo_operator.triton import local, repository
+from geo_operator.api import names
+from geo_operator.triton import fetch, local, model_config, repository
 
 log = logging.getLogger("kubelet_runner.worker")
 
@@ -294,6 +295,7 @@ class PodWorker:
             repository=models_dir,
             mirrors=self._mirrors,
         )
+        self._evaluation_sources(data, model)
         tuner = spec.is_tuner
         server = local.TritonServer(
             models_dir,
@@ -340,6 +342,30 @@ class PodWorker:
         )
         return server
 
+    def _evaluation_sources(self, data: Mapping[str, str], model: podspec.ModelSource) -> None:
+        """What the tuning pod's init container fetches besides the artifact: the held-out
+        set, and for agreement the reference artifact as <model>-reference."""
+        spec = self.spec
+        if spec.evaluation_uri:
+            fetch.fetch(
+                repository.rewrite_uri(spec.evaluation_uri, self._mirrors), str(self._heldout)
+            )
+        if spec.reference_uri:
+            config = model_config.parse(data[names.REFERENCE_CONFIG])
+            repository.materialize(
+                data,
+                model_name=config.name,
+                artifact_format=podspec.artifact_format(data, config.backend),
+                uri=spec.reference_uri,
+                repository=self.pod_dir / "models",
+                mirrors=self._mirrors,
+                config_key=names.REFERENCE_CONFIG,
+            )
+
+    @property
+    def _heldout(self) -> pathlib.Path:
+        return self.pod_dir / "evaluation" / "heldout.npz"
+
     def _stop_server(self, server: local.TritonServer) -> None:
         name = podspec.name(self.key)
         self._server = None
@@ -374,7 +400,8 @@ class PodWorker:
         name = podspec.name(self.key)
         result_file = self.pod_dir / "termination-log"
         result_file.unlink(missing_ok=True)
-        command = podspec.tuner_command(tuner, GEO, server.http_url, result_file)
+        heldout = self._heldout if self.spec.evaluation_uri else None
+        command = podspec.tuner_command(tuner, GEO, server.http_url, result_file, heldout)
         log_path = self.pod_dir / "tune.log"
         started = time.time()
         with self._lock:

@@ -44,6 +44,15 @@ PVC_MOUNT = "/artifact-source"
 TRITON_CONTAINER = "triton"
 FETCH_CONTAINER = "fetch-artifact"
 TUNER_CONTAINER = "tune"
+# The tuning pod's held-out set (model.evaluation), fetched by the init container.
+EVALUATION_VOLUME = "evaluation"
+EVALUATION_MOUNT = "/evaluation"
+HELDOUT_FILE = f"{EVALUATION_MOUNT}/heldout.npz"
+EVALUATION_URI_ENV = "EVALUATION_URI"
+# agreement: the reference artifact, served next to the candidate as <model>-reference.
+REFERENCE_URI_ENV = "REFERENCE_URI"
+REFERENCE_SUFFIX = "-reference"
+REFERENCE_CONFIG = "reference.pbtxt"  # its config.pbtxt, in the tuning ConfigMap
 REPOSITORY_VOLUME = "model-repository"
 CONFIG_VOLUME = "model-config"
 ARTIFACT_VOLUME = "artifact-source"

@@ -294,9 +294,14 @@ def select(
     contradicted = contradictions(spec, measured or {})
     if not contradicted:
         return choice
-    lines = "; ".join(f"{words}: excluded" for _, words in contradicted)
+    out = {n for n, _ in choice.rejected}
+    said = tuple(
+        (name, f"{words}: " + ("excluded" if name in out else "judged on the measured figure"))
+        for name, words in contradicted
+    )
+    lines = "; ".join(words for _, words in said)
     return dataclasses.replace(
-        choice, reason=f"{choice.reason}; contradicted: {lines}", contradicted=contradicted
+        choice, reason=f"{choice.reason}; contradicted: {lines}", contradicted=said
     )
 
 

@@ -202,6 +202,7 @@ def _serving(
     new_hash = children.config_hash(target)
     events = [*events, *[_started_event(target.spec, s.tuning) for s in starts]]
     events += _serving_events(status, target, decided.choice.reason, new_hash)
+    events += _objective_events(status, generation, decided)
     new = _serving_status(status, generation, decided, new_hash)
     waits = [s.retry_in for s in steps.values() if s.action == "retry_later" and s.retry_in]
     return Desired(
@@ -296,6 +297,23 @@ def _serving_events(
             "rolling the Triton pods with no unavailable replica"
         )
         events.append(("Normal", "Rolling", message))
+    return events
+
+
+def _objective_events(
+    old: models.GeoDeploymentStatus, generation: int | None, decided: plan.Plan
+) -> list[Event]:
+    """A Warning for each declared accuracy a measurement newly contradicts, and, once per
+    generation, for each deprecated latency field in use."""
+    events: list[Event] = []
+    before = conditions.get(old.conditions, conditions.ARTIFACT_SELECTED)
+    said = before.message if before is not None else ""
+    for _, words in decided.choice.contradicted:
+        if words not in said:
+            events.append(("Warning", "AccuracyContradicted", words))
+    if decided.target is not None and old.observed_generation != generation:
+        for note in decided.target.spec.deprecations():
+            events.append(("Warning", "DeprecatedField", note))
     return events
 
 

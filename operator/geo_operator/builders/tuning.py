@@ -34,12 +34,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from geo_operator.api import models, names
 from geo_operator.artifacts import selection
 from geo_operator.builders import children
+from geo_operator.triton import model_config
 
 # Finished Jobs (and their pods, which hold the result) stay a day, then go.
 TTL_SECONDS = 86400
@@ -115,9 +117,10 @@ def figures(runs: Sequence[models.TuningStatus] | None, keys_: Mapping[str, str]
         run = run_for(runs, artifact, key_)
         if run is not None and run.result is not None:
             r = run.result
+            scored = f", accuracy {r.accuracy.value:.4f}" if r.accuracy is not None else ""
             parts.append(
                 f"{artifact}: {r.throughput:.0f} req/s at p99 {r.p99_ms:.1f} ms "
-                f"(max_batch_size {r.max_batch_size})"
+                f"(max_batch_size {r.max_batch_size}{scored})"
             )
         elif run is not None and run.failures and run.failures >= run.attempts:
             parts.append(f"{artifact}: measurement failed ({run.failure_reason}), declared figures")
@@ -139,14 +142,89 @@ def config_map_name(name: str, artifact: str) -> str:
     return f"{name}-tune-{artifact}"
 
 
+REFERENCE_MAX_BATCH_SIZE = 8  # the reference only answers the held-out set
+
+
+def reference_for(target: children.Target) -> models.Artifact | None:
+    """metric agreement: the reference artifact the candidate's answers are compared with
+    (None when the candidate is the reference, or the metric is accuracy)."""
+    ref = selection.reference(target.spec.model)
+    return None if ref is None or ref.name == target.artifact.name else ref
+
+
+def reference_model(model: str) -> str:
+    return model + names.REFERENCE_SUFFIX
+
+
 def tuning_config_map(target: children.Target) -> dict[str, Any]:
-    """The candidate's model files (config.pbtxt, fetch.py...) for its tuning Job."""
+    """The candidate's model files (config.pbtxt, fetch.py...) for its tuning Job; with
+    agreement also the reference's config (``reference.pbtxt``), served as <model>-reference."""
     labels_ = {
         **children.labels(target.name),
         names.COMPONENT_LABEL: names.TUNING_COMPONENT,
         names.TUNING_FOR_LABEL: target.name,
     }
-    return children.config_map(target, config_map_name(target.name, target.artifact.name), labels_)
+    config_map = children.config_map(
+        target, config_map_name(target.name, target.artifact.name), labels_
+    )
+    ref = reference_for(target)
+    if ref is not None:
+        spec = target.spec
+        config = model_config.build(
+            spec.model,
+            ref,
+            model_config.BatchSettings(max_batch_size=REFERENCE_MAX_BATCH_SIZE),
+            instance_count=1,
+            gpu=target.gpu,
+        )
+        config.name = reference_model(spec.model.name)
+        data = config_map["data"]
+        data[names.REFERENCE_CONFIG] = model_config.render(config)
+        if ref.format is models.ArtifactFormat.PYTHON and "model.py" not in data:
+            data["model.py"] = children.config_map_data(dataclasses.replace(target, artifact=ref))[
+                "model.py"
+            ]
+    return config_map
+
+
+def _evaluation_pieces(
+    target: children.Target, fetch: dict[str, Any], tuner: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """With model.evaluation: the init container also fetches the held-out set (and, for
+    agreement, the reference artifact into <model>-reference); the tuner reads the set and
+    scores the candidate. Returns the extra volumes."""
+    evaluation = target.spec.model.evaluation
+    if evaluation is None:
+        return []
+    mount = {"name": names.EVALUATION_VOLUME, "mountPath": names.EVALUATION_MOUNT}
+    fetch_py = f"python3 {names.CONFIG_MOUNT}/fetch.py"
+    lines = [f'{fetch_py} "${names.EVALUATION_URI_ENV}" {names.HELDOUT_FILE}']
+    env = [{"name": names.EVALUATION_URI_ENV, "value": evaluation.uri}]
+    args = [f"--evaluate={names.HELDOUT_FILE}", f"--metric={evaluation.metric}"]
+    if evaluation.output:
+        args.append(f"--output={evaluation.output}")
+    ref = reference_for(target)
+    if ref is not None:
+        model_dir = posixpath.join(names.MODEL_REPOSITORY, reference_model(target.spec.model.name))
+        filename = model_config.FILENAMES[ref.format]
+        lines += [
+            f"mkdir -p {model_dir}/1",
+            f'{fetch_py} "${names.REFERENCE_URI_ENV}" {model_dir}/1/{filename}',
+            f"cp {names.CONFIG_MOUNT}/{names.REFERENCE_CONFIG} {model_dir}/config.pbtxt",
+        ]
+        if ref.format is models.ArtifactFormat.PYTHON:
+            lines.append(f"cp {names.CONFIG_MOUNT}/model.py {model_dir}/1/model.py")
+        env.append({"name": names.REFERENCE_URI_ENV, "value": ref.uri})
+        args += [f"--reference-model={reference_model(target.spec.model.name)}"]
+    if evaluation.metric is models.EvaluationMetric.AGREEMENT:
+        reference = ref.name if ref is not None else target.artifact.name
+        args.append(f"--reference={reference}")
+    fetch["command"] = [*fetch["command"][:-1], fetch["command"][-1] + "\n".join(lines) + "\n"]
+    fetch["env"] = [*fetch["env"], *env]
+    fetch["volumeMounts"] = [*fetch["volumeMounts"], mount]
+    tuner["args"] = [*tuner["args"], *args]
+    tuner["volumeMounts"] = [{**mount, "readOnly": True}]
+    return [{"name": names.EVALUATION_VOLUME, "emptyDir": {}}]
 
 
 def job_name(name: str, key_: str, attempt: int) -> str:
@@ -218,22 +296,24 @@ def tuning_job(target: children.Target, *, key_: str, attempt: int, image: str) 
         ),
         **{k: triton[k] for k in ("resources", "volumeMounts")},
     }
+    fetch = children.fetch_container(target)
+    tuner: dict[str, Any] = {
+        "name": names.TUNER_CONTAINER,
+        "image": image,
+        "args": tuner_args(spec),
+        # A crash with no result written still says why (the log's tail).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+    }
+    volumes = children.repository_volumes(
+        target, config_map_name(target.name, target.artifact.name)
+    )
+    volumes += _evaluation_pieces(target, fetch, tuner)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "initContainers": [children.fetch_container(target), triton],
-        "containers": [
-            {
-                "name": names.TUNER_CONTAINER,
-                "image": image,
-                "args": tuner_args(spec),
-                # A crash with no result written still says why (the log's tail).
-                "terminationMessagePolicy": "FallbackToLogsOnError",
-                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-            }
-        ],
-        "volumes": children.repository_volumes(
-            target, config_map_name(target.name, target.artifact.name)
-        ),
+        "initContainers": [fetch, triton],
+        "containers": [tuner],
+        "volumes": volumes,
         **children.placement(spec),
     }
     return {
@@ -412,10 +492,15 @@ def describe(result: models.TunedBatch, budget_ms: float) -> str:
         if result.max_queue_delay_microseconds is None
         else f"queue delay {result.max_queue_delay_microseconds} us"
     )
+    scored = ""
+    if result.accuracy is not None:
+        a = result.accuracy
+        against = f" with {a.reference}" if a.reference else ""
+        scored = f"; held-out {a.metric}{against} {a.value:.4f} on {a.samples} samples"
     return (
         f"max_batch_size {result.max_batch_size}, {delay}: {result.throughput:.0f} req/s at "
         f"p99 {result.p99_ms:.2f} ms (budget {budget_ms:g} ms), {result.measurements} "
-        f"measurements of a {result.grid_size}-config grid"
+        f"measurements of a {result.grid_size}-config grid{scored}"
     )
 
 

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from geo_operator.api import models
 from geo_operator.cli import io, options
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ def register(verbs: Verbs) -> None:
         default=0.0,
         help="wait this long for the model to be ready first (default: don't wait)",
     )
+    _add_evaluation_options(p)
     p.add_argument(
         "--result-file",
         help="also write the chosen config and its figures (or the error) as compact JSON "
@@ -59,6 +61,33 @@ def register(verbs: Verbs) -> None:
     )
     options.add_json(p)
     p.set_defaults(func=cmd_tune)
+
+
+def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
+    """The held-out set scored on the chosen configuration (the accuracy, measured)."""
+    p.add_argument(
+        "--evaluate",
+        metavar="HELDOUT.npz",
+        help="after tuning, send this held-out set (one array per model input, named as "
+        "the input, plus `labels`) through the chosen configuration and record the score",
+    )
+    p.add_argument(
+        "--metric",
+        choices=["accuracy", "agreement"],
+        default="accuracy",
+        help="accuracy: top-1 against `labels`; agreement: top-1 equal to --reference-model's "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--reference-model",
+        help="agreement: the model in Triton's repository whose answers count as right "
+        "(loaded for the scoring, unloaded after); unset: this model is the reference",
+    )
+    p.add_argument("--reference", help="agreement: the reference artifact's name, for the record")
+    p.add_argument(
+        "--output",
+        help="the output scored (default: the first with more than one value per sample)",
+    )
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
@@ -119,7 +148,8 @@ def _tune(args: argparse.Namespace) -> int:
         raise io.UsageError(str(error)) from error
     finally:
         measurer.close()
-    io.write_result(args.result_file, _result_json(args, final))
+    scored = _evaluate(args, final.chosen)
+    io.write_result(args.result_file, _result_json(args, final, scored))
     _print_report(args, outcomes, final.chosen, progress.count)
     return 0 if final.chosen is not None else 1
 
@@ -200,13 +230,51 @@ def _search(
     return outcomes
 
 
-def _result_json(args: argparse.Namespace, final: search.SearchResult[measure.Result]) -> str:
+def _evaluate(
+    args: argparse.Namespace, chosen: search.Config | None
+) -> models.MeasuredAccuracy | None:
+    """The held-out score at the chosen configuration (Triton serves it now), if asked."""
+    from geo_operator.tuning import evaluate
+
+    if args.evaluate is None or chosen is None:
+        return None
+    print(f"[evaluate] {args.evaluate} ({args.metric})", file=sys.stderr, flush=True)
+    try:
+        scored = evaluate.run(
+            args.url,
+            args.model,
+            args.evaluate,
+            models.EvaluationMetric(args.metric),
+            reference_model=args.reference_model,
+            reference=args.reference,
+            output=args.output,
+            batch=chosen.max_batch_size,
+        )
+    except evaluate.EvaluationError as error:
+        raise io.UsageError(f"held-out evaluation: {error}") from error
+    except Exception as error:  # Triton refused a request: say so, no traceback
+        raise io.UsageError(f"held-out evaluation failed on {args.url}: {error}") from error
+    print(
+        f"[evaluate] {scored.metric} {scored.value:.4f} on {scored.samples} samples",
+        file=sys.stderr,
+        flush=True,
+    )
+    return scored
+
+
+def _result_json(
+    args: argparse.Namespace,
+    final: search.SearchResult[measure.Result],
+    scored: models.MeasuredAccuracy | None = None,
+) -> str:
     """What --result-file gets: the tuned batch and its figures, or why there is none."""
     from geo_operator.builders import tuning
     from geo_operator.tuning import report, search
 
     result = report.tuned(final, len(search.grid(args.candidates, args.delays)))
     if result is not None:
+        if scored is not None:
+            result = result.model_copy(update={"accuracy": scored})
         return tuning.result_json(result)
     return json.dumps(
         {

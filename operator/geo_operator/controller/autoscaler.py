@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from geo_operator.api import conditions, models, names
 from geo_operator.api import status as status_io
 from geo_operator.controller import telemetry
-from geo_operator.scaling import policy
+from geo_operator.scaling import capacity, policy
 from geo_operator.triton import metrics, prometheus
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,9 @@ class _State:
     scrapes: dict[str, metrics.Scrape] = dataclasses.field(default_factory=dict)
     running: concurrent.futures.Future[None] | None = None
     failing: bool = False
+    # What production taught about the served artifact's capacity, and for which capacity.
+    correction: capacity.Correction = dataclasses.field(default_factory=capacity.Correction)
+    corrected: tuple[str | None, float | None] = (None, None)
 
 
 class _Answers:
@@ -371,11 +374,20 @@ class Autoscaler:
             return None  # nothing deployed yet: the reconcile comes first
         observation = self.observe(work, now)
         state = self._state.setdefault(work.key, _State())
-        decision, state.memory = policy.decide(spec.autoscaling, observation, state.memory)
+        measured = capacity.measured_capacity(old)
+        served = (old.selected_artifact.name, measured)
+        if state.corrected != served:  # another artifact or a new measurement: start afresh
+            state.correction, state.corrected = capacity.Correction(), served
+        target = capacity.target(spec, measured, state.correction)
+        resolved = capacity.resolve(spec, target)
+        decision, state.memory = policy.decide(resolved, observation, state.memory)
+        state.correction = capacity.learn(
+            state.correction, observation, measured, spec.target_p99_ms()
+        )
         if decision.replicas != observation.replicas:
             self.cluster.scale_deployment(*work.key, decision.replicas)
-        _export(work.key, observation, decision)
-        self._record(work, old, observation, decision)
+        _export(work.key, observation, decision, target)
+        self._record(work, old, observation, decision, target)
         return decision
 
     def _record(
@@ -384,10 +396,11 @@ class Autoscaler:
         old: models.GeoDeploymentStatus,
         observation: policy.Observation,
         decision: policy.Decision,
+        target: capacity.Target,
     ) -> None:
         body, spec = work.body, work.spec
-        conds = _conditions(old, spec, observation, body["metadata"].get("generation"))
-        update: dict[str, Any] = {"conditions": conds}
+        conds = _conditions(old, spec, observation, body["metadata"].get("generation"), target)
+        update: dict[str, Any] = {"conditions": conds, "autoscaling": target.status()}
         last = old.last_decision
         # A maintain is recorded once, when it replaces another kind of decision,
         # so that status is not rewritten every tick with a new timestamp.
@@ -424,9 +437,13 @@ def _prometheus_load(
     return load, None
 
 
-def _export(key: Key, observation: policy.Observation, decision: policy.Decision) -> None:
+def _export(
+    key: Key, observation: policy.Observation, decision: policy.Decision, target: capacity.Target
+) -> None:
     telemetry.DECISIONS.labels(*key, decision.action).inc()
     telemetry.DESIRED_REPLICAS.labels(*key).set(decision.replicas)
+    if target.value is not None:
+        telemetry.TARGET_QPS.labels(*key).set(target.value)
     if observation.missing is None:
         telemetry.OBSERVED_QPS.labels(*key).set(observation.qps or 0.0)
         telemetry.OBSERVED_P99.labels(*key).set(observation.p99_ms or 0.0)
@@ -439,14 +456,20 @@ def _conditions(
     spec: models.GeoDeploymentSpec,
     observation: policy.Observation,
     generation: int | None,
+    target: capacity.Target,
 ) -> list[models.Condition]:
     source = spec.autoscaling.metrics.source
+    aim = (
+        f"target {target.value:g} QPS/replica ({target.source})"
+        if target.value is not None
+        else "target unknown (nothing measured yet): p99 alone, never scaling in"
+    )
     conds = conditions.set_condition(
         old.conditions,
         conditions.SCALING_ACTIVE,
         "True",
         "Active",
-        f"deciding every {spec.autoscaling.interval_seconds:g}s from {source} metrics",
+        f"deciding every {spec.autoscaling.interval_seconds:g}s from {source} metrics; {aim}",
         generation=generation,
     )
     ok = observation.missing is None

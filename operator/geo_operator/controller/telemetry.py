@@ -21,6 +21,11 @@ DECISIONS = Counter(
 OBSERVED_QPS = Gauge("geo_autoscaler_observed_qps", "Requests per second, all ready pods.", _LABELS)
 OBSERVED_P99 = Gauge("geo_autoscaler_observed_p99_milliseconds", "Worst ready pod's p99.", _LABELS)
 DESIRED_REPLICAS = Gauge("geo_autoscaler_desired_replicas", "Replicas decided.", _LABELS)
+TARGET_QPS = Gauge(
+    "geo_autoscaler_target_qps_per_replica",
+    "Effective target QPS per replica (declared, measured or learned; absent: unknown).",
+    _LABELS,
+)
 METRIC_ERRORS = Counter(
     "geo_autoscaler_metric_errors",
     "Ticks whose metrics were missing, stale or partial.",
@@ -39,6 +44,6 @@ STEP_SECONDS = Histogram(
 
 def forget(namespace: str, name: str) -> None:
     """Drop a deleted GeoDeployment's series."""
-    for gauge in (OBSERVED_QPS, OBSERVED_P99, DESIRED_REPLICAS):
+    for gauge in (OBSERVED_QPS, OBSERVED_P99, DESIRED_REPLICAS, TARGET_QPS):
         with contextlib.suppress(KeyError):  # never observed
             gauge.remove(namespace, name)

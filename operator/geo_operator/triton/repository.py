@@ -32,8 +32,11 @@ def materialize(
     uri: str,
     repository: pathlib.Path,
     mirrors: Mapping[str, str] | None = None,
+    config_key: str = "config.pbtxt",
 ) -> pathlib.Path:
-    """Write the repository under `repository`; returns the model's folder."""
+    """Write the repository under `repository`; returns the model's folder. ``config_key``:
+    which ConfigMap entry is this model's config.pbtxt (the tuning pod's reference model
+    has its own, ``reference.pbtxt``)."""
     model_dir = repository / model_name
     version_dir = model_dir / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
@@ -41,7 +44,7 @@ def materialize(
         rewrite_uri(uri, mirrors or {}),
         str(version_dir / model_config.FILENAMES[artifact_format]),
     )
-    (model_dir / "config.pbtxt").write_text(data["config.pbtxt"])
+    (model_dir / "config.pbtxt").write_text(data[config_key])
     if artifact_format is models.ArtifactFormat.PYTHON:
         (version_dir / "model.py").write_text(data["model.py"])
     return model_dir

@@ -11,8 +11,11 @@ labels: it scores the fraction of answers equal to a reference artifact's.
 `load` checks all of that and names what is wrong (`EvaluationError`); `predict`
 sends the set through Triton in batches; `accuracy` and `agreement` score the answers.
 
-Issue 11 §2 builds on this: the tuning Job runs it against each candidate and
-records the score next to its throughput. Nothing in the operator calls it yet.
+`run` is what the tuning Job does after tuning (``geo tune --evaluate``): the model's
+tensors from Triton's own config, the set through the candidate at its tuned
+max_batch_size, and for ``agreement`` the same set through the reference artifact,
+loaded next to it in the pod's repository, loaded and unloaded by name. The score is
+recorded in the candidate's ``status.tuning[].result.accuracy``.
 """
 
 from __future__ import annotations
@@ -141,8 +144,102 @@ def predict(
                 tensor.set_data_from_numpy(part)
                 request.append(tensor)
             result = client.infer(model, request, outputs=[httpclient.InferRequestedOutput(output)])
-            answers.append(np.asarray(result.as_numpy(output)).reshape(len(part), -1)[:, 0])
+            answers.append(top1(np.asarray(result.as_numpy(output)).reshape(len(part), -1)))
         return np.concatenate(answers)
+    finally:
+        client.close()
+
+
+def top1(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """One answer per row: the class with the highest score, or the row's one value (a
+    class index output)."""
+    return values.argmax(axis=1) if values.shape[1] > 1 else values[:, 0]
+
+
+def tensors(config: Mapping[str, Any], kind: str) -> list[models.TensorSpec]:
+    """The model's inputs (``kind`` "input") or outputs ("output") from Triton's JSON config."""
+    return [
+        models.TensorSpec(
+            name=t["name"], data_type=t["data_type"], dims=[int(d) for d in t["dims"]]
+        )
+        for t in config.get(kind) or ()
+    ]
+
+
+def scored_output(outputs: Sequence[models.TensorSpec], wanted: str | None = None) -> str:
+    """The output scored: ``wanted``, else the first with more than one value per sample (class
+    scores), else the first."""
+    names = [o.name for o in outputs]
+    if wanted is not None:
+        if wanted not in names:
+            raise EvaluationError(f"no output {wanted!r} to score (the model has {names})")
+        return wanted
+    if not outputs:
+        raise EvaluationError("the model has no output to score")
+    wide = [o.name for o in outputs if int(np.prod([max(d, 1) for d in o.dims])) > 1]
+    return wide[0] if wide else outputs[0].name
+
+
+def run(
+    url: str,
+    model: str,
+    path: str | pathlib.Path,
+    metric: models.EvaluationMetric,
+    *,
+    reference_model: str | None = None,
+    reference: str | None = None,
+    output: str | None = None,
+    batch: int = 32,
+) -> models.MeasuredAccuracy:
+    """Score ``model`` (loaded on the Triton at ``url``) on the held-out file at ``path``.
+
+    agreement: against ``reference_model`` (a model in the same repository, loaded for this
+    and unloaded after); without one, ``model`` is the reference itself and agrees fully.
+    ``reference`` is the reference artifact's name, for the record.
+    """
+    client = httpclient.InferenceServerClient(url)
+    try:
+        config = client.get_model_config(model)
+    finally:
+        client.close()
+    inputs, outputs = tensors(config, "input"), tensors(config, "output")
+    agreement_ = metric is models.EvaluationMetric.AGREEMENT
+    heldout = load(path, inputs, need_labels=not agreement_)
+    name = scored_output(outputs, output)
+    size = max(1, min(batch, int(config.get("max_batch_size") or 1)))
+    predicted = predict(url, model, heldout, inputs, name, size)
+    if not agreement_:
+        assert heldout.labels is not None
+        score = accuracy(predicted, heldout.labels)
+    elif reference_model is None:
+        score = agreement(predicted, predicted)
+    else:
+        score = agreement(predicted, _reference_answers(url, reference_model, heldout, name, batch))
+    return models.MeasuredAccuracy(
+        metric=metric,
+        value=round(score.value, 4),
+        samples=score.samples,
+        reference=reference if agreement_ else None,
+    )
+
+
+def _reference_answers(
+    url: str, model: str, heldout: HeldOut, output: str, batch: int
+) -> np.ndarray[Any, Any]:
+    """The reference's answers: loaded from the repository, asked, unloaded (its memory back
+    before anything else runs)."""
+    client = httpclient.InferenceServerClient(url)
+    try:
+        try:
+            client.load_model(model)
+        except Exception as error:  # InferenceServerException: Triton says why
+            raise EvaluationError(f"the reference model {model} did not load: {error}") from None
+        config = client.get_model_config(model)
+        size = max(1, min(batch, int(config.get("max_batch_size") or 1)))
+        try:
+            return predict(url, model, heldout, tensors(config, "input"), output, size)
+        finally:
+            client.unload_model(model)
     finally:
         client.close()
 
