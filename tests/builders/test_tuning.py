@@ -350,3 +350,78 @@ def test_tuning_config_map_holds_the_candidates_files(spec: models.GeoDeployment
     assert {"name": "model-config", "configMap": {"name": "digits-tune-fp32"}} in volumes
     fetch = job["spec"]["template"]["spec"]["initContainers"][0]
     assert fetch["env"] == [{"name": "ARTIFACT_URI", "value": fp32.artifact.uri}]
+
+
+def _family_target(metric: str, artifact: str, **evaluation: Any) -> children.Target:
+    import yaml
+
+    from conftest import FAMILY_MANIFEST
+
+    body = yaml.safe_load(FAMILY_MANIFEST.read_text())
+    body["spec"]["model"]["evaluation"] = {
+        "uri": "http://h/heldout.npz",
+        "metric": metric,
+        **evaluation,
+    }
+    spec = models.parse_spec(body["spec"])
+    return children.Target(
+        name="fam",
+        namespace="ns",
+        uid="u",
+        spec=spec,
+        artifact=next(a for a in spec.model.artifacts if a.name == artifact),
+        batch=plan.model_config.BatchSettings(max_batch_size=8),
+        replicas=1,
+    )
+
+
+def _job_pod(target: children.Target) -> dict[str, Any]:
+    job = tuning.tuning_job(target, key_="k" * 10, attempt=1, image="geo")
+    return dict(job["spec"]["template"]["spec"])
+
+
+def test_accuracy_evaluation_fetches_the_set_and_scores_against_labels() -> None:
+    target = _family_target("accuracy", "int8-static")
+    pod = _job_pod(target)
+    fetch, tuner = pod["initContainers"][0], pod["containers"][0]
+    script = fetch["command"][-1]
+    assert f'fetch.py "${names.EVALUATION_URI_ENV}" {names.HELDOUT_FILE}' in script
+    assert {"name": names.EVALUATION_URI_ENV, "value": "http://h/heldout.npz"} in fetch["env"]
+    assert names.REFERENCE_URI_ENV not in {e["name"] for e in fetch["env"]}  # labels: no ref
+    assert tuner["args"][-2:] == [f"--evaluate={names.HELDOUT_FILE}", "--metric=accuracy"]
+    assert tuner["volumeMounts"] == [
+        {"name": "evaluation", "mountPath": names.EVALUATION_MOUNT, "readOnly": True}
+    ]
+    assert {"name": "evaluation", "emptyDir": {}} in pod["volumes"]
+    assert names.REFERENCE_CONFIG not in tuning.tuning_config_map(target)["data"]
+
+
+def test_agreement_serves_the_reference_beside_the_candidate() -> None:
+    target = _family_target("agreement", "student")
+    pod = _job_pod(target)
+    script = pod["initContainers"][0]["command"][-1]
+    ref_dir = f"{names.MODEL_REPOSITORY}/digits-family-reference"
+    assert f'fetch.py "${names.REFERENCE_URI_ENV}" {ref_dir}/1/model.onnx' in script
+    assert f"cp /config/{names.REFERENCE_CONFIG} {ref_dir}/config.pbtxt" in script
+    teacher = "http://models.geo.local/digits-family/teacher/model.onnx"
+    assert {"name": names.REFERENCE_URI_ENV, "value": teacher} in pod["initContainers"][0]["env"]
+    assert "--reference-model=digits-family-reference" in pod["containers"][0]["args"]
+    assert "--reference=teacher" in pod["containers"][0]["args"]
+    config = plan.model_config.parse(tuning.tuning_config_map(target)["data"]["reference.pbtxt"])
+    assert config.name == "digits-family-reference" and config.backend == "python"
+    # The reference itself needs no second model: it agrees with itself.
+    own = _job_pod(_family_target("agreement", "teacher"))
+    assert not any(a.startswith("--reference-model") for a in own["containers"][0]["args"])
+    assert "--reference=teacher" in own["containers"][0]["args"]
+
+
+def test_the_key_covers_what_the_accuracy_was_measured_on() -> None:
+    base = _family_target("accuracy", "student")
+    other_set = _family_target("accuracy", "student", uri="http://h/other.npz")
+    agreement = _family_target("agreement", "student")
+    other_ref = _family_target("agreement", "student", reference="fp16")
+    tolerance = _family_target("accuracy", "student", tolerance=0.1)
+    keys = [tuning.key(t.spec, t.artifact) for t in (base, other_set, agreement, other_ref)]
+    assert len(set(keys)) == 4
+    # The tolerance judges the figure; it doesn't change what is measured.
+    assert tuning.key(tolerance.spec, tolerance.artifact) == keys[0]

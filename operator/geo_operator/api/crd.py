@@ -135,6 +135,20 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "max_batch_size in use.",
     },
     {
+        "name": "Target",
+        "type": "number",
+        "jsonPath": ".status.autoscaling.effectiveTargetQpsPerReplica",
+        "priority": 1,
+        "description": "The autoscaler's effective target QPS per replica.",
+    },
+    {
+        "name": "Source",
+        "type": "string",
+        "jsonPath": ".status.autoscaling.source",
+        "priority": 1,
+        "description": "Where the target came from: declared, measured, learned or unknown.",
+    },
+    {
         "name": "Age",
         "type": "date",
         "jsonPath": ".metadata.creationTimestamp",
