@@ -96,6 +96,7 @@ def _family_body() -> dict[str, Any]:
     )
     raw["spec"]["triton"]["maxBatchSize"] = 0
     raw["spec"]["objectives"] = {"p99LatencyMs": 40}
+    raw["spec"]["batchTuning"] = {"parallelism": 16}
     return dict(raw)
 
 
@@ -171,3 +172,29 @@ def test_a_deprecated_latency_field_is_named_once_per_generation(body: dict[str,
     body["status"] = wanted.status.model_dump(by_alias=True, exclude_none=True, mode="json")
     again = desired.decide(desired.Observed(body), NOW + 5, IMAGE)
     assert "DeprecatedField" not in [r for _, r, _ in again.events]
+
+
+def test_tuning_jobs_wait_their_turn_within_parallelism() -> None:
+    body = _family_body()
+    body["spec"]["batchTuning"] = {"parallelism": 2}
+    first = desired.decide(desired.Observed(body), NOW, IMAGE)
+    jobs = [o for o in first.objects if o["kind"] == "Job"]
+    assert [j["metadata"]["labels"][names.TUNING_KEY_LABEL] for j in jobs] == [
+        r.key for r in (first.status.tuning or [])[:2]
+    ]  # the first two candidates, in spec order
+    queued = (first.status.tuning or [])[2:]
+    assert len(queued) == 5 and all(r.attempts == 0 and r.job is None for r in queued)
+    assert [r for t, r, _ in first.events].count("TuningStarted") == 2
+    # One finishes: the next one in line starts, and only it.
+    body["status"] = first.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    result = models.TunedBatch(
+        max_batch_size=8, throughput=100.0, p99_ms=5.0, measurements=1, grid_size=1
+    )
+    done, pod = _completed(jobs[0], result)
+    running = copy.deepcopy(jobs[1])
+    observed = desired.Observed(body, None, [done, running], {jobs[0]["metadata"]["name"]: pod})
+    second = desired.decide(observed, NOW + 30, IMAGE)
+    started = [o for o in second.objects if o["kind"] == "Job"]
+    third = (first.status.tuning or [])[2]
+    assert len(started) == 1
+    assert started[0]["metadata"]["labels"][names.TUNING_KEY_LABEL] == third.key

@@ -456,6 +456,16 @@ class BatchTuning(_Model):
     seconds_per_level: float = Field(
         default=3.0, gt=0, le=300, description="How long each load level is driven."
     )
+    parallelism: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description=(
+            "Tuning Jobs running at once for this GeoDeployment. 1 (the default) measures "
+            "one candidate at a time, so candidates never contend for one node's CPUs or GPU "
+            "and their figures compare; raise it when each tuning pod gets its own hardware."
+        ),
+    )
     timeout_seconds: int = Field(
         default=1800,
         ge=30,

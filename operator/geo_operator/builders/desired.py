@@ -152,6 +152,7 @@ def _tuning_steps(
                 run = finished
                 events.append(_finished_event(spec, run))
         steps[candidate] = tuning.step([run] if run else [], name, candidate, key, now)
+    steps = tuning.queue(steps, spec.batch_tuning.parallelism)
     new = status.model_copy(update={"tuning": [s.tuning for s in steps.values()]})
     return new, steps, events
 

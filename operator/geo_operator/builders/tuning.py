@@ -57,7 +57,7 @@ def key(spec: models.GeoDeploymentSpec, artifact: models.Artifact) -> str:
         "model": spec.model.model_dump(
             mode="json", by_alias=True, include={"name", "inputs", "outputs"}
         ),
-        "tuning": spec.batch_tuning.model_dump(mode="json", by_alias=True),
+        "tuning": spec.batch_tuning.model_dump(mode="json", by_alias=True, exclude={"parallelism"}),
         "triton": triton.model_dump(
             mode="json",
             by_alias=True,
@@ -339,7 +339,7 @@ def backoff_seconds(spec: models.GeoDeploymentSpec, failures: int) -> int:
     return base * factor
 
 
-Action = Literal["serve", "start", "wait", "retry_later"]
+Action = Literal["serve", "start", "wait", "retry_later", "queued"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,6 +349,22 @@ class Step:
     action: Action
     tuning: models.TuningStatus
     retry_in: float | None = None  # retry_later: seconds until the next attempt
+    previous: models.TuningStatus | None = None  # start: the record before this attempt
+
+
+def queue(steps: Mapping[str, Step], parallelism: int) -> dict[str, Step]:
+    """At most ``parallelism`` Jobs running: starts beyond it wait their turn (in spec
+    order), their record as it was; a finished Job's event brings the next."""
+    running = sum(1 for s in steps.values() if s.action == "wait")
+    out: dict[str, Step] = {}
+    for artifact, s in steps.items():
+        if s.action == "start":
+            if running >= parallelism and s.previous is not None:
+                out[artifact] = Step("queued", s.previous)
+                continue
+            running += 1
+        out[artifact] = s
+    return out
 
 
 def step(
@@ -369,7 +385,7 @@ def step(
     started = tuning.model_copy(
         update={"attempts": attempt, "job": job_name(name, key_, attempt), "next_retry_time": None}
     )
-    return Step("start", started)
+    return Step("start", started, previous=tuning)
 
 
 # ------------------------------------------------------------------ reading a finished Job
