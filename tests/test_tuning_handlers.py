@@ -77,7 +77,11 @@ def tuned_body(body: dict[str, Any]) -> dict[str, Any]:
 def two_body(body: dict[str, Any]) -> dict[str, Any]:
     """The example's two candidates, fp32 and int8: each is measured by its own Job."""
     body["spec"]["triton"]["maxBatchSize"] = 0
-    body["spec"]["batchTuning"] = {"candidates": [1, 4, 16], "latencyBudgetMs": 20}
+    body["spec"]["batchTuning"] = {
+        "candidates": [1, 4, 16],
+        "latencyBudgetMs": 20,
+        "parallelism": 2,
+    }
     body["spec"]["model"]["artifacts"] = [
         a for a in body["spec"]["model"]["artifacts"] if a["name"] in ("fp32", "int8")
     ]
