@@ -522,4 +522,6 @@ def describe(result: models.TunedBatch, budget_ms: float) -> str:
 
 def result_json(result: models.TunedBatch) -> str:
     """What ``geo tune --result-file`` writes (and `parse_result` reads)."""
-    return json.dumps(result.model_dump(mode="json", by_alias=True), separators=(",", ":"))
+    return json.dumps(
+        result.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":")
+    )
