@@ -102,6 +102,15 @@ def desired_replicas(spec: models.GeoDeploymentSpec, current: int | None) -> int
     return max(scaling.min_replicas, min(scaling.max_replicas, current))
 
 
+def current_load(status: models.GeoDeploymentStatus) -> float | None:
+    """The total req/s the autoscaler last saw (its QPS per replica × the ready replicas),
+    for min-cost; None when it has seen none or no replica is ready."""
+    decision = status.last_decision
+    if decision is None or decision.qps_per_replica is None or not status.ready_replicas:
+        return None
+    return decision.qps_per_replica * status.ready_replicas
+
+
 def plan(
     *,
     name: str,
@@ -120,7 +129,9 @@ def plan(
     if spec.triton.max_batch_size == 0:
         keys = tuning.keys(spec, hardware)
         measured = tuning.measured(status.tuning, keys)
-    choice = selection.select(spec.model, hardware, measured)
+    choice = selection.select(
+        spec.model, hardware, measured, demand=selection.demand(spec, current_load(status))
+    )
     key = None
     if choice.artifact is not None and keys:
         key = keys.get(choice.artifact.name) or tuning.key(spec, choice.artifact)
