@@ -102,7 +102,7 @@ def test_measured_figures_parse() -> None:
 def test_status_results_are_the_measurements_and_its_last_decision_the_load(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # 2 ready × 700 = 1400 req/s: fp32 needs 3 × 0.0225 × 1 = $0.0675/h; int8 1 × 0.0225 ×
+    # 2 replicas × 700 = 1400 req/s: fp32 needs 3 × 0.0225 × 1 = $0.0675/h; int8 1 × 0.0225 ×
     # 1.5 = $0.03375/h; fp16 2 × 0.0225 × 2 = $0.09/h.
     decision = {"action": "maintain", "from": 2, "to": 2, "qpsPerReplica": 700.0}
     status = _status_file(

@@ -13,21 +13,23 @@ def _status(**fields: Any) -> models.GeoDeploymentStatus:
     return models.GeoDeploymentStatus.model_validate(fields)
 
 
-def _decision(qps_per_replica: float | None) -> dict[str, Any]:
+def _decision(qps_per_replica: float | None, from_: int = 2, to: int = 2) -> dict[str, Any]:
     return {
-        "action": "maintain",
-        "from": 2,
-        "to": 2,
+        "action": "maintain" if from_ == to else "scale_out",
+        "from": from_,
+        "to": to,
         "qpsPerReplica": qps_per_replica,
         "reason": "steady",
         "time": "2026-01-01T00:00:00Z",
     }
 
 
-def test_current_load_is_qps_per_replica_times_ready_replicas() -> None:
-    assert plan.current_load(_status(lastDecision=_decision(150.0), readyReplicas=3)) == 450.0
-    assert plan.current_load(_status(lastDecision=_decision(150.0))) is None
-    assert plan.current_load(_status(lastDecision=_decision(150.0), readyReplicas=0)) is None
+def test_current_load_is_qps_per_replica_times_the_replicas_it_decided_from() -> None:
+    assert plan.current_load(_status(lastDecision=_decision(150.0, 3, 3))) == 450.0
+    # 2 replicas at 700 each scaled out to 4: the load was 1400, even once 4 are ready.
+    scaled = _status(lastDecision=_decision(700.0, 2, 4), readyReplicas=4)
+    assert plan.current_load(scaled) == 1400.0
+    assert plan.current_load(_status(lastDecision=_decision(150.0, 0, 1))) is None
     assert plan.current_load(_status(lastDecision=_decision(None), readyReplicas=3)) is None
     assert plan.current_load(_status(readyReplicas=3)) is None
 
@@ -81,7 +83,7 @@ def test_plan_sizes_min_cost_for_the_load_last_seen(body: dict[str, Any]) -> Non
     # Nothing seen: one replica each, fp32 the cheapest (relative cost 1).
     name, reason = chosen()
     assert name == "fp32" and "min-cost for minReplicas' worth (1; no load known yet)" in reason
-    # 2 ready replicas × 600 = 1200 req/s: fp32 needs 3 ($0.135/h), int8 1 × 2 ($0.09/h).
+    # 2 replicas × 600 = 1200 req/s: fp32 needs 3 ($0.135/h), int8 1 × 2 ($0.09/h).
     name, reason = chosen(lastDecision=_decision(600.0), readyReplicas=2)
     assert name == "int8"
     assert "min-cost for 1200 req/s (the load the autoscaler last saw)" in reason

@@ -104,7 +104,7 @@ class Choice:
     artifact: models.Artifact | None
     reason: str
     rejected: tuple[tuple[str, str], ...] = ()
-    scores: tuple[tuple[str, float], ...] = ()
+    scores: tuple[tuple[str, float], ...] = ()  # best-score: scores; min-cost: dollars/hour
     # Declared accuracies a measurement contradicts beyond evaluation.tolerance: (name, words).
     contradicted: tuple[tuple[str, str], ...] = ()
     costs: tuple[Cost, ...] = ()  # min-cost: every qualifying artifact, cheapest first
@@ -691,7 +691,8 @@ def _min_cost(
         ),
     )
     best = ranked[0]
-    chosen = next(a for a in qualifying if a.name == best.name)
+    by_name = {a.name: a for a in qualifying}
+    chosen = by_name[best.name]
     bound = (
         f"spec.replicas {demand.max_replicas} (autoscaling off)"
         if demand.fixed
@@ -702,7 +703,7 @@ def _min_cost(
         batch = f" b{c.max_batch_size}" if c.max_batch_size is not None else ""
         plural = "" if c.replicas == 1 else "s"
         over = f" (over {bound})" if c.over else ""
-        relative = next(a.relative_cost for a in qualifying if a.name == c.name)
+        relative = by_name[c.name].relative_cost
         factor = f" ×{relative:g}" if relative is not None else ""
         return (
             f"{c.name} acc {c.accuracy:.4f} cap {_rate(c.capacity)} req/s{batch} → "

@@ -103,12 +103,18 @@ def desired_replicas(spec: models.GeoDeploymentSpec, current: int | None) -> int
 
 
 def current_load(status: models.GeoDeploymentStatus) -> float | None:
-    """The total req/s the autoscaler last saw (its QPS per replica × the ready replicas),
-    for min-cost; None when it has seen none or no replica is ready."""
+    """The total req/s the autoscaler last saw, for min-cost; None when it has seen none.
+
+    Its QPS per replica × the replicas it decided from (`from`), not today's
+    readyReplicas: right after a scale-out readyReplicas already counts the new pods
+    while the per-replica figure is still the old one, so the product would claim
+    the load grew by to/from (and min-cost would chase that). A maintain is recorded
+    once, so under a steady load this is the figure of the last scaling decision.
+    """
     decision = status.last_decision
-    if decision is None or decision.qps_per_replica is None or not status.ready_replicas:
+    if decision is None or decision.qps_per_replica is None or not decision.from_replicas:
         return None
-    return decision.qps_per_replica * status.ready_replicas
+    return decision.qps_per_replica * decision.from_replicas
 
 
 def plan(

@@ -119,7 +119,7 @@ def _add_select(verbs: Verbs) -> None:
         "--current-qps",
         type=options.non_negative_float,
         help="min-cost: the total req/s the autoscaler sees now, used when no expected load "
-        "is set (default: --status's lastDecision qpsPerReplica × readyReplicas)",
+        "is set (default: --status's lastDecision, qpsPerReplica × from)",
     )
     p.set_defaults(func=cmd_select)
 
