@@ -300,10 +300,11 @@ def test_over_max_replicas_loses_to_any_that_fits() -> None:
         ("fast", 1, False),
         ("slow", 3, True),
     ]
-    assert "slow acc 0.9800 cap 350 req/s b8 → 3 replicas (over maxReplicas 2) ×1" in choice.reason
+    assert "slow acc 0.9800 cap 350 req/s b8 → 3 replicas (over) ×1 $0.135/h" in choice.reason
+    assert "; over: needs more than maxReplicas 2;" in choice.reason
 
 
-def test_when_none_fits_the_fewest_replicas_wins() -> None:
+def test_when_none_fits_the_most_capacity_wins() -> None:
     # 5000 req/s within 2 replicas: fast needs ceil(5000/1400) = 4, slow 15.
     spec = _min_cost_spec(PAIR, objectives={"expectedQps": 5000}, autoscaling={"maxReplicas": 2})
     choice = _min_cost(spec)
@@ -312,9 +313,22 @@ def test_when_none_fits_the_fewest_replicas_wins() -> None:
         "fast": (4, True),
         "slow": (15, True),
     }
-    assert "no artifact carries the load within maxReplicas 2: the fewest replicas wins" in (
+    assert "no artifact carries the load within maxReplicas 2: the most capacity wins" in (
         choice.reason
     )
+    # Both need 5 (1050 and 1190 req/s a replica): the one whose 2 replicas carry more of
+    # the 5000 wins, though it costs twice as much and is less accurate.
+    near = {
+        "slow": selection.Measurement(latency_ms=50.0, throughput=1500.0, max_batch_size=8),
+        "fast": selection.Measurement(latency_ms=50.0, throughput=1700.0, max_batch_size=8),
+    }
+    artifacts = [PAIR[1], {**PAIR[0], "relativeCost": 2.0}]
+    tied = _min_cost(
+        _min_cost_spec(artifacts, objectives={"expectedQps": 5000}, autoscaling={"maxReplicas": 2}),
+        near,
+    )
+    assert [(c.name, c.replicas) for c in tied.costs] == [("fast", 5), ("slow", 5)]
+    assert tied.artifact is not None and tied.artifact.name == "fast"
 
 
 def test_autoscaling_off_sizes_at_spec_replicas() -> None:
@@ -324,11 +338,12 @@ def test_autoscaling_off_sizes_at_spec_replicas() -> None:
     choice = _min_cost(spec)
     # Two replicas either way: slow can't carry 1000 on 2 (needs 3), fast can.
     assert choice.artifact is not None and choice.artifact.name == "fast"
-    assert "(over spec.replicas 2 (autoscaling off))" in choice.reason
+    assert "slow acc 0.9800 cap 350 req/s b8 → 3 replicas (over) ×1" in choice.reason
+    assert "over: needs more than spec.replicas 2 (autoscaling off)" in choice.reason
     assert dict(choice.scores)["fast"] == pytest.approx(2 * 0.045 * 1.5)
 
 
-def test_ties_go_to_accuracy_then_spec_order() -> None:
+def test_ties_go_to_accuracy_then_capacity_then_spec_order() -> None:
     same = selection.Measurement(latency_ms=10.0, throughput=1000.0, max_batch_size=16)
     artifacts = [
         {"name": "a", "accuracy": 0.95},
@@ -341,6 +356,10 @@ def test_ties_go_to_accuracy_then_spec_order() -> None:
     assert [c.name for c in choice.costs] == ["b", "c", "a"]
     # relativeCost unset counts as 1, and the reason shows no factor.
     assert "b acc 0.9700 cap 700 req/s b16 → 2 replicas $0.09/h <- chosen" in choice.reason
+    # c at 1200 req/s also needs 2 replicas (840 each): same cost and accuracy, more headroom.
+    roomier = {**measured, "c": selection.Measurement(latency_ms=10.0, throughput=1200.0)}
+    choice = _min_cost(_min_cost_spec(artifacts, objectives={"expectedQps": 900}), roomier)
+    assert [(c.name, c.replicas) for c in choice.costs] == [("c", 2), ("b", 2), ("a", 2)]
 
 
 def test_declared_target_qps_is_every_replica_capacity() -> None:

@@ -642,7 +642,8 @@ def _min_cost(
     rule. Replicas = ceil(load / capacity) within [minReplicas, maxReplicas]; cost =
     replicas × replica price × relativeCost (1 if undeclared). One that needs more
     than maxReplicas can't carry the load: it loses to every one that can, and among
-    such the fewest replicas needed wins. Ties: higher accuracy, then spec order.
+    such the most capacity per replica wins. Ties: higher accuracy, then more capacity
+    (headroom at the same price), then spec order.
     """
     qualifying = field.qualifying
     load = demand.expected_qps
@@ -682,11 +683,13 @@ def _min_cost(
     order = {a.name: i for i, a in enumerate(qualifying)}
     ranked = sorted(
         costs,
+        # Over the bound, what counts is how much of the load the bound's replicas carry.
         key=lambda c: (
             c.over,
-            c.replicas if c.over else 0,
+            -c.capacity if c.over else 0.0,
             round(c.per_hour, 9),
             -c.accuracy,
+            -c.capacity,
             order[c.name],
         ),
     )
@@ -702,7 +705,7 @@ def _min_cost(
     def line(c: Cost) -> str:
         batch = f" b{c.max_batch_size}" if c.max_batch_size is not None else ""
         plural = "" if c.replicas == 1 else "s"
-        over = f" (over {bound})" if c.over else ""
+        over = " (over)" if c.over else ""
         relative = by_name[c.name].relative_cost
         factor = f" ×{relative:g}" if relative is not None else ""
         return (
@@ -721,7 +724,9 @@ def _min_cost(
     )
     tail = f"; accuracy {field.floor_text}{dropped_text}"
     if best.over:
-        tail = f"; no artifact carries the load within {bound}: the fewest replicas wins{tail}"
+        tail = f"; no artifact carries the load within {bound}: the most capacity wins{tail}"
+    elif any(c.over for c in costs):
+        tail = f"; over: needs more than {bound}{tail}"
     lines = [line(c) for c in ranked]
     shown = len(lines)
     while shown > 1 and len(head) + len("; ".join(lines[:shown])) + len(tail) > MAX_REASON_CHARS:
