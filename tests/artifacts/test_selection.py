@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from geo_operator.api import models
 from geo_operator.artifacts import selection
 
@@ -106,3 +108,320 @@ def test_hardware_from_spec() -> None:
     assert selection.hardware_of(triton) == selection.Hardware(gpu=True, gpu_arch="ada")
     assert selection.hardware_of(models.TritonSpec()) == CPU
     assert selection.hardware_of(models.TritonSpec(), "Hopper") == HOPPER
+
+
+# ---------------------------------------------------------------- min-cost
+
+
+def _min_cost_spec(artifacts: list[dict[str, Any]], **over: Any) -> models.GeoDeploymentSpec:
+    """A min-cost GeoDeployment of ``artifacts`` (name, accuracy and the like); ``over``
+    replaces top-level spec fields (objectives, autoscaling, triton...)."""
+    raw: dict[str, Any] = {
+        "model": {
+            "name": "m",
+            "inputs": [{"name": "x", "dataType": "TYPE_FP32", "dims": [4]}],
+            "outputs": [{"name": "y", "dataType": "TYPE_FP32", "dims": [2]}],
+            "artifacts": [
+                {"precision": "fp32", "format": "onnx", "uri": f"file://{a['name']}", **a}
+                for a in artifacts
+            ],
+            "selection": {"policy": "min-cost"},
+        },
+        **over,
+    }
+    return models.parse_spec(raw)
+
+
+# fast: 2000 req/s measured at b32, 1.5 × the cost; slow: 500 req/s at b8, cost 1, more accurate.
+# At targetUtilization 0.7 a replica carries 1400 and 350 req/s; the nominal replica
+# (1 CPU, 1 GiB) costs 0.04 + 0.005 = $0.045/h.
+PAIR = [
+    {"name": "fast", "accuracy": 0.97, "relativeCost": 1.5},
+    {"name": "slow", "accuracy": 0.98, "relativeCost": 1.0},
+]
+PAIR_MEASURED = {
+    "fast": selection.Measurement(latency_ms=40.0, throughput=2000.0, max_batch_size=32),
+    "slow": selection.Measurement(latency_ms=60.0, throughput=500.0, max_batch_size=8),
+}
+
+
+def _min_cost(
+    spec: models.GeoDeploymentSpec,
+    measured: dict[str, selection.Measurement] | None = None,
+    current_qps: float | None = None,
+) -> selection.Choice:
+    return selection.select(
+        spec.model,
+        CPU,
+        PAIR_MEASURED if measured is None else measured,
+        demand=selection.demand(spec, current_qps),
+    )
+
+
+def test_parse_quantity() -> None:
+    assert selection.parse_quantity("500m") == 0.5
+    assert selection.parse_quantity("2") == 2.0
+    assert selection.parse_quantity(3) == 3.0
+    assert selection.parse_quantity("1.5") == 1.5
+    assert selection.parse_quantity("1Gi") == 2**30
+    assert selection.parse_quantity("512Mi") == 2**29
+    assert selection.parse_quantity("1G") == 1e9
+    assert selection.parse_quantity("100M") == 1e8
+    assert selection.parse_quantity("4k") == 4000.0
+    assert selection.parse_quantity("1e3") == 1000.0
+    assert selection.parse_quantity(".5Ki") == 512.0
+    for bad in ("1Gb", "abc", "", "1.2.3", "2 Gi", "1mi"):
+        with pytest.raises(ValueError, match="is not a Kubernetes quantity"):
+            selection.parse_quantity(bad)
+
+
+def test_replica_price_from_requests_else_limits() -> None:
+    resources: dict[str, dict[str, int | str]] = {
+        "requests": {"cpu": "500m", "memory": "2Gi"},
+        "limits": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": 1},
+    }
+    price, words = selection.replica_price(resources, models.Prices())
+    # 0.5 × 0.04 + 2 × 0.005 + 1 × 2.5: the request, where set, is what is reserved.
+    assert price == pytest.approx(2.53)
+    assert words == "0.5 CPU, 2 GiB, 1 GPU"
+    price, words = selection.replica_price({"limits": {"memory": "1G"}}, models.Prices())
+    assert price == pytest.approx(0.04 + 1e9 / 2**30 * 0.005)
+    assert words == "1 CPU nominal, 0.931 GiB"
+
+
+def test_replica_price_nominal_and_bad_quantities_are_said() -> None:
+    price, words = selection.replica_price({}, models.Prices())
+    assert price == pytest.approx(0.045)
+    assert words == "1 CPU, 1 GiB nominal; triton.resources sets no cpu or memory"
+    price, words = selection.replica_price(
+        {"requests": {"cpu": "lots", "memory": "1Gi"}}, models.Prices(cpu_core_hour=1.0)
+    )
+    assert price == pytest.approx(1.0 + 0.005)
+    assert words.startswith("1 CPU nominal, 1 GiB; triton.resources.requests.cpu: 'lots' is not")
+
+
+def test_demand_sources() -> None:
+    assert selection.demand(_min_cost_spec(PAIR), 800.0).expected_qps == 800.0
+    assert (
+        selection.demand(_min_cost_spec(PAIR), 800.0).source == "the load the autoscaler last saw"
+    )
+    declared = selection.demand(_min_cost_spec(PAIR, objectives={"expectedQps": 50}), 800.0)
+    assert (declared.expected_qps, declared.source) == (50.0, "objectives.expectedQps")
+    start = selection.demand(_min_cost_spec(PAIR, autoscaling={"minReplicas": 2}))
+    assert (start.expected_qps, start.min_replicas, start.max_replicas) == (None, 2, 10)
+    assert (start.target_utilization, start.target_qps_per_replica, start.fixed) == (
+        0.7,
+        None,
+        False,
+    )
+    off = selection.demand(_min_cost_spec(PAIR, replicas=3, autoscaling={"enabled": False}))
+    assert (off.min_replicas, off.max_replicas, off.fixed) == (3, 3, True)
+
+
+def test_low_load_the_cheaper_artifact_wins() -> None:
+    # No load known: minReplicas (1) each; slow 1 × 0.045 × 1 beats fast 1 × 0.045 × 1.5.
+    start = _min_cost(_min_cost_spec(PAIR))
+    assert start.artifact is not None and start.artifact.name == "slow"
+    assert [(c.name, c.replicas, round(c.per_hour, 4)) for c in start.costs] == [
+        ("slow", 1, 0.045),
+        ("fast", 1, 0.0675),
+    ]
+    assert start.reason.startswith(
+        "min-cost for minReplicas' worth (1; no load known yet) at $0.045/replica-h "
+        "(1 CPU, 1 GiB nominal; triton.resources sets no cpu or memory); capacity = measured "
+        "throughput × targetUtilization 0.7: slow acc 0.9800 cap 350 req/s b8 → 1 replica ×1 "
+        "$0.045/h <- chosen; fast acc 0.9700 cap 1400 req/s b32 → 1 replica ×1.5 $0.0675/h;"
+    )
+    # 300 req/s still fits one slow replica (350).
+    low = _min_cost(_min_cost_spec(PAIR, objectives={"expectedQps": 300}))
+    assert low.artifact is not None and low.artifact.name == "slow"
+
+
+def test_high_load_the_faster_artifact_wins() -> None:
+    # 1000 req/s: slow needs ceil(1000/350) = 3 replicas ($0.135/h), fast 1 ($0.0675/h).
+    choice = _min_cost(_min_cost_spec(PAIR, objectives={"expectedQps": 1000}))
+    assert choice.artifact is not None and choice.artifact.name == "fast"
+    assert dict(choice.scores) == pytest.approx({"fast": 0.0675, "slow": 0.135})
+    assert "min-cost for 1000 req/s (objectives.expectedQps)" in choice.reason
+    assert (
+        "fast acc 0.9700 cap 1400 req/s b32 → 1 replica ×1.5 $0.0675/h <- chosen" in choice.reason
+    )
+    assert "slow acc 0.9800 cap 350 req/s b8 → 3 replicas ×1 $0.135/h" in choice.reason
+    # The same load seen by the autoscaler, with no expectedQps, says where it came from.
+    seen = _min_cost(_min_cost_spec(PAIR), current_qps=1000.0)
+    assert seen.artifact is not None and seen.artifact.name == "fast"
+    assert "1000 req/s (the load the autoscaler last saw)" in seen.reason
+
+
+def test_replicas_exactly_at_capacity_are_not_rounded_up() -> None:
+    # 700 req/s on slow is exactly 2 × 350: two replicas, not three.
+    choice = _min_cost(_min_cost_spec(PAIR, objectives={"expectedQps": 700}))
+    assert {c.name: c.replicas for c in choice.costs} == {"slow": 2, "fast": 1}
+
+
+def test_prices_scale_every_cost_alike() -> None:
+    # Every artifact runs on the same triton.resources, so the replica price multiplies every
+    # cost: a GPU price changes the dollars, not the ranking.
+    gpu = {"resources": {"limits": {"nvidia.com/gpu": 1}}}
+    costly = _min_cost(_min_cost_spec(PAIR, triton=gpu, objectives={"expectedQps": 1000}))
+    cheap = _min_cost(
+        _min_cost_spec(
+            PAIR, triton=gpu, objectives={"expectedQps": 1000, "prices": {"gpuHour": 0.5}}
+        )
+    )
+    assert costly.artifact == cheap.artifact and cheap.artifact is not None
+    assert cheap.artifact.name == "fast"
+    # 0.04 + 0.005 + 2.5 = 2.545 a replica against 0.545.
+    assert (
+        "at $2.545/replica-h (1 CPU, 1 GiB nominal, 1 GPU; triton.resources sets no cpu or memory)"
+        in costly.reason
+    )
+    assert dict(costly.scores)["slow"] == pytest.approx(3 * 2.545)
+    assert dict(cheap.scores)["slow"] == pytest.approx(3 * 0.545)
+
+
+def test_free_replicas_leave_accuracy_to_decide() -> None:
+    free = {"expectedQps": 1000, "prices": {"cpuCoreHour": 0, "memoryGibHour": 0}}
+    choice = _min_cost(_min_cost_spec(PAIR, objectives=free))
+    assert choice.artifact is not None and choice.artifact.name == "slow"
+    assert dict(choice.scores) == {"fast": 0.0, "slow": 0.0}
+
+
+def test_over_max_replicas_loses_to_any_that_fits() -> None:
+    # maxReplicas 2, 1000 req/s: slow needs 3 (over) at $0.135/h; fast at 5 × the cost needs
+    # 1 replica, $0.225/h: dearer, but it carries the load.
+    artifacts = [{**PAIR[0], "relativeCost": 5.0}, PAIR[1]]
+    spec = _min_cost_spec(
+        artifacts, objectives={"expectedQps": 1000}, autoscaling={"maxReplicas": 2}
+    )
+    choice = _min_cost(spec)
+    assert choice.artifact is not None and choice.artifact.name == "fast"
+    assert [(c.name, c.replicas, c.over) for c in choice.costs] == [
+        ("fast", 1, False),
+        ("slow", 3, True),
+    ]
+    assert "slow acc 0.9800 cap 350 req/s b8 → 3 replicas (over) ×1 $0.135/h" in choice.reason
+    assert "; over: needs more than maxReplicas 2;" in choice.reason
+
+
+def test_when_none_fits_the_most_capacity_wins() -> None:
+    # 5000 req/s within 2 replicas: fast needs ceil(5000/1400) = 4, slow 15.
+    spec = _min_cost_spec(PAIR, objectives={"expectedQps": 5000}, autoscaling={"maxReplicas": 2})
+    choice = _min_cost(spec)
+    assert choice.artifact is not None and choice.artifact.name == "fast"
+    assert {c.name: (c.replicas, c.over) for c in choice.costs} == {
+        "fast": (4, True),
+        "slow": (15, True),
+    }
+    assert "no artifact carries the load within maxReplicas 2: the most capacity wins" in (
+        choice.reason
+    )
+    # Both need 5 (1050 and 1190 req/s a replica): the one whose 2 replicas carry more of
+    # the 5000 wins, though it costs twice as much and is less accurate.
+    near = {
+        "slow": selection.Measurement(latency_ms=50.0, throughput=1500.0, max_batch_size=8),
+        "fast": selection.Measurement(latency_ms=50.0, throughput=1700.0, max_batch_size=8),
+    }
+    artifacts = [PAIR[1], {**PAIR[0], "relativeCost": 2.0}]
+    tied = _min_cost(
+        _min_cost_spec(artifacts, objectives={"expectedQps": 5000}, autoscaling={"maxReplicas": 2}),
+        near,
+    )
+    assert [(c.name, c.replicas) for c in tied.costs] == [("fast", 5), ("slow", 5)]
+    assert tied.artifact is not None and tied.artifact.name == "fast"
+
+
+def test_autoscaling_off_sizes_at_spec_replicas() -> None:
+    spec = _min_cost_spec(
+        PAIR, replicas=2, autoscaling={"enabled": False}, objectives={"expectedQps": 1000}
+    )
+    choice = _min_cost(spec)
+    # Two replicas either way: slow can't carry 1000 on 2 (needs 3), fast can.
+    assert choice.artifact is not None and choice.artifact.name == "fast"
+    assert "slow acc 0.9800 cap 350 req/s b8 → 3 replicas (over) ×1" in choice.reason
+    assert "over: needs more than spec.replicas 2 (autoscaling off)" in choice.reason
+    assert dict(choice.scores)["fast"] == pytest.approx(2 * 0.045 * 1.5)
+
+
+def test_ties_go_to_accuracy_then_capacity_then_spec_order() -> None:
+    same = selection.Measurement(latency_ms=10.0, throughput=1000.0, max_batch_size=16)
+    artifacts = [
+        {"name": "a", "accuracy": 0.95},
+        {"name": "b", "accuracy": 0.97},
+        {"name": "c", "accuracy": 0.97},
+    ]
+    measured = {"a": same, "b": same, "c": same}
+    choice = _min_cost(_min_cost_spec(artifacts, objectives={"expectedQps": 900}), measured)
+    assert choice.artifact is not None and choice.artifact.name == "b"
+    assert [c.name for c in choice.costs] == ["b", "c", "a"]
+    # relativeCost unset counts as 1, and the reason shows no factor.
+    assert "b acc 0.9700 cap 700 req/s b16 → 2 replicas $0.09/h <- chosen" in choice.reason
+    # c at 1200 req/s also needs 2 replicas (840 each): same cost and accuracy, more headroom.
+    roomier = {**measured, "c": selection.Measurement(latency_ms=10.0, throughput=1200.0)}
+    choice = _min_cost(_min_cost_spec(artifacts, objectives={"expectedQps": 900}), roomier)
+    assert [(c.name, c.replicas) for c in choice.costs] == [("c", 2), ("b", 2), ("a", 2)]
+
+
+def test_declared_target_qps_is_every_replica_capacity() -> None:
+    spec = _min_cost_spec(
+        PAIR, objectives={"expectedQps": 1000}, autoscaling={"targetQpsPerReplica": 250}
+    )
+    choice = _min_cost(spec)
+    # 4 replicas each: slow 4 × 0.045 beats fast 4 × 0.045 × 1.5, throughput regardless.
+    assert choice.artifact is not None and choice.artifact.name == "slow"
+    assert "capacity = declared targetQpsPerReplica 250:" in choice.reason
+    assert {c.name: c.replicas for c in choice.costs} == {"slow": 4, "fast": 4}
+
+
+def test_without_every_throughput_min_cost_goes_by_declared_latency() -> None:
+    # slow 2 ms → 500 req/s, fast 0.5 ms → 2000 req/s; × 0.7. One measurement alone doesn't
+    # count: all on one basis.
+    artifacts = [{**PAIR[0], "latencyMs": 0.5}, {**PAIR[1], "latencyMs": 2.0}]
+    spec = _min_cost_spec(artifacts, objectives={"expectedQps": 1000})
+    choice = _min_cost(spec, {"slow": PAIR_MEASURED["slow"]})
+    assert choice.artifact is not None and choice.artifact.name == "fast"
+    assert "capacity = 1000 / declared latencyMs (batch 1, no throughput measured)" in (
+        choice.reason
+    )
+    # No batch is shown where none was measured on this basis.
+    assert "fast acc 0.9700 cap 1400 req/s → 1 replica" in choice.reason
+    nominal = _min_cost(_min_cost_spec(PAIR, objectives={"expectedQps": 1000}), {})
+    assert "capacity = nominal 1000 req/s × fp32 speed per precision" in nominal.reason
+    # Both fp32: 700 req/s each, 2 replicas each: the cheaper relative cost wins.
+    assert nominal.artifact is not None and nominal.artifact.name == "slow"
+
+
+def test_min_cost_without_a_demand_sizes_min_replicas_at_default_prices() -> None:
+    spec = _min_cost_spec(PAIR)
+    choice = selection.select(spec.model, CPU, PAIR_MEASURED)
+    assert choice.artifact is not None and choice.artifact.name == "slow"
+    assert choice.reason.startswith("min-cost for minReplicas' worth (1; no load known yet)")
+
+
+def test_min_cost_keeps_the_accuracy_floor() -> None:
+    # weak is the cheapest by far but under 0.95 × 0.98.
+    artifacts = [*PAIR, {"name": "weak", "accuracy": 0.5, "relativeCost": 0.1}]
+    measured = {**PAIR_MEASURED, "weak": PAIR_MEASURED["fast"]}
+    choice = _min_cost(_min_cost_spec(artifacts), measured)
+    assert choice.artifact is not None and choice.artifact.name == "slow"
+    assert [c.name for c in choice.costs] == ["slow", "fast"]
+    assert "dropped weak: accuracy 0.5000 declared < floor 0.9310" in choice.reason
+
+
+def test_min_cost_reason_stays_short() -> None:
+    names = [f"artifact-{i:02d}-" + "x" * 50 for i in range(16)]
+    artifacts = [{"name": n, "accuracy": 0.97} for n in names]
+    measured = {
+        n: selection.Measurement(latency_ms=10.0, throughput=100.0 * (i + 1), max_batch_size=8)
+        for i, n in enumerate(names)
+    }
+    # 5500 req/s: the last (1600 × 0.7 = 1120 req/s) needs 5 replicas, the next 6.
+    choice = _min_cost(_min_cost_spec(artifacts, objectives={"expectedQps": 5500}), measured)
+    assert len(choice.reason) <= selection.MAX_REASON_CHARS
+    assert len(choice.costs) == 16
+    assert choice.artifact is not None and choice.artifact.name == names[-1]
+    assert f"{names[-1]} acc 0.9700 cap 1120 req/s b8 → 5 replicas $0.225/h <- chosen" in (
+        choice.reason
+    )
+    shown = choice.reason.count(" acc 0.9700 ")
+    assert 1 < shown < 16 and f"; {16 - shown} more;" in choice.reason

@@ -11,7 +11,8 @@ the returned reason:
    one; a declared figure the measurement contradicts beyond
    evaluation.tolerance is named in the reason (and `Choice.contradicted`);
 3. apply the policy: `best-score` (weighted, normalised accuracy, speed and
-   cheapness), `smallest`, `fastest` or `pinned`.
+   cheapness), `min-cost` (the fewest dollars an hour that carry the load, see
+   `Demand`), `smallest`, `fastest` or `pinned`.
 
 Speed comes from measurements when the tuner has them, else from the declared
 `latencyMs`, else from a nominal factor per precision (said so in the reason).
@@ -22,6 +23,8 @@ weight of the precision.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from collections.abc import Mapping, Sequence
 
 from geo_operator.api import models
@@ -49,6 +52,13 @@ _BYTES_PER_WEIGHT = {
 }
 # fp8 kernels exist on these architectures only (Ada, Hopper and later).
 _FP8_ARCHS = ("ada", "hopper", "blackwell")
+# min-cost prices a replica by triton.resources; one that names no cpu (no memory) is
+# priced as this many cores (GiB), and the reason says so: a free replica would make
+# every artifact cost nothing and the comparison mean nothing.
+NOMINAL_CPU_CORES = 1.0
+NOMINAL_MEMORY_GIB = 1.0
+# The ArtifactSelected message is a condition message: keep min-cost's comparison short.
+MAX_REASON_CHARS = 1500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,15 +85,186 @@ class Measurement:
 
 
 @dataclasses.dataclass(frozen=True)
+class Cost:
+    """min-cost's figures for one qualifying artifact."""
+
+    name: str
+    accuracy: float
+    capacity: float  # req/s one replica is sized to carry
+    max_batch_size: int | None  # the measured (tuned) one, where measured
+    replicas: int  # what the load needs, within [minReplicas, maxReplicas] unless over
+    per_hour: float  # replicas × replica price × relativeCost
+    over: bool  # the load needs more than maxReplicas
+
+
+@dataclasses.dataclass(frozen=True)
 class Choice:
     """The outcome of selection: an artifact or none, and why."""
 
     artifact: models.Artifact | None
     reason: str
     rejected: tuple[tuple[str, str], ...] = ()
-    scores: tuple[tuple[str, float], ...] = ()
+    scores: tuple[tuple[str, float], ...] = ()  # best-score: scores; min-cost: dollars/hour
     # Declared accuracies a measurement contradicts beyond evaluation.tolerance: (name, words).
     contradicted: tuple[tuple[str, str], ...] = ()
+    costs: tuple[Cost, ...] = ()  # min-cost: every qualifying artifact, cheapest first
+
+
+# --------------------------------------------------------------- what min-cost sizes for
+
+# A Kubernetes quantity: a signed decimal number, then a binary (Ki..Ei), decimal-SI
+# (n, u, m, k, M, G, T, P, E) or exponent (e3, E-2) suffix, or none.
+_QUANTITY = re.compile(
+    r"^(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+    r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+)
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_DECIMAL |= {"P": 1e15, "E": 1e18}
+
+
+def parse_quantity(value: int | float | str) -> float:
+    """A Kubernetes resource quantity as a number of base units: ``"500m"`` → 0.5 (cores),
+    ``"1Gi"`` → 1073741824.0 (bytes), ``"1G"`` → 1e9, ``"1e3"`` → 1000.0, ``2`` → 2.0.
+
+    Raises ValueError naming the value and the accepted forms when it is not one.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity")
+        return float(value)
+    match = _QUANTITY.match(value.strip())
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a Kubernetes quantity (a number with an optional suffix: "
+            "m, k, M, G, T, Ki, Mi, Gi, Ti, or an exponent such as e3)"
+        )
+    number, suffix = float(match["number"]), match["suffix"]
+    if not suffix:
+        return number
+    if suffix in _BINARY:
+        return number * _BINARY[suffix]
+    if suffix in _DECIMAL:
+        return number * _DECIMAL[suffix]
+    return number * 10.0 ** int(suffix[1:])
+
+
+@dataclasses.dataclass(frozen=True)
+class Demand:
+    """What min-cost sizes for: the load, the replica bounds, the capacity rule, the price."""
+
+    expected_qps: float | None  # total req/s; None: minReplicas' worth (nothing known yet)
+    source: str  # where the load came from, in words
+    min_replicas: int
+    max_replicas: int
+    target_utilization: float
+    target_qps_per_replica: float | None  # declared: the capacity of every replica
+    replica_price: float  # dollars per replica-hour
+    price_basis: str  # how replica_price was computed, in words
+    fixed: bool = False  # autoscaling off: spec.replicas is both bounds
+
+
+def _resource(
+    resources: Mapping[str, Mapping[str, int | str]], name: str
+) -> tuple[float | None, str | None]:
+    """The quantity a replica asks for (requests, else limits, as the scheduler reads it),
+    or None; and what is wrong with it, if something is."""
+    for part in ("requests", "limits"):
+        value = (resources.get(part) or {}).get(name)
+        if value is None:
+            continue
+        try:
+            quantity = parse_quantity(value)
+        except ValueError as error:
+            return None, f"triton.resources.{part}.{name}: {error}"
+        if quantity < 0:
+            return None, f"triton.resources.{part}.{name}: {value!r} is negative"
+        return quantity, None
+    return None, None
+
+
+def replica_price(
+    resources: Mapping[str, Mapping[str, int | str]], prices: models.Prices
+) -> tuple[float, str]:
+    """Dollars per hour for one Triton replica, and how it was computed (in words).
+
+    cpu and memory from triton.resources (requests, else limits), priced by
+    objectives.prices; one not set, or not a quantity, counts as the nominal
+    NOMINAL_CPU_CORES / NOMINAL_MEMORY_GIB and the words say so; nvidia.com/gpu
+    not set counts as none.
+    """
+    cores, cpu_problem = _resource(resources, "cpu")
+    memory, memory_problem = _resource(resources, "memory")
+    gpus, gpu_problem = _resource(resources, GPU_RESOURCE)
+    problems = [p for p in (cpu_problem, memory_problem, gpu_problem) if p]
+    gib = None if memory is None else memory / 2**30
+    if cores is None and gib is None and not problems:
+        words = [f"{NOMINAL_CPU_CORES:g} CPU, {NOMINAL_MEMORY_GIB:g} GiB nominal"]
+        problems = ["triton.resources sets no cpu or memory"]
+    else:
+        words = [
+            f"{cores:g} CPU" if cores is not None else f"{NOMINAL_CPU_CORES:g} CPU nominal",
+            f"{gib:.3g} GiB" if gib is not None else f"{NOMINAL_MEMORY_GIB:g} GiB nominal",
+        ]
+    if gpus:
+        words.append(f"{gpus:g} GPU")
+    cores = NOMINAL_CPU_CORES if cores is None else cores
+    gib = NOMINAL_MEMORY_GIB if gib is None else gib
+    price = (
+        cores * prices.cpu_core_hour
+        + gib * prices.memory_gib_hour
+        + (gpus or 0.0) * prices.gpu_hour
+    )
+    return price, "; ".join([", ".join(words), *problems])
+
+
+def demand(spec: models.GeoDeploymentSpec, current_qps: float | None = None) -> Demand:
+    """What to size for: objectives.expectedQps, else ``current_qps`` (the total req/s the
+    autoscaler last saw), else nothing (minReplicas' worth); the replica bounds (spec.replicas
+    for both when autoscaling is off); and one replica's price from triton.resources."""
+    return _demand(
+        spec.autoscaling,
+        spec.objectives,
+        spec.triton.resources,
+        current_qps,
+        None if spec.autoscaling.enabled else spec.replicas,
+    )
+
+
+def _demand(
+    scaling: models.Autoscaling,
+    objectives: models.Objectives,
+    resources: Mapping[str, Mapping[str, int | str]],
+    current_qps: float | None,
+    fixed_replicas: int | None = None,
+) -> Demand:
+    if objectives.expected_qps is not None:
+        load, source = objectives.expected_qps, "objectives.expectedQps"
+    elif current_qps is not None:
+        load, source = current_qps, "the load the autoscaler last saw"
+    else:
+        load, source = None, "no load known yet"
+    price, basis = replica_price(resources, objectives.prices)
+    lo, hi = scaling.min_replicas, scaling.max_replicas
+    if fixed_replicas is not None:
+        lo = hi = fixed_replicas
+    return Demand(
+        expected_qps=load,
+        source=source,
+        min_replicas=lo,
+        max_replicas=hi,
+        target_utilization=scaling.target_utilization,
+        target_qps_per_replica=scaling.target_qps_per_replica,
+        replica_price=price,
+        price_basis=basis,
+        fixed=fixed_replicas is not None,
+    )
+
+
+# select's demand when the caller has none: minReplicas' worth at the default prices.
+DEFAULT_DEMAND = _demand(models.Autoscaling(), models.Objectives(), {}, None)
 
 
 # Highest precision first: agreement's default reference is the first of these present.
@@ -288,9 +469,15 @@ def select(
     spec: models.ModelSpec,
     hardware: Hardware,
     measured: Mapping[str, Measurement] | None = None,
+    *,
+    demand: Demand | None = None,
 ) -> Choice:
-    """Choose the artifact to serve; a Choice with artifact None if none qualifies."""
-    choice = _select(spec, hardware, measured or {})
+    """Choose the artifact to serve; a Choice with artifact None if none qualifies.
+
+    ``demand`` is what min-cost sizes for (`demand(spec, current_qps)`); None:
+    minReplicas' worth at the default prices (`DEFAULT_DEMAND`).
+    """
+    choice = _select(spec, hardware, measured or {}, demand or DEFAULT_DEMAND)
     contradicted = contradictions(spec, measured or {})
     if not contradicted:
         return choice
@@ -306,7 +493,10 @@ def select(
 
 
 def _select(
-    spec: models.ModelSpec, hardware: Hardware, measured: Mapping[str, Measurement]
+    spec: models.ModelSpec,
+    hardware: Hardware,
+    measured: Mapping[str, Measurement],
+    demand: Demand,
 ) -> Choice:
     field = _field(spec, hardware, measured)
     policy = spec.selection.policy
@@ -336,6 +526,8 @@ def _select(
     latencies, latency_basis = _latencies(field.qualifying, measured or {})
     if policy is models.SelectionPolicy.FASTEST:
         return _fastest(field, latencies, latency_basis, dropped_text)
+    if policy is models.SelectionPolicy.MIN_COST:
+        return _min_cost(field, latencies, latency_basis, measured, demand, dropped_text)
     return _best_score(spec, field, latencies, latency_basis, dropped_text)
 
 
@@ -416,4 +608,139 @@ def _best_score(
         f"{accuracy[chosen.name]:.4f} ≥ {field.floor_text}{dropped_text}",
         field.rejected,
         tuple(sorted(scores.items())),
+    )
+
+
+def _money(dollars: float) -> str:
+    return f"${dollars:.4g}"
+
+
+def _rate(qps: float) -> str:
+    return f"{qps:.0f}" if qps >= 100 else f"{qps:.3g}"
+
+
+def _replicas_needed(load: float | None, capacity: float, demand: Demand) -> tuple[int, bool]:
+    """Replicas that carry ``load`` at ``capacity`` each, within the bounds; and whether the
+    load needs more than the upper one (then the count is what it needs)."""
+    if load is None:
+        return demand.min_replicas, False
+    # round() first: 1200 / 400 may come out a hair above 3 in floating point.
+    need = math.ceil(round(load / capacity, 9)) if capacity > 0 else demand.max_replicas + 1
+    if need > demand.max_replicas:
+        return need, True
+    return max(demand.min_replicas, need), False
+
+
+def _min_cost(
+    field: _Field,
+    latencies: Mapping[str, float],
+    latency_basis: str,
+    measured: Mapping[str, Measurement],
+    demand: Demand,
+    dropped_text: str,
+) -> Choice:
+    """The qualifying artifact that carries the load for the fewest dollars an hour.
+
+    One replica's capacity is the declared targetQpsPerReplica, else its throughput
+    (measured within the p99 objective at its tuned max_batch_size; else 1000 /
+    declared latencyMs; else nominal) × targetUtilization, the autoscaler's own
+    rule. Replicas = ceil(load / capacity) within [minReplicas, maxReplicas]; cost =
+    replicas × replica price × relativeCost (1 if undeclared). One that needs more
+    than maxReplicas can't carry the load: it loses to every one that can, and among
+    such the most capacity per replica wins. Ties: higher accuracy, then more capacity
+    (headroom at the same price), then spec order.
+    """
+    qualifying = field.qualifying
+    load = demand.expected_qps
+    if demand.target_qps_per_replica is not None:
+        capacity_rule = f"capacity = declared targetQpsPerReplica {demand.target_qps_per_replica:g}"
+    else:
+        throughput = {
+            "measured throughput": "measured throughput",
+            "measured": "1000 / measured p99 (no throughput measured)",
+            "declared": "1000 / declared latencyMs (batch 1, no throughput measured)",
+            "nominal": "nominal 1000 req/s × fp32 speed per precision (nothing measured or "
+            "declared)",
+        }[latency_basis]
+        capacity_rule = f"capacity = {throughput} × targetUtilization {demand.target_utilization:g}"
+    costs = []
+    for a in qualifying:
+        if demand.target_qps_per_replica is not None:
+            capacity = demand.target_qps_per_replica
+        else:
+            capacity = 1000.0 / latencies[a.name] * demand.target_utilization
+        replicas, over = _replicas_needed(load, capacity, demand)
+        per_hour = replicas * demand.replica_price * (a.relative_cost or 1.0)
+        m = measured.get(a.name)
+        costs.append(
+            Cost(
+                a.name,
+                field.accuracy[a.name],
+                capacity,
+                m.max_batch_size
+                if m is not None and latency_basis.startswith("measured")
+                else None,
+                replicas,
+                per_hour,
+                over,
+            )
+        )
+    order = {a.name: i for i, a in enumerate(qualifying)}
+    ranked = sorted(
+        costs,
+        # Over the bound, what counts is how much of the load the bound's replicas carry.
+        key=lambda c: (
+            c.over,
+            -c.capacity if c.over else 0.0,
+            round(c.per_hour, 9),
+            -c.accuracy,
+            -c.capacity,
+            order[c.name],
+        ),
+    )
+    best = ranked[0]
+    by_name = {a.name: a for a in qualifying}
+    chosen = by_name[best.name]
+    bound = (
+        f"spec.replicas {demand.max_replicas} (autoscaling off)"
+        if demand.fixed
+        else f"maxReplicas {demand.max_replicas}"
+    )
+
+    def line(c: Cost) -> str:
+        batch = f" b{c.max_batch_size}" if c.max_batch_size is not None else ""
+        plural = "" if c.replicas == 1 else "s"
+        over = " (over)" if c.over else ""
+        relative = by_name[c.name].relative_cost
+        factor = f" ×{relative:g}" if relative is not None else ""
+        return (
+            f"{c.name} acc {c.accuracy:.4f} cap {_rate(c.capacity)} req/s{batch} → "
+            f"{c.replicas} replica{plural}{over}{factor} {_money(c.per_hour)}/h"
+            + (" <- chosen" if c is best else "")
+        )
+
+    if load is None:
+        what = f"minReplicas' worth ({demand.min_replicas}; {demand.source})"
+    else:
+        what = f"{_rate(load)} req/s ({demand.source})"
+    head = (
+        f"min-cost for {what} at {_money(demand.replica_price)}/replica-h "
+        f"({demand.price_basis}); {capacity_rule}: "
+    )
+    tail = f"; accuracy {field.floor_text}{dropped_text}"
+    if best.over:
+        tail = f"; no artifact carries the load within {bound}: the most capacity wins{tail}"
+    elif any(c.over for c in costs):
+        tail = f"; over: needs more than {bound}{tail}"
+    lines = [line(c) for c in ranked]
+    shown = len(lines)
+    while shown > 1 and len(head) + len("; ".join(lines[:shown])) + len(tail) > MAX_REASON_CHARS:
+        shown -= 1
+    more = f"; {len(lines) - shown} more" if shown < len(lines) else ""
+    return Choice(
+        chosen,
+        head + "; ".join(lines[:shown]) + more + tail,
+        field.rejected,
+        tuple(sorted((c.name, c.per_hour) for c in costs)),
+        costs=tuple(ranked),
     )

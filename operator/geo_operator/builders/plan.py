@@ -102,6 +102,21 @@ def desired_replicas(spec: models.GeoDeploymentSpec, current: int | None) -> int
     return max(scaling.min_replicas, min(scaling.max_replicas, current))
 
 
+def current_load(status: models.GeoDeploymentStatus) -> float | None:
+    """The total req/s the autoscaler last saw, for min-cost; None when it has seen none.
+
+    Its QPS per replica × the replicas it decided from (`from`), not today's
+    readyReplicas: right after a scale-out readyReplicas already counts the new pods
+    while the per-replica figure is still the old one, so the product would claim
+    the load grew by to/from (and min-cost would chase that). A maintain is recorded
+    once, so under a steady load this is the figure of the last scaling decision.
+    """
+    decision = status.last_decision
+    if decision is None or decision.qps_per_replica is None or not decision.from_replicas:
+        return None
+    return decision.qps_per_replica * decision.from_replicas
+
+
 def plan(
     *,
     name: str,
@@ -120,7 +135,9 @@ def plan(
     if spec.triton.max_batch_size == 0:
         keys = tuning.keys(spec, hardware)
         measured = tuning.measured(status.tuning, keys)
-    choice = selection.select(spec.model, hardware, measured)
+    choice = selection.select(
+        spec.model, hardware, measured, demand=selection.demand(spec, current_load(status))
+    )
     key = None
     if choice.artifact is not None and keys:
         key = keys.get(choice.artifact.name) or tuning.key(spec, choice.artifact)

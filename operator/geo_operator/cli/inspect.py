@@ -2,19 +2,23 @@
 
 Called through `cli.main`; `make crd` writes crds/ and the chart's CRD template
 with `geo crd`. render and select plan a GeoDeployment file exactly as the
-operator's reconcile does, without a cluster.
+operator's reconcile does, without a cluster; select also takes what a cluster
+measured (`--status`, a GeoDeployment's status) or figures on the command line
+(`--measured`), and the load min-cost sizes for (`--expected-qps`, `--current-qps`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from geo_operator.api import crd, models, yamlio
 from geo_operator.artifacts import selection
-from geo_operator.builders import children, plan
+from geo_operator.builders import children, plan, tuning
 from geo_operator.cli import io, options
 
 if TYPE_CHECKING:
@@ -78,30 +82,251 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def _add_select(verbs: Verbs) -> None:
-    p = verbs.add_parser("select", help="which artifact would be served, and why")
+    p = verbs.add_parser(
+        "select",
+        help="which artifact would be served, and why",
+        description="Select as the operator does, offline. min-cost sizes for "
+        "--expected-qps, else objectives.expectedQps, else --current-qps (or the load in "
+        "--status), else minReplicas' worth; measurements come from --status's tuning "
+        "results and --measured figures (else selection goes by the declared figures).",
+    )
     options.add_file(p)
     options.add_gpu_arch(p)
     options.add_json(p)
+    p.add_argument(
+        "--status",
+        metavar="FILE",
+        help="a GeoDeployment's status, YAML or JSON (`kubectl get geod NAME -o yaml`, or "
+        "its .status alone): its tuning results are the measurements, its last decision "
+        "the current load",
+    )
+    p.add_argument(
+        "--measured",
+        metavar="NAME=QPS[,accuracy=A][,batch=B][,p99=MS][,samples=N]",
+        type=measured_figures,
+        action="append",
+        default=[],
+        help="an artifact's measured throughput per replica (req/s within the p99 "
+        "objective) and, optionally, held-out accuracy (on N samples, default 1), tuned "
+        "max_batch_size and p99; repeatable; overrides --status for the figures it gives",
+    )
+    p.add_argument(
+        "--expected-qps",
+        type=options.non_negative_float,
+        help="min-cost: the load to size for, req/s (default: objectives.expectedQps)",
+    )
+    p.add_argument(
+        "--current-qps",
+        type=options.non_negative_float,
+        help="min-cost: the total req/s the autoscaler sees now, used when no expected load "
+        "is set (default: --status's lastDecision, qpsPerReplica × from)",
+    )
     p.set_defaults(func=cmd_select)
+
+
+@dataclasses.dataclass(frozen=True)
+class Figures:
+    """One --measured: an artifact's figures given on the command line."""
+
+    name: str
+    throughput: float
+    accuracy: float | None = None
+    batch: int | None = None
+    p99_ms: float | None = None
+    samples: int | None = None
+
+
+_FIGURE_KEYS: dict[str, Callable[[str], float | int]] = {
+    "accuracy": options.float_in(0, 1),
+    "batch": options.positive_int,
+    "p99": options.positive_float,
+    "samples": options.positive_int,
+}
+
+
+def measured_figures(text: str) -> Figures:
+    """``NAME=QPS[,accuracy=A][,batch=B][,p99=MS][,samples=N]``, as argparse type=."""
+    name, equals, rest = text.partition("=")
+    if not equals or not name.strip() or not rest.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=QPS[,key=value...]")
+    first, *pairs = rest.split(",")
+    try:
+        throughput = options.positive_float(first)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{name.strip()}: throughput {error}") from None
+    values: dict[str, float | int] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        key = key.strip()
+        if key not in _FIGURE_KEYS or not equals:
+            raise argparse.ArgumentTypeError(
+                f"{pair.strip()!r} in {text!r}: expected key=value, key one of "
+                + ", ".join(_FIGURE_KEYS)
+            )
+        if key in values:
+            raise argparse.ArgumentTypeError(f"{key} given twice in {text!r}")
+        try:
+            values[key] = _FIGURE_KEYS[key](value)
+        except argparse.ArgumentTypeError as error:
+            raise argparse.ArgumentTypeError(f"{name.strip()}: {key} {error}") from None
+    return Figures(
+        name=name.strip(),
+        throughput=throughput,
+        accuracy=float(values["accuracy"]) if "accuracy" in values else None,
+        batch=int(values["batch"]) if "batch" in values else None,
+        p99_ms=float(values["p99"]) if "p99" in values else None,
+        samples=int(values["samples"]) if "samples" in values else None,
+    )
+
+
+def _from_result(result: models.TunedBatch) -> selection.Measurement:
+    return selection.Measurement(
+        latency_ms=result.p99_ms,
+        throughput=result.throughput,
+        max_batch_size=result.max_batch_size,
+        accuracy=result.accuracy,
+    )
+
+
+def status_measurements(
+    spec: models.GeoDeploymentSpec,
+    hardware: selection.Hardware,
+    status: models.GeoDeploymentStatus,
+) -> tuple[dict[str, selection.Measurement], list[str]]:
+    """The status's tuning results as measurements, as the operator reads them (the runs
+    whose key is this spec's); a run for another spec (another key) counts too, said so."""
+    keys = tuning.keys(spec, hardware)
+    measured = tuning.measured(status.tuning, keys)
+    names = [a.name for a in spec.model.artifacts]
+    notes = []
+    for run in status.tuning or ():
+        if run.artifact not in names:
+            notes.append(f"status.tuning has {run.artifact}, not an artifact of the spec: ignored")
+        elif run.artifact not in measured and run.result is not None:
+            measured[run.artifact] = _from_result(run.result)
+            this = keys.get(run.artifact)
+            why = f"this spec's is {this}" if this else "not a tuning candidate of this spec"
+            notes.append(
+                f"{run.artifact}: its tuning result is for another spec (key {run.key}; {why}): "
+                "used as is"
+            )
+    return measured, notes
+
+
+def _apply_figures(
+    spec: models.GeoDeploymentSpec,
+    measured: dict[str, selection.Measurement],
+    given: list[Figures],
+) -> None:
+    """--measured into ``measured``: each figure given replaces the status's."""
+    names = [a.name for a in spec.model.artifacts]
+    evaluation = spec.model.evaluation
+    metric = evaluation.metric if evaluation else models.EvaluationMetric.ACCURACY
+    reference = selection.reference(spec.model)
+    for f in given:
+        if f.name not in names:
+            raise io.UsageError(
+                f"--measured {f.name}: no such artifact (the spec has {', '.join(names)})"
+            )
+        old = measured.get(f.name)
+        accuracy = old.accuracy if old else None
+        if f.accuracy is not None:
+            accuracy = models.MeasuredAccuracy(
+                metric=metric,
+                value=f.accuracy,
+                samples=f.samples or 1,
+                reference=reference.name if reference else None,
+            )
+        measured[f.name] = selection.Measurement(
+            latency_ms=f.p99_ms or (old.latency_ms if old else spec.tuning_budget_ms()),
+            throughput=f.throughput,
+            max_batch_size=f.batch or (old.max_batch_size if old else None),
+            accuracy=accuracy,
+        )
 
 
 def cmd_select(args: argparse.Namespace) -> int:
     spec = io.load_spec(args.file)
     hardware = selection.hardware_of(spec.triton, args.gpu_arch)
-    choice = selection.select(spec.model, hardware)
+    status = io.load_status(args.status) if args.status else None
+    measured: dict[str, selection.Measurement] = {}
+    notes: list[str] = []
+    if status is not None:
+        measured, notes = status_measurements(spec, hardware, status)
+    _apply_figures(spec, measured, args.measured)
+    current = args.current_qps
+    if current is None and status is not None:
+        current = plan.current_load(status)
+    demand = selection.demand(spec, current)
+    if args.expected_qps is not None:
+        demand = dataclasses.replace(
+            demand, expected_qps=args.expected_qps, source="--expected-qps"
+        )
+    elif demand.expected_qps is not None and spec.objectives.expected_qps is None:
+        where = "--current-qps" if args.current_qps is not None else f"{demand.source}, in --status"
+        demand = dataclasses.replace(demand, source=where)
+    choice = selection.select(spec.model, hardware, measured, demand=demand)
     result = {
         "artifact": choice.artifact.name if choice.artifact else None,
         "hardware": hardware.describe(),
         "reason": choice.reason,
         "rejected": [{"name": n, "why": w} for n, w in choice.rejected],
         "scores": dict(choice.scores),
+        "demand": {
+            "expectedQps": demand.expected_qps,
+            "source": demand.source,
+            "minReplicas": demand.min_replicas,
+            "maxReplicas": demand.max_replicas,
+            "replicaPricePerHour": demand.replica_price,
+            "priceBasis": demand.price_basis,
+        },
+        "candidates": [
+            {
+                "name": c.name,
+                "accuracy": c.accuracy,
+                "capacity": c.capacity,
+                "maxBatchSize": c.max_batch_size,
+                "replicas": c.replicas,
+                "costPerHour": c.per_hour,
+                "overMaxReplicas": c.over,
+                "chosen": choice.artifact is not None and c.name == choice.artifact.name,
+            }
+            for c in choice.costs
+        ],
+        "notes": notes,
     }
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        print(f"artifact: {result['artifact'] or '(none)'}")
-        print(f"hardware: {result['hardware']}")
-        print(f"reason:   {choice.reason}")
-        for name, why in choice.rejected:
-            print(f"dropped:  {name}: {why}")
+        return 0 if choice.artifact else 1
+    print(f"artifact: {result['artifact'] or '(none)'}")
+    print(f"hardware: {result['hardware']}")
+    print(f"reason:   {choice.reason}")
+    if choice.costs:
+        print(_cost_table(choice))
+    for name, why in choice.rejected:
+        print(f"dropped:  {name}: {why}")
+    for note in notes:
+        print(f"note:     {note}")
     return 0 if choice.artifact else 1
+
+
+def _cost_table(choice: selection.Choice) -> str:
+    """min-cost's comparison as columns, cheapest first."""
+    rows = [("candidate", "accuracy", "capacity", "batch", "replicas", "cost/h", "")]
+    for c in choice.costs:
+        rows.append(
+            (
+                c.name,
+                f"{c.accuracy:.4f}",
+                f"{c.capacity:.0f} req/s",
+                str(c.max_batch_size) if c.max_batch_size is not None else "-",
+                f"{c.replicas}" + (" (over)" if c.over else ""),
+                f"${c.per_hour:.4g}",
+                "<- chosen" if choice.artifact and c.name == choice.artifact.name else "",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+        for r in rows
+    )

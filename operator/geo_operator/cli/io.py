@@ -1,4 +1,5 @@
-"""The `geo` verbs' input and output: reading a GeoDeployment file, UsageError, result files.
+"""The `geo` verbs' input and output: reading a GeoDeployment file or status, UsageError,
+result files.
 
 Called by the verb modules. `load_spec` validates a GeoDeployment exactly as
 the operator does; what is wrong with it raises `UsageError`, which `cli.main`
@@ -50,6 +51,32 @@ def spec_of(body: dict[str, Any]) -> models.GeoDeploymentSpec:
 def load_spec(path: str) -> models.GeoDeploymentSpec:
     """`spec_of(load_geodeployment(path))`: for the verbs that need only the spec."""
     return spec_of(load_geodeployment(path))
+
+
+def load_status(path: str) -> models.GeoDeploymentStatus:
+    """A GeoDeployment status from the YAML or JSON file at ``path``: the whole object
+    (``kubectl get geod NAME -o yaml``) or its ``.status`` alone; fields of other versions
+    are ignored, as the operator ignores them."""
+    try:
+        with open(path if path != "-" else "/dev/stdin", encoding="utf-8") as stream:
+            document = yaml.safe_load(stream)
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise UsageError(f"{path} is not valid YAML or JSON: {error}") from error
+    if not isinstance(document, dict):
+        raise UsageError(f"{path} must hold a {models.KIND} or its status, a mapping")
+    if document.get("kind") == "List":
+        raise UsageError(f"{path} is a List: give one {models.KIND}")
+    whole = "status" in document and ({"kind", "apiVersion", "metadata", "spec"} & set(document))
+    status = document.get("status") if whole else document
+    try:
+        return models.parse_status(status or {})
+    except pydantic.ValidationError as error:
+        lines = [
+            f"  status.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        ]
+        raise UsageError(f"invalid status in {path}:\n" + "\n".join(lines)) from error
 
 
 def write_result(path: str | None, text: str) -> None:
