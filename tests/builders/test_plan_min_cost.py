@@ -88,3 +88,64 @@ def test_plan_sizes_min_cost_for_the_load_last_seen(body: dict[str, Any]) -> Non
     assert name == "int8"
     assert "min-cost for 1200 req/s (the load the autoscaler last saw)" in reason
     assert "fp32 acc 0.9759 cap 490 req/s b16 → 3 replicas ×1 $0.135/h" in reason
+
+
+def test_min_cost_keeps_the_served_artifact_within_the_switch_margin() -> None:
+    from geo_operator.api import models as m
+    from geo_operator.artifacts import selection as sel
+
+    spec = m.ModelSpec.model_validate(
+        {
+            "name": "m",
+            "inputs": [{"name": "x", "dataType": "TYPE_FP32", "dims": [1]}],
+            "outputs": [{"name": "y", "dataType": "TYPE_FP32", "dims": [1]}],
+            "artifacts": [
+                {
+                    "name": "a",
+                    "precision": "fp32",
+                    "format": "onnx",
+                    "uri": "http://h/a",
+                    "accuracy": 0.9,
+                },
+                {
+                    "name": "b",
+                    "precision": "int8",
+                    "format": "onnx",
+                    "uri": "http://h/b",
+                    "accuracy": 0.9,
+                },
+            ],
+            "selection": {"policy": "min-cost"},
+        }
+    )
+    measured = {
+        "a": sel.Measurement(latency_ms=5, throughput=100.0, max_batch_size=8),
+        "b": sel.Measurement(latency_ms=5, throughput=110.0, max_batch_size=8),
+    }
+
+    def choose(load: float, served: str | None, relative: float = 1.0) -> sel.Choice:
+        demand = sel.Demand(
+            expected_qps=load,
+            source="test",
+            min_replicas=1,
+            max_replicas=50,
+            target_utilization=1.0,
+            target_qps_per_replica=None,
+            replica_price=1.0,
+            price_basis="test",
+            served=served,
+        )
+        return sel.select(spec, sel.Hardware(gpu=False), measured, demand=demand)
+
+    # 1000 req/s: a needs 10 replicas, b 10 (ceil(9.09)): a tie, b has more capacity.
+    assert choose(1000, None).artifact.name == "b"  # type: ignore[union-attr]
+    # 1050: a needs 11, b 10 -> b is 9 % cheaper: a, serving, stays (within 15 %).
+    kept = choose(1050, "a")
+    assert kept.artifact is not None and kept.artifact.name == "a"
+    assert "keeps serving a: b would cost $10/h against $11/h, within the 15% switch" in (
+        kept.reason
+    )
+    # 2000: a needs 20, b 19 -> 5 % apart: still a. 300: a 3, b 3 -> a stays.
+    assert choose(2000, "a").artifact.name == "a"  # type: ignore[union-attr]
+    # Nothing serving yet: the cheapest, no margin.
+    assert choose(1050, None).artifact.name == "b"  # type: ignore[union-attr]

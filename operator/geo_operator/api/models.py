@@ -222,7 +222,8 @@ class Selection(_Model):
         default=SelectionPolicy.BEST_SCORE,
         description=(
             "best-score: weighted accuracy, speed and cost; smallest: fewest bytes; "
-            "fastest: lowest latency; pinned: the artifact named in `pinned`."
+            "fastest: lowest latency; pinned: the artifact named in `pinned`; min-cost: the "
+            "one whose replicas for the expected load cost least per hour (objectives)."
         ),
     )
     min_accuracy_ratio: float = Field(

@@ -164,6 +164,7 @@ class Demand:
     replica_price: float  # dollars per replica-hour
     price_basis: str  # how replica_price was computed, in words
     fixed: bool = False  # autoscaling off: spec.replicas is both bounds
+    served: str | None = None  # the artifact serving now: kept unless another is clearly cheaper
 
 
 def _resource(
@@ -220,16 +221,26 @@ def replica_price(
     return price, "; ".join([", ".join(words), *problems])
 
 
-def demand(spec: models.GeoDeploymentSpec, current_qps: float | None = None) -> Demand:
+# min-cost switches from the artifact serving now only to one cheaper by more than this
+# fraction: a load near a threshold must not roll the pods back and forth on every scale.
+SWITCH_MARGIN = 0.15
+
+
+def demand(
+    spec: models.GeoDeploymentSpec, current_qps: float | None = None, served: str | None = None
+) -> Demand:
     """What to size for: objectives.expectedQps, else ``current_qps`` (the total req/s the
     autoscaler last saw), else nothing (minReplicas' worth); the replica bounds (spec.replicas
     for both when autoscaling is off); and one replica's price from triton.resources."""
-    return _demand(
-        spec.autoscaling,
-        spec.objectives,
-        spec.triton.resources,
-        current_qps,
-        None if spec.autoscaling.enabled else spec.replicas,
+    return dataclasses.replace(
+        _demand(
+            spec.autoscaling,
+            spec.objectives,
+            spec.triton.resources,
+            current_qps,
+            None if spec.autoscaling.enabled else spec.replicas,
+        ),
+        served=served,
     )
 
 
@@ -699,6 +710,21 @@ def _min_cost(
         ),
     )
     best = ranked[0]
+    kept = ""
+    serving = next((c for c in costs if c.name == demand.served), None)
+    if (
+        serving is not None
+        and serving is not best
+        and not serving.over
+        and not best.over
+        and serving.per_hour <= best.per_hour * (1 + SWITCH_MARGIN)
+    ):
+        kept = (
+            f"; keeps serving {serving.name}: {best.name} would cost {_money(best.per_hour)}/h "
+            f"against {_money(serving.per_hour)}/h, within the {SWITCH_MARGIN:.0%} switch "
+            "margin (a switch rolls the pods)"
+        )
+        best = serving
     by_name = {a.name: a for a in qualifying}
     chosen = by_name[best.name]
     bound = (
@@ -727,7 +753,7 @@ def _min_cost(
         f"min-cost for {what} at {_money(demand.replica_price)}/replica-h "
         f"({demand.price_basis}); {capacity_rule}: "
     )
-    tail = f"; accuracy {field.floor_text}{dropped_text}"
+    tail = f"{kept}; accuracy {field.floor_text}{dropped_text}"
     if best.over:
         tail = f"; no artifact carries the load within {bound}: the most capacity wins{tail}"
     elif any(c.over for c in costs):

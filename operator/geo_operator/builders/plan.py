@@ -135,8 +135,9 @@ def plan(
     if spec.triton.max_batch_size == 0:
         keys = tuning.keys(spec, hardware)
         measured = tuning.measured(status.tuning, keys)
+    served = status.selected_artifact.name if status.selected_artifact else None
     choice = selection.select(
-        spec.model, hardware, measured, demand=selection.demand(spec, current_load(status))
+        spec.model, hardware, measured, demand=selection.demand(spec, current_load(status), served)
     )
     key = None
     if choice.artifact is not None and keys:
