@@ -149,3 +149,79 @@ def test_every_candidate_is_measured_and_the_bad_one_is_excluded_by_measurement(
         if ln.startswith("geo_autoscaler_target_qps_per_replica{") and f'"{namespace}"' in ln
     )
     assert float(line.rsplit(" ", 1)[1]) == target["effectiveTargetQpsPerReplica"]
+
+
+def test_the_expected_load_flips_the_joint_choice_and_the_message_says_why(
+    operator: OperatorProcess, runner: KubeletRunner, namespace: str
+) -> None:
+    """min-cost between the teacher (more accurate, compute-bound) and the distilled
+    student (7 images in 540 worse, several times lighter): at a low load both fit one
+    replica and accuracy decides; at a load the student carries on fewer replicas than the
+    teacher, the student's replicas cost less. Only `objectives.expectedQps` changes
+    between the two: nothing is re-measured."""
+    cluster = operator.cluster
+    body = _family(namespace)
+    spec = body["spec"]
+    spec["model"]["artifacts"] = [
+        a for a in spec["model"]["artifacts"] if a["name"] in ("teacher", "student")
+    ]
+    spec["model"]["selection"] = {"policy": "min-cost", "minAccuracyRatio": 0.95}
+    # Full batches, enough in flight that the teacher's compute shows.
+    spec["batchTuning"].update(candidates=[32], concurrency=[16], secondsPerLevel=1.5)
+    spec["autoscaling"]["maxReplicas"] = 10
+    spec["objectives"]["expectedQps"] = 10
+    spec["triton"]["resources"] = {"requests": {"cpu": "1", "memory": "1Gi"}}
+    cluster.apply(body)
+
+    def measured(s: dict[str, Any]) -> bool:
+        runs = s.get("tuning") or []
+        return len(runs) == 2 and all("result" in r for r in runs)
+
+    status = wait_for(
+        lambda: (s := _status(operator, namespace)) and measured(s) and s,
+        "teacher and student measured",
+        timeout=300,
+    )
+    capacity = {r["artifact"]: r["result"]["throughput"] * 0.7 for r in status["tuning"]}
+    print(f"\ncapacity at 0.7 utilization: {capacity}")
+    assert capacity["student"] > capacity["teacher"], capacity
+
+    low = wait_for(
+        lambda: (
+            (c := _condition(_status(operator, namespace), "ArtifactSelected"))
+            and c.get("message", "").startswith("min-cost for 10 req/s")
+            and "measured throughput" in c["message"]
+            and c
+        ),
+        "min-cost on the measured figures at 10 req/s",
+        timeout=60,
+    )["message"]
+    print(f"\nat 10 req/s: {low}")
+    assert _status(operator, namespace)["selectedArtifact"]["name"] == "teacher"
+    assert "teacher acc 0.9778" in low and "→ 1 replica $0.045/h <- chosen" in low
+    assert "student acc 0.9648" in low and "(1 CPU, 1 GiB)" in low
+
+    # Twice what one student replica carries: the teacher needs more replicas.
+    high = int(2 * capacity["student"])
+    teacher_needs = -(-high // capacity["teacher"])
+    body["spec"]["objectives"]["expectedQps"] = high
+    cluster.apply(body)
+    flipped = wait_for(
+        lambda: (
+            (s := _status(operator, namespace)) and s["selectedArtifact"]["name"] == "student" and s
+        ),
+        f"student selected at {high} req/s",
+        timeout=60,
+    )
+    message = _condition(flipped, "ArtifactSelected")["message"]
+    print(f"\nat {high} req/s: {message}")
+    assert message.startswith(f"min-cost for {high} req/s (objectives.expectedQps)")
+    assert "student acc 0.9648" in message and "→ 2 replicas $0.09/h <- chosen" in message
+    assert f"teacher acc 0.9778 cap {capacity['teacher']:.0f}" in message
+    assert f"→ {teacher_needs:.0f} replicas" in message
+    assert all(r.get("attempts") == 1 for r in flipped["tuning"])  # nothing re-measured
+    events = cluster.json("get", "events", "-n", namespace)["items"]
+    assert any(
+        e["reason"] == "ArtifactSelected" and e["message"].startswith("serving student")
+        for e in events
+    )
