@@ -74,7 +74,7 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
         type=options.non_negative_float,
         default=8,
         help="scale the rate so the busiest 10 s need this many replicas at "
-        "targetQpsPerReplica; 0 = replay the rate as recorded (default: %(default)s)",
+        "the effective target; 0 = replay the rate as recorded (default: %(default)s)",
     )
     p.add_argument(
         "--rate-resolution",
