@@ -24,8 +24,8 @@ measured (--capacity-error 0.7): GEO with its online correction against GEO
 keeping the lab's target (no correction).
 
 Prints tables, not a test. ``.venv/bin/python e2e/bench_target.py --quick``
-(600 s of every trace, about 5 minutes on 2 cores); without --quick the whole
-hour of the CSV trace and 1800 s synthetic shapes (about 25 minutes).
+(600 s of every trace, about 4 minutes on 2 cores); without --quick the whole
+hour of the CSV trace and 1800 s synthetic shapes (about 9 minutes).
 Deterministic for a seed.
 """
 
