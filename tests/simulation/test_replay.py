@@ -242,7 +242,8 @@ def test_simulate_replays_a_csv_trace(tmp_path) -> None:  # type: ignore[no-unty
     )
     out = geo_cli("-f", str(EXAMPLE), "--trace", str(csv), "--policy", "geo,hpa")
     assert out.returncode == 0, out.stderr
-    assert "trace" in out.stdout and out.stdout.count("\n") == 3
+    assert "trace" in out.stdout and out.stdout.count("\n") == 4  # header, 2 rows, correction
+    assert "geo: correction" in out.stdout
     assert "peak" in out.stderr and "replicas at the target" in out.stderr
 
 
@@ -278,6 +279,109 @@ def test_decisions_are_explained() -> None:
 
 def test_instant_is_the_oracle_a_start_up_late() -> None:
     rate = np.concatenate([np.full(100, TARGET), np.full(100, 3 * TARGET)])
-    instant = autoscalers.make("instant", SPEC.autoscaling, traces.Trace("s", rate), 30)
+    instant = autoscalers.make("instant", SPEC, None, traces.Trace("s", rate), 30)
     assert isinstance(instant, autoscalers.Oracle) and instant.name == "instant"
     assert instant.plan[99] == 1 and instant.plan[100] == 3
+
+
+# --- no targetQpsPerReplica: the derived target and its correction ------------------
+
+DERIVED = ROOT / "manifests" / "examples" / "digits-simulate-derived.yaml"
+DERIVED_SPEC = models.parse_spec(yaml.safe_load(DERIVED.read_text())["spec"])
+
+
+def test_the_derived_example_declares_no_target_and_one_objective() -> None:
+    assert DERIVED_SPEC.autoscaling.target_qps_per_replica is None
+    assert DERIVED_SPEC.objectives.p99_latency_ms == 50 and not DERIVED_SPEC.deprecations()
+    assert DERIVED_SPEC.model_dump(exclude={"autoscaling", "objectives"}) == SPEC.model_dump(
+        exclude={"autoscaling", "objectives"}
+    )
+
+
+def test_queue_noise_does_not_teach_a_correction() -> None:
+    # Replicas as fast as the lab measured, a spike: the few requests a queue gauge catches
+    # between batches, and a breach the new pods drained, must not read as saturation.
+    target = replay.target(DERIVED_SPEC, PROFILE).value
+    assert target is not None
+    trace = traces.scale_to_peak(traces.synthetic("spike", duration=900), 8, target)
+    _, geo = replay.replay(DERIVED_SPEC, trace, "geo")
+    assert isinstance(geo, autoscalers.Geo)
+    assert geo.correction.factor > 0.9
+
+
+def test_slower_replicas_teach_a_lower_target_and_no_learning_keeps_the_lab_one() -> None:
+    target = replay.target(DERIVED_SPEC, PROFILE).value
+    assert target is not None
+    trace = traces.scale_to_peak(traces.synthetic("diurnal", duration=900), 8, target)
+    slow = replay.Options(capacity_error=0.7)
+    _, learned = replay.replay(DERIVED_SPEC, trace, "geo", slow)
+    _, fixed = replay.replay(DERIVED_SPEC, trace, "geo", dataclasses.replace(slow, learn=False))
+    assert isinstance(learned, autoscalers.Geo) and isinstance(fixed, autoscalers.Geo)
+    assert learned.correction.evidence > 0 and learned.correction.factor < 0.95
+    assert learned.learned().source == "learned"
+    assert learned.learned().value is not None and learned.learned().value < target
+    assert fixed.correction.factor == 1.0 and fixed.learned().value == target
+
+
+def test_the_simulated_replicas_are_slower_by_the_capacity_error() -> None:
+    slow = replay.production(PROFILE, 0.5)
+    assert slow.capacity(8) == pytest.approx(0.5 * PROFILE.capacity(8))
+    assert slow.overhead_ms == PROFILE.overhead_ms
+    assert replay.production(PROFILE, 1.0) is PROFILE
+
+
+def test_simulate_accepts_a_spec_without_target_qps_per_replica() -> None:
+    out = geo_cli("-f", str(DERIVED), "--synthetic", "step", "--duration", "120", "--json",
+                  "--policy", "geo,hpa")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    target = replay.target(DERIVED_SPEC, PROFILE)
+    for row in rows:
+        assert row["targetSource"] == "measured"
+        assert row["effectiveTargetQpsPerReplica"] == target.value
+        assert row["capacitySource"] == "the replica profile, tuned in simulation"
+    assert rows[0]["correction"] == 1.0 and rows[0]["learnedTargetQpsPerReplica"] == target.value
+    assert "correction" not in rows[1]
+    assert f"effective target {target.value:g} req/s per replica (measured" in out.stderr
+
+
+def test_simulate_takes_the_capacity_by_hand_or_from_a_status(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    base = ("-f", str(DERIVED), "--synthetic", "step", "--duration", "60", "--json")
+    out = geo_cli(*base, "--capacity", "20000")
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout)
+    assert (row["effectiveTargetQpsPerReplica"], row["capacitySource"]) == (14000, "--capacity")
+    status = {
+        "selectedArtifact": {"name": "int8", "precision": "int8", "format": "python",
+                             "uri": "http://x/m.onnx", "reason": "best score"},
+        "tuning": [
+            {"artifact": "fp32", "key": "a", "result": {"maxBatchSize": 8, "throughput": 9000,
+             "p99Ms": 3, "measurements": 5, "gridSize": 28}},
+            {"artifact": "int8", "key": "b", "result": {"maxBatchSize": 8, "throughput": 30000,
+             "p99Ms": 3, "measurements": 5, "gridSize": 28}},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "geo.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": models.API_VERSION, "kind": models.KIND,
+                                    "metadata": {"name": "d"}, "status": status}))  # fmt: skip
+    out = geo_cli(*base, "--status", str(path))
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout)
+    assert row["measuredCapacity"] == 30000 and row["effectiveTargetQpsPerReplica"] == 21000
+    assert "status.tuning[int8]" in row["capacitySource"]
+    # The served artifact has no result: a clear error, not a guess.
+    status["selectedArtifact"]["name"] = "fp16"  # type: ignore[index]
+    path.write_text(json.dumps(status))
+    out = geo_cli(*base, "--status", str(path))
+    assert out.returncode == 2 and "no tuning result for the served artifact" in out.stderr
+    assert "fp32, int8" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_simulate_reports_the_correction_it_learned() -> None:
+    out = geo_cli("-f", str(DERIVED), "--synthetic", "step", "--duration", "120",
+                  "--capacity-error", "0.7")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "geo: correction" in out.stdout and "req/s per replica" in out.stdout
+    assert "production replicas at 0.7 of the lab's capacity" in out.stderr
+    out = geo_cli("-f", str(DERIVED), "--synthetic", "step", "--capacity-error", "0")
+    assert out.returncode == 2 and "--capacity-error must be at least 0.1" in out.stderr

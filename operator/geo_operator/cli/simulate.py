@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import pathlib
 import sys
 from typing import TYPE_CHECKING
@@ -20,7 +21,8 @@ from geo_operator.cli import io, options
 
 if TYPE_CHECKING:
     from geo_operator.cli.options import Verbs
-    from geo_operator.simulation import engine, replay, replica
+    from geo_operator.scaling import capacity
+    from geo_operator.simulation import autoscalers, engine, replay, replica
     from geo_operator.simulation.trace import Trace
 
 DESCRIPTION = (
@@ -29,9 +31,12 @@ DESCRIPTION = (
     "a + b*batch calibrated on the real Triton by e2e/calibrate_replica.py, pod start-up "
     "delay, metric lag) under GEO's policy or an anchor: Kubernetes HPA, KEDA, Knative KPA, "
     "or an oracle that knows the future. Prints SLO-violation seconds (10-second windows "
-    "whose p99 exceeds targetP99LatencyMs), replica-seconds, scaling actions, direction "
-    "changes and the worst p99. Every policy gets the GeoDeployment's targets. "
-    "Deterministic for a seed."
+    "whose p99 exceeds the p99 objective), replica-seconds, scaling actions, direction "
+    "changes and the worst p99. Every policy gets the same target QPS per replica: "
+    "targetQpsPerReplica when set, else the measured capacity (--capacity, --status, or "
+    "what the tuning Job would measure on the profile: the best throughput whose p99 stays "
+    "within the objective) x targetUtilization; GEO corrects it from what it sees, as the "
+    "operator does. Deterministic for a seed."
 )
 EPILOG = (
     "example: geo simulate -f manifests/examples/digits-simulate.yaml "
@@ -49,6 +54,7 @@ def register(verbs: Verbs) -> None:
     options.add_file(p)
     _add_trace_options(p)
     _add_replay_options(p)
+    _add_capacity_options(p)
     p.add_argument("--profile", help="replica profile JSON (default: the calibrated one)")
     p.add_argument("--plot", type=pathlib.Path, help="write a PNG of replicas and p99")
     options.add_json(p)
@@ -68,7 +74,7 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
         type=options.non_negative_float,
         default=8,
         help="scale the rate so the busiest 10 s need this many replicas at "
-        "targetQpsPerReplica; 0 = replay the rate as recorded (default: %(default)s)",
+        "the effective target; 0 = replay the rate as recorded (default: %(default)s)",
     )
     p.add_argument(
         "--rate-resolution",
@@ -108,29 +114,107 @@ def _add_replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
 
+def _add_capacity_options(p: argparse.ArgumentParser) -> None:
+    """Where the measured capacity comes from, and how far production departs from it."""
+    given = p.add_mutually_exclusive_group()
+    given.add_argument(
+        "--capacity",
+        type=options.positive_float,
+        metavar="REQ_PER_S",
+        help="one replica's tuned throughput within the p99 objective, given by hand "
+        "(default: what the tuning Job would measure on the replica profile)",
+    )
+    given.add_argument(
+        "--status",
+        metavar="FILE",
+        help="a GeoDeployment (or its .status) as YAML or JSON: the served artifact's "
+        "status.tuning[].result.throughput is the measured capacity",
+    )
+    p.add_argument(
+        "--capacity-error",
+        type=options.float_in(0.1, 2.0),
+        default=1.0,
+        metavar="FACTOR",
+        help="production replicas serve FACTOR of the measured capacity (0.7: 30 %% slower "
+        "than the lab measured); GEO learns the correction, the anchors keep the target "
+        "(default: %(default)s)",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Capacity:
+    """The measured capacity every policy's target derives from, and where it came from."""
+
+    value: float
+    origin: str
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from geo_operator.scaling import capacity
     from geo_operator.simulation import autoscalers, replay, report
 
     spec = io.load_spec(args.file)
     names = _policies(args.policy)
-    profile, trace = _inputs(args, spec)
-    scaling = replay.resolved(spec, profile)
+    profile = _profile(args)
+    measured = _measured(args, spec, profile)
+    target = capacity.target(spec, measured.value)
+    trace = _trace(args, autoscalers.target_qps(capacity.resolve(spec, target)))
     replay_options = replay.Options(
         startup_seconds=args.startup_seconds,
         metrics_lag_seconds=args.metrics_lag_seconds,
         seed=args.seed,
         profile=profile,
+        capacity=measured.value,
+        capacity_error=args.capacity_error,
     )
-    print(_header(args, spec, trace, profile), file=sys.stderr)
-    results = [_replay_one(spec, trace, name, replay_options) for name in names]
-    if args.plot:
-        report.plot(results, autoscalers.target_qps(scaling), spec.target_p99_ms(), args.plot)
+    print(_header(args, spec, trace, profile, target, measured), file=sys.stderr)
+    runs = [_replay_one(spec, trace, name, replay_options) for name in names]
+    results = [result for result, _ in runs]
+    if args.plot and target.value is not None:
+        report.plot(results, target.value, spec.target_p99_ms(), args.plot)
     if args.json:
-        summaries = [r.summary() for r in results]
+        summaries = [_summary(result, scaler, target, measured) for result, scaler in runs]
         print(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
     else:
         print(report.table(results))
+        for _, scaler in runs:
+            if isinstance(scaler, autoscalers.Geo):
+                print(_learned(scaler))
     return 0
+
+
+def _learned(geo: autoscalers.Geo) -> str:
+    """GEO's correction at the end of the replay, in words."""
+    learned = geo.learned()
+    return (
+        f"geo: correction {geo.correction.factor:.2f} after {geo.correction.evidence} "
+        f"ticks that taught it; target {geo.initial_target.value:g} -> {learned.value:g} "
+        f"req/s per replica ({learned.source})"
+    )
+
+
+def _summary(
+    result: engine.Result,
+    scaler: object,
+    target: capacity.Target,
+    measured: _Capacity,
+) -> dict[str, float | int | str | None]:
+    """One policy's JSON row: the replay's figures, the target it started from, and GEO's
+    correction."""
+    from geo_operator.simulation import autoscalers
+
+    row: dict[str, float | int | str | None] = {
+        **result.summary(),
+        "effectiveTargetQpsPerReplica": target.value,
+        "targetSource": target.source,
+        "measuredCapacity": round(measured.value, 1),
+        "capacitySource": measured.origin,
+    }
+    if isinstance(scaler, autoscalers.Geo):
+        row["correction"] = round(scaler.correction.factor, 4)
+        row["correctionEvidence"] = scaler.correction.evidence
+        row["learnedTargetQpsPerReplica"] = scaler.learned().value
+    return row
 
 
 def _policies(policy: str) -> list[str]:
@@ -147,17 +231,75 @@ def _policies(policy: str) -> list[str]:
     return names
 
 
-def _inputs(
-    args: argparse.Namespace, spec: models.GeoDeploymentSpec
-) -> tuple[replica.Profile, Trace]:
-    """The replica profile and the trace, cut to --duration and scaled to --peak-replicas."""
-    from geo_operator.simulation import autoscalers, replay, replica
+def _profile(args: argparse.Namespace) -> replica.Profile:
+    from geo_operator.simulation import replica
+
+    try:
+        return replica.Profile.load(args.profile) if args.profile else replica.Profile.load()
+    except ValueError as error:
+        raise io.UsageError(str(error)) from error
+
+
+def _measured(
+    args: argparse.Namespace, spec: models.GeoDeploymentSpec, profile: replica.Profile
+) -> _Capacity:
+    """--capacity, else --status's tuning result, else the profile's, tuned in simulation."""
+    from geo_operator.simulation import replay
+
+    if args.capacity is not None:
+        return _Capacity(args.capacity, "--capacity")
+    if args.status is not None:
+        return _status_capacity(args.status)
+    try:
+        value = replay.measured(spec, profile)
+    except ValueError as error:
+        raise io.UsageError(str(error)) from error
+    return _Capacity(value, "the replica profile, tuned in simulation")
+
+
+def _status_capacity(path: str) -> _Capacity:
+    """The served artifact's tuned throughput in a GeoDeployment status file."""
+    import yaml
+
+    from geo_operator.scaling import capacity
+
+    try:
+        with open(path, encoding="utf-8") as stream:
+            body = yaml.safe_load(stream)
+    except OSError as error:
+        raise io.UsageError(f"cannot read {path}: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise io.UsageError(f"{path} is not valid YAML or JSON: {error}") from error
+    if isinstance(body, dict) and body.get("kind") == models.KIND:
+        body = body.get("status")
+    try:
+        status = models.parse_status(body)
+    except ValueError as error:
+        raise io.UsageError(f"{path}: not a GeoDeployment status: {error}") from error
+    tuned = [t for t in status.tuning or () if t.result is not None and t.result.throughput > 0]
+    if status.selected_artifact is not None:
+        value = capacity.measured_capacity(status)
+        served = status.selected_artifact.name
+    elif len(tuned) == 1:
+        value, served = tuned[0].result.throughput if tuned[0].result else None, tuned[0].artifact
+    else:
+        value, served = None, "?"
+    if value is None:
+        names = ", ".join(t.artifact for t in tuned) or "none"
+        raise io.UsageError(
+            f"{path}: no tuning result for the served artifact "
+            f"(status.selectedArtifact {served!r}; artifacts with a result: {names})"
+        )
+    return _Capacity(value, f"status.tuning[{served}].result.throughput in {path}")
+
+
+def _trace(args: argparse.Namespace, target: float) -> Trace:
+    """The trace, cut to --duration and scaled to --peak-replicas at ``target``."""
     from geo_operator.simulation import trace as traces
 
     if (args.trace is None) == (args.synthetic is None):
         raise io.UsageError("give exactly one of --trace FILE.csv or --synthetic SHAPE")
     try:
-        profile = replica.Profile.load(args.profile) if args.profile else replica.Profile.load()
         if args.trace is not None:
             trace = traces.from_csv(args.trace, args.rate_resolution)
         else:
@@ -167,33 +309,43 @@ def _inputs(
     if args.duration:
         trace = dataclasses.replace(trace, rate=trace.rate[: args.duration])
     if args.peak_replicas > 0:
-        target = autoscalers.target_qps(replay.resolved(spec, profile))
         trace = traces.scale_to_peak(trace, args.peak_replicas, target)
-    return profile, trace
+    return trace
 
 
 def _header(
-    args: argparse.Namespace, spec: models.GeoDeploymentSpec, trace: Trace, profile: replica.Profile
+    args: argparse.Namespace,
+    spec: models.GeoDeploymentSpec,
+    trace: Trace,
+    profile: replica.Profile,
+    target: capacity.Target,
+    measured: _Capacity,
 ) -> str:
-    """The line on stderr that says what is replayed, through which replica model."""
-    from geo_operator.simulation import autoscalers, replay
+    """The line on stderr that says what is replayed, at which target, through which model."""
+    from geo_operator.simulation import replay
 
     peak = trace.peak(10)
     batch = replay.batching(spec, profile)
-    target = autoscalers.target_qps(replay.resolved(spec, profile))
+    error = (
+        f"; production replicas at {args.capacity_error:g} of the lab's capacity"
+        if args.capacity_error != 1.0
+        else ""
+    )
     return (
         f"[simulate] {trace.name}: {trace.duration} s, peak {peak:.0f} req/s over 10 s "
-        f"(= {peak / target:.1f} replicas at the target {target:g}), "
+        f"(= {peak / (target.value or math.inf):.1f} replicas at the target); "
+        f"effective target {target.value:g} req/s per replica ({target.source}: "
+        f"{target.reason}; capacity from {measured.origin}); "
         f"replica model a={profile.service_a_ms} ms + b={profile.service_b_ms} ms/item, "
         f"capacity {profile.capacity(batch.max_batch_size, batch.instances):.0f} req/s "
-        f"at full batches; start-up {args.startup_seconds:g} s, metrics lag "
+        f"at full batches{error}; start-up {args.startup_seconds:g} s, metrics lag "
         f"{args.metrics_lag_seconds} s, seed {args.seed}"
     )
 
 
 def _replay_one(
     spec: models.GeoDeploymentSpec, trace: Trace, name: str, replay_options: replay.Options
-) -> engine.Result:
+) -> tuple[engine.Result, object]:
     """One policy's replay; progress on stderr when it is a terminal."""
     from geo_operator.simulation import replay
 
@@ -201,7 +353,7 @@ def _replay_one(
         if sys.stderr.isatty():
             print(f"\r[simulate] {name}: {second}/{total} s", end="", file=sys.stderr)
 
-    result, _ = replay.replay(spec, trace, name, replay_options, progress)
+    result, scaler = replay.replay(spec, trace, name, replay_options, progress)
     if sys.stderr.isatty():
         print("\r", end="", file=sys.stderr)
-    return result
+    return result, scaler

@@ -14,13 +14,15 @@ number came from:
 
 `learn(correction, obs, capacity, target_p99_ms)` keeps a bounded estimate of
 what one replica really serves within the SLO: when a tick shows a replica
-saturated (p99 at 90 % of the objective or more, or the queue growing) the QPS
-it served *is* its capacity; when it serves more than the estimate with p99
+saturated (p99 at 90 % of the objective or more while a backlog is queued and
+not draining, or the queue growing by more than 1 % of the QPS per second) the
+QPS it served *is* its capacity; when it serves more than the estimate with p99
 under half the objective, the estimate was low. Each tick moves the factor at
 most LEARN_RATE of the way to what it saw, within [MIN_FACTOR, MAX_FACTOR], and
-only on ticks with every replica ready and real load, so a cold start or an
-idle minute teaches nothing. The policy's safety rules are untouched: the
-correction changes the target, not the rules.
+only on ticks with every replica ready for a minute and real load, so a cold
+start, a scale-out still settling or an idle minute teaches nothing. The
+policy's safety rules are untouched: the correction changes the target, not the
+rules.
 """
 
 from __future__ import annotations
@@ -39,6 +41,17 @@ SATURATED_P99 = 0.9
 RELAXED_P99 = 0.5
 # Ticks whose load per replica is under this fraction of the estimate teach nothing.
 MIN_LOAD_FRACTION = 0.3
+# The queue grows when it gained more than this fraction of the QPS served, per second,
+# since the last tick: the few requests a gauge catches between two batches are noise.
+GROWING_FRACTION = 0.01
+# A p99 near the objective is a summary of the last minute; it says the replicas are
+# saturated *now* only if their queues hold at least this fraction of the objective's worth
+# of work (queued / QPS: the mean wait, by Little's law). Else it is a breach already
+# drained, typically by replicas that just became ready: what each serves now is no capacity.
+BACKLOG_FRACTION = 0.1
+# Ticks within this many seconds of a change in the ready replicas teach nothing: the
+# rates and the p99 summary (a minute of Triton's) still describe the old count.
+SETTLE_SECONDS = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +61,7 @@ class Correction:
     factor: float = 1.0
     evidence: int = 0  # ticks that moved it
     queued: tuple[float, float] | None = None  # (time, queued) at the last tick
+    ready: tuple[float, int] | None = None  # (since when, ready replicas) as last seen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,15 +146,13 @@ def learn(
 ) -> Correction:
     """The correction after one tick (unchanged when the tick says nothing about capacity)."""
     queued = None if obs.queued is None else (obs.time, obs.queued)
-    growing = (
-        obs.queued is not None
-        and correction.queued is not None
-        and obs.time > correction.queued[0]
-        and obs.queued > correction.queued[1]
-    )
-    kept = dataclasses.replace(correction, queued=queued)
+    ready = correction.ready
+    if ready is None or ready[1] != obs.ready_replicas:
+        ready = (obs.time, obs.ready_replicas)
+    kept = dataclasses.replace(correction, queued=queued, ready=ready)
     if (
-        capacity is None
+        obs.time - ready[0] < SETTLE_SECONDS
+        or capacity is None
         or obs.qps is None
         or obs.p99_ms is None
         or obs.ready_replicas <= 0
@@ -151,14 +163,30 @@ def learn(
     per_replica = obs.qps / obs.ready_replicas
     if per_replica < MIN_LOAD_FRACTION * estimate:
         return kept
+    # The queue's change per second since the last tick (None: unknown).
+    change = None
+    if obs.queued is not None and correction.queued is not None:
+        then, before = correction.queued
+        if obs.time > then:
+            change = (obs.queued - before) / (obs.time - then)
+    growing = change is not None and change > GROWING_FRACTION * obs.qps
+    # A high p99 with the backlog still there and not draining: saturated now. A draining
+    # backlog sits in the old pods' queues while the new ones idle: the mean is no capacity.
+    slow = obs.p99_ms >= SATURATED_P99 * target_p99_ms and (
+        obs.queued is None
+        or (
+            obs.queued >= BACKLOG_FRACTION * target_p99_ms / 1000.0 * obs.qps
+            and (change is None or change >= 0)
+        )
+    )
     seen = per_replica / capacity
     # Saturated below the estimate: it serves less than we thought. (Saturated above it is
     # overload: what it serves then is beyond the SLO, not within it.)
-    lower = (obs.p99_ms >= SATURATED_P99 * target_p99_ms or growing) and seen < correction.factor
+    lower = (slow or growing) and seen < correction.factor
     # Comfortable above the estimate: it serves more than we thought.
     higher = obs.p99_ms < RELAXED_P99 * target_p99_ms and per_replica > estimate
     if not (lower or higher):
         return kept
     factor = correction.factor + LEARN_RATE * (seen - correction.factor)
     factor = min(MAX_FACTOR, max(MIN_FACTOR, factor))
-    return Correction(factor, correction.evidence + 1, queued)
+    return Correction(factor, correction.evidence + 1, queued, ready)

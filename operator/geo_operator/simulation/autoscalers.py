@@ -1,10 +1,13 @@
 """The autoscalers a trace is replayed under: GEO's own policy and four anchors.
 
 All of them size the same Triton replicas on the same signal and target: the
-GeoDeployment's ``targetQpsPerReplica`` for requests per second, and (where the
-autoscaler's API can take a second metric) its ``targetP99LatencyMs`` for the
-worst ready pod's p99. All see the metrics through the same pipeline (the
-engine's `View`, ``metrics_lag_seconds`` old).
+effective target QPS per replica `scaling.capacity` gives (the declared
+``targetQpsPerReplica``, else the measured capacity × ``targetUtilization``;
+`replay` measures it) for requests per second, and (where the autoscaler's API
+can take a second metric) the p99 objective for the worst ready pod's p99. GEO
+alone corrects its target from what production shows, as the operator does.
+All see the metrics through the same pipeline (the engine's `View`,
+``metrics_lag_seconds`` old).
 
 - ``geo``: `geo_operator.scaling.policy.decide`, the very function the operator's
   loop calls, every ``intervalSeconds``, on the QPS and p99 over the loop's
@@ -56,7 +59,7 @@ import math
 import numpy as np
 
 from geo_operator.api import models
-from geo_operator.scaling import policy
+from geo_operator.scaling import capacity, policy
 from geo_operator.simulation.engine import SLO_WINDOW, View
 from geo_operator.simulation.trace import Trace
 
@@ -65,9 +68,9 @@ REFERENCES = ("instant",)
 
 
 def target_qps(spec: models.Autoscaling) -> float:
-    """The target every policy gets; `replay.resolved` fills it (declared or derived)."""
+    """The target a policy sizes to; `scaling.capacity.resolve` fills it (declared or derived)."""
     if spec.target_qps_per_replica is None:
-        raise ValueError("no target QPS per replica: resolve it first (replay.resolved)")
+        raise ValueError("no target QPS per replica: nothing declared and nothing measured")
     return spec.target_qps_per_replica
 
 
@@ -92,14 +95,23 @@ def _observe(view: View, window: int) -> tuple[float | None, float | None]:
 
 
 class Geo:
-    """GEO's policy, `scaling.policy.decide`, exactly as the operator's loop calls it."""
+    """GEO's policy, `scaling.policy.decide`, exactly as the operator's loop calls it: each
+    tick the target from `scaling.capacity` (declared, else the measured capacity × the
+    correction × utilization), the decision, then the correction `capacity.learn` draws
+    from the tick."""
 
     name = "geo"
 
-    def __init__(self, spec: models.Autoscaling) -> None:
-        self.spec = spec
-        self.period = max(1, round(spec.interval_seconds))
-        self.window = _qps_window(spec)
+    def __init__(self, deployment: models.GeoDeploymentSpec, measured: float | None) -> None:
+        self.deployment = deployment
+        self.measured = measured
+        self.correction = capacity.Correction()
+        self.learning = True  # False: keep the first target (a benchmark's baseline)
+        self.target = capacity.target(deployment, measured, self.correction)
+        self.initial_target = self.target
+        self.spec = capacity.resolve(deployment, self.target)
+        self.period = max(1, round(self.spec.interval_seconds))
+        self.window = _qps_window(self.spec)
         self.memory = policy.Memory()
         self.decisions: list[tuple[int, policy.Decision]] = []
 
@@ -113,10 +125,20 @@ class Geo:
             view.queued(),
             no_p99="no data yet",
         )
+        self.target = capacity.target(self.deployment, self.measured, self.correction)
+        self.spec = capacity.resolve(self.deployment, self.target)
         decision, self.memory = policy.decide(self.spec, obs, self.memory)
+        if self.learning:
+            self.correction = capacity.learn(
+                self.correction, obs, self.measured, self.deployment.target_p99_ms()
+            )
         if decision.action != "maintain":
             self.decisions.append((view.time, decision))
         return decision.replicas
+
+    def learned(self) -> capacity.Target:
+        """The target the next tick would use: what the correction has learned so far."""
+        return capacity.target(self.deployment, self.measured, self.correction)
 
 
 class Hpa:
@@ -289,10 +311,17 @@ class Oracle:
 
 
 def make(
-    name: str, spec: models.Autoscaling, trace: Trace, startup_seconds: float
+    name: str,
+    deployment: models.GeoDeploymentSpec,
+    measured: float | None,
+    trace: Trace,
+    startup_seconds: float,
 ) -> Geo | Hpa | Keda | Kpa | Oracle:
+    """The policy ``name`` for ``deployment``, whose replicas measured ``measured`` req/s
+    within the p99 objective: GEO learns from there, the others keep the target it gives."""
     if name == "geo":
-        return Geo(spec)
+        return Geo(deployment, measured)
+    spec = capacity.resolve(deployment, capacity.target(deployment, measured))
     if name == "hpa":
         return Hpa(spec)
     if name == "keda":

@@ -1,4 +1,11 @@
-"""One call from a GeoDeployment spec, a trace and a policy name to a `engine.Result`."""
+"""One call from a GeoDeployment spec, a trace and a policy name to an `engine.Result`.
+
+Every policy starts from the same target (`target`): the declared one, else the
+measured capacity (a tuning result given in `Options.capacity`, else what the
+tuning Job would measure on the profile: `tuned.within_slo`) × targetUtilization,
+through `scaling.capacity` as the operator resolves it. GEO then learns a
+correction each tick as the operator's loop does; the anchors keep the target.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ from collections.abc import Callable
 from geo_operator.api import models
 from geo_operator.builders import plan
 from geo_operator.scaling import capacity
-from geo_operator.simulation import autoscalers, engine, replica
+from geo_operator.simulation import autoscalers, engine, replica, tuned
 from geo_operator.simulation.trace import Trace
 
 
@@ -21,6 +28,13 @@ class Options:
     metrics_lag_seconds: int = 5  # scrape interval and query delay
     seed: int = 0
     profile: replica.Profile | None = None  # None: the calibrated example profile
+    # A tuning result: one replica's req/s within the p99 objective (None: `tuned` measures
+    # the profile, as the tuning Job would).
+    capacity: float | None = None
+    # Production replicas serve this fraction of what the lab measured: their service
+    # time is the profile's / capacity_error, the measured capacity stays the lab's.
+    capacity_error: float = 1.0
+    learn: bool = True  # False: GEO keeps the target it started with (a benchmark's baseline)
 
 
 def batching(spec: models.GeoDeploymentSpec, profile: replica.Profile) -> engine.Batching:
@@ -31,12 +45,44 @@ def batching(spec: models.GeoDeploymentSpec, profile: replica.Profile) -> engine
     return engine.Batching(profile, size, delay, spec.triton.instance_count)
 
 
-def resolved(spec: models.GeoDeploymentSpec, profile: replica.Profile) -> models.Autoscaling:
-    """The autoscaling spec every policy gets: the declared target, else the profile's
-    capacity at the deployed batch size × targetUtilization; the p99 objective."""
-    batch = batching(spec, profile)
-    measured = profile.capacity(batch.max_batch_size, batch.instances)
-    return capacity.resolve(spec, capacity.target(spec, measured))
+def measured(
+    spec: models.GeoDeploymentSpec, profile: replica.Profile, given: float | None = None
+) -> float:
+    """The capacity the targets derive from: ``given`` (a tuning result), else what the
+    tuning Job would measure on ``profile`` (`tuned.within_slo`, at the deployed batching
+    and the p99 objective)."""
+    if given is not None:
+        return given
+    budget = spec.tuning_budget_ms()
+    result = tuned.within_slo(batching(spec, profile), budget)
+    if result.throughput <= 0:
+        raise ValueError(f"no load fits the p99 objective {budget:g} ms on this replica profile")
+    return result.throughput
+
+
+def target(
+    spec: models.GeoDeploymentSpec, profile: replica.Profile, given: float | None = None
+) -> capacity.Target:
+    """The effective target every policy starts from: declared, else measured × utilization."""
+    return capacity.target(spec, measured(spec, profile, given))
+
+
+def resolved(
+    spec: models.GeoDeploymentSpec, profile: replica.Profile, given: float | None = None
+) -> models.Autoscaling:
+    """The autoscaling spec the anchors get: `target`'s, and the p99 objective."""
+    return capacity.resolve(spec, target(spec, profile, given))
+
+
+def production(profile: replica.Profile, capacity_error: float) -> replica.Profile:
+    """The replicas production runs: ``capacity_error`` of the lab's throughput."""
+    if capacity_error == 1.0:
+        return profile
+    return dataclasses.replace(
+        profile,
+        service_a_ms=profile.service_a_ms / capacity_error,
+        service_b_ms=profile.service_b_ms / capacity_error,
+    )
 
 
 def initial_replicas(spec: models.Autoscaling, trace: Trace) -> int:
@@ -54,8 +100,11 @@ def replay(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[engine.Result, autoscalers.Geo | autoscalers.Hpa | autoscalers.Kpa | autoscalers.Oracle]:
     profile = options.profile or replica.Profile.load()
-    scaling = resolved(spec, profile)
-    scaler = autoscalers.make(policy, scaling, trace, options.startup_seconds)
+    lab = measured(spec, profile, options.capacity)
+    scaling = capacity.resolve(spec, capacity.target(spec, lab))
+    scaler = autoscalers.make(policy, spec, lab, trace, options.startup_seconds)
+    if isinstance(scaler, autoscalers.Geo):
+        scaler.learning = options.learn
     history = max(
         autoscalers.Kpa.STABLE_WINDOW,
         scaling.metrics.rate_window_seconds,
@@ -63,7 +112,7 @@ def replay(
     )
     sim = engine.Simulation(
         trace,
-        batching(spec, profile),
+        batching(spec, production(profile, options.capacity_error)),
         scaler,
         target_p99_ms=spec.target_p99_ms(),
         min_replicas=scaling.min_replicas,
