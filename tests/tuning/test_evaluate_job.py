@@ -70,14 +70,8 @@ def _lay_out(target: children.Target, family: pathlib.Path, repo: pathlib.Path) 
     fetch = job["spec"]["template"]["spec"]["initContainers"][0]
     env = {e["name"]: e["value"] for e in fetch["env"]}
     if names.REFERENCE_URI_ENV in env:
-        repository.materialize(
-            data,
-            model_name=MODEL + names.REFERENCE_SUFFIX,
-            artifact_format=models.ArtifactFormat.PYTHON,
-            uri=env[names.REFERENCE_URI_ENV],
-            repository=repo,
-            mirrors=mirrors,
-            config_key=names.REFERENCE_CONFIG,
+        repository.materialize_reference(
+            data, uri=env[names.REFERENCE_URI_ENV], repository=repo, mirrors=mirrors
         )
     return job
 

@@ -117,10 +117,7 @@ def pod_sources(pod: Mapping[str, Any]) -> tuple[str, str]:
         ),
         None,
     )
-    init: dict[str, Any] = next(
-        (c for c in spec.get("initContainers", []) if c["name"] == INIT_CONTAINER), {}
-    )
-    uri = next((e.get("value") for e in init.get("env", []) if e.get("name") == URI_ENV), None)
+    uri = init_env(pod, URI_ENV)
     if not config_map or not uri:
         raise ValueError(
             f"pod has no {CONFIG_VOLUME!r} ConfigMap volume or no {URI_ENV} in its "

@@ -37,8 +37,7 @@ from e2e.harness.kubelet.podspec import METRICS_URL_ANNOTATION, PodKey, PodSpec
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 
-from geo_operator.api import names
-from geo_operator.triton import fetch, local, model_config, repository
+from geo_operator.triton import fetch, local, repository
 
 log = logging.getLogger("kubelet_runner.worker")
 
@@ -351,15 +350,11 @@ class PodWorker:
                 repository.rewrite_uri(spec.evaluation_uri, self._mirrors), str(self._heldout)
             )
         if spec.reference_uri:
-            config = model_config.parse(data[names.REFERENCE_CONFIG])
-            repository.materialize(
+            repository.materialize_reference(
                 data,
-                model_name=config.name,
-                artifact_format=podspec.artifact_format(data, config.backend),
                 uri=spec.reference_uri,
                 repository=self.pod_dir / "models",
                 mirrors=self._mirrors,
-                config_key=names.REFERENCE_CONFIG,
             )
 
     @property

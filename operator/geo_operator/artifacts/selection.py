@@ -488,8 +488,9 @@ def select(
     ``demand`` is what min-cost sizes for (`demand(spec, current_qps)`); None:
     minReplicas' worth at the default prices (`DEFAULT_DEMAND`).
     """
-    choice = _select(spec, hardware, measured or {}, demand or DEFAULT_DEMAND)
-    contradicted = contradictions(spec, measured or {})
+    field = _field(spec, hardware, measured)
+    choice = _select(spec, hardware, measured or {}, demand or DEFAULT_DEMAND, field)
+    contradicted = field.contradicted
     if not contradicted:
         return choice
     out = {n for n, _ in choice.rejected}
@@ -508,8 +509,8 @@ def _select(
     hardware: Hardware,
     measured: Mapping[str, Measurement],
     demand: Demand,
+    field: _Field,
 ) -> Choice:
-    field = _field(spec, hardware, measured)
     policy = spec.selection.policy
     if policy is models.SelectionPolicy.PINNED:
         return _pinned(spec, hardware, field)

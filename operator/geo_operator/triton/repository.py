@@ -12,7 +12,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Mapping
 
-from geo_operator.api import models
+from geo_operator.api import models, names
 from geo_operator.triton import fetch, model_config
 
 
@@ -48,3 +48,26 @@ def materialize(
     if artifact_format is models.ArtifactFormat.PYTHON:
         (version_dir / "model.py").write_text(data["model.py"])
     return model_dir
+
+
+def materialize_reference(
+    data: Mapping[str, str],
+    *,
+    uri: str,
+    repository: pathlib.Path,
+    mirrors: Mapping[str, str] | None = None,
+) -> pathlib.Path:
+    """agreement's reference artifact beside the candidate, as the tuning pod's init
+    container lays it out: its own config (``reference.pbtxt``, which names it
+    <model>-reference and its backend), the artifact at ``uri``."""
+    config = model_config.parse(data[names.REFERENCE_CONFIG])
+    by_backend = {backend: fmt for fmt, backend in model_config.BACKENDS.items()}
+    return materialize(
+        data,
+        model_name=config.name,
+        artifact_format=by_backend[config.backend],
+        uri=uri,
+        repository=repository,
+        mirrors=mirrors,
+        config_key=names.REFERENCE_CONFIG,
+    )
