@@ -44,8 +44,9 @@ The rules, in order, while a canary runs:
 With no canary running, a change starts one only when something stable serves,
 the strategy is canary, rollouts are not paused, and the desired configuration
 is neither the stable's (nor the one last promoted, which the stable is taking)
-nor one rolled back before. A rolled-back configuration is remembered (the last
-MAX_REJECTED) until its hash changes: the hash covers the spec and the
+nor one rolled back before (that holds even while the stable has no ready pod:
+a rejected configuration never rolls out unjudged). A rolled-back configuration
+is remembered (the last MAX_REJECTED) until its hash changes: the hash covers the spec and the
 measurements, so editing either retries it. Going back to an earlier promoted
 configuration is itself a canary. Each promotion is kept in the history (the
 last MAX_HISTORY), with the figures it was promoted on.
@@ -302,22 +303,21 @@ def _idle(
         new = dataclasses.replace(state, phase=phase or settled, reason=reason)
         return Decision("hold" if phase == "Paused" else "wait", 0, reason), new
 
+    # Settled: the state (and its words: how the last rollout ended) stays as it is, so
+    # that status is not rewritten on every reconcile.
+    if desired == stable_hash and not ignored and state.phase != "Paused":
+        reason = f"the desired configuration {_short(desired)} is the stable's: nothing to do"
+        return Decision("wait", 0, reason), state
     if desired == stable_hash:
         return wait(f"the desired configuration {_short(desired)} is the stable's: nothing to do")
     if desired == promoted and stable_hash is not None:
-        return wait(
+        reason = (
             f"{canary.artifact} ({_short(desired)}) was promoted: the stable "
             f"({_short(stable_hash)}) takes its template"
         )
-    if stable_hash is None:
-        return _promote(
-            state,
-            canary,
-            None,
-            f"{canary.artifact} ({_short(desired)}) rolled to every pod: nothing stable "
-            "serves yet to judge a canary against",
-            now,
-        )
+        if not ignored and state.phase != "Paused":
+            return Decision("wait", 0, reason), state
+        return wait(reason)
     if spec.strategy is models.RolloutStrategy.ROLLING:
         return _promote(
             state,
@@ -327,12 +327,23 @@ def _idle(
             f"({_short(stable_hash)}) on every pod at once",
             now,
         )
+    # Before "nothing stable serves": a stable scaling back up after a rollback has no
+    # ready pod for a while, and the rejected configuration must not roll out meanwhile.
     rejected = rejection_of(state, desired)
     if rejected is not None:
         return wait(
             f"{canary.artifact} ({_short(desired)}) was rolled back at "
             f"{names.format_time(rejected.time)} ({rejected.reason}); not retried until the "
             "spec or the measurements change"
+        )
+    if stable_hash is None:
+        return _promote(
+            state,
+            canary,
+            None,
+            f"{canary.artifact} ({_short(desired)}) rolled to every pod: nothing stable "
+            "serves yet to judge a canary against",
+            now,
         )
     if spec.paused:
         if state.phase == "Paused":
