@@ -34,6 +34,7 @@ class Second:
     completed: int = 0
     errors: int = 0
     latencies_ms: list[float] = dataclasses.field(default_factory=list)
+    by_server: dict[str, int] = dataclasses.field(default_factory=dict)  # completed, per URL
 
     @property
     def p99_ms(self) -> float | None:
@@ -89,6 +90,7 @@ async def _run(
         b = bucket(done)
         b.completed += 1
         b.latencies_ms.append((done - sent) * 1000)
+        b.by_server[url] = b.by_server.get(url, 0) + 1
 
     n = 0
     phase_start = start

@@ -75,8 +75,13 @@ def test_rbac_framework_and_application_apart(cluster: Cluster) -> None:
     assert set(roles) == {"geo-operator-framework", "geo-operator-application"}
     rules = [rule for r in roles.values() for rule in r["rules"]]
     assert "*" not in {v for rule in rules for v in rule["verbs"]}
-    # Delete only for tuning Jobs of outdated inputs; every other child goes by ownerReferences.
+    # Delete only for tuning Jobs of outdated inputs and a rollout's canary (its Deployment
+    # and ConfigMap) once it ends; every other child goes by ownerReferences.
     deleting = [rule for rule in rules if "delete" in rule["verbs"]]
-    assert [(rule["apiGroups"], rule["resources"]) for rule in deleting] == [(["batch"], ["jobs"])]
+    assert [(rule["apiGroups"], rule["resources"]) for rule in deleting] == [
+        (["apps"], ["deployments"]),
+        ([""], ["configmaps", "services"]),
+        (["batch"], ["jobs"]),
+    ]
     resources = {res for r in roles.values() for rule in r["rules"] for res in rule["resources"]}
     assert "secrets" not in resources

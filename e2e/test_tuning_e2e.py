@@ -35,6 +35,9 @@ def _tuned(
     model = body["spec"]["model"]
     model["artifacts"] = [a for a in model["artifacts"] if a["name"] in artifacts]
     body["spec"]["triton"]["maxBatchSize"] = 0
+    # The tuned configuration rolls to every pod at once: these stories are about tuning
+    # (with no traffic a canary would wait; e2e/test_rollout_e2e.py has the canaries).
+    body["spec"]["rollout"] = {"strategy": "rolling"}
     body["spec"]["batchTuning"] = {
         "candidates": [1, 4, 16],
         "queueDelaysMicroseconds": [0, 500],

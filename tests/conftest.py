@@ -154,6 +154,24 @@ class FakeKube:
         if deployment is not None:
             deployment["spec"]["replicas"] = replicas
 
+    def annotate(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        annotations: dict[str, str | None],
+    ) -> None:
+        found = self.objects.get((kind, namespace, name))
+        if found is None:
+            return
+        current = found["metadata"].setdefault("annotations", {})
+        for key, value in annotations.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = value
+
     def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
 

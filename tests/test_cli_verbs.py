@@ -17,7 +17,7 @@ from geo_operator.api import models
 from geo_operator.builders import tuning
 from geo_operator.cli import decide
 
-VERBS = ("run", "crd", "render", "select", "decide", "tune", "simulate")
+VERBS = ("run", "crd", "render", "select", "decide", "tune", "simulate", "rollout")
 SHARED = {
     "--file": {"render", "select", "decide", "simulate"},
     "--json": {"select", "tune", "simulate"},

@@ -186,7 +186,12 @@ def test_each_writer_keeps_to_its_own_fields(kube: FakeKube, body: dict[str, Any
     assert _condition(status, "Ready")["reason"] == "Available"
     assert _condition(status, "MetricsAvailable")["reason"] == "Scraped"
     mine = status_io.RECONCILE.owned(kube.status_patches[-1][2])
-    assert {c["type"] for c in mine["conditions"]} == {"Ready", "ArtifactSelected", "BatchTuned"}
+    assert {c["type"] for c in mine["conditions"]} == {
+        "Ready",
+        "ArtifactSelected",
+        "BatchTuned",
+        "Progressing",  # the first deployment rolled to every pod: Promoted
+    }
 
 
 def test_writers_partition_the_status() -> None:

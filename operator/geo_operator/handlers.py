@@ -5,7 +5,8 @@
 (``memo.autoscaler``). Every cause of a reconcile goes to the one
 `controller.reconcile.reconcile`:
 
-- the GeoDeployment created, its spec changed, the operator resumed;
+- the GeoDeployment created, its spec changed, the operator resumed, a
+  by-hand rollout action annotated (`geo rollout promote|abort`);
 - a child (Deployment, Service, ConfigMap, tuning Job) changed or was deleted:
   kopf has no owner re-queue, so the child's event names its owner by label and
   reconciles it (that is also how readiness reaches status, and how a deleted
@@ -28,7 +29,7 @@ from typing import Any
 import kopf
 
 from geo_operator.api import models, names
-from geo_operator.builders import tuning
+from geo_operator.builders import children, tuning
 from geo_operator.controller import autoscaler as autoscaler_
 from geo_operator.controller import context, reconcile
 from geo_operator.k8s import client as k8s
@@ -83,13 +84,17 @@ def _start_autoscaler(scaler: autoscaler_.Autoscaler, kwargs: dict[str, Any]) ->
         kwargs["triton_replicas"],
     )
 
+    def replicas_of(key: autoscaler_.Key, name: str) -> int | None:
+        return next((n for d, n in deployments.get(key, ()) if d == name), None)
+
     def tick() -> list[autoscaler_.Work]:
         objects = [next(iter(v)) for v in gds.values() if v]
         return scaler.due(
             objects,
             lambda key: list(pods.get(key, ())),
-            lambda key: next(iter(deployments.get(key, ())), None),
+            lambda key: replicas_of(key, key[1]),
             scaler.clock(),
+            lambda key: replicas_of(key, children.canary_name(key[1])),
         )
 
     scaler.start(tick)
@@ -119,6 +124,7 @@ def _labels(body: kopf.Body) -> dict[str, str]:
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
+@kopf.on.update(*RESOURCE, field=("metadata", "annotations", names.ROLLOUT_ANNOTATION))
 def on_change(body: kopf.Body, memo: Any, **_: Any) -> None:
     """Create, edit and operator restart all converge the same way."""
     reconcile.run(_context(memo), str(body.metadata.namespace), str(body.metadata.name))
@@ -183,6 +189,7 @@ def triton_pods(body: kopf.Body, **_: Any) -> Any:
 
 @kopf.index("apps", "v1", "deployments", labels={**MANAGED, names.OWNER_LABEL: kopf.PRESENT})
 def triton_replicas(body: kopf.Body, **_: Any) -> Any:
-    """Each GeoDeployment's Deployment's replica count: the autoscaler's "current"."""
+    """Each GeoDeployment's Deployments' (the stable's, a rollout's canary's) replica counts:
+    the autoscaler's "current"."""
     key = (body.metadata.namespace, _labels(body)[names.OWNER_LABEL])
-    return {key: body.spec.get("replicas")}
+    return {key: (str(body.metadata.name), body.spec.get("replicas"))}

@@ -45,6 +45,12 @@ def _autoscaling(**over: Any) -> dict[str, Any]:
     return base
 
 
+def _rollout(**over: Any) -> dict[str, Any]:
+    base = models.Rollout().model_dump(by_alias=True, exclude_none=True, mode="json")
+    base.update(over)
+    return base
+
+
 ARTIFACT = {
     "name": "a",
     "precision": "fp32",
@@ -107,6 +113,14 @@ CASES = [
     ),
     ("model.selection", models.Selection, {"policy": "pinned", "minAccuracyRatio": 0.9}, False),
     ("model.selection", models.Selection, {"policy": "pinned", "pinned": "a"}, True),
+    ("rollout", models.Rollout, _rollout(), True),
+    ("rollout", models.Rollout, _rollout(steps=[100]), True),
+    ("rollout", models.Rollout, _rollout(steps=[1, 2, 3, 4, 5, 6, 7, 8, 9, 100]), True),
+    ("rollout", models.Rollout, _rollout(steps=[1, 2, 3, 4, 5, 6, 7, 8, 100, 99]), False),
+    ("rollout", models.Rollout, _rollout(steps=[10, 50]), False),  # never reaches 100
+    ("rollout", models.Rollout, _rollout(steps=[10, 10, 100]), False),  # a repeated step
+    ("rollout", models.Rollout, _rollout(steps=[50, 20, 100]), False),
+    ("rollout", models.Rollout, _rollout(steps=[100, 100]), False),
 ]
 
 
@@ -121,7 +135,7 @@ def test_cel_and_pydantic_agree(
 
 def test_every_rule_has_a_message_and_compiles() -> None:
     env = celpy.Environment()
-    for where in ("autoscaling", "model", "model.selection"):
+    for where in ("autoscaling", "model", "model.selection", "rollout"):
         for rule in _schema_at(*where.split("."))["x-kubernetes-validations"]:
             assert rule["message"]
             env.compile(rule["rule"])

@@ -98,6 +98,7 @@ def test_printer_columns() -> None:
     assert columns["Artifact"] == ".status.selectedArtifact.name"
     assert columns["Ready"] == ".status.readyReplicas"
     assert columns["Decision"] == ".status.lastDecision.action"
+    assert columns["Rollout"] == ".status.rollout.phase"
     assert columns["Age"] == ".metadata.creationTimestamp"
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import SELECTED, FakeKube
 from geo_operator.api import models, names
-from geo_operator.controller import autoscaler
+from geo_operator.controller import autoscaler, telemetry
 
 NS, NAME = "ml", "digits"
 
@@ -327,3 +327,56 @@ def test_nothing_measured_nothing_declared_scales_on_p99_only(body: dict[str, An
     assert _status(w)["autoscaling"]["source"] == "unknown"
     w.run(20, 5000, 400)  # p99 breaches: out
     assert w.kube.scaled and w.kube.scaled[0][2] >= 2
+
+
+def test_during_a_rollout_the_canary_p99_is_not_the_loops_and_the_split_is_kept(
+    body: dict[str, Any],
+) -> None:
+    """A slow canary does not scale the stable out; the total spans both tracks and a
+    scale-out keeps the rollout's split (stable 2 + canary 2 at 50 %)."""
+    world = World(body)
+    world.body()["status"]["rollout"] = {
+        "phase": "Progressing",
+        "step": 0,
+        "weight": 50,
+        "canaryHash": "c" * 16,
+        "stableHash": "s" * 16,
+    }
+    world.kube.objects[("Deployment", NS, f"{NAME}-canary")] = {"spec": {"replicas": 1}}
+    world.set_pods(2)
+    canary_view = world.pods["pod1"]
+    world.pods["pod1"] = autoscaler.PodView(
+        canary_view.name, canary_view.ready, canary_view.metrics_url, names.CANARY_TRACK
+    )
+
+    def canary_replicas(key: tuple[str, str]) -> int | None:
+        found = world.kube.objects.get(("Deployment", key[0], f"{key[1]}-canary"))
+        return int(found["spec"]["replicas"]) if found else None
+
+    def tick() -> None:
+        work = world.scaler.due(
+            [copy.deepcopy(world.body())],
+            lambda key: list(world.pods.values()),
+            world.current,
+            world.now,
+            canary_replicas,
+        )
+        for item in work:
+            world.scaler.guarded_step(item)
+
+    # The canary's pod is slow (900 ms p99), the stable's fast: nothing scales out.
+    for second in range(1, 32):
+        world.now = float(second)
+        world.counters["pod0"] = (world.counters["pod0"][0] + 40, 5_000.0)
+        world.counters["pod1"] = (world.counters["pod1"][0] + 40, 900_000.0)
+        tick()
+    assert world.kube.scaled == []
+    assert world.body()["status"]["lastDecision"]["action"] == "maintain"
+    assert telemetry.OBSERVED_P99.labels(NS, NAME)._value.get() == 5.0  # the stable's
+    # 400 QPS against 100 per replica on 2: out to 4 in all, split 2 + 2.
+    for second in range(32, 64):
+        world.now = float(second)
+        world.counters["pod0"] = (world.counters["pod0"][0] + 200, 5_000.0)
+        world.counters["pod1"] = (world.counters["pod1"][0] + 200, 5_000.0)
+        tick()
+    assert (NS, NAME, 2) in world.kube.scaled and (NS, f"{NAME}-canary", 2) in world.kube.scaled

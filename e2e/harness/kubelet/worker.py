@@ -47,6 +47,8 @@ TERMINATION_MESSAGE_LIMIT = 4096  # the kubelet's limit, and FallbackToLogsOnErr
 START_ATTEMPTS = 3  # a start can fail on a port race (free ports are picked, then bound)
 MAX_RESTARTS = 3  # restarts of a server that died after it was ready, like a kubelet's
 MONITOR_PERIOD_S = 2.0
+# A serving pod that goes keeps serving this long (the loadgen reads pods.json every 0.5 s).
+DRAIN_S = 1.5
 REPORT_ATTEMPTS = 5  # a tuning pod's termination, reported through an API server restart
 
 
@@ -223,6 +225,10 @@ class PodWorker:
             while not self._gone.wait(MONITOR_PERIOD_S) and server.is_running():
                 pass
             if self._gone.is_set():
+                # The pod left pods.json when it went (the runner republished); clients
+                # that read it a moment earlier still send here: drain, like a preStop
+                # sleep behind a Service's endpoints, then stop.
+                time.sleep(DRAIN_S)
                 self._stop_server(server)
                 return
             # Died after it was ready: restart it a few times, like a kubelet.

@@ -16,8 +16,17 @@ ARTIFACT_SELECTED = "ArtifactSelected"
 BATCH_TUNED = "BatchTuned"
 SCALING_ACTIVE = "ScalingActive"
 METRICS_AVAILABLE = "MetricsAvailable"
+# A rollout's state (reasons e.g. CanaryAnalysis, Promoted, RolledBack, Inconclusive).
+PROGRESSING = "Progressing"
 # The order conditions are listed in, for stable status and readable output.
-ORDER = (READY, ARTIFACT_SELECTED, BATCH_TUNED, SCALING_ACTIVE, METRICS_AVAILABLE)
+ORDER = (
+    READY,
+    ARTIFACT_SELECTED,
+    BATCH_TUNED,
+    SCALING_ACTIVE,
+    METRICS_AVAILABLE,
+    PROGRESSING,
+)
 
 
 now = names.now

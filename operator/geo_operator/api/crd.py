@@ -128,6 +128,19 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "The latest autoscaling decision.",
     },
     {
+        "name": "Rollout",
+        "type": "string",
+        "jsonPath": ".status.rollout.phase",
+        "description": "The current or latest rollout: Progressing, Promoted, RolledBack, ...",
+    },
+    {
+        "name": "Weight",
+        "type": "integer",
+        "jsonPath": ".status.rollout.weight",
+        "priority": 1,
+        "description": "The canary's share of the replicas, percent.",
+    },
+    {
         "name": "Batch",
         "type": "integer",
         "jsonPath": ".status.maxBatchSize",

@@ -15,6 +15,7 @@ A test evaluates the CEL rules against the same cases to keep the two in step.
 from __future__ import annotations
 
 import enum
+import itertools
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -645,6 +646,154 @@ class Objectives(_Model):
     )
 
 
+class RolloutStrategy(enum.StrEnum):
+    """How a change to what serves goes out."""
+
+    CANARY = "canary"
+    ROLLING = "rolling"
+
+
+class OnDeadline(enum.StrEnum):
+    """What a rollout does when a step reaches no verdict within its deadline."""
+
+    ROLLBACK = "rollback"
+    HOLD = "hold"
+
+
+# Steps of a rollout at most (bounds the CEL rule below, which checks them pairwise).
+MAX_ROLLOUT_STEPS = 10
+
+
+def _steps_increasing_rule() -> str:
+    """CEL: each step above the one before. Kubernetes' CEL has no index ranges in its
+    macros, so the pairs are written out; `||` absorbs the index error past the end."""
+    return " && ".join(
+        f"(size(self.steps) <= {i} || self.steps[{i - 1}] < self.steps[{i}])"
+        for i in range(1, MAX_ROLLOUT_STEPS)
+    )
+
+
+class Rollout(_Model):
+    """How a change to what serves (the artifact, its Triton configuration, the image) goes
+    out: as a canary judged against the stable by measurement, or all at once."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    _steps_increasing_rule(),
+                    "rollout.steps must be strictly increasing",
+                    ".steps",
+                ),
+                _cel(
+                    "size(self.steps) > 0 && self.steps[size(self.steps) - 1] == 100",
+                    "rollout.steps must end at 100",
+                    ".steps",
+                ),
+            ]
+        }
+    )
+
+    strategy: RolloutStrategy = Field(
+        default=RolloutStrategy.CANARY,
+        description=(
+            "canary: once something stable serves, a change goes out to a second set of "
+            "pods, judged against the stable at each step and promoted or rolled back; "
+            "rolling: every pod rolls at once (the first deployment always rolls so)."
+        ),
+    )
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default=[10, 50, 100],
+        min_length=1,
+        max_length=MAX_ROLLOUT_STEPS,
+        description=(
+            "The canary's share of the replicas at each step, in percent: strictly "
+            "increasing, ending at 100. At least one canary pod at every step; the stable "
+            "keeps at least one pod below 100. After a pass at 100 the canary is promoted."
+        ),
+    )
+    analysis_interval_seconds: int = Field(
+        default=30,
+        ge=5,
+        le=3600,
+        description="Seconds between two analyses of the canary against the stable.",
+    )
+    min_requests: int = Field(
+        default=200,
+        ge=1,
+        le=10_000_000,
+        description=(
+            "Requests the canary must have served since the last conclusive analysis for a "
+            "pass or a p99 verdict; fewer is inconclusive (the step waits, the requests add "
+            "up), except for an error rate or held-out score that is wrong beyond doubt."
+        ),
+    )
+    max_failed_analyses: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description=(
+            "Failed analyses (over the whole rollout) that roll the canary back. A hard "
+            "failure (held-out score under the floor, or an error rate above maxErrorRate "
+            "beyond doubt) rolls back at once."
+        ),
+    )
+    progress_deadline_seconds: int = Field(
+        default=600,
+        ge=10,
+        le=86400,
+        description=(
+            "How long one step may go without a verdict that moves it (a pass); past it, "
+            "onDeadline applies. Restarts at each step and when a pause ends."
+        ),
+    )
+    on_deadline: OnDeadline = Field(
+        default=OnDeadline.ROLLBACK,
+        description=(
+            "Past progressDeadlineSeconds: rollback (the default: a change nobody could "
+            "judge does not keep a share of the traffic; the stable, proven in production, "
+            "serves all of it again, and the configuration is remembered as rejected until "
+            "the spec or the measurements change) or hold (the canary keeps its share and "
+            "the rollout waits for `geo rollout promote|abort`; a hard failure still rolls "
+            "back)."
+        ),
+    )
+    p99_tolerance: float = Field(
+        default=1.2,
+        ge=1,
+        le=10,
+        description=(
+            "The canary's p99 may exceed the stable's by this factor (1.2: 20 % slower) "
+            "and must keep the p99 objective whenever the stable keeps it."
+        ),
+    )
+    max_error_rate: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description=(
+            "The highest error rate (failed over total requests) a canary may have; judged "
+            "by an exact one-sided binomial test, so a few requests neither pass nor fail it."
+        ),
+    )
+    paused: bool = Field(
+        default=False,
+        description=(
+            "Hold rollouts: none starts, a running one keeps its weight and its deadline "
+            "stops (manual promote and abort still act; a hard failure still rolls back)."
+        ),
+    )
+
+    @pydantic.field_validator("steps")
+    @classmethod
+    def _steps_valid(cls, steps: list[int]) -> list[int]:
+        if any(a >= b for a, b in itertools.pairwise(steps)):
+            raise ValueError(f"rollout.steps must be strictly increasing, got {steps}")
+        if steps[-1] != 100:
+            raise ValueError(f"rollout.steps must end at 100, got {steps}")
+        return steps
+
+
 class GeoDeploymentSpec(_Model):
     """What the user asks for: a model, how to serve it, how to scale it."""
 
@@ -667,6 +816,10 @@ class GeoDeploymentSpec(_Model):
     objectives: Objectives = Field(
         default_factory=Objectives,
         description="The objectives: p99 latency, expected load, prices.",
+    )
+    rollout: Rollout = Field(
+        default_factory=Rollout,
+        description="How a change to what serves goes out: canary steps and their gates.",
     )
 
     def tuning_budget_ms(self) -> float:
@@ -827,6 +980,132 @@ class AutoscalingStatus(_Model):
     reason: str = Field(default="", max_length=1024, description="The figures, in words.")
 
 
+RolloutPhase = Literal["Idle", "Progressing", "Paused", "Inconclusive", "Promoted", "RolledBack"]
+GateOutcome = Literal["pass", "fail", "inconclusive", "skipped"]
+VerdictOutcome = Literal["pass", "fail", "inconclusive"]
+
+# Entries kept in status.rollout.rejected and status.rollout.history (oldest dropped first).
+MAX_REJECTED = 10
+MAX_HISTORY = 10
+
+
+class TrackFigures(_Model):
+    """What one track (canary or stable) served over an analysis window."""
+
+    requests: int = Field(ge=0, description="Requests it completed in the window.")
+    errors: int = Field(ge=0, description="Of those, how many failed.")
+    p99_ms: float | None = Field(
+        default=None, description="Its p99 latency over the window (ms); absent: no traffic."
+    )
+    accuracy: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Its score on the held-out set (model.evaluation), when measured.",
+    )
+    samples: int | None = Field(default=None, ge=0, description="Held-out samples scored.")
+
+
+class RolloutGate(_Model):
+    """One gate of an analysis and what it found."""
+
+    gate: str = Field(description="p99-objective, p99-relative, error-rate or accuracy.")
+    outcome: GateOutcome = Field(description="pass, fail, inconclusive or skipped.")
+    message: str = Field(default="", max_length=1024, description="The figures, in words.")
+
+
+class RolloutVerdict(_Model):
+    """The verdict of the latest analysis."""
+
+    outcome: VerdictOutcome = Field(description="pass, fail or inconclusive.")
+    hard: bool = Field(
+        default=False, description="A failure that rolls back at once (not counted)."
+    )
+    reason: str = Field(default="", max_length=2048, description="Why, in words.")
+    gates: list[RolloutGate] = Field(
+        default_factory=list, max_length=8, description="Each gate and what it found."
+    )
+
+
+class RejectedConfiguration(_Model):
+    """A configuration rolled back; not retried until the spec or the measurements change."""
+
+    config_hash: str = Field(
+        max_length=MAX_NAME,
+        description="Hash of the configuration (it covers the spec and measurements).",
+    )
+    artifact: str | None = Field(default=None, description="The artifact it served.")
+    reason: str = Field(default="", max_length=2048, description="Why it was rolled back.")
+    time: str = Field(description="When (RFC 3339).")
+
+
+class PromotedConfiguration(_Model):
+    """A configuration that was promoted to stable, and the figures it was promoted on."""
+
+    artifact: str = Field(description="The artifact served.")
+    uri: str = Field(description="Its URI.")
+    config_hash: str = Field(max_length=MAX_NAME, description="Hash of the configuration.")
+    max_batch_size: int | None = Field(default=None, description="Triton max_batch_size.")
+    image: str | None = Field(default=None, description="The Triton image.")
+    figures: TrackFigures | None = Field(
+        default=None,
+        description="The canary's figures at the analysis it was promoted on; absent: "
+        "rolled without a canary (first deployment, strategy rolling, promoted by hand "
+        "before any analysis).",
+    )
+    reason: str = Field(default="", max_length=1024, description="How it was promoted.")
+    time: str = Field(description="When (RFC 3339).")
+
+
+class RolloutStatus(_Model):
+    """Where the current (or latest) rollout stands (written by the reconcile)."""
+
+    phase: RolloutPhase = Field(
+        default="Idle",
+        description=(
+            "Idle: nothing to roll out; Progressing: a canary is being judged; Paused: "
+            "rollout.paused holds it; Inconclusive: past its deadline with onDeadline hold, "
+            "waiting for promote or abort; Promoted / RolledBack: how the latest one ended."
+        ),
+    )
+    step: int | None = Field(default=None, ge=0, description="Index into rollout.steps.")
+    weight: int = Field(default=0, ge=0, le=100, description="The canary's share, percent.")
+    canary_hash: str | None = Field(
+        default=None, max_length=MAX_NAME, description="The canary's configuration hash."
+    )
+    stable_hash: str | None = Field(
+        default=None, max_length=MAX_NAME, description="The stable's configuration hash."
+    )
+    canary: TrackFigures | None = Field(
+        default=None, description="The canary's figures at the last analysis."
+    )
+    stable: TrackFigures | None = Field(
+        default=None, description="The stable's figures at the last analysis."
+    )
+    verdict: RolloutVerdict | None = Field(default=None, description="The last analysis.")
+    reason: str = Field(default="", max_length=2048, description="The last decision, in words.")
+    started_time: str | None = Field(default=None, description="When the rollout started.")
+    step_started_time: str | None = Field(
+        default=None, description="When the current step started (its deadline's origin)."
+    )
+    window_start_time: str | None = Field(
+        default=None,
+        description="Start of the current analysis window: the last conclusive analysis.",
+    )
+    last_analysis_time: str | None = Field(default=None, description="When the last analysis ran.")
+    failed_analyses: int = Field(default=0, ge=0, description="Failed analyses so far.")
+    rejected: list[RejectedConfiguration] = Field(
+        default_factory=list,
+        max_length=MAX_REJECTED,
+        description="Configurations rolled back (newest last), not retried until they change.",
+    )
+    history: list[PromotedConfiguration] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY,
+        description="What served when: the promoted configurations, newest last.",
+    )
+
+
 class GeoDeploymentStatus(_Model):
     """What the operator observed and did."""
 
@@ -835,7 +1114,9 @@ class GeoDeploymentStatus(_Model):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, ArtifactSelected, BatchTuned, ScalingActive, MetricsAvailable.",
+        description=(
+            "Ready, ArtifactSelected, BatchTuned, ScalingActive, MetricsAvailable, Progressing."
+        ),
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],
@@ -876,6 +1157,9 @@ class GeoDeploymentStatus(_Model):
     )
     autoscaling: AutoscalingStatus | None = Field(
         default=None, description="The autoscaler's effective target and its source."
+    )
+    rollout: RolloutStatus | None = Field(
+        default=None, description="The current or latest rollout: step, weight, figures, verdict."
     )
 
 

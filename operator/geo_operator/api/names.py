@@ -24,6 +24,10 @@ NAME_LABEL = "app.kubernetes.io/name"
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 OWNER_LABEL = f"{PREFIX}/geodeployment"  # serving children and Triton pods: their owner's name
 TUNING_FOR_LABEL = f"{PREFIX}/tuning-for"  # tuning Jobs, their pods and ConfigMaps
+# Triton pods: which track of a rollout they serve (the Service selects both).
+TRACK_LABEL = f"{PREFIX}/track"
+STABLE_TRACK = "stable"
+CANARY_TRACK = "canary"
 TUNING_KEY_LABEL = f"{PREFIX}/tuning-key"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller on its pods
 SERVING_COMPONENT = "inference-server"
@@ -33,6 +37,8 @@ TUNING_COMPONENT = "batch-tuner"
 CONFIG_HASH_ANNOTATION = f"{PREFIX}/config-hash"  # pod template: a change rolls the pods
 ARTIFACT_ANNOTATION = f"{PREFIX}/artifact"  # pod template: the artifact served
 METRICS_URL_ANNOTATION = f"{PREFIX}/metrics-url"  # pod: where its Triton metrics are
+# GeoDeployment: a by-hand rollout action (promote or abort), removed once acted on.
+ROLLOUT_ANNOTATION = f"{PREFIX}/rollout"
 
 # ---- Triton's ports and the pod's layout
 HTTP_PORT = 8000

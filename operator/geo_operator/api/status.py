@@ -4,7 +4,8 @@ Each status field has exactly one writer, named here and nowhere else:
 
 - the reconcile (`controller.reconcile`) owns `RECONCILE`: observedGeneration,
   selectedArtifact, maxBatchSize, tuning, configHash, replicas, readyReplicas,
-  selector and the conditions Ready, ArtifactSelected, BatchTuned;
+  selector, rollout and the conditions Ready, ArtifactSelected, BatchTuned,
+  Progressing;
 - the autoscaler (`controller.autoscaler`) owns `AUTOSCALER`: lastDecision,
   decisions, autoscaling (the effective target) and the conditions ScalingActive,
   MetricsAvailable.
@@ -57,8 +58,9 @@ RECONCILE = Writer(
         "replicas",
         "readyReplicas",
         "selector",
+        "rollout",
     ),
-    ("Ready", "ArtifactSelected", "BatchTuned"),
+    ("Ready", "ArtifactSelected", "BatchTuned", "Progressing"),
 )
 AUTOSCALER = Writer(
     names.AUTOSCALER_MANAGER,

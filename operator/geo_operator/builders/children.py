@@ -7,8 +7,11 @@ checked-in YAML under tests/builders/golden/.
 The Triton pod: an init container (the Triton image's python3 running the
 operator's `fetch.py` from the ConfigMap) lays out the model repository in an
 emptyDir — config.pbtxt, the artifact, and for the python format our model.py —
-then `tritonserver` serves it. A hash of everything in the ConfigMap and the
-artifact URI is a pod-template annotation, so any change rolls the pods.
+then `tritonserver` serves it. A hash of everything in the ConfigMap, the
+artifact URI and the Triton image is a pod-template annotation, so any change rolls
+the pods — or, once something stable serves, goes out as a canary: the same
+Deployment under another name (`canary_children`), its own ConfigMap, its pods
+labelled with the canary track, behind the same Service.
 """
 
 from __future__ import annotations
@@ -64,6 +67,16 @@ def config_map_name(name: str) -> str:
     return f"{name}-model"
 
 
+def canary_name(name: str) -> str:
+    """The canary Deployment of a rollout."""
+    return f"{name}-canary"
+
+
+def canary_config_map_name(name: str) -> str:
+    """The canary's own ConfigMap: the stable's keeps what the stable loads."""
+    return f"{name}-canary-model"
+
+
 def owned_metadata(target: Target, name: str) -> dict[str, Any]:
     """Metadata of an object the GeoDeployment owns (the owner reference makes it go with it)."""
     return {
@@ -103,10 +116,12 @@ def config_map_data(target: Target) -> dict[str, str]:
 
 
 def config_hash(target: Target) -> str:
-    """Hash of what the pods load: any change to it must roll them."""
+    """Hash of what the pods load and run (the model repository, the artifact, the Triton
+    image): any change to it rolls them, as a canary once something stable serves."""
     digest = hashlib.sha256()
     digest.update(json.dumps(config_map_data(target), sort_keys=True).encode())
     digest.update(target.artifact.uri.encode())
+    digest.update(target.spec.triton.image.encode())
     return digest.hexdigest()[:16]
 
 
@@ -215,8 +230,17 @@ def placement(spec: models.GeoDeploymentSpec) -> dict[str, Any]:
     return {"nodeSelector": dict(spec.triton.node_selector)} if spec.triton.node_selector else {}
 
 
-def deployment(target: Target) -> dict[str, Any]:
-    """The Deployment running tritonserver on the model repository."""
+def deployment(target: Target, track: str = names.STABLE_TRACK) -> dict[str, Any]:
+    """The Deployment running tritonserver on the model repository: the stable track's
+    (named as the GeoDeployment), or a rollout's canary (`canary_name`, its own ConfigMap,
+    a selector narrowed to its track; the stable's selector, fixed since it was created,
+    still matches the canary's pods, but a Deployment only counts the ReplicaSets it owns)."""
+    canary = track == names.CANARY_TRACK
+    name = canary_name(target.name) if canary else target.name
+    config = canary_config_map_name(target.name) if canary else config_map_name(target.name)
+    match = selector_labels(target.name)
+    if canary:
+        match[names.TRACK_LABEL] = names.CANARY_TRACK
     triton = triton_container(target, ["--model-control-mode=none"])
     triton["args"].append("--metrics-config=summary_latencies=true")
     serving = {
@@ -234,17 +258,19 @@ def deployment(target: Target) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         "initContainers": [fetch_container(target)],
         "containers": [triton],
-        "volumes": repository_volumes(target, config_map_name(target.name)),
+        "volumes": repository_volumes(target, config),
         **placement(target.spec),
     }
+    metadata = owned_metadata(target, name)
+    metadata["labels"][names.TRACK_LABEL] = track
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": owned_metadata(target, target.name),
+        "metadata": metadata,
         "spec": {
             "replicas": target.replicas,
             "revisionHistoryLimit": 3,
-            "selector": {"matchLabels": selector_labels(target.name)},
+            "selector": {"matchLabels": match},
             # Never fewer ready servers than asked for while rolling.
             "strategy": {
                 "type": "RollingUpdate",
@@ -252,7 +278,7 @@ def deployment(target: Target) -> dict[str, Any]:
             },
             "template": {
                 "metadata": {
-                    "labels": labels(target.name),
+                    "labels": {**labels(target.name), names.TRACK_LABEL: track},
                     "annotations": {
                         names.CONFIG_HASH_ANNOTATION: config_hash(target),
                         names.ARTIFACT_ANNOTATION: target.artifact.name,
@@ -292,3 +318,20 @@ def service(target: Target) -> dict[str, Any]:
 def all_children(target: Target) -> list[dict[str, Any]]:
     """The children in apply order: config first, so new pods find it."""
     return [config_map(target), deployment(target), service(target)]
+
+
+def canary_children(target: Target) -> list[dict[str, Any]]:
+    """A rollout's canary: its ConfigMap, then its Deployment (the Service is shared)."""
+    config = config_map(target, canary_config_map_name(target.name))
+    config["metadata"]["labels"][names.TRACK_LABEL] = names.CANARY_TRACK
+    return [config, deployment(target, names.CANARY_TRACK)]
+
+
+def template_hash(deployment_: dict[str, Any] | None) -> str | None:
+    """The configuration hash a Deployment's pod template carries (None: no Deployment)."""
+    if not deployment_:
+        return None
+    template = (deployment_.get("spec") or {}).get("template") or {}
+    annotations = (template.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(names.CONFIG_HASH_ANNOTATION)
+    return None if value is None else str(value)

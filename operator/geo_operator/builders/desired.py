@@ -17,7 +17,9 @@ from typing import Any
 import pydantic
 
 from geo_operator.api import conditions, models, names
-from geo_operator.builders import children, plan, tuning
+from geo_operator.builders import children, plan, tracks, tuning
+from geo_operator.rollout import policy
+from geo_operator.rollout.analysis import Verdict
 
 Event = tuple[str, str, str]  # (type, reason, message)
 
@@ -27,9 +29,12 @@ class Observed:
     """What exists for one GeoDeployment, as gathered by the reconcile."""
 
     body: Mapping[str, Any]
-    deployment: Mapping[str, Any] | None = None
+    deployment: Mapping[str, Any] | None = None  # the stable track's
     jobs: Sequence[Mapping[str, Any]] = ()  # its tuning Jobs
     job_pods: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    canary: Mapping[str, Any] | None = None  # a rollout's canary Deployment
+    verdict: Verdict | None = None  # the canary analysis, when one was due
+    manual: policy.Manual | None = None  # promote or abort, by hand (the annotation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +47,9 @@ class Desired:
     objects: tuple[dict[str, Any], ...] = ()  # children, then tuning ConfigMaps and Jobs
     delete_jobs: tuple[str, ...] = ()
     events: tuple[Event, ...] = ()
-    requeue_after: float | None = None  # seconds until a tuning retry is due
+    requeue_after: float | None = None  # seconds until a tuning retry or analysis is due
+    scale: tuple[tuple[str, int], ...] = ()  # Deployments to scale: a rollout's split
+    delete: tuple[tracks.Ref, ...] = ()  # (apiVersion, kind, name): a canary that went
 
 
 def validation_message(error: pydantic.ValidationError) -> str:
@@ -65,7 +72,7 @@ def decide(observed: Observed, now: float, tuner_image: str) -> Desired:
         message = f"the spec is invalid, nothing was changed: {validation_message(error)}"
         return _blocked(status, generation, "InvalidSpec", message)
 
-    current = ((observed.deployment or {}).get("spec") or {}).get("replicas")
+    current = tracks.total_replicas(observed.deployment, observed.canary, status.rollout)
 
     def planned(status_: models.GeoDeploymentStatus) -> plan.Plan:
         return plan.plan(
@@ -97,7 +104,7 @@ def decide(observed: Observed, now: float, tuner_image: str) -> Desired:
             else "; nothing was deployed"
         )
         return _unservable(status, generation, decided.choice.reason, left)
-    return _serving(status, generation, decided, steps, events, delete, tuner_image)
+    return _serving(observed, status, generation, decided, steps, events, delete, tuner_image, now)
 
 
 def _name(obj: Mapping[str, Any]) -> str:
@@ -182,6 +189,7 @@ def _outdated_jobs(jobs: Sequence[Mapping[str, Any]], current: set[str]) -> list
 
 
 def _serving(
+    observed: Observed,
     status: models.GeoDeploymentStatus,
     generation: int | None,
     decided: plan.Plan,
@@ -189,10 +197,20 @@ def _serving(
     events: list[Event],
     delete: list[str],
     tuner_image: str,
+    now: float,
 ) -> Desired:
     target = decided.target
     assert target is not None
-    objects = children.all_children(target)
+    both = tracks.tracks(
+        target,
+        observed.deployment,
+        observed.canary,
+        policy.State.of(status.rollout),
+        observed.verdict,
+        now,
+        observed.manual,
+    )
+    objects = list(both.objects)
     starts = [s for s in steps.values() if s.action == "start"]
     for step in starts:
         candidate = dataclasses.replace(target, artifact=_artifact(target, step.tuning.artifact))
@@ -202,10 +220,16 @@ def _serving(
         objects += [tuning.tuning_config_map(candidate), job]
     new_hash = children.config_hash(target)
     events = [*events, *[_started_event(target.spec, s.tuning) for s in starts]]
-    events += _serving_events(status, target, decided.choice.reason, new_hash)
+    events += _serving_events(
+        status, target, decided.choice.reason, new_hash, both.stable_takes_template
+    )
     events += _objective_events(status, generation, decided)
+    events += both.events
     new = _serving_status(status, generation, decided, new_hash)
+    new = _rollout_status(new, generation, target.spec, both)
     waits = [s.retry_in for s in steps.values() if s.action == "retry_later" and s.retry_in]
+    if both.requeue_after is not None:
+        waits.append(both.requeue_after)
     return Desired(
         new,
         generation,
@@ -214,7 +238,26 @@ def _serving(
         tuple(delete),
         tuple(events),
         min(waits) if waits else None,
+        both.scale,
+        both.delete,
     )
+
+
+def _rollout_status(
+    status: models.GeoDeploymentStatus,
+    generation: int | None,
+    spec: models.GeoDeploymentSpec,
+    both: tracks.Tracks,
+) -> models.GeoDeploymentStatus:
+    """status.rollout and the Progressing condition from the rollout's new state."""
+    conds = status.conditions
+    if both.condition is not None:
+        state, reason, message = both.condition
+        conds = conditions.set_condition(
+            conds, conditions.PROGRESSING, state, reason, message[:1024], generation=generation
+        )
+    rollout = both.state.status(spec.rollout)
+    return status.model_copy(update={"rollout": rollout, "conditions": conds})
 
 
 def _serving_status(
@@ -273,7 +316,11 @@ def _started_event(spec: models.GeoDeploymentSpec, run: models.TuningStatus) -> 
 
 
 def _serving_events(
-    old: models.GeoDeploymentStatus, target: children.Target, reason: str, new_hash: str
+    old: models.GeoDeploymentStatus,
+    target: children.Target,
+    reason: str,
+    new_hash: str,
+    rolling: bool = True,
 ) -> list[Event]:
     artifact, batch = target.artifact, target.batch.max_batch_size
     events: list[Event] = []
@@ -292,7 +339,7 @@ def _serving_events(
             f"max_batch_size {batch}"
         )
         events.append(("Normal", "Created", message))
-    elif old.config_hash not in (None, new_hash):
+    elif old.config_hash not in (None, new_hash) and rolling:
         message = (
             f"model configuration changed (artifact {artifact.name}, max_batch_size {batch}): "
             "rolling the Triton pods with no unavailable replica"

@@ -9,10 +9,12 @@
                                   measure batching configurations on a live Triton
     geo simulate -f gd.yaml --trace T.csv --policy geo|hpa|keda|kpa|oracle|all
                                   replay a traffic trace through simulated replicas
+    geo rollout status|promote|abort|pause|resume NAME [-n NS]
+                                  a GeoDeployment's canary rollout, and its history
 
 The console script `geo` (pyproject.toml) calls `main`; so does
 ``python -m geo_operator.cli``. One module per verb group (run, inspect: crd,
-render and select, decide, tune, simulate) holds its options beside its body
+render and select, decide, tune, simulate, rollout) holds its options beside its body
 and adds its subparser in ``register``; options.py has the flags they share and
 the range types, io.py reading GeoDeployment files and UsageError.
 
@@ -27,9 +29,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from geo_operator.cli import decide, inspect, io, options, run, simulate, tune
+from geo_operator.cli import decide, inspect, io, options, rollout, run, simulate, tune
 
-VERB_MODULES = (run, inspect, decide, tune, simulate)
+VERB_MODULES = (run, inspect, decide, tune, simulate, rollout)
 
 
 def parser() -> argparse.ArgumentParser:

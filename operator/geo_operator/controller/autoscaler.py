@@ -15,7 +15,11 @@ thread:
    or one shared Prometheus answer per (URL, rate window) and second;
 2. decide — `policy.decide`, the same pure function `geo decide` runs;
 3. act — set the Deployment's replicas (the Deployment's own count is
-   "current", never a copy in status);
+   "current", never a copy in status). While a rollout's canary runs, the total
+   is both tracks' replicas, the QPS is both tracks' and the p99 the stable's
+   alone (a slow canary is the rollout's to judge: it must not make the loop
+   scale out); the new total is split between the tracks at the rollout's
+   weight (`rollout.split`, as the reconcile splits it);
 4. record — its own status fields only (`api.status.AUTOSCALER`):
    `lastDecision`, a short history, `ScalingActive` and `MetricsAvailable`;
    an Event on every scale_out / scale_in and when metrics go missing.
@@ -40,7 +44,10 @@ from typing import Any, Protocol
 
 from geo_operator.api import conditions, models, names
 from geo_operator.api import status as status_io
+from geo_operator.builders import children
 from geo_operator.controller import telemetry
+from geo_operator.rollout import split
+from geo_operator.rollout.policy import ACTIVE
 from geo_operator.scaling import capacity, policy
 from geo_operator.triton import metrics, prometheus
 
@@ -81,6 +88,7 @@ class PodView:
     name: str
     ready: bool
     metrics_url: str | None
+    track: str = names.STABLE_TRACK  # a rollout's track (the geo.ai/track label)
 
 
 def pod_view(pod: Mapping[str, Any]) -> PodView:
@@ -95,7 +103,8 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
     ip = status.get("podIP")
     if not url and ip:
         url = f"http://{ip}:{names.METRICS_PORT}/metrics"
-    return PodView(str(meta.get("name")), bool(ready), url or None)
+    track = (meta.get("labels") or {}).get(names.TRACK_LABEL) or names.STABLE_TRACK
+    return PodView(str(meta.get("name")), bool(ready), url or None, str(track))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +116,20 @@ class Work:
     spec: models.GeoDeploymentSpec
     pods: tuple[PodView, ...]
     current: int | None  # the Deployment's spec.replicas; None: no Deployment yet
+    canary: int | None = None  # a rollout's canary Deployment's spec.replicas, if any
+
+    def rollout_weight(self) -> int | None:
+        """The canary's weight while a rollout's canary runs (status.rollout); else None."""
+        rollout = models.parse_status(self.body.get("status") or {}).rollout
+        if rollout is None or rollout.phase not in ACTIVE or not rollout.canary_hash:
+            return None
+        return rollout.weight if self.canary is not None else None
+
+    def total(self) -> int | None:
+        """The replicas the decision is about: both tracks' while a canary runs."""
+        if self.current is None or self.rollout_weight() is None:
+            return self.current
+        return self.current + (self.canary or 0)
 
 
 @dataclasses.dataclass
@@ -194,6 +217,7 @@ class Autoscaler:
         pods: Callable[[Key], Iterable[PodView]],
         current: Callable[[Key], int | None],
         now: float,
+        canary: Callable[[Key], int | None] = lambda key: None,
     ) -> list[Work]:
         """The objects whose interval has passed and whose last step has finished."""
         work = []
@@ -210,7 +234,7 @@ class Autoscaler:
                 or now - state.last_step >= spec.autoscaling.interval_seconds
             ):
                 state.last_step = now
-                work.append(Work(key, body, spec, tuple(pods(key)), current(key)))
+                work.append(Work(key, body, spec, tuple(pods(key)), current(key), canary(key)))
         return work
 
     # ---- the loop (an asyncio task in kopf's event loop)
@@ -289,8 +313,10 @@ class Autoscaler:
     def observe(self, work: Work, now: float) -> policy.Observation:
         """Read the load of the ready pods (scrape or Prometheus) into one Observation."""
         state = self._state.setdefault(work.key, _State())
-        replicas = max(work.current or 0, work.spec.autoscaling.min_replicas)
+        replicas = max(work.total() or 0, work.spec.autoscaling.min_replicas)
         ready = [p for p in work.pods if p.ready]
+        # While a canary runs, its p99 is the rollout's to judge, not the loop's.
+        p99_track = names.STABLE_TRACK if work.rollout_weight() is not None else None
 
         def obs(
             qps: float | None,
@@ -312,7 +338,7 @@ class Autoscaler:
             if load is None:
                 return obs(None, None, missing=missing)
             return obs(load.qps, load.p99_ms, load.queued, no_p99="no p99 summary in Prometheus")
-        total, missing = self._scrape(state, ready, work.spec.model.name, now)
+        total, missing = self._scrape(state, ready, work.spec.model.name, now, p99_track)
         if total is None:
             return obs(None, None, missing=missing)
         return obs(
@@ -323,13 +349,20 @@ class Autoscaler:
         )
 
     def _scrape(
-        self, state: _State, ready: list[PodView], model: str, now: float
+        self,
+        state: _State,
+        ready: list[PodView],
+        model: str,
+        now: float,
+        p99_track: str | None = None,
     ) -> tuple[metrics.Aggregate | None, str | None]:
-        """Scrape the ready pods at once: their summed rates, or why there are none."""
+        """Scrape the ready pods at once: their summed rates, or why there are none
+        (the p99 of ``p99_track``'s pods alone when given)."""
         futures = {
             p.name: self._scrapes.submit(self.fetch, p.metrics_url) for p in ready if p.metrics_url
         }
         per_pod: list[metrics.PodRates] = []
+        p99_pods: list[metrics.PodRates] = []
         problems: list[str] = []
         fresh: dict[str, metrics.Scrape] = {}
         for pod in ready:
@@ -348,10 +381,15 @@ class Autoscaler:
                 problems.append(f"{pod.name}: first scrape or counters reset, no rate yet")
             else:
                 per_pod.append(rates)
+                if p99_track is None or pod.track == p99_track:
+                    p99_pods.append(rates)
         state.scrapes = fresh  # pods that went away are forgotten
         if problems:
             return None, f"{len(problems)} of {len(ready)} ready pods: " + "; ".join(problems)[:300]
-        return metrics.aggregate(per_pod), None
+        total = metrics.aggregate(per_pod)
+        if p99_track is not None:
+            total = dataclasses.replace(total, p99_ms=metrics.aggregate(p99_pods).p99_ms)
+        return total, None
 
     def step(self, work: Work, now: float) -> policy.Decision | None:
         """One observe-decide-act-record round for one GeoDeployment."""
@@ -385,10 +423,22 @@ class Autoscaler:
             state.correction, observation, measured, spec.target_p99_ms()
         )
         if decision.replicas != observation.replicas:
-            self.cluster.scale_deployment(*work.key, decision.replicas)
+            self._act(work, decision.replicas)
         _export(work.key, observation, decision, target)
         self._record(work, old, observation, decision, target)
         return decision
+
+    def _act(self, work: Work, replicas: int) -> None:
+        """Scale to ``replicas`` in all: the stable alone, or both tracks at the rollout's split."""
+        weight = work.rollout_weight()
+        if weight is None:
+            self.cluster.scale_deployment(*work.key, replicas)
+            return
+        stable, canary = split.split(replicas, weight)
+        if stable != work.current:
+            self.cluster.scale_deployment(*work.key, stable)
+        if canary != work.canary:
+            self.cluster.scale_deployment(work.key[0], children.canary_name(work.key[1]), canary)
 
     def _record(
         self,

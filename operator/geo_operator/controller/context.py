@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from geo_operator.api import names
+from geo_operator.controller import canary
+from geo_operator.controller.autoscaler import http_fetch
 from geo_operator.k8s import client as k8s
 
 Key = tuple[str, str]  # (namespace, name)
@@ -95,3 +97,5 @@ class Context:
     clock: Callable[[], float] = time.time  # wall-clock seconds: retry times are RFC 3339
     locks: KeyLocks = dataclasses.field(default_factory=KeyLocks)
     requeues: Requeues = dataclasses.field(default_factory=Requeues)
+    # The canary analysis' open windows (their counters' baselines), read through ``fetch``.
+    windows: canary.Windows = dataclasses.field(default_factory=lambda: canary.Windows(http_fetch))

@@ -5,31 +5,38 @@ the operator resumes; when one of its children changes or goes away (drift is
 repaired: a deleted Deployment or Service comes back); and when a tuning
 retry's back-off has passed. Each run, under the object's own lock:
 
-1. gather: the GeoDeployment, its Deployment, its tuning Jobs and the pods of
-   the Jobs whose outcome status waits for;
-2. decide: `builders.desired.decide`, pure;
+1. gather: the GeoDeployment, its Deployment (and a rollout's canary), its
+   tuning Jobs and the pods of the Jobs whose outcome status waits for; a
+   by-hand rollout action (the `geo.ai/rollout` annotation); and, when the
+   running canary's analysis is due, each track's figures over the analysis
+   window (`controller.canary`) and their verdict (`rollout.analysis`);
+2. decide: `builders.desired.decide`, pure (the rollout policy and the two
+   tracks included: `builders.tracks`);
 3. act: apply the children, the tuning ConfigMaps and Jobs, delete outdated
-   Jobs; a child the API server refuses stops the applying, and its words go
-   to status;
+   Jobs, scale the two tracks to their split, delete a canary that went; a
+   child the API server refuses stops the applying, and its words go to
+   status; open the next analysis window; remove the by-hand annotation;
 4. write status once (`builders.desired.settle`, only the reconcile's fields,
    only when they changed), then post the Events of what changed.
 
-It returns when it wants to run again (a tuning retry), which the caller
-records in `Context.requeues`.
+It returns when it wants to run again (a tuning retry, the next analysis, a
+canary draining), which the caller records in `Context.requeues`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from geo_operator.api import models, names
 from geo_operator.api import status as status_io
+from geo_operator.builders import children, tuning
 from geo_operator.builders import desired as desired_
-from geo_operator.builders import tuning
 from geo_operator.controller import context
 from geo_operator.k8s import client as k8s
+from geo_operator.rollout import analysis, policy
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +68,21 @@ def reconcile(ctx: context.Context, namespace: str, name: str) -> float | None:
         observed = gather(ctx.kube, namespace, name)
         if observed is None:
             ctx.requeues.set(key, None)
+            ctx.windows.forget(key)
             return None
-        wanted = desired_.decide(observed, ctx.clock(), ctx.tuner_image)
+        now = ctx.clock()
+        pods = _triton_pods(ctx.kube, observed)
+        observed = _analysed(ctx, observed, pods, now)
+        wanted = desired_.decide(observed, now, ctx.tuner_image)
         deployment, refused = act(ctx.kube, wanted)
         if deployment is None:  # refused before the Deployment: what runs is the old one
             deployment = observed.deployment
         final = desired_.settle(wanted, deployment, refused)
+        _open_window(ctx, observed, final, pods)
+        if observed.manual is not None or _annotation(observed.body) is not None:
+            ctx.kube.annotate(
+                models.API_VERSION, models.KIND, namespace, name, {names.ROLLOUT_ANNOTATION: None}
+            )
         report(ctx.kube, observed.body, wanted, final)
         after = wanted.requeue_after
         ctx.requeues.set(key, None if after is None else ctx.clock() + after)
@@ -88,7 +104,90 @@ def gather(kube: k8s.Kube, namespace: str, name: str) -> desired_.Observed | Non
             found = kube.list("v1", "Pod", namespace, f"{names.JOB_NAME_LABEL}={job_name}")
             if found:
                 pods[job_name] = found[0]
-    return desired_.Observed(body, deployment, jobs, pods)
+    canary = kube.get("apps/v1", "Deployment", namespace, children.canary_name(name))
+    manual = _annotation(body)
+    return desired_.Observed(
+        body,
+        deployment,
+        jobs,
+        pods,
+        canary=canary,
+        manual=manual if manual in ("promote", "abort") else None,  # type: ignore[arg-type]
+    )
+
+
+def _annotation(body: Mapping[str, Any]) -> str | None:
+    """The by-hand rollout action asked for, if any (`geo rollout promote|abort`)."""
+    value = ((body.get("metadata") or {}).get("annotations") or {}).get(names.ROLLOUT_ANNOTATION)
+    return None if value is None else str(value).strip().lower()
+
+
+def _rollout_state(body: Mapping[str, Any]) -> policy.State:
+    return policy.State.of(models.parse_status(body.get("status") or {}).rollout)
+
+
+def _triton_pods(kube: k8s.Kube, observed: desired_.Observed) -> list[dict[str, Any]]:
+    """The Triton pods of both tracks, listed only while a rollout has a canary."""
+    if observed.canary is None and not _rollout_state(observed.body).active:
+        return []
+    meta = observed.body["metadata"]
+    return kube.list("v1", "Pod", meta["namespace"], f"{names.OWNER_LABEL}={meta['name']}")
+
+
+def _spec(body: Mapping[str, Any]) -> models.GeoDeploymentSpec | None:
+    try:
+        return models.parse_spec(body.get("spec") or {})
+    except ValueError:
+        return None  # decide reports it
+
+
+def _analysed(
+    ctx: context.Context,
+    observed: desired_.Observed,
+    pods: list[dict[str, Any]],
+    now: float,
+) -> desired_.Observed:
+    """``observed`` with the canary analysis' verdict, when one is due and readable."""
+    spec = _spec(observed.body)
+    state = _rollout_state(observed.body)
+    if spec is None or state.window_since is None:
+        return observed
+    if not policy.analysis_due(spec.rollout, state, now):
+        return observed
+    meta = observed.body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    figures = ctx.windows.figures(key, state.window_since, pods, spec.model.name, now)
+    if figures is None:
+        return observed
+    canary, stable = figures
+    verdict = analysis.analyse(spec.rollout, canary, stable, spec.target_p99_ms())
+    log.info(
+        "%s/%s: canary analysis: %s (canary %s; stable %s)",
+        *key,
+        verdict.outcome,
+        canary.words(),
+        stable.words(),
+    )
+    return dataclasses.replace(observed, verdict=verdict)
+
+
+def _open_window(
+    ctx: context.Context,
+    observed: desired_.Observed,
+    final: models.GeoDeploymentStatus,
+    pods: list[dict[str, Any]],
+) -> None:
+    """Take the counters the next analysis window starts from (when it just opened)."""
+    meta = observed.body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    state = policy.State.of(final.rollout)
+    spec = _spec(observed.body)
+    if spec is None or not state.active or state.window_since is None:
+        ctx.windows.forget(key)
+        return
+    if not pods:  # the rollout just started: the stable's counters are the baseline
+        pods = ctx.kube.list("v1", "Pod", key[0], f"{names.OWNER_LABEL}={key[1]}")
+    ctx.windows.open(key, state.window_since, pods, spec.model.name)
 
 
 def act(kube: k8s.Kube, wanted: desired_.Desired) -> tuple[Mapping[str, Any] | None, str | None]:
@@ -97,13 +196,20 @@ def act(kube: k8s.Kube, wanted: desired_.Desired) -> tuple[Mapping[str, Any] | N
     for job in wanted.delete_jobs:
         kube.delete("batch/v1", "Job", namespace, job)
     deployment: Mapping[str, Any] | None = None
+    stable = wanted.target.name if wanted.target else None
     for obj in wanted.objects:
         try:
             stored = kube.apply(obj)
         except k8s.Refused as refusal:
             return deployment, str(refusal)
-        if obj["kind"] == "Deployment":
+        if obj["kind"] == "Deployment" and obj["metadata"]["name"] == stable:
             deployment = stored
+    for name, replicas in wanted.scale:
+        kube.scale_deployment(namespace, name, replicas)
+        if name == stable:
+            deployment = kube.get("apps/v1", "Deployment", namespace, name)
+    for api_version, kind, name in wanted.delete:
+        kube.delete(api_version, kind, namespace, name)
     return deployment, None
 
 

@@ -103,7 +103,18 @@ class Kube(Protocol):
         the object was deleted meanwhile."""
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
-        """Set a Deployment's replicas (the autoscaler's one write)."""
+        """Set a Deployment's replicas (the autoscaler's write, and a rollout's split)."""
+
+    def annotate(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        annotations: dict[str, str | None],
+    ) -> None:
+        """Merge-patch an object's annotations (None removes one); a missing object is
+        not an error."""
 
     def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Record an Event about `involved` (a GeoDeployment body)."""
@@ -200,6 +211,26 @@ class KubeClient:
         kubernetes.client.AppsV1Api(self._api).patch_namespaced_deployment_scale(
             name, namespace, {"spec": {"replicas": replicas}}
         )
+
+    def annotate(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        annotations: dict[str, str | None],
+    ) -> None:
+        resource = self._resource(api_version, kind)
+        try:
+            resource.patch(
+                name=name,
+                namespace=namespace,
+                body={"metadata": {"annotations": annotations}},
+                content_type="application/merge-patch+json",
+            )
+        except exceptions.ApiException as error:
+            if error.status != 404:
+                raise
 
     def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = involved.get("metadata", {})

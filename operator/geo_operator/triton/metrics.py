@@ -28,6 +28,7 @@ _COUNTERS = {
 }
 _P99 = "nv_inference_request_summary_us"
 _PENDING = "nv_inference_pending_request_count"  # gauge: requests queued, not yet executing
+_FAILURE = "nv_inference_request_failure"  # counter, by reason: the canary's error rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Scrape:
     queue_us: float
     p99_us: float | None  # None when Triton has no summary (summary_latencies off)
     pending: float | None = None  # queued requests; None when this Triton has no such gauge
+    failure: float | None = None  # failed requests, every reason; None: no such counter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +68,7 @@ def parse(text: str, model: str, time: float) -> Scrape:
     totals: dict[str, float] = {}
     p99: float | None = None
     pending: float | None = None
+    failure: float | None = None
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError as error:
@@ -78,6 +81,8 @@ def parse(text: str, model: str, time: float) -> Scrape:
             name = sample.name.removesuffix("_total")
             if name == _PENDING:
                 pending = (pending or 0.0) + sample.value
+            elif name == _FAILURE:
+                failure = (failure or 0.0) + sample.value
             elif name in _COUNTERS:
                 key = _COUNTERS[name]
                 totals[key] = totals.get(key, 0.0) + sample.value
@@ -91,7 +96,7 @@ def parse(text: str, model: str, time: float) -> Scrape:
     missing = [name for name, key in _COUNTERS.items() if key not in totals]
     if missing:
         raise MetricsError(f"model {model!r} has no {', '.join(missing)} in the scrape")
-    return Scrape(time=time, p99_us=p99, pending=pending, **totals)
+    return Scrape(time=time, p99_us=p99, pending=pending, failure=failure, **totals)
 
 
 def rates(before: Scrape, after: Scrape) -> PodRates | None:
