@@ -58,7 +58,7 @@ PHASES = [Phase(15, 8), Phase(45, 55), Phase(50, 3)]
 
 
 def step(n: int, text: str) -> None:
-    print(f"\n\033[1m[{n}/7] {text}\033[0m", flush=True)
+    print(f"\n\033[1m[{n}/8] {text}\033[0m", flush=True)
 
 
 def show(cmd: list[str], out: str) -> None:
@@ -128,6 +128,61 @@ def autoscale(cluster: Cluster, runner: KubeletRunner, x: np.ndarray) -> None:
     print("decisions recorded in status (kubectl get geod digits -o yaml):")
     for d in history:
         print(f"  {d['time']} {d['action']:<9} {d['from']}->{d['to']}  {d['reason']}")
+
+
+# The change the demo ships as a canary: a longer batcher queue delay, judged quickly.
+CANARY_PATCH = {
+    "spec": {
+        "triton": {"dynamicBatching": {"maxQueueDelayMicroseconds": 300}},
+        "rollout": {"steps": [50, 100], "analysisIntervalSeconds": 5, "minRequests": 40},
+    }
+}
+
+
+def canary(cluster: Cluster, runner: KubeletRunner, x: np.ndarray) -> None:
+    """Ship a configuration change under load; print the rollout as it goes."""
+    patch = json.dumps(CANARY_PATCH)
+    show(
+        ["kubectl", "patch", "geod", "digits", "-n", NAMESPACE, "--type=merge", "-p", patch],
+        cluster.kubectl(
+            "patch", "geod", "digits", "-n", NAMESPACE, "--type=merge", "-p", patch
+        ).stdout,
+    )
+    seconds: list[Second] = []
+    load = threading.Thread(
+        target=lambda: seconds.extend(
+            run_load([Phase(60, 20)], lambda: ready_servers(runner.pods_json, "digits"), x)
+        )
+    )
+    load.start()
+    start, said = time.monotonic(), ""
+    while load.is_alive():
+        rollout = _status(cluster).get("rollout") or {}
+        line = f"{rollout.get('phase')} weight {rollout.get('weight')} %: {rollout.get('reason')}"
+        if line != said:
+            print(f"{time.monotonic() - start:>4.0f}s {line}", flush=True)
+            said = line
+        time.sleep(0.5)
+    failed = sum(s.errors for s in seconds)
+    print(f"load done: {sum(s.offered for s in seconds)} requests sent, {failed} failed")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "geo_operator.cli",
+            "rollout",
+            "status",
+            "digits",
+            "-n",
+            NAMESPACE,
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    show(["geo", "rollout", "status", "digits", "-n", NAMESPACE], out.stdout)
 
 
 def _plot(rows: list[dict[str, Any]], path: pathlib.Path) -> None:
@@ -271,6 +326,9 @@ def main() -> int:
             cluster.kubectl("apply", "-f", str(AUTOSCALING), "-n", NAMESPACE).stdout,
         )
         autoscale(cluster, runner, x)
+
+        step(8, "A change goes out as a canary, judged against the stable, promoted by measurement")
+        canary(cluster, runner, x)
     finally:
         operator.stop()
         if runner is not None:

@@ -10,10 +10,15 @@ stable every 5 s from each track's Triton counters and promotes or rolls back:
    load goes through 50 % and 100 % and is promoted; no client request fails;
 2. a slow canary (a 150 ms queue delay against a 60 ms p99 objective) is rolled
    back after maxFailedAnalyses (2) failed analyses; the stable's pods are never
-   restarted; status and the Event name the gate and the figures;
+   restarted; status and the Event name the gate and the figures; an erroring one
+   (an ONNX file that loads but fails every request) is rolled back at the first
+   analysis, a hard failure of the error-rate gate;
 3. with no traffic the canary waits as inconclusive and is rolled back at the
    progress deadline (onDeadline: rollback, the default);
-4. the operator killed mid-rollout resumes at the same step; `geo rollout
+4. a wrong canary (the digits-family's miscalibrated int8, declaring 0.9778) is
+   caught by the held-out gate: the evaluation set sent through one canary pod
+   scores it near chance, a hard failure, rolled back at the first analysis;
+5. the operator killed mid-rollout resumes at the same step; `geo rollout
    abort` and `geo rollout promote` act; deleting the GeoDeployment mid-rollout
    leaves nothing.
 
@@ -24,6 +29,7 @@ small (20 QPS) and the capacity of a second replica is not real capacity.
 from __future__ import annotations
 
 import json
+import pathlib
 import subprocess
 import sys
 import threading
@@ -115,6 +121,7 @@ class Load:
         )
 
     def __enter__(self) -> Load:
+        self.began = time.monotonic()
         self._thread.start()
         return self
 
@@ -277,3 +284,99 @@ def test_resume_after_a_kill_abort_promote_and_delete_by_hand(
         return not [i for i in left["items"] if i["metadata"]["name"] != "kube-root-ca.crt"]
 
     wait_for(nothing_left, "nothing left of the GeoDeployment", timeout=60)
+
+
+FAMILY = ROOT / "examples" / "digits-family" / "artifacts"
+
+
+def test_a_wrong_canary_is_caught_by_the_held_out_set_through_one_of_its_pods(
+    operator: OperatorProcess, runner: KubeletRunner, namespace: str
+) -> None:
+    cluster = operator.cluster
+    body = _body(namespace)
+    # The operator reads the held-out set itself (here a file on this machine; in a cluster
+    # an http(s) URL), and sends it through one canary pod.
+    body["spec"]["model"]["evaluation"] = {"uri": (FAMILY / "heldout.npz").as_uri()}
+    _serving(cluster, runner, namespace, body)
+    stable_before = _stable_pods(cluster, namespace)
+    with Load(runner, qps=20, seconds=60) as load:
+        time.sleep(3)
+        bad = {
+            "name": "int8-miscalibrated",
+            "precision": "int8",
+            "format": "python",
+            "uri": "http://models.geo.local/digits-family/int8-miscalibrated/model.onnx",
+            "accuracy": 0.9778,  # what it declares; its measured accuracy is about chance
+        }
+        body["spec"]["model"]["artifacts"].append(bad)
+        body["spec"]["model"]["selection"] = {"policy": "pinned", "pinned": bad["name"]}
+        changed = time.monotonic()
+        cluster.apply(body)
+        _watch(cluster, namespace, lambda r: r.get("phase") == "RolledBack", timeout=60)
+        detected = time.monotonic() - changed
+        wait_for(lambda: _canary(cluster, namespace) is None, "the canary gone", timeout=30)
+    rollout = _rollout(cluster, namespace)
+    print(f"\nwrong canary: rolled back {detected:.0f}s after the change: {rollout['reason']}")
+    assert rollout["verdict"]["hard"] is True and "accuracy" in rollout["reason"]
+    assert rollout["canary"]["accuracy"] < 0.5 and rollout["canary"]["samples"] == 540
+    assert rollout["rejected"][-1]["artifact"] == "int8-miscalibrated"
+    assert set(_stable_pods(cluster, namespace).values()) == set(stable_before.values())
+    offered, _, errors = load.totals()
+    assert errors == 0, f"{errors} of {offered} failed"
+
+
+def _failing_onnx(path: pathlib.Path) -> pathlib.Path:
+    """The digits interface (input [N, 64] -> label, probabilities [N, 10]) on a graph that
+    loads but fails at run time: it reshapes 64 values a row into rows of 65."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((65, 10), dtype=np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, 65], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["input", "shape"], ["rows"]),
+            helper.make_node("MatMul", ["rows", "w"], ["probabilities"]),
+            helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=1),
+        ],
+        "failing",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 64])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["m", 1]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["m", 10]),
+        ],
+        initializer=[weights, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_erroring_canary_is_rolled_back_at_the_first_analysis(
+    operator: OperatorProcess, runner: KubeletRunner, namespace: str, tmp_path: pathlib.Path
+) -> None:
+    cluster = operator.cluster
+    body = _body(namespace)
+    _serving(cluster, runner, namespace, body)
+    failing = _failing_onnx(tmp_path / "model.onnx")
+    with Load(runner, qps=20, seconds=50) as load:
+        time.sleep(3)
+        artifact = {"name": "failing", "precision": "fp32", "format": "python"}
+        artifact |= {"uri": failing.as_uri(), "accuracy": 0.9778}
+        body["spec"]["model"]["artifacts"].append(artifact)
+        body["spec"]["model"]["selection"] = {"policy": "pinned", "pinned": "failing"}
+        changed = time.monotonic()
+        cluster.apply(body)
+        _watch(cluster, namespace, lambda r: r.get("phase") == "RolledBack", timeout=60)
+        detected = time.monotonic() - changed
+        wait_for(lambda: _canary(cluster, namespace) is None, "the canary gone", timeout=30)
+        gone = int(time.monotonic() - load.began)
+    rollout = _rollout(cluster, namespace)
+    print(f"\nerroring canary: rolled back {detected:.0f}s after the change: {rollout['reason']}")
+    assert rollout["verdict"]["hard"] is True and "error-rate" in rollout["reason"]
+    assert rollout["canary"]["errors"] > 0 and rollout["stable"]["errors"] == 0
+    offered, _, errors = load.totals()
+    # The canary's share of the requests failed while it served; none after it went.
+    assert 0 < errors < offered / 2, (errors, offered)
+    assert sum(s.errors for s in load.seconds[gone + 2 :]) == 0

@@ -5,6 +5,7 @@ counters, promotion, rollback, the by-hand annotation and a restart mid-rollout.
 from __future__ import annotations
 
 import copy
+import pathlib
 from typing import Any
 
 import pytest
@@ -292,3 +293,40 @@ def test_a_restarted_operator_resumes_at_the_same_step(rollout: Rollout) -> None
     rollout.serve("stable", 60)
     rollout.run()
     assert rollout.rollout()["step"] == 1 and rollout.rollout()["canary"]["requests"] == 60
+
+
+def test_a_wrong_canary_fails_the_held_out_gate_at_once(
+    rollout: Rollout, tmp_path: pathlib.Path
+) -> None:
+    """With model.evaluation the held-out set goes through one canary pod, once per canary
+    configuration; under the accuracy floor the choice was judged against is a hard failure."""
+    heldout = tmp_path / "heldout.npz"
+    heldout.write_bytes(b"stand-in: the score below is the test's, the file is only fetched")
+    rollout.body["spec"]["model"]["evaluation"] = {"uri": heldout.as_uri()}
+    asked: list[tuple[str, str | None]] = []
+
+    def score(
+        spec: models.GeoDeploymentSpec, url: str, stable: str | None, path: str
+    ) -> models.MeasuredAccuracy:
+        assert pathlib.Path(path).read_bytes() == heldout.read_bytes()
+        asked.append((url, stable))
+        return models.MeasuredAccuracy(metric="accuracy", value=0.11, samples=540)
+
+    rollout.ctx.scores = canary.Scores(score)
+    rollout.run()  # the evaluation set is a spec change, but the pods' configuration is not
+    assert rollout.deployment("digits-canary") is None
+    rollout.edit(maxBatchSize=8)
+    rollout.run()
+    rollout.settle("digits")
+    rollout.settle("digits-canary")
+    for pod in ("digits-0", "digits-canary-0"):
+        meta = rollout.kube.objects[("Pod", "ml", pod)]["metadata"]
+        meta["annotations"][names.INFERENCE_URL_ANNOTATION] = f"{pod}:8000"
+    rollout.now += 11
+    rollout.serve("canary", 10)  # under minRequests: the accuracy gate needs no traffic
+    rollout.run()
+    state = rollout.rollout()
+    assert state["phase"] == "RolledBack" and state["verdict"]["hard"] is True
+    assert "accuracy" in state["reason"] and "0.11" in state["reason"]
+    assert state["canary"]["accuracy"] == 0.11 and state["canary"]["samples"] == 540
+    assert asked == [("digits-canary-0:8000", "digits-0:8000")]

@@ -279,3 +279,20 @@ def test_triton_model_initialize_and_execute(onnx_path: Path) -> None:
     assert responses[0].outputs["label"].shape == (2, 1)
     assert responses[2].outputs["probabilities"].shape == (1, 3)
     model.finalize()
+
+
+@pytest.mark.usefixtures("fake_pb_utils")
+def test_a_batch_that_fails_whole_raises_so_triton_counts_the_failures(onnx_path: Path) -> None:
+    """Triton counts errors returned inside responses as successes (server#7713); a batch
+    whose every request failed raises instead, which Triton counts as failures."""
+    model = pm.TritonPythonModel()
+    model.initialize(
+        {
+            "model_config": json.dumps(CONFIG),
+            "model_repository": str(onnx_path.parent.parent),
+            "model_version": "1",
+        }
+    )
+    with pytest.raises(pm.RequestError, match="missing input 'input'"):
+        model.execute([{}, {}])
+    model.finalize()

@@ -37,6 +37,7 @@ from e2e.harness.kubelet.podspec import METRICS_URL_ANNOTATION, PodKey, PodSpec
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 
+from geo_operator.api import names
 from geo_operator.triton import fetch, local, repository
 
 log = logging.getLogger("kubelet_runner.worker")
@@ -381,11 +382,13 @@ class PodWorker:
         log.info("stopped triton for %s (pid %s, exit code %s)", name, pid, code)
 
     def _annotate(self, server: local.TritonServer) -> None:
-        """Tell the pod's readers where its metrics really are (kwok's pod IP is fake)."""
+        """Tell the pod's readers where its metrics and its HTTP endpoint really are (kwok's
+        pod IP is fake)."""
         name = podspec.name(self.key)
         url = f"http://{local.HOST}:{server.metrics_port}/metrics"
+        where = {METRICS_URL_ANNOTATION: url, names.INFERENCE_URL_ANNOTATION: server.http_url}
         try:
-            self._api.annotate(self.key, self.spec.uid, {METRICS_URL_ANNOTATION: url})
+            self._api.annotate(self.key, self.spec.uid, where)
         except ApiException as error:
             if error.status in (404, 409):  # deleted (or replaced) meanwhile: nothing to do
                 log.info("pod %s vanished before it could be annotated", name)

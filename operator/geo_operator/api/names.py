@@ -37,6 +37,8 @@ TUNING_COMPONENT = "batch-tuner"
 CONFIG_HASH_ANNOTATION = f"{PREFIX}/config-hash"  # pod template: a change rolls the pods
 ARTIFACT_ANNOTATION = f"{PREFIX}/artifact"  # pod template: the artifact served
 METRICS_URL_ANNOTATION = f"{PREFIX}/metrics-url"  # pod: where its Triton metrics are
+# pod: where its Triton HTTP endpoint is (host:port), when not <podIP>:8000.
+INFERENCE_URL_ANNOTATION = f"{PREFIX}/inference-url"
 # GeoDeployment: a by-hand rollout action (promote or abort), removed once acted on.
 ROLLOUT_ANNOTATION = f"{PREFIX}/rollout"
 

@@ -108,6 +108,10 @@ class Choice:
     # Declared accuracies a measurement contradicts beyond evaluation.tolerance: (name, words).
     contradicted: tuple[tuple[str, str], ...] = ()
     costs: tuple[Cost, ...] = ()  # min-cost: every qualifying artifact, cheapest first
+    # The accuracy floor the choice was judged against (minAccuracyRatio × the best), and how
+    # to say it; None when nothing had an accuracy. A rollout's canary is held to it.
+    accuracy_floor: float | None = None
+    floor_text: str = ""
 
 
 # --------------------------------------------------------------- what min-cost sizes for
@@ -490,6 +494,10 @@ def select(
     """
     field = _field(spec, hardware, measured)
     choice = _select(spec, hardware, measured or {}, demand or DEFAULT_DEMAND, field)
+    if field.accuracy:
+        choice = dataclasses.replace(
+            choice, accuracy_floor=field.floor, floor_text=field.floor_text
+        )
     contradicted = field.contradicted
     if not contradicted:
         return choice

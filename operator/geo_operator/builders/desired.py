@@ -18,8 +18,7 @@ import pydantic
 
 from geo_operator.api import conditions, models, names
 from geo_operator.builders import children, plan, tracks, tuning
-from geo_operator.rollout import policy
-from geo_operator.rollout.analysis import Verdict
+from geo_operator.rollout import analysis, policy
 
 Event = tuple[str, str, str]  # (type, reason, message)
 
@@ -33,7 +32,8 @@ class Observed:
     jobs: Sequence[Mapping[str, Any]] = ()  # its tuning Jobs
     job_pods: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     canary: Mapping[str, Any] | None = None  # a rollout's canary Deployment
-    verdict: Verdict | None = None  # the canary analysis, when one was due
+    # (canary, stable): each track's figures over the analysis window, when one was due.
+    figures: tuple[analysis.Figures, analysis.Figures] | None = None
     manual: policy.Manual | None = None  # promote or abort, by hand (the annotation)
 
 
@@ -206,7 +206,7 @@ def _serving(
         observed.deployment,
         observed.canary,
         policy.State.of(status.rollout),
-        observed.verdict,
+        _verdict(target.spec, decided, observed.figures),
         now,
         observed.manual,
     )
@@ -241,6 +241,20 @@ def _serving(
         both.scale,
         both.delete,
     )
+
+
+def _verdict(
+    spec: models.GeoDeploymentSpec,
+    decided: plan.Plan,
+    figures: tuple[analysis.Figures, analysis.Figures] | None,
+) -> analysis.Verdict | None:
+    """The canary analysis on the window's figures; with model.evaluation the canary's
+    held-out score is held to the accuracy floor the choice was judged against."""
+    if figures is None:
+        return None
+    floor = decided.choice.accuracy_floor if spec.model.evaluation is not None else None
+    canary, stable = figures
+    return analysis.analyse(spec.rollout, canary, stable, spec.target_p99_ms(), floor)
 
 
 def _rollout_status(

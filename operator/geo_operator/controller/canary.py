@@ -15,6 +15,15 @@ autoscaler's direct-scrape source: the `geo.ai/metrics-url` annotation, else
   sliding window of recent requests, not exactly the analysis window; no requests in
   the window: no p99).
 
+With `model.evaluation`, `Scores.score` sends the held-out set through one ready
+canary pod (its `geo.ai/inference-url` annotation, else `<podIP>:8000`), once per
+canary configuration: `accuracy` against the labels, `agreement` against the answers
+of one ready stable pod (what serves now; the reference artifact is not loaded beside
+the canary). The held-out file is read by the operator itself: an http(s) or file
+URI; a pvc one is not mounted in the operator's pod, so the gate stays inconclusive
+with words that say so. What the score is held to (the accuracy floor the choice
+was judged against) is the pure analysis' business.
+
 The baselines live in memory only: an operator restarted mid-rollout resumes at the
 same step (the state is in status.rollout), and its first analysis counts from the
 first scrape after the restart. Any pod that cannot be read makes the figures None:
@@ -25,14 +34,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 import threading
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from geo_operator.api import names
+from geo_operator.api import models, names
 from geo_operator.controller.autoscaler import pod_view
 from geo_operator.rollout.analysis import Figures
-from geo_operator.triton import metrics
+from geo_operator.triton import fetch, metrics
+from geo_operator.tuning import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -153,3 +165,98 @@ class Windows:
     def forget(self, key: Key) -> None:
         with self._guard:
             self._windows.pop(key, None)
+
+
+def inference_url(pod: Mapping[str, Any]) -> str | None:
+    """A pod's Triton HTTP endpoint as tritonclient takes it (host:port)."""
+    meta = pod.get("metadata") or {}
+    url = (meta.get("annotations") or {}).get(names.INFERENCE_URL_ANNOTATION)
+    if url:
+        return str(url)
+    ip = (pod.get("status") or {}).get("podIP")
+    return f"{ip}:{names.HTTP_PORT}" if ip else None
+
+
+def _ready_on(pods: Sequence[Mapping[str, Any]], track: str) -> str | None:
+    for pod in pods:
+        if track_of(pod) == track and pod_view(pod).ready:
+            url = inference_url(pod)
+            if url:
+                return url
+    return None
+
+
+Score = Callable[[models.GeoDeploymentSpec, str, str | None, str], models.MeasuredAccuracy]
+
+
+def live_score(
+    spec: models.GeoDeploymentSpec, canary_url: str, stable_url: str | None, path: str
+) -> models.MeasuredAccuracy:
+    """The canary's held-out score through its Triton (agreement: against the stable's)."""
+    evaluation = spec.model.evaluation
+    assert evaluation is not None
+    if evaluation.metric is models.EvaluationMetric.AGREEMENT:
+        if stable_url is None:
+            raise evaluate.EvaluationError("no ready stable pod to agree with")
+        return evaluate.against(
+            canary_url, stable_url, spec.model.name, path, output=evaluation.output
+        )
+    return evaluate.run(
+        canary_url, spec.model.name, path, evaluation.metric, output=evaluation.output
+    )
+
+
+class Scores:
+    """Each canary configuration's held-out score, measured once through one of its pods."""
+
+    def __init__(self, score: Score = live_score) -> None:
+        self._score = score
+        self._guard = threading.Lock()
+        self._done: dict[tuple[Key, str], models.MeasuredAccuracy] = {}
+
+    def score(
+        self,
+        key: Key,
+        config_hash: str,
+        spec: models.GeoDeploymentSpec,
+        pods: Sequence[Mapping[str, Any]],
+    ) -> models.MeasuredAccuracy | str:
+        """The score, or why there is none yet (the accuracy gate is then inconclusive)."""
+        with self._guard:
+            done = self._done.get((key, config_hash))
+        if done is not None:
+            return done
+        evaluation = spec.model.evaluation
+        assert evaluation is not None
+        if urllib.parse.urlparse(evaluation.uri).scheme == "pvc":
+            return (
+                f"the held-out set {evaluation.uri} is on a PVC, which the operator's pod does "
+                "not mount: the canary is not scored (serve it over http(s) to gate on it)"
+            )
+        canary_url = _ready_on(pods, names.CANARY_TRACK)
+        if canary_url is None:
+            return "no ready canary pod to score yet"
+        try:
+            with tempfile.TemporaryDirectory(prefix="geo-heldout-") as tmp:
+                path = f"{tmp}/heldout.npz"
+                fetch.fetch(evaluation.uri, path, timeout=30)
+                scored = self._score(spec, canary_url, _ready_on(pods, names.STABLE_TRACK), path)
+        except Exception as error:  # the held-out file, or the pod's answers: said, not fatal
+            log.info("%s/%s: the canary's held-out score failed: %s", *key, error)
+            return f"the held-out score failed: {error}"[:300]
+        with self._guard:
+            self._done = {k: v for k, v in self._done.items() if k[0] != key}
+            self._done[(key, config_hash)] = scored
+        log.info(
+            "%s/%s: canary %s held-out %s %.4f on %d samples",
+            *key,
+            config_hash[:8],
+            scored.metric,
+            scored.value,
+            scored.samples,
+        )
+        return scored
+
+    def forget(self, key: Key) -> None:
+        with self._guard:
+            self._done = {k: v for k, v in self._done.items() if k[0] != key}

@@ -99,3 +99,5 @@ class Context:
     requeues: Requeues = dataclasses.field(default_factory=Requeues)
     # The canary analysis' open windows (their counters' baselines), read through ``fetch``.
     windows: canary.Windows = dataclasses.field(default_factory=lambda: canary.Windows(http_fetch))
+    # Each canary configuration's held-out score (model.evaluation), measured once.
+    scores: canary.Scores = dataclasses.field(default_factory=canary.Scores)

@@ -9,9 +9,10 @@ retry's back-off has passed. Each run, under the object's own lock:
    tuning Jobs and the pods of the Jobs whose outcome status waits for; a
    by-hand rollout action (the `geo.ai/rollout` annotation); and, when the
    running canary's analysis is due, each track's figures over the analysis
-   window (`controller.canary`) and their verdict (`rollout.analysis`);
-2. decide: `builders.desired.decide`, pure (the rollout policy and the two
-   tracks included: `builders.tracks`);
+   window and, with model.evaluation, the canary's held-out score
+   (`controller.canary`);
+2. decide: `builders.desired.decide`, pure (the canary's verdict, the rollout
+   policy and the two tracks included: `rollout.analysis`, `builders.tracks`);
 3. act: apply the children, the tuning ConfigMaps and Jobs, delete outdated
    Jobs, scale the two tracks to their split, delete a canary that went; a
    child the API server refuses stops the applying, and its words go to
@@ -36,7 +37,7 @@ from geo_operator.builders import children, tuning
 from geo_operator.builders import desired as desired_
 from geo_operator.controller import context
 from geo_operator.k8s import client as k8s
-from geo_operator.rollout import analysis, policy
+from geo_operator.rollout import policy
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def reconcile(ctx: context.Context, namespace: str, name: str) -> float | None:
         if observed is None:
             ctx.requeues.set(key, None)
             ctx.windows.forget(key)
+            ctx.scores.forget(key)
             return None
         now = ctx.clock()
         pods = _triton_pods(ctx.kube, observed)
@@ -147,7 +149,8 @@ def _analysed(
     pods: list[dict[str, Any]],
     now: float,
 ) -> desired_.Observed:
-    """``observed`` with the canary analysis' verdict, when one is due and readable."""
+    """``observed`` with each track's figures over the window, when an analysis is due and
+    they are readable (and, with model.evaluation, the canary's held-out score)."""
     spec = _spec(observed.body)
     state = _rollout_state(observed.body)
     if spec is None or state.window_since is None:
@@ -160,15 +163,19 @@ def _analysed(
     if figures is None:
         return observed
     canary, stable = figures
-    verdict = analysis.analyse(spec.rollout, canary, stable, spec.target_p99_ms())
+    if spec.model.evaluation is not None and state.canary_hash is not None:
+        scored = ctx.scores.score(key, state.canary_hash, spec, pods)
+        if isinstance(scored, models.MeasuredAccuracy):
+            canary = dataclasses.replace(canary, accuracy=scored.value, samples=scored.samples)
+        else:
+            log.info("%s/%s: the canary's accuracy gate waits: %s", *key, scored)
     log.info(
-        "%s/%s: canary analysis: %s (canary %s; stable %s)",
+        "%s/%s: canary analysis due (canary %s; stable %s)",
         *key,
-        verdict.outcome,
         canary.words(),
         stable.words(),
     )
-    return dataclasses.replace(observed, verdict=verdict)
+    return dataclasses.replace(observed, figures=(canary, stable))
 
 
 def _open_window(

@@ -306,8 +306,16 @@ class TritonPythonModel:
                     inputs[spec.name] = tensor.as_numpy()
             per_request.append(inputs)
 
+        results = self.runner.run_batch(per_request)
+        failed = [r for r in results if isinstance(r, Exception)]
+        if results and len(failed) == len(results):
+            # Every request of the batch failed: raise, so that Triton counts them in
+            # nv_inference_request_failure. Errors returned inside responses are counted as
+            # successes by Triton (triton-inference-server/server#7713), which would hide a
+            # failing model from the canary analysis' error rate.
+            raise failed[0]
         responses = []
-        for result in self.runner.run_batch(per_request):
+        for result in results:
             if isinstance(result, Exception):
                 responses.append(
                     pb_utils.InferenceResponse(

@@ -223,6 +223,39 @@ def run(
     )
 
 
+def against(
+    url: str,
+    reference_url: str,
+    model: str,
+    path: str | pathlib.Path,
+    *,
+    output: str | None = None,
+    batch: int = 32,
+) -> models.MeasuredAccuracy:
+    """Agreement of ``model`` on the Triton at ``url`` with the same model on another Triton
+    (``reference_url``: what serves now), on the held-out file at ``path``: a rollout's
+    canary against its stable, where the reference artifact is not loaded beside it."""
+    client = httpclient.InferenceServerClient(url)
+    try:
+        config = client.get_model_config(model)
+    finally:
+        client.close()
+    inputs, outputs = tensors(config, "input"), tensors(config, "output")
+    heldout = load(path, inputs, need_labels=False)
+    name = scored_output(outputs, output)
+    size = max(1, min(batch, int(config.get("max_batch_size") or 1)))
+    score = agreement(
+        predict(url, model, heldout, inputs, name, size),
+        predict(reference_url, model, heldout, inputs, name, size),
+    )
+    return models.MeasuredAccuracy(
+        metric=models.EvaluationMetric.AGREEMENT,
+        value=round(score.value, 4),
+        samples=score.samples,
+        reference="stable",
+    )
+
+
 def _reference_answers(
     url: str, model: str, heldout: HeldOut, output: str, batch: int
 ) -> np.ndarray[Any, Any]:
