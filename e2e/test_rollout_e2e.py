@@ -8,8 +8,9 @@ stable every 5 s from each track's Triton counters and promotes or rolls back:
 
 1. a good canary (a longer queue delay, within the objective) under open-loop
    load goes through 50 % and 100 % and is promoted; no client request fails;
-2. a slow canary (a 150 ms queue delay against a 60 ms p99 objective) is rolled
-   back after maxFailedAnalyses (2) failed analyses; the stable's pods are never
+2. a slow canary (a 150 ms queue delay against a 60 ms p99 objective), judged
+   from a real Prometheus grouped by the track label, is rolled back after
+   maxFailedAnalyses (2) failed analyses; the stable's pods are never
    restarted; status and the Event name the gate and the figures; an erroring one
    (an ONNX file that loads but fails every request) is rolled back at the first
    analysis, a hard failure of the error-rate gate;
@@ -41,6 +42,7 @@ from e2e.harness import ROOT, Cluster, OperatorProcess, example, wait_for
 from e2e.harness.kubelet import KubeletRunner
 from e2e.loadgen import Phase, Second, ready_servers
 from e2e.loadgen import run as run_load
+from e2e.prometheus_local import Prometheus
 
 NAME = "digits"
 INTERVAL = 5
@@ -187,10 +189,20 @@ def test_a_good_canary_is_promoted_with_no_failed_request(
 
 
 def test_a_slow_canary_is_rolled_back_and_the_stable_never_restarts(
-    operator: OperatorProcess, runner: KubeletRunner, namespace: str
+    operator: OperatorProcess, runner: KubeletRunner, namespace: str, tmp_path: pathlib.Path
 ) -> None:
+    """Judged from Prometheus (the autoscaler's other source), grouped by the track label."""
     cluster = operator.cluster
-    _serving(cluster, runner, namespace, _body(namespace))
+    body = _body(namespace)
+    with Prometheus(tmp_path / "prometheus", runner.file_sd_json) as prom:
+        body["spec"]["autoscaling"]["metrics"] = {"source": "prometheus", "prometheusUrl": prom.url}
+        _slow_story(cluster, runner, namespace, body)
+
+
+def _slow_story(
+    cluster: Cluster, runner: KubeletRunner, namespace: str, body: dict[str, Any]
+) -> None:
+    _serving(cluster, runner, namespace, body)
     stable_before = _stable_pods(cluster, namespace)
     with Load(runner, qps=20, seconds=75) as load:
         time.sleep(3)

@@ -48,7 +48,12 @@ def test_render_lists_every_server_and_scrapes_the_ready_serving_ones() -> None:
     assert file_sd == [
         {
             "targets": ["127.0.0.1:40003"],
-            "labels": {"namespace": "ml", "pod": "digits-a", "geodeployment": "digits"},
+            "labels": {
+                "namespace": "ml",
+                "pod": "digits-a",
+                "geodeployment": "digits",
+                "track": "stable",
+            },
         }
     ]
     assert INFO.metrics_url == "http://127.0.0.1:40003/metrics"

@@ -63,6 +63,7 @@ class PodSpec:
     tuner: Tuner | None = None  # set for a batch-tuning Job's pod
     evaluation_uri: str | None = None  # a tuning pod's held-out set (model.evaluation)
     reference_uri: str | None = None  # agreement: the reference artifact, as <model>-reference
+    track: str = names.STABLE_TRACK  # a rollout's track (the geo.ai/track label)
 
     @property
     def key(self) -> PodKey:
@@ -169,6 +170,7 @@ def read(pod: Mapping[str, Any]) -> PodSpec:
         tuner=_tuner(pod) if is_tuner(pod) else None,
         evaluation_uri=init_env(pod, names.EVALUATION_URI_ENV),
         reference_uri=init_env(pod, names.REFERENCE_URI_ENV),
+        track=str(labels.get(names.TRACK_LABEL) or names.STABLE_TRACK),
     )
 
 

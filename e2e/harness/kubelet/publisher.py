@@ -35,7 +35,12 @@ def render(infos: Iterable[ServerInfo]) -> tuple[list[dict[str, Any]], list[dict
     file_sd = [
         {
             "targets": [i.metrics],
-            "labels": {"namespace": i.namespace, "pod": i.pod, "geodeployment": i.geodeployment},
+            "labels": {
+                "namespace": i.namespace,
+                "pod": i.pod,
+                "geodeployment": i.geodeployment,
+                "track": i.track,
+            },
         }
         for i in infos
         if i.ready and not i.tuner

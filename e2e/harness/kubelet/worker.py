@@ -73,6 +73,7 @@ class ServerInfo:
     startup_seconds: float | None  # ConfigMap read + repository + tritonserver ready
     error: str | None = None  # why it is not ready, after a failed start or a crash
     tuner: bool = False  # a tuning pod's sidecar: no scrape target
+    track: str = names.STABLE_TRACK  # a rollout's track, a label of its scrape target
 
     @property
     def metrics_url(self) -> str:
@@ -330,6 +331,7 @@ class PodWorker:
             pid=None,
             startup_seconds=None,
             tuner=tuner,
+            track=spec.track,
         )
         if self._gone.is_set():
             return None

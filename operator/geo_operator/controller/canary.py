@@ -1,10 +1,13 @@
 """The canary analysis' figures: what each track served since the analysis window opened.
 
-The reconcile calls `Windows.figures` when `rollout.policy.analysis_due` says an
-analysis is due, and `Windows.open` after acting, so the next window's counters start
-from the moment it opened. Both read the GeoDeployment's Triton pods directly (the
-autoscaler's direct-scrape source: the `geo.ai/metrics-url` annotation, else
-`http://<podIP>:8002/metrics`), grouped by the `geo.ai/track` label (no label: stable):
+With the autoscaler's Prometheus source the reconcile asks Prometheus instead
+(`triton.prometheus.track_figures`: `increase` over the window, grouped by the
+`track` label). With the direct source it calls `Windows.figures` when
+`rollout.policy.analysis_due` says an analysis is due, and `Windows.open` after
+acting, so the next window's counters start from the moment it opened. Both read the
+GeoDeployment's Triton pods directly (the autoscaler's direct-scrape source: the
+`geo.ai/metrics-url` annotation, else `http://<podIP>:8002/metrics`), grouped by the
+`geo.ai/track` label (no label: stable):
 
 - requests and errors: Triton's `nv_inference_request_success` and
   `nv_inference_request_failure` counters, summed over the track's ready pods, less

@@ -37,7 +37,8 @@ from geo_operator.builders import children, tuning
 from geo_operator.builders import desired as desired_
 from geo_operator.controller import context
 from geo_operator.k8s import client as k8s
-from geo_operator.rollout import policy
+from geo_operator.rollout import analysis, policy
+from geo_operator.triton import prometheus
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def _analysed(
         return observed
     meta = observed.body["metadata"]
     key = (meta["namespace"], meta["name"])
-    figures = ctx.windows.figures(key, state.window_since, pods, spec.model.name, now)
+    figures = _figures(ctx, spec, key, state.window_since, pods, now)
     if figures is None:
         return observed
     canary, stable = figures
@@ -176,6 +177,32 @@ def _analysed(
         stable.words(),
     )
     return dataclasses.replace(observed, figures=(canary, stable))
+
+
+def _figures(
+    ctx: context.Context,
+    spec: models.GeoDeploymentSpec,
+    key: tuple[str, str],
+    since: float,
+    pods: list[dict[str, Any]],
+    now: float,
+) -> tuple[analysis.Figures, analysis.Figures] | None:
+    """(canary, stable) over the window, from the autoscaler's metrics source: each track's
+    pods scraped directly, or Prometheus grouped by the track label."""
+    source = spec.autoscaling.metrics
+    if source.source is not models.MetricsSourceKind.PROMETHEUS:
+        return ctx.windows.figures(key, since, pods, spec.model.name, now)
+    try:
+        found = prometheus.track_figures(source.prometheus_url or "", *key, round(now - since))
+    except prometheus.PrometheusError as error:
+        log.info("%s/%s: no canary analysis this time: %s", *key, error)
+        return None
+
+    def of(track: str) -> analysis.Figures:
+        load = found[track]
+        return analysis.Figures(requests=load.requests, errors=load.errors, p99_ms=load.p99_ms)
+
+    return of(names.CANARY_TRACK), of(names.STABLE_TRACK)
 
 
 def _open_window(

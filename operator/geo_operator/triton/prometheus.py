@@ -4,16 +4,24 @@ Called by the autoscaling loop for GeoDeployments whose metrics source is
 `prometheus`. Each query groups by the `namespace` and `geodeployment` labels,
 so a thousand GeoDeployments cost the same four queries as one. Prometheus
 must attach those labels to Triton's series — with Kubernetes pod discovery,
-relabel `__meta_kubernetes_namespace` to `namespace` and
-`__meta_kubernetes_pod_label_geo_ai_geodeployment` to `geodeployment` (the e2e
-runner's file-based discovery sets them directly).
+relabel `__meta_kubernetes_namespace` to `namespace`,
+`__meta_kubernetes_pod_label_geo_ai_geodeployment` to `geodeployment` and
+`__meta_kubernetes_pod_label_geo_ai_track` to `track` (the e2e runner's file-based
+discovery sets them directly).
 
-- QPS: `rate(nv_inference_request_success[<rateWindowSeconds>s])` summed over the pods;
+- QPS: `rate(nv_inference_request_success[<rateWindowSeconds>s])` summed over the pods
+  (both tracks of a rollout: the load is the load);
 - p99: the worst pod's `nv_inference_request_summary_us{quantile="0.99"}`
-  (quantiles can't be averaged);
+  (quantiles can't be averaged), of the stable track only (`track!="canary"`; series
+  with no track label count as stable): a slow canary is the rollout's to judge, not
+  the autoscaler's;
 - queued: `nv_inference_pending_request_count` summed over the pods (the
   backlog the policy adds to the demand);
 - pods: how many Triton targets are up, to tell complete data from partial.
+
+`track_figures` answers the canary analysis for one GeoDeployment: per track, the
+requests (`increase` of success + failure) and failures over the analysis window,
+and the worst pod's p99.
 """
 
 from __future__ import annotations
@@ -27,7 +35,10 @@ from urllib3.util.retry import Retry
 Key = tuple[str, str]
 
 QPS_QUERY = "sum by (namespace, geodeployment) (rate(nv_inference_request_success[{window}s]))"
-P99_QUERY = 'max by (namespace, geodeployment) (nv_inference_request_summary_us{quantile="0.99"})'
+P99_QUERY = (
+    "max by (namespace, geodeployment) "
+    '(nv_inference_request_summary_us{quantile="0.99",track!="canary"})'
+)
 PENDING_QUERY = "sum by (namespace, geodeployment) (nv_inference_pending_request_count)"
 UP_QUERY = 'count by (namespace, geodeployment) (up{geodeployment!=""} == 1)'
 
@@ -94,3 +105,78 @@ def query_all(url: str, window_seconds: int = 60, timeout: float = 5.0) -> dict[
     except Exception as error:  # the client raises requests' and its own errors alike
         raise PrometheusError(f"Prometheus at {url}: {type(error).__name__}: {error}") from error
     return loads(qps, p99, up, pending)
+
+
+# The canary analysis: one GeoDeployment, by track, over the window (seconds).
+_SELECT = 'namespace="{namespace}",geodeployment="{name}"'
+TRACK_SUCCESS_QUERY = (
+    "sum by (track) (increase(nv_inference_request_success{{" + _SELECT + "}}[{window}s]))"
+)
+TRACK_FAILURE_QUERY = (
+    "sum by (track) (increase(nv_inference_request_failure{{" + _SELECT + "}}[{window}s]))"
+)
+TRACK_P99_QUERY = (
+    'max by (track) (nv_inference_request_summary_us{{quantile="0.99",' + _SELECT + "}})"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackLoad:
+    """What one track served over the window, as Prometheus saw it."""
+
+    requests: int
+    errors: int
+    p99_ms: float | None
+
+
+def _by_track(result: list[dict[str, object]], combine: str = "sum") -> dict[str, float]:
+    """Values by track (no label: stable; ``combine`` "sum" or "max" when both occur);
+    non-finite values are left out."""
+    out: dict[str, float] = {}
+    for series in result:
+        labels = series.get("metric") or {}
+        value = series.get("value") or [0, "nan"]
+        if not isinstance(labels, dict) or not isinstance(value, list) or len(value) < 2:
+            continue
+        try:
+            number = float(value[1])
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            track = str(labels.get("track") or "stable")
+            if track not in out:
+                out[track] = number
+            else:
+                out[track] = out[track] + number if combine == "sum" else max(out[track], number)
+    return out
+
+
+def tracks(
+    success: dict[str, float], failure: dict[str, float], p99_us: dict[str, float]
+) -> dict[str, TrackLoad]:
+    """One TrackLoad per track from the three answers (rounded to whole requests)."""
+    out: dict[str, TrackLoad] = {}
+    for track in ("stable", "canary"):
+        errors = round(failure.get(track, 0.0))
+        requests = round(success.get(track, 0.0)) + errors
+        p99 = p99_us.get(track)
+        out[track] = TrackLoad(
+            requests, errors, p99 / 1000 if p99 is not None and requests else None
+        )
+    return out
+
+
+def track_figures(
+    url: str, namespace: str, name: str, window_seconds: int, timeout: float = 5.0
+) -> dict[str, TrackLoad]:
+    """Each track's requests, errors and p99 for one GeoDeployment over the last
+    ``window_seconds`` (Prometheus' `increase`, extrapolated to the window's edges)."""
+    where = {"namespace": namespace, "name": name, "window": max(1, window_seconds)}
+    try:
+        client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout, retry=Retry(total=0))
+        success = _by_track(client.custom_query(TRACK_SUCCESS_QUERY.format(**where)))
+        failure = _by_track(client.custom_query(TRACK_FAILURE_QUERY.format(**where)))
+        p99 = _by_track(client.custom_query(TRACK_P99_QUERY.format(**where)), "max")
+    except Exception as error:  # the client raises requests' and its own errors alike
+        raise PrometheusError(f"Prometheus at {url}: {type(error).__name__}: {error}") from error
+    return tracks(success, failure, p99)
