@@ -20,8 +20,8 @@ stable every 5 s from each track's Triton counters and promotes or rolls back:
    caught by the held-out gate: the evaluation set sent through one canary pod
    scores it near chance, a hard failure, rolled back at the first analysis;
 5. the operator killed mid-rollout resumes at the same step; `geo rollout
-   abort` and `geo rollout promote` act; deleting the GeoDeployment mid-rollout
-   leaves nothing.
+   abort`, `geo rollout promote` and `pause`/`resume` act; deleting the
+   GeoDeployment mid-rollout leaves nothing.
 
 Two cores: every pod is a real tritonserver on this machine, so the loads are
 small (20 QPS) and the capacity of a second replica is not real capacity.
@@ -286,7 +286,15 @@ def test_resume_after_a_kill_abort_promote_and_delete_by_hand(
     assert "promoted by hand" in status.stdout and "history" in status.stdout, status.stdout
     wait_for(lambda: _canary(cluster, namespace) is None, "the canary gone", timeout=60)
 
+    # Paused: a change waits, no canary starts; resumed, it goes out.
+    paused = _geo(cluster, "rollout", "pause", NAME, "-n", namespace)
+    assert paused.returncode == 0, paused.stderr
     _queue_delay(cluster, namespace, 500)
+    _watch(cluster, namespace, lambda r: r.get("phase") == "Paused", timeout=30)
+    time.sleep(INTERVAL)
+    assert _canary(cluster, namespace) is None
+    resumed = _geo(cluster, "rollout", "resume", NAME, "-n", namespace)
+    assert resumed.returncode == 0, resumed.stderr
     _watch(cluster, namespace, lambda r: r.get("phase") == "Progressing", timeout=30)
     wait_for(lambda: _canary(cluster, namespace) is not None, "a canary", timeout=30)
     cluster.kubectl("delete", "geod", NAME, "-n", namespace, "--wait=true")
