@@ -55,10 +55,10 @@ class Load:
     queued: float | None = None  # requests waiting in the pods' queues
 
 
-def _by_key(result: list[dict[str, object]]) -> dict[Key, float]:
-    """Values by (namespace, geodeployment); a value that is not a finite number (NaN,
-    +Inf, garbage) is left out: it is missing data, never a load."""
-    out: dict[Key, float] = {}
+def _finite(result: list[dict[str, object]]) -> list[tuple[dict[str, object], float]]:
+    """Each series' labels and value; a value that is not a finite number (NaN, +Inf,
+    garbage) is left out: it is missing data, never a load."""
+    out: list[tuple[dict[str, object], float]] = []
     for series in result:
         labels = series.get("metric") or {}
         value = series.get("value") or [0, "nan"]
@@ -69,9 +69,16 @@ def _by_key(result: list[dict[str, object]]) -> dict[Key, float]:
         except (TypeError, ValueError):
             continue
         if math.isfinite(number):
-            key = (str(labels.get("namespace", "")), str(labels.get("geodeployment", "")))
-            out[key] = number
+            out.append((labels, number))
     return out
+
+
+def _by_key(result: list[dict[str, object]]) -> dict[Key, float]:
+    """Values by (namespace, geodeployment), finite ones only."""
+    return {
+        (str(labels.get("namespace", "")), str(labels.get("geodeployment", ""))): number
+        for labels, number in _finite(result)
+    }
 
 
 def loads(
@@ -130,24 +137,15 @@ class TrackLoad:
 
 
 def _by_track(result: list[dict[str, object]], combine: str = "sum") -> dict[str, float]:
-    """Values by track (no label: stable; ``combine`` "sum" or "max" when both occur);
-    non-finite values are left out."""
+    """Values by track (no label: stable; ``combine`` "sum" or "max" when both occur),
+    finite ones only."""
     out: dict[str, float] = {}
-    for series in result:
-        labels = series.get("metric") or {}
-        value = series.get("value") or [0, "nan"]
-        if not isinstance(labels, dict) or not isinstance(value, list) or len(value) < 2:
-            continue
-        try:
-            number = float(value[1])
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(number):
-            track = str(labels.get("track") or "stable")
-            if track not in out:
-                out[track] = number
-            else:
-                out[track] = out[track] + number if combine == "sum" else max(out[track], number)
+    for labels, number in _finite(result):
+        track = str(labels.get("track") or "stable")
+        if track not in out:
+            out[track] = number
+        else:
+            out[track] = out[track] + number if combine == "sum" else max(out[track], number)
     return out
 
 

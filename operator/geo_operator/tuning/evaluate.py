@@ -180,6 +180,27 @@ def scored_output(outputs: Sequence[models.TensorSpec], wanted: str | None = Non
     return wide[0] if wide else outputs[0].name
 
 
+def _prepared(
+    url: str,
+    model: str,
+    path: str | pathlib.Path,
+    output: str | None,
+    batch: int,
+    need_labels: bool,
+) -> tuple[HeldOut, list[models.TensorSpec], str, int]:
+    """The held-out set checked against the live model's config, the output scored and the
+    batch size to send (within its max_batch_size)."""
+    client = httpclient.InferenceServerClient(url)
+    try:
+        config = client.get_model_config(model)
+    finally:
+        client.close()
+    inputs, outputs = tensors(config, "input"), tensors(config, "output")
+    heldout = load(path, inputs, need_labels=need_labels)
+    size = max(1, min(batch, int(config.get("max_batch_size") or 1)))
+    return heldout, inputs, scored_output(outputs, output), size
+
+
 def run(
     url: str,
     model: str,
@@ -197,16 +218,8 @@ def run(
     and unloaded after); without one, ``model`` is the reference itself and agrees fully.
     ``reference`` is the reference artifact's name, for the record.
     """
-    client = httpclient.InferenceServerClient(url)
-    try:
-        config = client.get_model_config(model)
-    finally:
-        client.close()
-    inputs, outputs = tensors(config, "input"), tensors(config, "output")
     agreement_ = metric is models.EvaluationMetric.AGREEMENT
-    heldout = load(path, inputs, need_labels=not agreement_)
-    name = scored_output(outputs, output)
-    size = max(1, min(batch, int(config.get("max_batch_size") or 1)))
+    heldout, inputs, name, size = _prepared(url, model, path, output, batch, not agreement_)
     predicted = predict(url, model, heldout, inputs, name, size)
     if not agreement_:
         assert heldout.labels is not None
@@ -235,15 +248,7 @@ def against(
     """Agreement of ``model`` on the Triton at ``url`` with the same model on another Triton
     (``reference_url``: what serves now), on the held-out file at ``path``: a rollout's
     canary against its stable, where the reference artifact is not loaded beside it."""
-    client = httpclient.InferenceServerClient(url)
-    try:
-        config = client.get_model_config(model)
-    finally:
-        client.close()
-    inputs, outputs = tensors(config, "input"), tensors(config, "output")
-    heldout = load(path, inputs, need_labels=False)
-    name = scored_output(outputs, output)
-    size = max(1, min(batch, int(config.get("max_batch_size") or 1)))
+    heldout, inputs, name, size = _prepared(url, model, path, output, batch, False)
     score = agreement(
         predict(url, model, heldout, inputs, name, size),
         predict(reference_url, model, heldout, inputs, name, size),
