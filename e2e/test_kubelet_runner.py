@@ -73,7 +73,10 @@ def _expect_file_sd(
     runner: KubeletRunner, namespace: str, servers: dict[PodKey, ServerInfo]
 ) -> None:
     expected = sorted(
-        (i.metrics, {"namespace": i.namespace, "pod": i.pod, "geodeployment": "digits"})
+        (
+            i.metrics,
+            {"namespace": i.namespace, "pod": i.pod, "geodeployment": "digits", "track": "stable"},
+        )
         for i in servers.values()
     )
     groups = _file_sd(runner, namespace)
