@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -118,8 +119,10 @@ class Work:
     current: int | None  # the Deployment's spec.replicas; None: no Deployment yet
     canary: int | None = None  # a rollout's canary Deployment's spec.replicas, if any
 
+    @functools.cached_property
     def rollout_weight(self) -> int | None:
-        """The canary's weight while a rollout's canary runs (status.rollout); else None."""
+        """The canary's weight while a rollout's canary runs (status.rollout); else None
+        (read once per step: the body's status is parsed once)."""
         rollout = models.parse_status(self.body.get("status") or {}).rollout
         if rollout is None or rollout.phase not in ACTIVE or not rollout.canary_hash:
             return None
@@ -127,7 +130,7 @@ class Work:
 
     def total(self) -> int | None:
         """The replicas the decision is about: both tracks' while a canary runs."""
-        if self.current is None or self.rollout_weight() is None:
+        if self.current is None or self.rollout_weight is None:
             return self.current
         return self.current + (self.canary or 0)
 
@@ -316,7 +319,7 @@ class Autoscaler:
         replicas = max(work.total() or 0, work.spec.autoscaling.min_replicas)
         ready = [p for p in work.pods if p.ready]
         # While a canary runs, its p99 is the rollout's to judge, not the loop's.
-        p99_track = names.STABLE_TRACK if work.rollout_weight() is not None else None
+        p99_track = names.STABLE_TRACK if work.rollout_weight is not None else None
 
         def obs(
             qps: float | None,
@@ -430,7 +433,7 @@ class Autoscaler:
 
     def _act(self, work: Work, replicas: int) -> None:
         """Scale to ``replicas`` in all: the stable alone, or both tracks at the rollout's split."""
-        weight = work.rollout_weight()
+        weight = work.rollout_weight
         if weight is None:
             self.cluster.scale_deployment(*work.key, replicas)
             return

@@ -115,6 +115,12 @@ class Windows:
             found[view.name] = (track_of(pod), count, _created(pod))
         return found
 
+    def is_open(self, key: Key, since: float) -> bool:
+        """Whether the window that started at ``since`` has its baselines already."""
+        with self._guard:
+            window = self._windows.get(key)
+            return window is not None and window.since == since
+
     def open(self, key: Key, since: float, pods: Sequence[Mapping[str, Any]], model: str) -> None:
         """Open the window that started at ``since`` (again: no-op while it is the same)."""
         with self._guard:

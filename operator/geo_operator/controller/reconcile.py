@@ -74,14 +74,15 @@ def reconcile(ctx: context.Context, namespace: str, name: str) -> float | None:
             ctx.scores.forget(key)
             return None
         now = ctx.clock()
-        pods = _triton_pods(ctx.kube, observed)
-        observed = _analysed(ctx, observed, pods, now)
+        spec = _spec(observed.body)
+        pods = _Pods(ctx.kube, namespace, name)
+        observed = _analysed(ctx, observed, spec, pods, now)
         wanted = desired_.decide(observed, now, ctx.tuner_image)
-        deployment, refused = act(ctx.kube, wanted)
+        deployment, refused = act(ctx.kube, wanted, observed.deployment)
         if deployment is None:  # refused before the Deployment: what runs is the old one
             deployment = observed.deployment
         final = desired_.settle(wanted, deployment, refused)
-        _open_window(ctx, observed, final, pods)
+        _open_window(ctx, key, spec, final, pods)
         if observed.manual is not None or _annotation(observed.body) is not None:
             ctx.kube.annotate(
                 models.API_VERSION, models.KIND, namespace, name, {names.ROLLOUT_ANNOTATION: None}
@@ -129,12 +130,18 @@ def _rollout_state(body: Mapping[str, Any]) -> policy.State:
     return policy.State.of(models.parse_status(body.get("status") or {}).rollout)
 
 
-def _triton_pods(kube: k8s.Kube, observed: desired_.Observed) -> list[dict[str, Any]]:
-    """The Triton pods of both tracks, listed only while a rollout has a canary."""
-    if observed.canary is None and not _rollout_state(observed.body).active:
-        return []
-    meta = observed.body["metadata"]
-    return kube.list("v1", "Pod", meta["namespace"], f"{names.OWNER_LABEL}={meta['name']}")
+class _Pods:
+    """The Triton pods of both tracks, listed once per reconcile, and only if asked for
+    (an analysis due, or a window opening)."""
+
+    def __init__(self, kube: k8s.Kube, namespace: str, name: str) -> None:
+        self._kube, self._where = kube, (namespace, f"{names.OWNER_LABEL}={name}")
+        self._pods: list[dict[str, Any]] | None = None
+
+    def get(self) -> list[dict[str, Any]]:
+        if self._pods is None:
+            self._pods = self._kube.list("v1", "Pod", *self._where)
+        return self._pods
 
 
 def _spec(body: Mapping[str, Any]) -> models.GeoDeploymentSpec | None:
@@ -147,12 +154,12 @@ def _spec(body: Mapping[str, Any]) -> models.GeoDeploymentSpec | None:
 def _analysed(
     ctx: context.Context,
     observed: desired_.Observed,
-    pods: list[dict[str, Any]],
+    spec: models.GeoDeploymentSpec | None,
+    pods: _Pods,
     now: float,
 ) -> desired_.Observed:
     """``observed`` with each track's figures over the window, when an analysis is due and
     they are readable (and, with model.evaluation, the canary's held-out score)."""
-    spec = _spec(observed.body)
     state = _rollout_state(observed.body)
     if spec is None or state.window_since is None:
         return observed
@@ -165,7 +172,7 @@ def _analysed(
         return observed
     canary, stable = figures
     if spec.model.evaluation is not None and state.canary_hash is not None:
-        scored = ctx.scores.score(key, state.canary_hash, spec, pods)
+        scored = ctx.scores.score(key, state.canary_hash, spec, pods.get())
         if isinstance(scored, models.MeasuredAccuracy):
             canary = dataclasses.replace(canary, accuracy=scored.value, samples=scored.samples)
         else:
@@ -184,14 +191,14 @@ def _figures(
     spec: models.GeoDeploymentSpec,
     key: tuple[str, str],
     since: float,
-    pods: list[dict[str, Any]],
+    pods: _Pods,
     now: float,
 ) -> tuple[analysis.Figures, analysis.Figures] | None:
     """(canary, stable) over the window, from the autoscaler's metrics source: each track's
     pods scraped directly, or Prometheus grouped by the track label."""
     source = spec.autoscaling.metrics
     if source.source is not models.MetricsSourceKind.PROMETHEUS:
-        return ctx.windows.figures(key, since, pods, spec.model.name, now)
+        return ctx.windows.figures(key, since, pods.get(), spec.model.name, now)
     try:
         found = prometheus.track_figures(source.prometheus_url or "", *key, round(now - since))
     except prometheus.PrometheusError as error:
@@ -207,25 +214,25 @@ def _figures(
 
 def _open_window(
     ctx: context.Context,
-    observed: desired_.Observed,
+    key: tuple[str, str],
+    spec: models.GeoDeploymentSpec | None,
     final: models.GeoDeploymentStatus,
-    pods: list[dict[str, Any]],
+    pods: _Pods,
 ) -> None:
     """Take the counters the next analysis window starts from (when it just opened)."""
-    meta = observed.body["metadata"]
-    key = (meta["namespace"], meta["name"])
     state = policy.State.of(final.rollout)
-    spec = _spec(observed.body)
     if spec is None or not state.active or state.window_since is None:
         ctx.windows.forget(key)
         return
-    if not pods:  # the rollout just started: the stable's counters are the baseline
-        pods = ctx.kube.list("v1", "Pod", key[0], f"{names.OWNER_LABEL}={key[1]}")
-    ctx.windows.open(key, state.window_since, pods, spec.model.name)
+    if not ctx.windows.is_open(key, state.window_since):
+        ctx.windows.open(key, state.window_since, pods.get(), spec.model.name)
 
 
-def act(kube: k8s.Kube, wanted: desired_.Desired) -> tuple[Mapping[str, Any] | None, str | None]:
-    """Apply what ``wanted`` says; the Deployment as stored, and a refusal if one came."""
+def act(
+    kube: k8s.Kube, wanted: desired_.Desired, observed: Mapping[str, Any] | None = None
+) -> tuple[Mapping[str, Any] | None, str | None]:
+    """Apply what ``wanted`` says; the (stable) Deployment as stored (``observed``, the one
+    gathered, when it was only scaled), and a refusal if one came."""
     namespace = wanted.target.namespace if wanted.target else ""
     for job in wanted.delete_jobs:
         kube.delete("batch/v1", "Job", namespace, job)
@@ -240,8 +247,10 @@ def act(kube: k8s.Kube, wanted: desired_.Desired) -> tuple[Mapping[str, Any] | N
             deployment = stored
     for name, replicas in wanted.scale:
         kube.scale_deployment(namespace, name, replicas)
-        if name == stable:
-            deployment = kube.get("apps/v1", "Deployment", namespace, name)
+        if name == stable and deployment is None and observed is not None:
+            # As stored but for the replicas just set: no read back.
+            spec = {**(observed.get("spec") or {}), "replicas": replicas}
+            deployment = {**observed, "spec": spec}
     for api_version, kind, name in wanted.delete:
         kube.delete(api_version, kind, namespace, name)
     return deployment, None
