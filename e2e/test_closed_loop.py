@@ -193,6 +193,10 @@ def test_direct_scrape_scales_out_and_back_in(
     recorder = _story(operator, runner, namespace, {"source": "direct"}, during_peak=break_scrapes)
     _check_story(recorder)
     _check_outage(recorder, outage)
+    # The pods' start-up as Kubernetes saw it (creation to Ready), measured by the loop.
+    auto = (cluster.get("geod", "digits", namespace) or {})["status"]["autoscaling"]
+    assert auto["podStartupSamples"] >= 3, auto
+    assert 0 <= auto["podStartupSeconds"] < 60, auto
 
 
 def test_prometheus_source_and_an_outage(

@@ -184,6 +184,47 @@ def test_low_load_scales_in_only_after_the_window(world: World) -> None:
     assert "maintain" in history
 
 
+def _pod(name: str, created: str | None, ready_at: str | None) -> autoscaler.PodView:
+    condition = {"type": "Ready", "status": "True"}
+    if ready_at is not None:
+        condition["lastTransitionTime"] = ready_at
+    meta: dict[str, Any] = {
+        "name": name,
+        "annotations": {names.METRICS_URL_ANNOTATION: f"http://{name}/m"},
+    }
+    if created is not None:
+        meta["creationTimestamp"] = created
+    return autoscaler.pod_view(
+        {"metadata": meta, "status": {"phase": "Running", "conditions": [condition]}}
+    )
+
+
+def test_pod_startup_is_creation_to_ready() -> None:
+    assert _pod("a", "2026-12-01T10:00:00Z", "2026-12-01T10:00:42Z").startup_seconds == 42
+    assert _pod("b", None, "2026-12-01T10:00:42Z").startup_seconds is None
+    assert _pod("c", "2026-12-01T10:00:00Z", None).startup_seconds is None
+    assert _pod("d", "garbage", "2026-12-01T10:00:42Z").startup_seconds is None
+    assert _pod("e", "2026-12-01T10:01:00Z", "2026-12-01T10:00:00Z").startup_seconds is None
+
+
+def test_measured_startup_is_the_trends_lead_and_in_status(world: World) -> None:
+    world.pods = {
+        "pod0": _pod("pod0", "2026-12-01T10:00:00Z", "2026-12-01T10:00:30Z"),
+        "pod1": _pod("pod1", "2026-12-01T10:00:00Z", "2026-12-01T10:02:30Z"),
+    }  # 30 s and 150 s: the median is 90 s
+    world.counters = {name: (0.0, None) for name in world.pods}
+    world.kube.objects[("Deployment", NS, NAME)]["spec"]["replicas"] = 2
+    # Rising 1.5 QPS/s to 240 on 2 replicas (threshold 2 x 150): 30 s ahead is 285, under
+    # it; the measured 90 s ahead is 360 (the +50 % cap), over it: scale out now.
+    world.run(11, 165, 10)
+    for qps in (180, 195, 210, 225, 240):
+        world.run(10, qps, 10)
+    auto = _status(world)["autoscaling"]
+    assert auto["podStartupSeconds"] == 90 and auto["podStartupSamples"] == 2
+    out = next(d for d in _status(world)["decisions"] if d["action"] == "scale_out")
+    assert "in 90s, the pods' measured start-up" in out["reason"]
+
+
 def test_disabled_autoscaling_only_reports(world: World) -> None:
     world.body()["spec"]["autoscaling"]["enabled"] = False
     world.run(30, 1000, 900)

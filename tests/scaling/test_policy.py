@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import subprocess
 import sys
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -200,15 +202,52 @@ def test_queue_growth_since_the_last_tick_counts_as_arrivals() -> None:
 def test_a_rising_trend_scales_out_before_the_threshold() -> None:
     # 130 QPS/replica on 2 (threshold 150) but rising 4 QPS/s: in 30 s each carries ~190.
     memory = policy.Memory()
-    for t, q in ((980.0, 180.0), (990.0, 220.0)):
+    for t, q in ((960.0, 103.0), (970.0, 137.0), (980.0, 183.0), (990.0, 218.0)):
         _, memory = policy.decide(SPEC, policy.Observation(t, 2, 2, q, 20), memory)
     decision, _ = policy.decide(SPEC, policy.Observation(1000.0, 2, 2, 260, 20), memory)
     assert decision.action == "scale_out" and decision.replicas == 4
     assert "trend" in decision.reason
     # The same load, flat, is within band.
-    flat = policy.Memory(samples=((980.0, 260.0), (990.0, 260.0)))
+    flat = policy.Memory(samples=tuple((t, 260.0) for t in (960.0, 970.0, 980.0, 990.0)))
     decision, _ = policy.decide(SPEC, policy.Observation(1000.0, 2, 2, 260, 20), flat)
     assert decision.action == "maintain"
+
+
+def test_noise_on_a_flat_load_is_not_a_trend() -> None:
+    # Zero-mean noise, 10-second windows read every 2 s: the least-squares slope is
+    # positive about half the time; it must not stand out of the noise.
+    rng = random.Random(7)
+    rising = 0
+    for _ in range(200):
+        samples, level = [], 0.0
+        for tick in range(60):
+            if tick % 5 == 0:
+                level = 200.0 * rng.gammavariate(6.25, 0.16)  # CV 0.4
+            samples.append((float(tick * 2), level))
+        rising += policy._slope(tuple(samples)) > 0
+    assert rising <= 200 * 0.05
+    # A real ramp in the same noise stands out.
+    ramp = tuple(
+        (float(t * 2), (100.0 + 3.0 * t * 2) * (1 + 0.1 * rng.uniform(-1, 1))) for t in range(60)
+    )
+    assert policy._slope(ramp) == pytest.approx(3.0, rel=0.2)
+
+
+def test_ticks_within_band_are_evidence_not_a_restart_of_the_window() -> None:
+    # 8 replicas; the load needs 4 at the target, with a 10-second burst needing 6 every
+    # 120 s: within band on 8 (650 / 8 = 81 QPS/replica, above the scale-in floor 70,
+    # below the scale-out threshold 120). A window that restarted at every burst would
+    # never scale in on such load (issue 16's steady noisy trace).
+    memory, decision = policy.Memory(), None
+    for tick in range(200):
+        t = float(tick * 2)
+        level = 650.0 if tick % 60 < 5 else 330.0 + 10 * (tick % 3)
+        decision, memory = policy.decide(SPEC, _obs(8, level, 20, time=t), memory)
+        if decision.action != "maintain":
+            break
+    assert decision is not None and decision.action == "scale_in" and t == 300.0
+    # To the window's highest recommendation: what the bursts need, not the halving.
+    assert decision.replicas == 6 and "highest recommendation 6" in decision.reason
 
 
 def test_a_breach_while_the_backlog_drains_holds_and_says_why() -> None:
@@ -225,3 +264,73 @@ def test_a_breach_while_the_backlog_drains_holds_and_says_why() -> None:
         SPEC, policy.Observation(1000.0, 4, 4, 300, 900, queued=6000), growing
     )
     assert decision.action == "scale_out"
+
+
+def test_the_trend_looks_ahead_by_the_measured_startup() -> None:
+    samples = tuple((float(t), 165.0 + 1.5 * t) for t in range(0, 50, 10))
+    obs = dict(time=50.0, replicas=2, ready_replicas=2, qps=240.0, p99_ms=10.0)
+    assumed, _ = policy.decide(SPEC, policy.Observation(**obs), policy.Memory(samples=samples))
+    slow = policy.Observation(**obs, startup_seconds=90.0)
+    measured, _ = policy.decide(SPEC, slow, policy.Memory(samples=samples))
+    assert assumed.action == "maintain"  # 240 + 30 s x 1.5 = 285 < 2 x 150
+    assert measured.action == "scale_out" and "in 90s, the pods' measured start-up" in (
+        measured.reason
+    )
+    # A start-up that is not a number is not measured.
+    unmeasured = policy.observation(1.0, 1, 1, 10.0, 5.0, startup_seconds=math.nan)
+    assert unmeasured.startup_seconds is None
+
+
+def _after_bursts(bursts: tuple[tuple[float, int], ...], now: float, cost: float = 20) -> (
+    policy.Decision
+):
+    """8 replicas, low load (needs 1) for the whole window, after ``bursts``."""
+    spec = SPEC.model_copy(update={"violation_cost_replica_seconds": cost})
+    memory = policy.Memory(
+        low_since=now - 300, recommendations=((now - 10, 1),), bursts=bursts
+    )
+    decision, _ = policy.decide(spec, _obs(8, 40, 20, time=now), memory)
+    return decision
+
+
+def test_recurring_bursts_keep_their_replicas_warm_when_cheaper_than_the_misses() -> None:
+    # Bursts to 6 every 400 s; 300 s after the last, the next is due in ~100 s: keeping
+    # 2 more than the halving (4) costs ~200 replica-s, under 30 s over SLO x 20.
+    decision = _after_bursts(((0.0, 6), (400.0, 6)), 700.0)
+    assert (decision.action, decision.replicas) == ("scale_in", 6)
+    assert "keeping 6 warm: 2 bursts seen about every 400s" in decision.reason
+    # Worth nothing: scale in as the window says.
+    assert _after_bursts(((0.0, 6), (400.0, 6)), 700.0, cost=0).replicas == 4
+    # One burst has no rhythm; a burst overdue by far more than its spacing broke it.
+    assert _after_bursts(((400.0, 6),), 700.0).replicas == 4
+    assert _after_bursts(((0.0, 6), (100.0, 6)), 700.0).replicas == 4
+    # Far-apart bursts: keeping 4 more for ~1700 s costs more than the misses prevented.
+    assert _after_bursts(((0.0, 8), (2000.0, 8)), 2300.0).replicas == 4
+
+
+def test_a_burst_is_remembered_across_its_steps_and_across_blind_ticks() -> None:
+    memory = policy.Memory()
+    for t, qps, replicas in ((0.0, 500, 2), (40.0, 1200, 6), (500.0, 700, 2)):
+        decision, memory = policy.decide(SPEC, _obs(replicas, qps, 20, time=t), memory)
+        assert decision.action == "scale_out"
+    assert memory.bursts == ((0.0, 10), (500.0, 7))  # 0 s and 40 s: one burst, to 10
+    _, memory = policy.decide(SPEC, policy.Observation(510.0, 7, 7, None, None, "stale"), memory)
+    assert memory.bursts == ((0.0, 10), (500.0, 7)) and memory.low_since is None
+
+
+bursts = st.lists(
+    st.tuples(st.floats(min_value=0, max_value=1000), st.integers(1, 10)), max_size=5
+).map(lambda b: tuple(sorted(b)))
+
+
+@given(replicas, qps, p99, held, bursts)
+@settings(max_examples=300, deadline=None)
+def test_keeping_warm_only_ever_holds_more_never_scales_out(
+    n: int, q: float, lat: float, low_for: float, seen: tuple[tuple[float, int], ...]
+) -> None:
+    plain, _ = policy.decide(SPEC, _obs(n, q, lat), policy.Memory(low_since=1000.0 - low_for))
+    warm, _ = policy.decide(
+        SPEC, _obs(n, q, lat), policy.Memory(low_since=1000.0 - low_for, bursts=seen)
+    )
+    assert plain.replicas <= warm.replicas <= max(n, plain.replicas)
+    assert SPEC.min_replicas <= warm.replicas <= SPEC.max_replicas

@@ -385,3 +385,57 @@ def test_simulate_reports_the_correction_it_learned() -> None:
     assert "production replicas at 0.7 of the lab's capacity" in out.stderr
     out = geo_cli("-f", str(DERIVED), "--synthetic", "step", "--capacity-error", "0")
     assert out.returncode == 2 and "--capacity-error must be at least 0.1" in out.stderr
+
+
+# --- issue 16: steady noise, a fair start ----------------------------------------------
+
+
+def test_a_fair_start_has_what_the_first_minute_needs() -> None:
+    rate = np.concatenate([np.full(30, TARGET), np.full(30, 5 * TARGET), np.full(60, TARGET)])
+    trace = traces.Trace("late", rate)
+    assert replay.initial_replicas(SPEC.autoscaling, trace, "cold") == 1
+    assert replay.initial_replicas(SPEC.autoscaling, trace, "fair") == 5
+    with pytest.raises(ValueError, match="unknown start"):
+        replay.initial_replicas(SPEC.autoscaling, trace, "warm")
+    fair = replay.replay(SPEC, trace, "geo", replay.Options(start="fair"))[0]
+    cold = replay.replay(SPEC, trace, "geo", replay.Options(start="cold"))[0]
+    assert fair.violation_seconds == 0 < cold.violation_seconds
+    assert fair.replicas[0] == 5 and cold.replicas[0] == 1
+
+
+def test_scoring_after_a_warmup_counts_only_what_follows() -> None:
+    rate = np.concatenate([np.full(60, 4 * TARGET), np.full(120, TARGET)])
+    result = _run(traces.Trace("x", rate), Fixed(1), 1)
+    assert result.violation_seconds >= 60
+    violations, replica_seconds = result.scored(95)  # rounded up to 100 s
+    assert replica_seconds == 80  # one replica from 100 s to 180 s
+    assert violations == int(result.violated[10:].sum()) * engine.SLO_WINDOW
+    assert result.scored(0) == (result.violation_seconds, pytest.approx(result.replica_seconds))
+
+
+def test_geo_scales_in_from_its_peak_on_steady_noisy_load_without_violations() -> None:
+    # The issue's finding: on stationary load with noisy 10 s windows GEO held its peak
+    # replica count for the whole hour. Start it there.
+    trace = traces.scale_to_peak(traces.synthetic("steady-mid", duration=1200), 8, TARGET)
+    geo = autoscalers.make("geo", SPEC, replay.measured(SPEC, PROFILE), trace, 30)
+    assert isinstance(geo, autoscalers.Geo)
+    result = _run(trace, geo, 8, startup_seconds=30, metrics_lag_seconds=5)
+    first_in = next(t for t, d in geo.decisions if d.action == "scale_in")
+    assert first_in <= 400  # one 300 s window, not never
+    assert result.violation_seconds == 0
+    assert result.replicas[-600:].mean() <= 7
+
+
+def test_simulate_steady_shapes_fair_start_and_warmup_on_the_command_line() -> None:
+    from geo_operator.cli import simulate
+
+    assert simulate.SHAPES == traces.SHAPES
+    out = geo_cli("-f", str(EXAMPLE), "--synthetic", "steady-high", "--duration", "120",
+                  "--start", "cold", "--warmup-seconds", "60", "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout)
+    assert row["afterWarmupSeconds"] == 60
+    assert row["replicaSecondsAfterWarmup"] <= row["replicaSeconds"]
+    assert "cold start" in out.stderr
+    bad = geo_cli("-f", str(EXAMPLE), "--synthetic", "steady-high", "--start", "hot")
+    assert bad.returncode == 2 and "invalid choice: 'hot'" in bad.stderr

@@ -142,7 +142,7 @@ def test_rate_keeps_every_request_and_scaling_hits_the_peak() -> None:
     assert scaled.peak(10) == pytest.approx(5000)
 
 
-@pytest.mark.parametrize("shape", trace.SHAPES)
+@pytest.mark.parametrize("shape", [s for s in trace.SHAPES if s not in trace.STEADY_NOISE])
 def test_synthetic_shapes_span_base_to_peak(shape: str) -> None:
     t = trace.synthetic(shape, duration=1200, base=1, peak=4)
     assert t.duration == 1200
@@ -150,3 +150,18 @@ def test_synthetic_shapes_span_base_to_peak(shape: str) -> None:
     assert t.rate.max() == pytest.approx(4, rel=0.15)
     with pytest.raises(ValueError, match="unknown shape"):
         trace.synthetic("sawtooth")
+
+
+@pytest.mark.parametrize("shape", list(trace.STEADY_NOISE))
+def test_steady_shapes_are_stationary_with_their_noise(shape: str) -> None:
+    t = trace.synthetic(shape, duration=3600, base=2.0, seed=3)
+    windows = trace.window_means(t.rate, 10)
+    cv = trace.STEADY_NOISE[shape]
+    assert windows.mean() == pytest.approx(2.0, rel=4 * cv / len(windows) ** 0.5)
+    assert windows.std() / windows.mean() == pytest.approx(cv, rel=0.15)
+    # No trend: the first and second halves have the same mean within the noise.
+    half = len(windows) // 2
+    assert windows[:half].mean() == pytest.approx(windows[half:].mean(), rel=3 * cv / half**0.5)
+    # Constant within each 10-second window; seeded.
+    assert np.all(t.rate[:10] == t.rate[0])
+    assert np.array_equal(t.rate, trace.synthetic(shape, duration=3600, base=2.0, seed=3).rate)

@@ -587,7 +587,23 @@ class Autoscaling(_Model):
         default=300,
         ge=0,
         le=3600,
-        description="Scale in only after the load has been low for this long.",
+        description=(
+            "Scale in only after this long with no scale-out and no blind tick, to the "
+            "highest replicas any tick in the window needed."
+        ),
+    )
+    violation_cost_replica_seconds: float = Field(
+        default=20,
+        ge=0,
+        le=1e6,
+        description=(
+            "What one second over the p99 objective is worth, in replica-seconds: the price "
+            "of keeping replicas warm between bursts. When bursts recur (the loop saw at "
+            "least two scale-outs for load), scale-in keeps the last bursts' replicas while "
+            "keeping them until the next burst costs less than the seconds over SLO a "
+            "cold start would cost (about one measured pod start-up) times this. 0: never "
+            "keep replicas past the stabilization window."
+        ),
     )
     metrics: MetricsSource = Field(
         default_factory=MetricsSource, description="Where QPS and latency are read."
@@ -978,6 +994,17 @@ class AutoscalingStatus(_Model):
         description="Learned factor on the measured capacity (1 = the lab holds in production).",
     )
     reason: str = Field(default="", max_length=1024, description="The figures, in words.")
+    pod_startup_seconds: float | None = Field(
+        default=None,
+        description=(
+            "How long this deployment's Triton pods take from creation to Ready: the median "
+            "of the last pods the autoscaler saw start. The trend looks this far ahead. "
+            "Absent: none seen yet (30 s is assumed)."
+        ),
+    )
+    pod_startup_samples: int | None = Field(
+        default=None, description="How many pods pod_startup_seconds was measured on."
+    )
 
 
 RolloutPhase = Literal["Idle", "Progressing", "Paused", "Inconclusive", "Promoted", "RolledBack"]

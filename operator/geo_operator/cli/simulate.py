@@ -44,6 +44,10 @@ EPILOG = (
 )
 
 
+# simulation.trace.SHAPES (not imported here: it loads numpy).
+SHAPES = ("step", "ramp", "spike", "diurnal", "steady-low", "steady-mid", "steady-high")
+
+
 def register(verbs: Verbs) -> None:
     p = verbs.add_parser(
         "simulate",
@@ -66,8 +70,10 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", help="trace CSV with a TIMESTAMP column")
     p.add_argument(
         "--synthetic",
-        choices=["step", "ramp", "spike", "diurnal"],
-        help="a synthetic trace instead of --trace",
+        choices=SHAPES,
+        help="a synthetic trace instead of --trace: a shape, or stationary load whose "
+        "10-second windows vary with a coefficient of variation of 0.1, 0.25 or 0.4 "
+        "(steady-low|mid|high)",
     )
     p.add_argument(
         "--peak-replicas",
@@ -112,6 +118,22 @@ def _add_replay_options(p: argparse.ArgumentParser) -> None:
         help="age of the metrics every autoscaler sees (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--start",
+        choices=("fair", "cold"),
+        default="fair",
+        help="fair: every policy starts with the replicas the trace's first minute needs "
+        "at the target (a running system is not cold at the trace's first second); cold: "
+        "those of its first 10 s only (default: %(default)s)",
+    )
+    p.add_argument(
+        "--warmup-seconds",
+        type=options.non_negative_int,
+        default=0,
+        metavar="SECONDS",
+        help="also score from SECONDS on only (SLO-violation and replica-seconds after "
+        "the warm-up), so no policy is judged on its start (default: %(default)s)",
+    )
 
 
 def _add_capacity_options(p: argparse.ArgumentParser) -> None:
@@ -166,6 +188,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         profile=profile,
         capacity=measured.value,
         capacity_error=args.capacity_error,
+        start=args.start,
     )
     print(_header(args, spec, trace, profile, target, measured), file=sys.stderr)
     runs = [_replay_one(spec, trace, name, replay_options) for name in names]
@@ -173,10 +196,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.plot and target.value is not None:
         report.plot(results, target.value, spec.target_p99_ms(), args.plot)
     if args.json:
-        summaries = [_summary(result, scaler, target, measured) for result, scaler in runs]
+        summaries = [
+            _summary(result, scaler, target, measured, args.warmup_seconds)
+            for result, scaler in runs
+        ]
         print(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
     else:
-        print(report.table(results))
+        print(report.table(results, args.warmup_seconds))
         for _, scaler in runs:
             if isinstance(scaler, autoscalers.Geo):
                 print(_learned(scaler))
@@ -198,6 +224,7 @@ def _summary(
     scaler: object,
     target: capacity.Target,
     measured: _Capacity,
+    warmup: int = 0,
 ) -> dict[str, float | int | str | None]:
     """One policy's JSON row: the replay's figures, the target it started from, and GEO's
     correction."""
@@ -210,6 +237,11 @@ def _summary(
         "measuredCapacity": round(measured.value, 1),
         "capacitySource": measured.origin,
     }
+    if warmup > 0:
+        violations, replica_seconds = result.scored(warmup)
+        row["afterWarmupSeconds"] = warmup
+        row["sloViolationSecondsAfterWarmup"] = violations
+        row["replicaSecondsAfterWarmup"] = round(replica_seconds, 1)
     if isinstance(scaler, autoscalers.Geo):
         row["correction"] = round(scaler.correction.factor, 4)
         row["correctionEvidence"] = scaler.correction.evidence
@@ -339,7 +371,7 @@ def _header(
         f"replica model a={profile.service_a_ms} ms + b={profile.service_b_ms} ms/item, "
         f"capacity {profile.capacity(batch.max_batch_size, batch.instances):.0f} req/s "
         f"at full batches{error}; start-up {args.startup_seconds:g} s, metrics lag "
-        f"{args.metrics_lag_seconds} s, seed {args.seed}"
+        f"{args.metrics_lag_seconds} s, seed {args.seed}, {args.start} start"
     )
 
 

@@ -12,7 +12,9 @@ thread:
 1. observe — direct scrape: GET each ready pod's Triton metrics (the
    `geo.ai/metrics-url` pod annotation when set, else `http://<podIP>:8002/metrics`),
    rates from the previous scrape of the same pod, summed QPS, worst p99;
-   or one shared Prometheus answer per (URL, rate window) and second;
+   or one shared Prometheus answer per (URL, rate window) and second; and
+   each pod's start-up as Kubernetes saw it (creationTimestamp to the Ready
+   condition), the median of the last STARTUP_SAMPLES pods: the policy's lead;
 2. decide — `policy.decide`, the same pure function `geo decide` runs;
 3. act — set the Deployment's replicas (the Deployment's own count is
    "current", never a copy in status). While a rollout's canary runs, the total
@@ -21,7 +23,8 @@ thread:
    scale out); the new total is split between the tracks at the rollout's
    weight (`rollout.split`, as the reconcile splits it);
 4. record — its own status fields only (`api.status.AUTOSCALER`):
-   `lastDecision`, a short history, `ScalingActive` and `MetricsAvailable`;
+   `lastDecision`, a short history, `autoscaling` (the target, the measured
+   pod start-up), `ScalingActive` and `MetricsAvailable`;
    an Event on every scale_out / scale_in and when metrics go missing.
 
 Each object's step is its own: a slow source holds only the objects that use
@@ -35,8 +38,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import datetime
 import functools
 import logging
+import statistics
 import threading
 import time
 import urllib.request
@@ -55,6 +60,8 @@ from geo_operator.triton import metrics, prometheus
 log = logging.getLogger(__name__)
 
 HISTORY = 10
+# Pods whose start-up (creation to Ready) the median is taken over, per GeoDeployment.
+STARTUP_SAMPLES = 10
 SCRAPE_TIMEOUT = 2.0
 # A Prometheus answer serves every object that asks within this many seconds.
 ANSWER_SECONDS = 1.0
@@ -90,22 +97,48 @@ class PodView:
     ready: bool
     metrics_url: str | None
     track: str = names.STABLE_TRACK  # a rollout's track (the geo.ai/track label)
+    # From creationTimestamp to the Ready condition's lastTransitionTime, when Ready.
+    startup_seconds: float | None = None
+
+
+def _timestamp(value: Any) -> float | None:
+    """Seconds since the epoch of an RFC 3339 API timestamp; None when absent or bad."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _startup(meta: Mapping[str, Any], ready: Mapping[str, Any] | None) -> float | None:
+    created = _timestamp(meta.get("creationTimestamp"))
+    became = _timestamp((ready or {}).get("lastTransitionTime"))
+    if created is None or became is None or became < created:
+        return None
+    return became - created
 
 
 def pod_view(pod: Mapping[str, Any]) -> PodView:
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
     ready = not meta.get("deletionTimestamp") and status.get("phase") == "Running"
-    ready = ready and any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
+    condition = next(
+        (
+            c
+            for c in status.get("conditions") or []
+            if c.get("type") == "Ready" and c.get("status") == "True"
+        ),
+        None,
     )
+    ready = ready and condition is not None
     url = (meta.get("annotations") or {}).get(names.METRICS_URL_ANNOTATION)
     ip = status.get("podIP")
     if not url and ip:
         url = f"http://{ip}:{names.METRICS_PORT}/metrics"
     track = (meta.get("labels") or {}).get(names.TRACK_LABEL) or names.STABLE_TRACK
-    return PodView(str(meta.get("name")), bool(ready), url or None, str(track))
+    startup = _startup(meta, condition) if ready else None
+    return PodView(str(meta.get("name")), bool(ready), url or None, str(track), startup)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +178,19 @@ class _State:
     # What production taught about the served artifact's capacity, and for which capacity.
     correction: capacity.Correction = dataclasses.field(default_factory=capacity.Correction)
     corrected: tuple[str | None, float | None] = (None, None)
+    # Pod name -> its measured start-up, the last STARTUP_SAMPLES pods seen Ready.
+    startups: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def startup(self, pods: Iterable[PodView]) -> float | None:
+        """Take in the start-up of pods newly seen Ready; the median of the kept ones."""
+        for pod in pods:
+            if pod.startup_seconds is not None and pod.name not in self.startups:
+                self.startups[pod.name] = pod.startup_seconds
+        while len(self.startups) > STARTUP_SAMPLES:
+            del self.startups[next(iter(self.startups))]
+        if not self.startups:
+            return None
+        return statistics.median(self.startups.values())
 
 
 class _Answers:
@@ -321,6 +367,8 @@ class Autoscaler:
         # While a canary runs, its p99 is the rollout's to judge, not the loop's.
         p99_track = names.STABLE_TRACK if work.rollout_weight is not None else None
 
+        startup = state.startup(ready)
+
         def obs(
             qps: float | None,
             p99: float | None,
@@ -329,7 +377,15 @@ class Autoscaler:
             no_p99: str = "no p99 yet",
         ) -> policy.Observation:
             return policy.observation(
-                now, replicas, len(ready), qps, p99, queued, missing=missing, no_p99=no_p99
+                now,
+                replicas,
+                len(ready),
+                qps,
+                p99,
+                queued,
+                missing=missing,
+                no_p99=no_p99,
+                startup_seconds=startup,
             )
 
         if not ready:
@@ -453,7 +509,16 @@ class Autoscaler:
     ) -> None:
         body, spec = work.body, work.spec
         conds = _conditions(old, spec, observation, body["metadata"].get("generation"), target)
-        update: dict[str, Any] = {"conditions": conds, "autoscaling": target.status()}
+        autoscaling = target.status()
+        if observation.startup_seconds is not None:
+            state = self._state.get(work.key)
+            autoscaling = autoscaling.model_copy(
+                update={
+                    "pod_startup_seconds": round(observation.startup_seconds, 1),
+                    "pod_startup_samples": len(state.startups) if state else None,
+                }
+            )
+        update: dict[str, Any] = {"conditions": conds, "autoscaling": autoscaling}
         last = old.last_decision
         # A maintain is recorded once, when it replaces another kind of decision,
         # so that status is not rewritten every tick with a new timestamp.

@@ -12,7 +12,9 @@ The rule (DESIGN.md), per ready replica:
   shrinking with enough replicas for the arrivals — each named in the reason:
   the slow requests then sit in the old pods' queues, where new pods can't help);
 - **scale_in** when QPS per replica < target × scaleInRatio **and** p99 < the p99
-  target × latencyHeadroom, continuously for scaleInStabilizationSeconds;
+  target × latencyHeadroom, once scaleInStabilizationSeconds have passed with no
+  scale-out and no blind tick (ticks within band count as evidence: they do not
+  restart the window, or steady noisy load would never scale in);
 - **maintain** otherwise, and always when metrics are missing or stale: a
   missing number is never read as zero, so we never scale in blind.
 
@@ -22,10 +24,11 @@ p99 rule scales out and nothing scales in.
 
 Arrivals are the QPS served plus the queue's growth since the last tick (what
 the pods did not keep up with); demand adds the backlog over DRAIN_SECONDS.
-The arrivals' trend, projected LEAD_SECONDS ahead (rising only, at most +50 %)
-and added to the demand, is the "projected" load. A projected load above
-target × scaleOutRatio is a reason to scale out now, so the new pods are ready
-when it arrives (predictive scale-out).
+The arrivals' trend, when it stands out of the noise (a t-test on the slope),
+projected ahead by the pods' measured start-up time (LEAD_SECONDS until one is
+seen; rising only, at most +50 %) and added to the demand, is the "projected"
+load. A projected load above target × scaleOutRatio is a reason to scale out
+now, so the new pods are ready when it arrives (predictive scale-out).
 
 How far one decision moves (the anchors are HPA and KPA):
 
@@ -45,6 +48,7 @@ How far one decision moves (the anchors are HPA and KPA):
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 from geo_operator.api import models
@@ -61,14 +65,35 @@ MAX_LATENCY_FACTOR = 2.0
 # sits in the old pods' queues (Triton queues per process, a Service cannot move
 # it), so sizing for a faster drain buys little: new pods only take new arrivals.
 DRAIN_SECONDS = 60.0
-# The trend: a least-squares slope of demand over the last TREND_SECONDS (at
-# least TREND_MIN_SAMPLES ticks), projected LEAD_SECONDS ahead: about the time
-# a new pod takes to be scheduled, load its model and pass readiness.
+# The trend: a least-squares slope of arrivals over the last TREND_SECONDS (at
+# least TREND_MIN_SAMPLES ticks), projected ahead by the time a new pod takes to
+# be scheduled, load its model and pass readiness: as measured on this
+# deployment's own pods (`Observation.startup_seconds`), LEAD_SECONDS until one
+# has been seen start.
 TREND_SECONDS = 120.0
-TREND_MIN_SAMPLES = 3
+TREND_MIN_SAMPLES = 5
 LEAD_SECONDS = 30.0
 # The projection adds at most this fraction of the demand: a step is not a trend.
 MAX_TREND_GAIN = 0.5
+# A slope counts only when it stands out of the noise: above TREND_T times its
+# standard error (one-sided, about 2.5 % false trends on stationary noise). Ticks
+# are closer together than the load changes (a 30 s rate window read every 2 s),
+# so successive residuals are correlated; the error is widened by the lag-1
+# autocorrelation (effective samples n(1-rho)/(1+rho)), or a noisy flat load
+# would look like a trend half the time (the positive half of zero-mean noise).
+TREND_T = 2.0
+MAX_RHO = 0.9
+
+
+# Bursts: scale-outs for load within BURST_MERGE_SECONDS of the last one belong to
+# the same burst (one burst is ordered in steps); the last BURST_HISTORY bursts of
+# the last BURST_HORIZON_SECONDS are remembered. The rhythm is broken (nothing is
+# kept warm) once the time since the last burst exceeds RHYTHM_SLACK × the longest
+# gap seen.
+BURST_MERGE_SECONDS = 90.0
+BURST_HISTORY = 8
+BURST_HORIZON_SECONDS = 3600.0
+RHYTHM_SLACK = 1.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +107,9 @@ class Observation:
     p99_ms: float | None  # worst p99 among the ready pods
     missing: str | None = None  # why the metrics are missing or stale, if they are
     queued: float | None = None  # requests waiting in the ready pods' queues, when known
+    # How long this deployment's pods took from creation to Ready (measured by the
+    # loop, a median of recent pods); None: none seen yet, LEAD_SECONDS is assumed.
+    startup_seconds: float | None = None
 
 
 def _finite(value: float | None) -> float | None:
@@ -98,6 +126,7 @@ def observation(
     *,
     missing: str | None = None,
     no_p99: str = "no p99 yet",
+    startup_seconds: float | None = None,
 ) -> Observation:
     """The one rule that turns measured numbers into an Observation (the loop, the
     simulator and `geo decide` all call it).
@@ -108,6 +137,8 @@ def observation(
     (``no_p99`` says why), and so is no request rate.
     """
     qps, p99_ms, queued = _finite(qps), _finite(p99_ms), _finite(queued)
+    startup = _finite(startup_seconds)
+    startup = startup if startup is not None and startup >= 0 else None
     if missing is None and qps is None:
         missing = "no request rate yet"
     if missing is None and p99_ms is None:
@@ -116,8 +147,8 @@ def observation(
         else:
             p99_ms = 0.0
     if missing is not None:
-        return Observation(time, replicas, ready_replicas, None, None, missing)
-    return Observation(time, replicas, ready_replicas, qps, p99_ms, None, queued)
+        return Observation(time, replicas, ready_replicas, None, None, missing, None, startup)
+    return Observation(time, replicas, ready_replicas, qps, p99_ms, None, queued, startup)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +159,8 @@ class Memory:
     recommendations: tuple[tuple[float, int], ...] = ()  # (time, replicas) in the window
     samples: tuple[tuple[float, float], ...] = ()  # (time, arrivals) over TREND_SECONDS
     queued: tuple[float, float] | None = None  # (time, queued) at the last tick
+    # The load bursts the loop has seen: (start, replicas ordered for it), newest last.
+    bursts: tuple[tuple[float, int], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,16 +191,25 @@ def _clamp(spec: models.Autoscaling, n: int) -> int:
 
 
 def _slope(samples: tuple[tuple[float, float], ...]) -> float:
-    """Least-squares slope of (time, demand) in requests/s per second; 0 when too few."""
-    if len(samples) < TREND_MIN_SAMPLES:
-        return 0.0
+    """Least-squares slope of (time, arrivals) in requests/s per second, when it stands
+    out of the noise (`TREND_T` standard errors, widened for correlated ticks); else 0."""
     n = len(samples)
+    if n < TREND_MIN_SAMPLES:
+        return 0.0
     mean_t = sum(t for t, _ in samples) / n
     mean_d = sum(d for _, d in samples) / n
     var = sum((t - mean_t) ** 2 for t, _ in samples)
     if var <= 0:
         return 0.0
-    return sum((t - mean_t) * (d - mean_d) for t, d in samples) / var
+    slope = sum((t - mean_t) * (d - mean_d) for t, d in samples) / var
+    residuals = [d - mean_d - slope * (t - mean_t) for t, d in samples]
+    rss = sum(r * r for r in residuals)
+    if rss <= 0:
+        return slope  # a perfect line: no noise to stand out of
+    rho = sum(a * b for a, b in itertools.pairwise(residuals)) / rss
+    rho = min(max(rho, 0.0), MAX_RHO)
+    stderr = math.sqrt(rss / (n - 2) / var * (1 + rho) / (1 - rho))
+    return slope if abs(slope) > TREND_T * stderr else 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +219,7 @@ class _Load:
     qps_pr: float  # QPS per ready replica, as served
     growth: float  # the queue's growth per second since the last tick (arrivals not served)
     demand: float  # arrivals plus the backlog to drain
-    projected: float  # demand plus the arrivals' rising trend LEAD_SECONDS ahead
+    projected: float  # demand plus the arrivals' rising trend, a pod start-up ahead
     by_load: int  # replicas that carry the demand at the target
     by_trend: int  # replicas that carry the projected load at the target
     numbers: str  # the figures, for every reason
@@ -199,7 +241,8 @@ def _load(spec: models.Autoscaling, obs: Observation, memory: Memory) -> _Load:
         *(s for s in memory.samples if s[0] >= obs.time - TREND_SECONDS and s[0] < obs.time),
         (obs.time, arrivals),
     )
-    trend = min(max(0.0, _slope(samples)) * LEAD_SECONDS, MAX_TREND_GAIN * arrivals)
+    lead = LEAD_SECONDS if obs.startup_seconds is None else obs.startup_seconds
+    trend = min(max(0.0, _slope(samples)) * lead, MAX_TREND_GAIN * arrivals)
     projected = demand + trend
     qps_pr = obs.qps / obs.ready_replicas
     target_text = f"{target_qps:g}" if target_qps is not None else "unknown"
@@ -210,7 +253,10 @@ def _load(spec: models.Autoscaling, obs: Observation, memory: Memory) -> _Load:
     if backlog > 0:
         numbers += f", {obs.queued:.0f} queued"
     if projected > demand:
-        numbers += f", rising to {projected / max(current, 1):.1f} QPS/replica in {LEAD_SECONDS:g}s"
+        measured = "" if obs.startup_seconds is None else ", the pods' measured start-up"
+        numbers += (
+            f", rising to {projected / max(current, 1):.1f} QPS/replica in {lead:.0f}s{measured}"
+        )
     queued_at = None if obs.queued is None else (obs.time, obs.queued)
     return _Load(
         qps_pr=qps_pr,
@@ -220,7 +266,7 @@ def _load(spec: models.Autoscaling, obs: Observation, memory: Memory) -> _Load:
         by_load=_needed(demand, target_qps),
         by_trend=_needed(projected, target_qps),
         numbers=numbers,
-        kept=Memory(samples=samples, queued=queued_at),
+        kept=Memory(samples=samples, queued=queued_at, bursts=memory.bursts),
     )
 
 
@@ -233,12 +279,14 @@ def decide(
         why = obs.missing or "no QPS or p99 reading"
         return (
             Decision("maintain", current, f"metrics unavailable ({why}): holding", None, None),
-            Memory(),  # a gap restarts the scale-in window: never scale in across blind time
+            # A gap restarts the scale-in window (never scale in across blind time); the
+            # bursts seen are the traffic's history, not the metrics', and stay.
+            Memory(bursts=memory.bursts),
         )
     if obs.ready_replicas <= 0:
         return (
             Decision("maintain", current, "no ready replica to measure: holding", None, obs.p99_ms),
-            Memory(),
+            Memory(bursts=memory.bursts),
         )
     load = _load(spec, obs, memory)
     # No target (nothing measured, nothing declared): the load says nothing; p99 alone.
@@ -314,7 +362,59 @@ def _out(
             f"{cause}; {starting} starting replica(s) cover the demand and backlog: {numbers}",
         )
     reason = f"{cause}: {numbers}; {current} -> {wanted}"
-    return Decision("scale_out", wanted, reason, load.qps_pr, obs.p99_ms), load.kept
+    kept = load.kept
+    if overloaded or rising:  # a burst of load (a breach alone may be a slow pod)
+        kept = dataclasses.replace(kept, bursts=_burst(memory.bursts, obs.time, wanted))
+    return Decision("scale_out", wanted, reason, load.qps_pr, obs.p99_ms), kept
+
+
+def _burst(
+    bursts: tuple[tuple[float, int], ...], now: float, replicas: int
+) -> tuple[tuple[float, int], ...]:
+    """The bursts with a scale-out to ``replicas`` at ``now``: a new burst, or the last
+    one's height raised when it started less than BURST_MERGE_SECONDS ago."""
+    recent = [b for b in bursts if b[0] >= now - BURST_HORIZON_SECONDS]
+    if recent and now - recent[-1][0] <= BURST_MERGE_SECONDS:
+        start, height = recent[-1]
+        recent[-1] = (start, max(height, replicas))
+    else:
+        recent.append((now, replicas))
+    return tuple(recent[-BURST_HISTORY:])
+
+
+def _keep_warm(
+    spec: models.Autoscaling, obs: Observation, bursts: tuple[tuple[float, int], ...], wanted: int
+) -> tuple[int, str] | None:
+    """The replicas to keep warm for the next burst instead of scaling in to ``wanted``,
+    and why; None when keeping them costs more than the misses they prevent.
+
+    From the bursts the loop has seen (at least two: a spacing): a burst that finds its
+    replicas gone waits a pod start-up for them, about that many seconds over SLO,
+    worth ``violationCostReplicaSeconds`` each; keeping the last bursts' height costs
+    the extra replicas until the next burst is due (the mean spacing from the last one).
+    """
+    value = spec.violation_cost_replica_seconds
+    if value <= 0 or len(bursts) < 2:
+        return None
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(bursts)]
+    since = obs.time - bursts[-1][0]
+    if since > RHYTHM_SLACK * max(gaps):
+        return None  # the rhythm is broken: no burst came when one was due
+    height = min(obs.replicas, max(h for _, h in bursts[-3:]))
+    extra = height - wanted
+    if extra <= 0:
+        return None
+    spacing = sum(gaps) / len(gaps)
+    remaining = max(spacing - since, spec.interval_seconds)
+    lead = LEAD_SECONDS if obs.startup_seconds is None else obs.startup_seconds
+    cost, prevented = extra * remaining, lead * value
+    if cost > prevented:
+        return None
+    return height, (
+        f"keeping {height} warm: {len(bursts)} bursts seen about every {spacing:.0f}s, up to "
+        f"{height} replicas; {extra} more until the next costs ~{cost:.0f} replica-s, less "
+        f"than the ~{lead:.0f}s over SLO a cold burst costs x {value:g}"
+    )
 
 
 def _in(
@@ -331,10 +431,10 @@ def _in(
         and load.projected / max(current, 1) < floor_qps
         and obs.p99_ms < target_p99_of(spec) * spec.latency_headroom
     )
-    if not low:
-        return _hold(obs, load, f"within band: {numbers}")
+    # Every tick since the last scale-out (or gap) is evidence, low or within band:
+    # the window holds their recommendations.
     window = spec.scale_in_stabilization_seconds
-    low_since = memory.low_since if memory.low_since is not None else obs.time
+    since = memory.low_since if memory.low_since is not None else obs.time
     recommendation = _clamp(spec, max(load.by_trend, 1))
     recent = tuple(
         (t, r)
@@ -343,16 +443,26 @@ def _in(
     )
     # The window keeps its evidence: the next tick may halve again, and as high
     # recommendations age out of it, step further down, without a new window.
-    kept = Memory(low_since, recent, load.kept.samples, load.kept.queued)
-    held = obs.time - low_since
+    kept = Memory(since, recent, load.kept.samples, load.kept.queued, memory.bursts)
+    if not low:
+        return _hold(obs, load, f"within band: {numbers}", kept)
+    held = obs.time - since
     if held < window:
-        reason = f"low load for {held:.0f}s of the {window:g}s stabilization window: {numbers}"
+        reason = f"low load; {held:.0f}s of the {window:g}s stabilization window seen: {numbers}"
         return _hold(obs, load, reason, kept)
     stable = max(r for _, r in recent)
     wanted = _clamp(spec, max(stable, math.ceil(current / 2)))
+    warm = _keep_warm(spec, obs, memory.bursts, wanted) if wanted < current else None
+    if warm is not None and warm[0] >= current:
+        return _hold(obs, load, f"low load, but {warm[1]}: {numbers}", kept)
     if wanted >= current:
         which = "minReplicas" if current <= spec.min_replicas else "the window max"
         reason = f"low load, but {current} replicas are the floor ({which}): {numbers}"
         return _hold(obs, load, reason, kept)
-    reason = f"low load for {held:.0f}s (window {window:g}s): {numbers}; {current} -> {wanted}"
+    because = f"; {warm[1]}" if warm is not None else ""
+    wanted = max(wanted, warm[0]) if warm is not None else wanted
+    reason = (
+        f"low load, {held:.0f}s without scale-out (window {window:g}s, its highest "
+        f"recommendation {stable}{because}): {numbers}; {current} -> {wanted}"
+    )
     return Decision("scale_in", wanted, reason, load.qps_pr, obs.p99_ms), kept

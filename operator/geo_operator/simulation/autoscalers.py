@@ -124,6 +124,7 @@ class Geo:
             view.worst_p99_ms(P99_WINDOW_SECONDS),
             view.queued(),
             no_p99="no data yet",
+            startup_seconds=view.startup_seconds(),
         )
         self.target = capacity.target(self.deployment, self.measured, self.correction)
         self.spec = capacity.resolve(self.deployment, self.target)

@@ -32,7 +32,7 @@ from typing import Protocol
 import numpy as np
 
 from geo_operator.simulation import replica
-from geo_operator.simulation.replica import FloatArray, IntArray
+from geo_operator.simulation.replica import BoolArray, FloatArray, IntArray
 from geo_operator.simulation.trace import Trace
 
 SLO_WINDOW = 10  # seconds; the issue's definition of a violation window
@@ -113,6 +113,13 @@ class View:
         seconds = self._seconds(window)
         return self._sim.completed[seconds.start : seconds.stop].astype(np.float64)
 
+    def startup_seconds(self, samples: int = 10) -> float | None:
+        """The median order-to-ready time of the last ``samples`` pods that became ready
+        (what the operator's loop measures on its pods); None before any."""
+        ready = sorted((p for p in self._sim.pods if p.ready(self.time)), key=lambda p: p.ready_at)
+        times = [p.ready_at - p.ordered_at for p in ready[-samples:]]
+        return float(np.median(times)) if times else None
+
     def queued(self) -> float | None:
         """Requests waiting in the ready pods' queues (Triton's pending-request gauge)."""
         second = self.time - self._sim.lag - 1
@@ -159,6 +166,16 @@ class Result:
     replicas: IntArray  # ordered replicas at each second
     ready: IntArray
     offered_qps: FloatArray  # the trace's rate at each second
+    violated: BoolArray  # per whole 10-second window (by arrival): its p99 exceeded the target
+
+    def scored(self, warmup_seconds: int) -> tuple[int, float]:
+        """(SLO-violation seconds, replica-seconds) counting only from ``warmup_seconds``
+        on (rounded up to a whole window): the score after a warm-up, when every policy
+        has had time to leave its start. Replica-seconds are the replicas ordered each
+        second from then on."""
+        first = -(-warmup_seconds // SLO_WINDOW)
+        start = first * SLO_WINDOW
+        return int(self.violated[first:].sum()) * SLO_WINDOW, float(self.replicas[start:].sum())
 
     def summary(self) -> dict[str, float | int | str]:
         return {
@@ -356,4 +373,5 @@ class Simulation:
             replicas=replicas,
             ready=ready,
             offered_qps=self.trace.rate.copy(),
+            violated=violated,
         )

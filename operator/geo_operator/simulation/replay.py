@@ -17,7 +17,7 @@ from geo_operator.api import models
 from geo_operator.builders import plan
 from geo_operator.scaling import capacity
 from geo_operator.simulation import autoscalers, engine, replica, tuned
-from geo_operator.simulation.trace import Trace
+from geo_operator.simulation.trace import Trace, window_means
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +35,9 @@ class Options:
     # time is the profile's / capacity_error, the measured capacity stays the lab's.
     capacity_error: float = 1.0
     learn: bool = True  # False: GEO keeps the target it started with (a benchmark's baseline)
+    # "fair": every policy starts at the replicas the trace's first minute needs (a running
+    # system is not cold at the trace's first second); "cold": at the first 10 s window's.
+    start: str = "fair"
 
 
 def batching(spec: models.GeoDeploymentSpec, profile: replica.Profile) -> engine.Batching:
@@ -85,9 +88,19 @@ def production(profile: replica.Profile, capacity_error: float) -> replica.Profi
     )
 
 
-def initial_replicas(spec: models.Autoscaling, trace: Trace) -> int:
-    """What every policy starts with: enough for the first window at the target, ready."""
-    first = float(trace.rate[: engine.SLO_WINDOW].mean()) if trace.duration else 0.0
+# What a fair start covers: the first minute of the trace.
+FAIR_START_SECONDS = 60
+STARTS = ("fair", "cold")
+
+
+def initial_replicas(spec: models.Autoscaling, trace: Trace, start: str = "fair") -> int:
+    """What every policy starts with, ready: enough at the target for the busiest 10 s
+    window of the trace's first minute ("fair"), or of its first window only ("cold")."""
+    if start not in STARTS:
+        raise ValueError(f"unknown start {start!r}: one of {', '.join(STARTS)}")
+    seconds = FAIR_START_SECONDS if start == "fair" else engine.SLO_WINDOW
+    head = trace.rate[:seconds]
+    first = float(window_means(head, engine.SLO_WINDOW).max()) if len(head) else 0.0
     wanted = math.ceil(first / autoscalers.target_qps(spec) - 1e-9)
     return max(spec.min_replicas, min(spec.max_replicas, wanted))
 
@@ -117,7 +130,7 @@ def replay(
         target_p99_ms=spec.target_p99_ms(),
         min_replicas=scaling.min_replicas,
         max_replicas=scaling.max_replicas,
-        initial_replicas=initial_replicas(scaling, trace),
+        initial_replicas=initial_replicas(scaling, trace, options.start),
         startup_seconds=options.startup_seconds,
         metrics_lag_seconds=options.metrics_lag_seconds,
         history_seconds=history,

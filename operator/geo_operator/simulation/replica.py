@@ -30,6 +30,7 @@ DEFAULT_PROFILE_PATH = pathlib.Path(__file__).resolve().parent / "digits-cpu.jso
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,8 +21,16 @@ def row(result: Result) -> str:
     )
 
 
-def table(results: Sequence[Result]) -> str:
-    return "\n".join([HEADER, *(row(r) for r in results)])
+def table(results: Sequence[Result], warmup: int = 0) -> str:
+    """One row per result; with ``warmup`` also the score from that second on."""
+    if warmup <= 0:
+        return "\n".join([HEADER, *(row(r) for r in results)])
+    extra = f" {f'SLO-s after {warmup}s':>17} {'replica-s after':>15}"
+    lines = [HEADER + extra]
+    for r in results:
+        violations, replica_seconds = r.scored(warmup)
+        lines.append(f"{row(r)} {violations:>17} {replica_seconds:>15.0f}")
+    return "\n".join(lines)
 
 
 def markdown(results: Sequence[Result]) -> str:

@@ -30,7 +30,12 @@ import numpy as np
 
 from geo_operator.simulation.replica import FloatArray
 
-SHAPES = ("step", "ramp", "spike", "diurnal")
+SHAPES = ("step", "ramp", "spike", "diurnal", "steady-low", "steady-mid", "steady-high")
+# Stationary load with over-dispersed 10-second counts: the coefficient of variation
+# of each window's rate around a constant mean (gamma-distributed, independent
+# windows, seeded). "high" spans about 0.4x to 2x the mean, like the noisy
+# production traces GEO over-provisioned on (issue 16).
+STEADY_NOISE = {"steady-low": 0.1, "steady-mid": 0.25, "steady-high": 0.4}
 _TIMESTAMP = re.compile(
     r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(?:\.(\d+))?\s*(Z|[+-]\d{2}:?\d{2})?$"
 )
@@ -149,6 +154,9 @@ def synthetic(
     spike: base with a 60-second burst at peak at 40 % of the duration.
     diurnal: one sinusoidal day compressed into the duration, with ±5 % noise
     per minute (seeded), trough base at the start, crest peak at the middle.
+    steady-low|mid|high: a constant mean (``base``) whose 10-second windows vary
+    independently around it, gamma-distributed with a coefficient of variation of
+    0.1, 0.25 or 0.4 (`STEADY_NOISE`, seeded); no trend, no long bursts.
     """
     t = np.arange(duration, dtype=np.float64)
     if shape == "step":
@@ -164,6 +172,11 @@ def synthetic(
         wave = 0.5 - 0.5 * np.cos(2 * np.pi * t / duration)
         noise = np.random.default_rng(seed).normal(1.0, 0.05, duration // 60 + 1)
         rate = (base + (peak - base) * wave) * np.repeat(noise, 60)[:duration]
+    elif shape in STEADY_NOISE:
+        shape_k = 1.0 / STEADY_NOISE[shape] ** 2  # gamma with mean 1 and this CV
+        windows = -(-duration // 10)
+        factors = np.random.default_rng(seed).gamma(shape_k, 1.0 / shape_k, windows)
+        rate = base * np.repeat(factors, 10)[:duration]
     else:
         raise ValueError(f"unknown shape {shape!r}: one of {', '.join(SHAPES)}")
     return Trace(shape, rate.astype(np.float64))
