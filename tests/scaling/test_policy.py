@@ -281,10 +281,11 @@ def test_the_trend_looks_ahead_by_the_measured_startup() -> None:
     assert unmeasured.startup_seconds is None
 
 
-def _after_bursts(bursts: tuple[tuple[float, int], ...], now: float, cost: float = 20) -> (
-    policy.Decision
-):
-    """8 replicas, low load (needs 1) for the whole window, after ``bursts``."""
+def _after_bursts(
+    seen: tuple[tuple[float, int], ...], now: float, cost: float = 20, breached: bool = True
+) -> policy.Decision:
+    """8 replicas, low load (needs 1) for the whole window, after bursts ``seen``."""
+    bursts = tuple((start, height, breached) for start, height in seen)
     spec = SPEC.model_copy(update={"violation_cost_replica_seconds": cost})
     memory = policy.Memory(
         low_since=now - 300, recommendations=((now - 10, 1),), bursts=bursts
@@ -298,9 +299,11 @@ def test_recurring_bursts_keep_their_replicas_warm_when_cheaper_than_the_misses(
     # 2 more than the halving (4) costs ~200 replica-s, under 30 s over SLO x 20.
     decision = _after_bursts(((0.0, 6), (400.0, 6)), 700.0)
     assert (decision.action, decision.replicas) == ("scale_in", 6)
-    assert "keeping 6 warm: 2 bursts seen about every 400s" in decision.reason
+    assert "keeping 6 warm: 2 bursts over SLO seen about every 400s" in decision.reason
     # Worth nothing: scale in as the window says.
     assert _after_bursts(((0.0, 6), (400.0, 6)), 700.0, cost=0).replicas == 4
+    # Bursts the headroom served (p99 stayed within the objective) cost nothing cold.
+    assert _after_bursts(((0.0, 6), (400.0, 6)), 700.0, breached=False).replicas == 4
     # One burst has no rhythm; a burst overdue by far more than its spacing broke it.
     assert _after_bursts(((400.0, 6),), 700.0).replicas == 4
     assert _after_bursts(((0.0, 6), (100.0, 6)), 700.0).replicas == 4
@@ -313,20 +316,24 @@ def test_a_burst_is_remembered_across_its_steps_and_across_blind_ticks() -> None
     for t, qps, replicas in ((0.0, 500, 2), (40.0, 1200, 6), (500.0, 700, 2)):
         decision, memory = policy.decide(SPEC, _obs(replicas, qps, 20, time=t), memory)
         assert decision.action == "scale_out"
-    assert memory.bursts == ((0.0, 10), (500.0, 7))  # 0 s and 40 s: one burst, to 10
+    assert memory.bursts == ((0.0, 10, False), (500.0, 7, False))  # 0 s and 40 s: one burst
     _, memory = policy.decide(SPEC, policy.Observation(510.0, 7, 7, None, None, "stale"), memory)
-    assert memory.bursts == ((0.0, 10), (500.0, 7)) and memory.low_since is None
+    assert memory.bursts == ((0.0, 10, False), (500.0, 7, False)) and memory.low_since is None
+    # p99 over the objective within the burst's first 90 s marks it as one that cost misses.
+    _, memory = policy.decide(SPEC, _obs(7, 300, 450, time=560.0), memory)
+    assert memory.bursts[-1] == (500.0, 7, True)
 
 
 bursts = st.lists(
-    st.tuples(st.floats(min_value=0, max_value=1000), st.integers(1, 10)), max_size=5
+    st.tuples(st.floats(min_value=0, max_value=1000), st.integers(1, 10), st.booleans()),
+    max_size=5,
 ).map(lambda b: tuple(sorted(b)))
 
 
 @given(replicas, qps, p99, held, bursts)
 @settings(max_examples=300, deadline=None)
 def test_keeping_warm_only_ever_holds_more_never_scales_out(
-    n: int, q: float, lat: float, low_for: float, seen: tuple[tuple[float, int], ...]
+    n: int, q: float, lat: float, low_for: float, seen: tuple[tuple[float, int, bool], ...]
 ) -> None:
     plain, _ = policy.decide(SPEC, _obs(n, q, lat), policy.Memory(low_since=1000.0 - low_for))
     warm, _ = policy.decide(
@@ -334,3 +341,16 @@ def test_keeping_warm_only_ever_holds_more_never_scales_out(
     )
     assert plain.replicas <= warm.replicas <= max(n, plain.replicas)
     assert SPEC.min_replicas <= warm.replicas <= SPEC.max_replicas
+
+
+def test_a_breach_with_empty_queues_and_enough_replicas_is_a_stale_p99() -> None:
+    # After a burst is served, Triton's p99 summary stays high for a minute; the queue is
+    # empty and 4 replicas cover 200 QPS: more replicas would not make anything faster.
+    memory = policy.Memory(queued=(990.0, 2.0))
+    obs = policy.Observation(1000.0, 4, 4, 200.0, 5000.0, None, 3.0)  # 15 ms of work
+    decision, _ = policy.decide(SPEC, obs, memory)
+    assert decision.action == "maintain" and "already served" in decision.reason
+    # A real backlog (a second's worth of work) with the same p99 is not stale.
+    backed_up = policy.Observation(1000.0, 4, 4, 200.0, 5000.0, None, 400.0)
+    decision, _ = policy.decide(SPEC, backed_up, policy.Memory(queued=(990.0, 100.0)))
+    assert decision.action == "scale_out"

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 
 from geo_operator.api import models
+from geo_operator.scaling.policy import BACKLOG_FRACTION as STALE_P99_BACKLOG
 from geo_operator.scaling.policy import Observation
 
 MIN_FACTOR = 0.25
@@ -48,7 +49,7 @@ GROWING_FRACTION = 0.01
 # saturated *now* only if their queues hold at least this fraction of the objective's worth
 # of work (queued / QPS: the mean wait, by Little's law). Else it is a breach already
 # drained, typically by replicas that just became ready: what each serves now is no capacity.
-BACKLOG_FRACTION = 0.1
+BACKLOG_FRACTION = STALE_P99_BACKLOG  # the policy's own rule for a stale p99
 # Ticks within this many seconds of a change in the ready replicas teach nothing: the
 # rates and the p99 summary (a minute of Triton's) still describe the old count.
 SETTLE_SECONDS = 60.0

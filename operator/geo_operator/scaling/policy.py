@@ -85,11 +85,19 @@ TREND_T = 2.0
 MAX_RHO = 0.9
 
 
+# Triton's p99 is a summary of the last minute: after a backlog is served it stays
+# high for up to a minute. A breach whose queues hold less than this fraction of the
+# objective's worth of work (queued / QPS, the mean wait by Little's law), with the
+# replicas covering the arrivals, is of requests already served: more replicas can't
+# make it better (the same rule `scaling.capacity` learns by).
+BACKLOG_FRACTION = 0.1
 # Bursts: scale-outs for load within BURST_MERGE_SECONDS of the last one belong to
 # the same burst (one burst is ordered in steps); the last BURST_HISTORY bursts of
-# the last BURST_HORIZON_SECONDS are remembered. The rhythm is broken (nothing is
-# kept warm) once the time since the last burst exceeds RHYTHM_SLACK × the longest
-# gap seen.
+# the last BURST_HORIZON_SECONDS are remembered, each marked when p99 went over the
+# objective within BURST_MERGE_SECONDS of its start. Only those cost anything cold:
+# a burst the headroom served (steady noisy load) is no reason to keep replicas.
+# The rhythm is broken (nothing is kept warm) once the time since the last costly
+# burst exceeds RHYTHM_SLACK × the longest gap seen.
 BURST_MERGE_SECONDS = 90.0
 BURST_HISTORY = 8
 BURST_HORIZON_SECONDS = 3600.0
@@ -159,8 +167,9 @@ class Memory:
     recommendations: tuple[tuple[float, int], ...] = ()  # (time, replicas) in the window
     samples: tuple[tuple[float, float], ...] = ()  # (time, arrivals) over TREND_SECONDS
     queued: tuple[float, float] | None = None  # (time, queued) at the last tick
-    # The load bursts the loop has seen: (start, replicas ordered for it), newest last.
-    bursts: tuple[tuple[float, int], ...] = ()
+    # The load bursts the loop has seen: (start, replicas ordered for it, whether p99
+    # went over the objective during it), newest last.
+    bursts: tuple[tuple[float, int, bool], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,13 +297,18 @@ def decide(
             Decision("maintain", current, "no ready replica to measure: holding", None, obs.p99_ms),
             Memory(bursts=memory.bursts),
         )
+    breach = obs.p99_ms > target_p99_of(spec)
+    if breach and memory.bursts and not memory.bursts[-1][2]:
+        start, height, _ = memory.bursts[-1]
+        if obs.time - start <= BURST_MERGE_SECONDS:  # the last burst cost misses
+            marked = (*memory.bursts[:-1], (start, height, True))
+            memory = dataclasses.replace(memory, bursts=marked)
     load = _load(spec, obs, memory)
     # No target (nothing measured, nothing declared): the load says nothing; p99 alone.
     target_qps = spec.target_qps_per_replica
     threshold = math.inf if target_qps is None else target_qps * spec.scale_out_ratio
     overloaded = load.qps_pr > threshold or load.demand / obs.ready_replicas > threshold
     rising = load.projected / max(current, 1) > threshold
-    breach = obs.p99_ms > target_p99_of(spec)
     if overloaded or breach or rising:
         return _out(spec, obs, memory, load, overloaded, rising, breach)
     return _in(spec, obs, memory, load)
@@ -354,6 +368,19 @@ def _out(
             f"{cause}, but the queue is shrinking and {current} replicas cover the "
             f"arrivals: the backlog is draining: {numbers}",
         )
+    drained = (
+        obs.queued is not None
+        and obs.qps is not None
+        and obs.queued <= BACKLOG_FRACTION * target_p99 / 1000.0 * obs.qps
+    )
+    if needed <= current and drained and not overloaded and not rising:
+        return _hold(
+            obs,
+            load,
+            f"{cause}, but the queues are empty and {current} replicas cover the arrivals: "
+            f"the p99 (Triton's summary of the last minute) is of requests already served: "
+            f"{numbers}",
+        )
     if starting > 0 and needed <= current and obs.queued is not None:
         # The queue is known and the ordered replicas cover it: more would only cost.
         return _hold(
@@ -364,36 +391,41 @@ def _out(
     reason = f"{cause}: {numbers}; {current} -> {wanted}"
     kept = load.kept
     if overloaded or rising:  # a burst of load (a breach alone may be a slow pod)
-        kept = dataclasses.replace(kept, bursts=_burst(memory.bursts, obs.time, wanted))
+        kept = dataclasses.replace(kept, bursts=_burst(memory.bursts, obs.time, wanted, breach))
     return Decision("scale_out", wanted, reason, load.qps_pr, obs.p99_ms), kept
 
 
 def _burst(
-    bursts: tuple[tuple[float, int], ...], now: float, replicas: int
-) -> tuple[tuple[float, int], ...]:
+    bursts: tuple[tuple[float, int, bool], ...], now: float, replicas: int, breach: bool
+) -> tuple[tuple[float, int, bool], ...]:
     """The bursts with a scale-out to ``replicas`` at ``now``: a new burst, or the last
     one's height raised when it started less than BURST_MERGE_SECONDS ago."""
     recent = [b for b in bursts if b[0] >= now - BURST_HORIZON_SECONDS]
     if recent and now - recent[-1][0] <= BURST_MERGE_SECONDS:
-        start, height = recent[-1]
-        recent[-1] = (start, max(height, replicas))
+        start, height, breached = recent[-1]
+        recent[-1] = (start, max(height, replicas), breached or breach)
     else:
-        recent.append((now, replicas))
+        recent.append((now, replicas, breach))
     return tuple(recent[-BURST_HISTORY:])
 
 
 def _keep_warm(
-    spec: models.Autoscaling, obs: Observation, bursts: tuple[tuple[float, int], ...], wanted: int
+    spec: models.Autoscaling,
+    obs: Observation,
+    seen: tuple[tuple[float, int, bool], ...],
+    wanted: int,
 ) -> tuple[int, str] | None:
     """The replicas to keep warm for the next burst instead of scaling in to ``wanted``,
     and why; None when keeping them costs more than the misses they prevent.
 
-    From the bursts the loop has seen (at least two: a spacing): a burst that finds its
-    replicas gone waits a pod start-up for them, about that many seconds over SLO,
-    worth ``violationCostReplicaSeconds`` each; keeping the last bursts' height costs
-    the extra replicas until the next burst is due (the mean spacing from the last one).
+    From the bursts the loop has seen go over the p99 objective (at least two: a
+    spacing): a burst that finds its replicas gone waits a pod start-up for them, about
+    that many seconds over SLO, worth ``violationCostReplicaSeconds`` each; keeping the
+    last bursts' height costs the extra replicas until the next burst is due (the mean
+    spacing from the last one).
     """
     value = spec.violation_cost_replica_seconds
+    bursts = [(start, height) for start, height, breached in seen if breached]
     if value <= 0 or len(bursts) < 2:
         return None
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(bursts)]
@@ -411,7 +443,8 @@ def _keep_warm(
     if cost > prevented:
         return None
     return height, (
-        f"keeping {height} warm: {len(bursts)} bursts seen about every {spacing:.0f}s, up to "
+        f"keeping {height} warm: {len(bursts)} bursts over SLO seen about every "
+        f"{spacing:.0f}s, up to "
         f"{height} replicas; {extra} more until the next costs ~{cost:.0f} replica-s, less "
         f"than the ~{lead:.0f}s over SLO a cold burst costs x {value:g}"
     )
