@@ -26,7 +26,8 @@ anchors' median and within 1.2× the oracle's. Writes one PNG per trace (fair
 start) to out/simulate/. Run with ``.venv/bin/python e2e/bench_simulate.py``
 (about 10 minutes on two cores with --jobs 2; simulated time is deterministic
 for a seed, only the wall time depends on the machine). ``--quick`` replays the
-first 900 s of every trace.
+first 900 s of every trace; ``--variants`` adds each CSV trace smoothed (its rate
+counted per 120 s) and at two other phases (shifted by 20 and 40 minutes).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import statistics
 import sys
 import time
 
+import numpy as np
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -104,6 +106,12 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="replays run side by side")
     parser.add_argument("--quick", action="store_true", help="the first 900 s of every trace")
     parser.add_argument("--only", help="comma-separated trace names to replay (default: all)")
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="also each CSV trace with its rate counted per 120 s (smoothed) and shifted "
+        "by 20 and 40 minutes (other phases): traces nothing was tuned on",
+    )
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "out" / "simulate")
     parser.add_argument("--markdown", action="store_true", help="print the tables as markdown")
     args = parser.parse_args()
@@ -112,7 +120,14 @@ def main() -> int:
     spec = models.parse_spec(body["spec"])
     target = spec.autoscaling.target_qps_per_replica
     assert target is not None
-    raw = [traces.from_csv(p) for p in sorted(args.traces.glob("*.csv"))]
+    csvs = sorted(args.traces.glob("*.csv"))
+    raw = [traces.from_csv(p) for p in csvs]
+    if args.variants:
+        for path, trace in zip(csvs, list(raw), strict=True):
+            smooth = traces.from_csv(path, resolution=120)
+            raw.append(dataclasses.replace(smooth, name=f"{trace.name}-smoothed"))
+            raw += [traces.Trace(f"{trace.name}-phase{k}", np.roll(trace.rate, k))
+                    for k in (1200, 2400)]  # fmt: skip
     raw += [traces.synthetic(s, duration=SHAPE_SECONDS, seed=args.seed) for s in traces.SHAPES
             if s not in traces.STEADY_NOISE]  # fmt: skip
     raw += [traces.synthetic(s, duration=STEADY_SECONDS, seed=args.seed)
