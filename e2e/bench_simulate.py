@@ -24,7 +24,7 @@ scoring whether GEO met the aims: violation seconds at most half the best
 anchor's (zero where the best anchor has zero), replica-seconds at most the
 anchors' median and within 1.2× the oracle's. Writes one PNG per trace (fair
 start) to out/simulate/. Run with ``.venv/bin/python e2e/bench_simulate.py``
-(about 10 minutes on two cores with --jobs 2; simulated time is deterministic
+(about 13 minutes on two cores with --jobs 2; simulated time is deterministic
 for a seed, only the wall time depends on the machine). ``--quick`` replays the
 first 900 s of every trace; ``--variants`` adds each CSV trace smoothed (its rate
 counted per 120 s) and at two other phases (shifted by 20 and 40 minutes).
