@@ -69,22 +69,44 @@ def scores(results: dict[str, engine.Result], warmup: int | None) -> dict[str, S
     return {n: Score(*r.scored(warmup)) for n, r in results.items()}
 
 
-def verdict(s: dict[str, Score]) -> tuple[str, bool]:
-    """The aims, each MET or MISSED with its figures; and whether all were met."""
-    geo, oracle = s["geo"], s["oracle"]
-    best = min(s[a].violation_seconds for a in ANCHORS)
-    median = statistics.median(s[a].replica_seconds for a in ANCHORS)
-    ratio = geo.replica_seconds / oracle.replica_seconds if oracle.replica_seconds else float("inf")
-    checks = [
-        (f"violations {geo.violation_seconds} <= half the best anchor's {best}",
-         geo.violation_seconds <= best / 2),
-        (f"replica-s {geo.replica_seconds:.0f} <= anchors' median {median:.0f}",
-         geo.replica_seconds <= median),
-        (f"{ratio:.2f} x the oracle's {oracle.replica_seconds:.0f} <= {ORACLE_RATIO}",
-         ratio <= ORACLE_RATIO),
-    ]  # fmt: skip
-    text = "; ".join(f"{'MET' if ok else 'MISSED'}: {t}" for t, ok in checks)
-    return text, all(ok for _, ok in checks)
+@dataclasses.dataclass(frozen=True)
+class Aims:
+    """GEO against the anchors and the oracle under one scoring: the figures and checks."""
+
+    geo: Score
+    oracle: Score
+    best: int  # the best anchor's violation seconds
+    median: float  # the anchors' median replica-seconds
+
+    @classmethod
+    def of(cls, s: dict[str, Score]) -> Aims:
+        best = min(s[a].violation_seconds for a in ANCHORS)
+        median = statistics.median(s[a].replica_seconds for a in ANCHORS)
+        return cls(s["geo"], s["oracle"], best, median)
+
+    @property
+    def ratio(self) -> float:
+        oracle = self.oracle.replica_seconds
+        return self.geo.replica_seconds / oracle if oracle else float("inf")
+
+    def checks(self) -> list[tuple[str, bool]]:
+        geo = self.geo
+        return [
+            (f"violations {geo.violation_seconds} <= half the best anchor's {self.best}",
+             geo.violation_seconds <= self.best / 2),
+            (f"replica-s {geo.replica_seconds:.0f} <= anchors' median {self.median:.0f}",
+             geo.replica_seconds <= self.median),
+            (f"{self.ratio:.2f} x the oracle's {self.oracle.replica_seconds:.0f} <= "
+             f"{ORACLE_RATIO}", self.ratio <= ORACLE_RATIO),
+        ]  # fmt: skip
+
+    @property
+    def met(self) -> bool:
+        return all(ok for _, ok in self.checks())
+
+    def text(self) -> str:
+        """The aims, each MET or MISSED with its figures."""
+        return "; ".join(f"{'MET' if ok else 'MISSED'}: {t}" for t, ok in self.checks())
 
 
 def _replay(job: tuple[models.GeoDeploymentSpec, traces.Trace, str, replay.Options]) -> tuple[
@@ -177,20 +199,16 @@ def main() -> int:
     met = 0
     for trace in runs:
         for label, start, warmup in scorings:
-            s = scores(done[(trace.name, start)], warmup)
-            text, ok = verdict(s)
-            met += ok
+            aims = Aims.of(scores(done[(trace.name, start)], warmup))
+            met += aims.met
             if args.markdown:
-                geo, oracle = s["geo"], s["oracle"]
-                best = min(s[a].violation_seconds for a in ANCHORS)
-                median = statistics.median(s[a].replica_seconds for a in ANCHORS)
+                geo = aims.geo
                 print(f"| {trace.name} | {label} | {geo.violation_seconds} / "
-                      f"{geo.replica_seconds:.0f} | {best} | {median:.0f} | "
-                      f"{oracle.replica_seconds:.0f} | "
-                      f"{geo.replica_seconds / oracle.replica_seconds:.2f} | "
-                      f"{'met' if ok else 'missed'} |")  # fmt: skip
+                      f"{geo.replica_seconds:.0f} | {aims.best} | {aims.median:.0f} | "
+                      f"{aims.oracle.replica_seconds:.0f} | {aims.ratio:.2f} | "
+                      f"{'met' if aims.met else 'missed'} |")  # fmt: skip
             else:
-                print(f"{trace.name} ({label}): {text}")
+                print(f"{trace.name} ({label}): {aims.text()}")
     print(f"all aims met on {met} of {len(runs) * len(scorings)} (trace, scoring) pairs")
     print(f"plots in {args.out}; {time.monotonic() - started:.0f} s wall time")
     return 0

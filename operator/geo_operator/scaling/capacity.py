@@ -30,8 +30,7 @@ from __future__ import annotations
 import dataclasses
 
 from geo_operator.api import models
-from geo_operator.scaling.policy import BACKLOG_FRACTION as STALE_P99_BACKLOG
-from geo_operator.scaling.policy import Observation
+from geo_operator.scaling.policy import BACKLOG_FRACTION, Observation
 
 MIN_FACTOR = 0.25
 MAX_FACTOR = 1.5
@@ -46,10 +45,10 @@ MIN_LOAD_FRACTION = 0.3
 # since the last tick: the few requests a gauge catches between two batches are noise.
 GROWING_FRACTION = 0.01
 # A p99 near the objective is a summary of the last minute; it says the replicas are
-# saturated *now* only if their queues hold at least this fraction of the objective's worth
-# of work (queued / QPS: the mean wait, by Little's law). Else it is a breach already
-# drained, typically by replicas that just became ready: what each serves now is no capacity.
-BACKLOG_FRACTION = STALE_P99_BACKLOG  # the policy's own rule for a stale p99
+# saturated *now* only if their queues hold at least BACKLOG_FRACTION of the objective's
+# worth of work (queued / QPS: the mean wait, by Little's law; the policy's constant, its
+# own rule for a stale p99). Else it is a breach already drained, typically by replicas
+# that just became ready: what each serves now is no capacity.
 # Ticks within this many seconds of a change in the ready replicas teach nothing: the
 # rates and the p99 summary (a minute of Triton's) still describe the old count.
 SETTLE_SECONDS = 60.0

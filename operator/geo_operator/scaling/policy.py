@@ -195,6 +195,11 @@ def _needed(load: float, target_qps: float | None) -> int:
     return math.ceil(load / target_qps * (1 - TOLERANCE))
 
 
+def _lead(obs: Observation) -> float:
+    """How far ahead a pod ordered now will serve: the measured start-up, else assumed."""
+    return LEAD_SECONDS if obs.startup_seconds is None else obs.startup_seconds
+
+
 def _clamp(spec: models.Autoscaling, n: int) -> int:
     return max(spec.min_replicas, min(spec.max_replicas, n))
 
@@ -250,7 +255,7 @@ def _load(spec: models.Autoscaling, obs: Observation, memory: Memory) -> _Load:
         *(s for s in memory.samples if s[0] >= obs.time - TREND_SECONDS and s[0] < obs.time),
         (obs.time, arrivals),
     )
-    lead = LEAD_SECONDS if obs.startup_seconds is None else obs.startup_seconds
+    lead = _lead(obs)
     trend = min(max(0.0, _slope(samples)) * lead, MAX_TREND_GAIN * arrivals)
     projected = demand + trend
     qps_pr = obs.qps / obs.ready_replicas
@@ -438,7 +443,7 @@ def _keep_warm(
         return None
     spacing = sum(gaps) / len(gaps)
     remaining = max(spacing - since, spec.interval_seconds)
-    lead = LEAD_SECONDS if obs.startup_seconds is None else obs.startup_seconds
+    lead = _lead(obs)
     cost, prevented = extra * remaining, lead * value
     if cost > prevented:
         return None
@@ -486,14 +491,13 @@ def _in(
     stable = max(r for _, r in recent)
     wanted = _clamp(spec, max(stable, math.ceil(current / 2)))
     warm = _keep_warm(spec, obs, memory.bursts, wanted) if wanted < current else None
-    if warm is not None and warm[0] >= current:
-        return _hold(obs, load, f"low load, but {warm[1]}: {numbers}", kept)
+    if warm is not None:
+        wanted = max(wanted, warm[0])
     if wanted >= current:
         which = "minReplicas" if current <= spec.min_replicas else "the window max"
-        reason = f"low load, but {current} replicas are the floor ({which}): {numbers}"
-        return _hold(obs, load, reason, kept)
+        floor = f"{current} replicas are the floor ({which})" if warm is None else warm[1]
+        return _hold(obs, load, f"low load, but {floor}: {numbers}", kept)
     because = f"; {warm[1]}" if warm is not None else ""
-    wanted = max(wanted, warm[0]) if warm is not None else wanted
     reason = (
         f"low load, {held:.0f}s without scale-out (window {window:g}s, its highest "
         f"recommendation {stable}{because}): {numbers}; {current} -> {wanted}"
