@@ -109,9 +109,9 @@ class Aims:
         return "; ".join(f"{'MET' if ok else 'MISSED'}: {t}" for t, ok in self.checks())
 
 
-def _replay(job: tuple[models.GeoDeploymentSpec, traces.Trace, str, replay.Options]) -> tuple[
-    str, str, str, engine.Result, float
-]:
+def _replay(
+    job: tuple[models.GeoDeploymentSpec, traces.Trace, str, replay.Options],
+) -> tuple[str, str, str, engine.Result, float]:
     spec, trace, name, options = job
     started = time.monotonic()
     result, _ = replay.replay(spec, trace, name, options)

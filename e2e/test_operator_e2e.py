@@ -200,6 +200,40 @@ INVALID = [
         "selection.pinned must be the name of one of",
     ),
     ({"model": {"artifacts": [{}, {"name": "fp32"}]}}, "Duplicate value"),
+    # Triton's levers (README "Triton's levers"): each bad value named.
+    (
+        {"triton": {"dynamicBatching": {"priorityLevels": 2, "defaultPriorityLevel": 3}}},
+        "defaultPriorityLevel must be <= priorityLevels",
+    ),
+    (
+        {
+            "triton": {
+                "dynamicBatching": {"priorityLevels": 1, "priorityQueuePolicies": [{"level": 2}]}
+            }
+        },
+        "priorityQueuePolicies level must be <= priorityLevels",
+    ),
+    (
+        {"triton": {"dynamicBatching": {"defaultQueuePolicy": {"timeoutAction": "DROP"}}}},
+        "spec.triton.dynamicBatching.defaultQueuePolicy.timeoutAction",
+    ),
+    (
+        {"triton": {"dynamicBatching": {"defaultQueuePolicy": {"maxQueueSize": -1}}}},
+        "spec.triton.dynamicBatching.defaultQueuePolicy.maxQueueSize",
+    ),
+    ({"triton": {"instanceGroups": [{"kind": "TPU"}]}}, "spec.triton.instanceGroups[0].kind"),
+    ({"triton": {"instanceGroups": [{"gpus": [0]}]}}, "gpus needs kind GPU"),
+    ({"triton": {"instanceCount": 2, "instanceGroups": [{"count": 2}]}}, "not both"),
+    (
+        {"triton": {"responseCache": {"enabled": True, "sizeBytes": 10}}},
+        "spec.triton.responseCache.sizeBytes",
+    ),
+    ({"triton": {"warmup": [{"data": "ones"}]}}, "spec.triton.warmup[0].data"),
+    ({"triton": {"gpu": {"precisionMode": "FP8"}}}, "spec.triton.gpu.precisionMode"),
+    (
+        {"triton": {"maxBatchSize": 8, "dynamicBatching": {"preferredBatchSizes": [16]}}},
+        "preferredBatchSizes must be <= triton.maxBatchSize",
+    ),
 ]
 
 

@@ -15,9 +15,12 @@ from geo_operator.api import crd, models
 
 
 def _schema_at(*path: str) -> dict[str, Any]:
+    """The schema at a dotted path of spec; ``name[]`` is the items of array ``name``."""
     node = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     for part in path:
-        node = node["properties"][part]
+        node = node["properties"][part.removesuffix("[]")]
+        if part.endswith("[]"):
+            node = node["items"]
     return dict(node)
 
 
@@ -80,7 +83,82 @@ def _undeclared(**over: Any) -> dict[str, Any]:
     return {**model, **over}
 
 
+def _triton(**over: Any) -> dict[str, Any]:
+    base = models.TritonSpec().model_dump(by_alias=True, exclude_none=True, mode="json")
+    base.update(over)
+    return base
+
+
+def _batching(**over: Any) -> dict[str, Any]:
+    base = models.DynamicBatching().model_dump(by_alias=True, exclude_none=True, mode="json")
+    base.update(over)
+    return base
+
+
 CASES = [
+    ("triton", models.TritonSpec, _triton(), True),
+    ("triton", models.TritonSpec, _triton(instanceGroups=[{"count": 2}]), True),
+    ("triton", models.TritonSpec, _triton(instanceCount=2, instanceGroups=[{"count": 2}]), False),
+    (
+        "triton",
+        models.TritonSpec,
+        _triton(maxBatchSize=8, dynamicBatching=_batching(preferredBatchSizes=[4, 8])),
+        True,
+    ),
+    (
+        "triton",
+        models.TritonSpec,
+        _triton(maxBatchSize=8, dynamicBatching=_batching(preferredBatchSizes=[4, 16])),
+        False,
+    ),
+    # maxBatchSize 0 is tuned: the plan keeps the preferred sizes below the tuned one.
+    (
+        "triton",
+        models.TritonSpec,
+        _triton(dynamicBatching=_batching(preferredBatchSizes=[64])),
+        True,
+    ),
+    ("triton.dynamicBatching", models.DynamicBatching, _batching(), True),
+    ("triton.dynamicBatching", models.DynamicBatching, _batching(priorityLevels=2), True),
+    (
+        "triton.dynamicBatching",
+        models.DynamicBatching,
+        _batching(priorityLevels=2, defaultPriorityLevel=3),
+        False,
+    ),
+    ("triton.dynamicBatching", models.DynamicBatching, _batching(defaultPriorityLevel=1), False),
+    (
+        "triton.dynamicBatching",
+        models.DynamicBatching,
+        _batching(priorityLevels=2, priorityQueuePolicies=[{"level": 1}, {"level": 2}]),
+        True,
+    ),
+    (
+        "triton.dynamicBatching",
+        models.DynamicBatching,
+        _batching(priorityLevels=2, priorityQueuePolicies=[{"level": 3}]),
+        False,
+    ),
+    (
+        "triton.dynamicBatching",
+        models.DynamicBatching,
+        _batching(priorityLevels=2, priorityQueuePolicies=[{"level": 1}, {"level": 1}]),
+        False,
+    ),
+    ("triton.instanceGroups[]", models.InstanceGroup, {"count": 1, "kind": "GPU"}, True),
+    (
+        "triton.instanceGroups[]",
+        models.InstanceGroup,
+        {"count": 1, "kind": "GPU", "gpus": [0]},
+        True,
+    ),
+    ("triton.instanceGroups[]", models.InstanceGroup, {"count": 1, "gpus": [0]}, False),
+    (
+        "triton.instanceGroups[]",
+        models.InstanceGroup,
+        {"count": 1, "kind": "CPU", "gpus": [0]},
+        False,
+    ),
     ("autoscaling", models.Autoscaling, _autoscaling(), True),
     ("autoscaling", models.Autoscaling, _autoscaling(minReplicas=4, maxReplicas=4), True),
     ("autoscaling", models.Autoscaling, _autoscaling(minReplicas=5, maxReplicas=2), False),
@@ -135,7 +213,7 @@ def test_cel_and_pydantic_agree(
 
 def test_every_rule_has_a_message_and_compiles() -> None:
     env = celpy.Environment()
-    for where in ("autoscaling", "model", "model.selection", "rollout"):
+    for where in {case[0] for case in CASES}:
         for rule in _schema_at(*where.split("."))["x-kubernetes-validations"]:
             assert rule["message"]
             env.compile(rule["rule"])

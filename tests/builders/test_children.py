@@ -6,6 +6,8 @@ import os
 import pathlib
 from typing import Any
 
+import yaml
+
 from geo_operator.api import models, names, yamlio
 from geo_operator.builders import children, plan
 
@@ -94,3 +96,33 @@ def test_readiness_words() -> None:
     assert (settled.status, settled.reason) == ("True", "Available")
     rolling = plan.readiness({"status": {"readyReplicas": 2, "updatedReplicas": 1}}, 2)
     assert (rolling.status, rolling.reason) == ("True", "Progressing")
+
+
+LEVERS = pathlib.Path(__file__).parents[2] / "manifests" / "examples" / "digits-levers.yaml"
+LEVERS_GOLDEN = GOLDEN.with_name("digits-levers.yaml")
+
+
+def test_golden_levers() -> None:
+    """Every lever of the example as rendered: config.pbtxt's fields and the pod's flags."""
+    body = yaml.safe_load(LEVERS.read_text())
+    target = _target(models.parse_spec(body["spec"]))
+    rendered = yamlio.dump_all(_without_embedded_files(children.all_children(target)[:2]))
+    if os.environ.get("UPDATE_GOLDEN"):
+        LEVERS_GOLDEN.write_text(rendered)
+    assert rendered == LEVERS_GOLDEN.read_text(), "run with UPDATE_GOLDEN=1 and review the diff"
+    args = children.deployment(target)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--cache-config=local,size=16777216" in args
+
+
+def test_the_tuning_job_measures_without_cache_or_queue_bounds() -> None:
+    from geo_operator.builders import tuning
+
+    body = yaml.safe_load(LEVERS.read_text())
+    target = _target(models.parse_spec(body["spec"]))
+    config = tuning.tuning_config_map(target)["data"]["config.pbtxt"]
+    assert "response_cache" not in config and "queue_policy" not in config
+    # What changes the capacity measured stays: instances, priorities, warmup.
+    assert "count: 2" in config and "priority_levels: 2" in config and "model_warmup" in config
+    job = tuning.tuning_job(target, key_="k", attempt=1, image="geo:dev")
+    sidecar = job["spec"]["template"]["spec"]["initContainers"][1]
+    assert not any(a.startswith("--cache-config") for a in sidecar["args"])

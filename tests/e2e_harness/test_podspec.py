@@ -177,3 +177,16 @@ def test_tuner_command_points_at_this_triton_and_result_file() -> None:
         "--result-file=/s/result",
         "--x=1",
     ]
+
+
+def test_the_levers_server_flags_reach_the_local_server(spec: models.GeoDeploymentSpec) -> None:
+    assert podspec.read(_serving_pod(spec)).server_flags == ()
+    raw = spec.model_dump(by_alias=True, mode="json", exclude_none=True)
+    raw["triton"]["responseCache"] = {"enabled": True, "sizeBytes": 2**20}
+    raw["triton"]["instanceGroups"] = [{"count": 1, "rateLimiter": {"resources": []}}]
+    levers = models.parse_spec(raw)
+    read = podspec.read(_serving_pod(levers))
+    assert read.server_flags == (
+        "--cache-config=local,size=1048576",
+        "--rate-limit=execution_count",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -287,9 +288,7 @@ def _after_bursts(
     """8 replicas, low load (needs 1) for the whole window, after bursts ``seen``."""
     bursts = tuple((start, height, breached) for start, height in seen)
     spec = SPEC.model_copy(update={"violation_cost_replica_seconds": cost})
-    memory = policy.Memory(
-        low_since=now - 300, recommendations=((now - 10, 1),), bursts=bursts
-    )
+    memory = policy.Memory(low_since=now - 300, recommendations=((now - 10, 1),), bursts=bursts)
     decision, _ = policy.decide(spec, _obs(8, 40, 20, time=now), memory)
     return decision
 
@@ -354,3 +353,37 @@ def test_a_breach_with_empty_queues_and_enough_replicas_is_a_stale_p99() -> None
     backed_up = policy.Observation(1000.0, 4, 4, 200.0, 5000.0, None, 400.0)
     decision, _ = policy.decide(SPEC, backed_up, policy.Memory(queued=(990.0, 100.0)))
     assert decision.action == "scale_out"
+
+
+def test_requests_refused_after_the_queue_timeout_are_demand() -> None:
+    # 2 replicas serve 180 QPS at a fine p99 — but Triton refused 220 more per second
+    # after their queue timeout: the demand is 400, 4 replicas at 100 each (x0.9 headroom).
+    served = policy.Observation(1000.0, 2, 2, 180, 50)
+    held, _ = policy.decide(SPEC, served)
+    assert held.action == "maintain" and held.rejected_qps is None
+    shed = dataclasses.replace(served, rejected_qps=220.0)
+    decision, _ = policy.decide(SPEC, shed)
+    assert (decision.action, decision.replicas) == ("scale_out", math.ceil(400 / 100 * 0.9))
+    assert decision.rejected_qps == 220.0
+    assert "220.0 req/s refused after the queue timeout" in decision.reason
+
+
+def test_full_bounded_queues_are_saturation_the_demand_is_more_than_served() -> None:
+    # Queue-full refusals are counted nowhere (Triton 2.51); queues at their bound say so.
+    full = policy.Observation(1000.0, 2, 2, 190, 80, queued=120, queue_bound=128)
+    decision, _ = policy.decide(SPEC, full)
+    assert decision.action == "scale_out"
+    assert decision.replicas == math.ceil(190 * policy.SATURATION_GAIN / 100 * 0.9 + 0.0001)
+    assert "queues full (120 of 128" in decision.reason
+    # The same queue unbounded, or the bound far off: no saturation.
+    for obs in (
+        dataclasses.replace(full, queue_bound=None),
+        dataclasses.replace(full, queue_bound=1000),
+    ):
+        quiet, _ = policy.decide(SPEC, obs)
+        assert "queues full" not in quiet.reason
+
+
+def test_the_decision_record_shows_the_rejections() -> None:
+    decision, _ = policy.decide(SPEC, policy.Observation(1000.0, 2, 2, 180, 50, rejected_qps=5))
+    assert decision.rejected_qps == 5

@@ -66,3 +66,43 @@ def test_prometheus_queries_use_the_rate_window() -> None:
     from geo_operator.triton import prometheus
 
     assert "[6s]" in prometheus.QPS_QUERY.format(window=6)
+
+
+CACHED = (FIXTURES / "triton_metrics_cache.txt").read_text()
+
+
+def test_with_the_cache_on_the_p99_is_the_stages_sum_and_hits_are_counted() -> None:
+    # Recorded from the real tritonserver serving manifests/examples/digits-levers.yaml:
+    # with the response cache on Triton 2.51 publishes no request summary at all.
+    assert "nv_inference_request_summary_us" not in CACHED
+    scrape = metrics.parse(CACHED, "digits", time=0.0)
+    stages = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in CACHED.splitlines()
+        if 'quantile="0.99"' in line
+    }
+    assert scrape.p99_us == sum(stages[s] for s in metrics.STAGES)
+    assert (scrape.cache_hits, scrape.cache_misses) == (4, 1)
+    after = dataclasses.replace(scrape, time=2.0, success=scrape.success + 10, cache_hits=13)
+    rates = metrics.rates(scrape, after)
+    assert rates is not None and rates.cache_hit_ratio == pytest.approx(9 / 9)
+    # No cache in the scrape: no ratio, rather than a ratio of zero.
+    plain = metrics.parse(TEXT, "digits", time=0.0)
+    assert plain.cache_hits is None
+    no_cache = metrics.rates(plain, dataclasses.replace(plain, time=1.0))
+    assert no_cache is not None and no_cache.cache_hit_ratio is None
+
+
+def test_requests_refused_after_their_queue_timeout_are_rejected_qps() -> None:
+    text = TEXT.replace(
+        'nv_inference_request_failure{model="digits",reason="REJECTED",version="1"} 0',
+        'nv_inference_request_failure{model="digits",reason="REJECTED",version="1"} 300',
+    )
+    assert text != TEXT
+    before = metrics.parse(TEXT, "digits", time=0.0)
+    after = metrics.parse(text, "digits", time=0.0)
+    assert before.rejected == 0 and after.rejected == 300 and after.failure == 300
+    rates = metrics.rates(before, dataclasses.replace(after, time=10.0))
+    assert rates is not None and rates.rejected_qps == 30.0
+    total = metrics.aggregate([rates, rates])
+    assert total.rejected_qps == 60.0

@@ -39,6 +39,11 @@ FORMAT_BY_BACKEND = {
 }
 
 
+# tritonserver flags of the pod that the local server gets too (the levers' server side);
+# the rest (ports, repository, model control) the runner sets for itself.
+PASSED_FLAGS = ("--cache-config=", "--rate-limit=")
+
+
 @dataclasses.dataclass(frozen=True)
 class Tuner:
     """A tuning pod's `tune` container: what `geo tune` gets."""
@@ -64,6 +69,7 @@ class PodSpec:
     evaluation_uri: str | None = None  # a tuning pod's held-out set (model.evaluation)
     reference_uri: str | None = None  # agreement: the reference artifact, as <model>-reference
     track: str = names.STABLE_TRACK  # a rollout's track (the geo.ai/track label)
+    server_flags: tuple[str, ...] = ()  # the triton container's PASSED_FLAGS
 
     @property
     def key(self) -> PodKey:
@@ -144,6 +150,14 @@ def _tuner(pod: Mapping[str, Any]) -> Tuner:
     )
 
 
+def server_flags(pod: Mapping[str, Any]) -> tuple[str, ...]:
+    """The triton container's (or sidecar's) flags in PASSED_FLAGS, in order."""
+    spec = pod.get("spec", {})
+    containers = [*spec.get("containers", []), *spec.get("initContainers", [])]
+    triton = next((c for c in containers if c.get("name") == names.TRITON_CONTAINER), {})
+    return tuple(str(a) for a in triton.get("args", []) if str(a).startswith(PASSED_FLAGS))
+
+
 def init_env(pod: Mapping[str, Any], name: str) -> str | None:
     """An env value of the fetch-artifact init container, if set."""
     spec = pod.get("spec", {})
@@ -171,6 +185,7 @@ def read(pod: Mapping[str, Any]) -> PodSpec:
         evaluation_uri=init_env(pod, names.EVALUATION_URI_ENV),
         reference_uri=init_env(pod, names.REFERENCE_URI_ENV),
         track=str(labels.get(names.TRACK_LABEL) or names.STABLE_TRACK),
+        server_flags=server_flags(pod),
     )
 
 

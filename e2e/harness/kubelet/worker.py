@@ -314,6 +314,7 @@ class PodWorker:
             # The tuning pod's sidecar: explicit model control, as its args say.
             model_control_mode="explicit" if tuner else "none",
             load_models=[model.name] if tuner else [],
+            extra_args=spec.server_flags,
         )
         info = ServerInfo(
             namespace=spec.namespace,

@@ -42,6 +42,7 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             raise ValueError(f"cannot express anyOf {any_of} in a structural schema")
         if node.get("default", 0) is None:
             del node["default"]
+            node[_OPTIONAL] = True  # absent means None: no object default (see below)
         return _resolve(node, defs)
     for key in ("exclusiveMinimum", "exclusiveMaximum"):
         if key in node and not isinstance(node[key], bool):
@@ -60,9 +61,15 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         else:
             out[key] = value
     for sub in out.get("properties", {}).values():
+        if sub.pop(_OPTIONAL, False):
+            continue  # e.g. a queue policy: defaulting it would switch it on
         if sub.get("type") == "object" and "properties" in sub and not sub.get("required"):
             sub.setdefault("default", _defaults_of(sub))
     return out
+
+
+# Marks, while resolving, a property whose pydantic default is None.
+_OPTIONAL = "x-geo-optional"
 
 
 def _defaults_of(node: dict[str, Any]) -> dict[str, Any]:

@@ -374,8 +374,85 @@ class ModelSpec(_Model):
         return self
 
 
+class TimeoutAction(enum.StrEnum):
+    """What Triton does with a request that waited past its queue's timeout."""
+
+    REJECT = "REJECT"  # answer at once with an error (counted as failure reason REJECTED)
+    DELAY = "DELAY"  # keep it, behind every request that has not timed out
+
+
+# Bounds of the queue levers (the API server's CEL cost estimate needs finite lists).
+MAX_PRIORITY_LEVELS = 16
+MAX_TIMEOUT_MICROSECONDS = 3_600_000_000
+
+
+class QueuePolicy(_Model):
+    """A queue of Triton's dynamic batcher: how many requests may wait and for how long."""
+
+    max_queue_size: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Most requests waiting in the queue; one past it is refused at once (HTTP 503 "
+            "'Exceeds maximum queue size'). 0: unbounded. Triton 2.51 counts these refusals "
+            "in no metric, so the autoscaler reads a full queue as saturation (see README)."
+        ),
+    )
+    default_timeout_microseconds: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_TIMEOUT_MICROSECONDS,
+        description=(
+            "How long a request may wait before timeoutAction applies; 0: no timeout. "
+            "Timed-out requests are counted as nv_inference_request_failure{reason=REJECTED}, "
+            "which the autoscaler adds to the demand."
+        ),
+    )
+    timeout_action: TimeoutAction = Field(
+        default=TimeoutAction.REJECT,
+        description="REJECT answers a timed-out request with an error; DELAY serves it last.",
+    )
+    allow_timeout_override: bool = Field(
+        default=False,
+        description="Let a request ask for a shorter timeout than defaultTimeoutMicroseconds.",
+    )
+
+
+class PriorityQueuePolicy(QueuePolicy):
+    """The queue policy of one priority level (overrides defaultQueuePolicy for it)."""
+
+    level: int = Field(
+        ge=1, le=MAX_PRIORITY_LEVELS, description="The priority level (1 is the highest)."
+    )
+
+
 class DynamicBatching(_Model):
     """Triton's dynamic batcher."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.defaultPriorityLevel <= self.priorityLevels",
+                    "dynamicBatching.defaultPriorityLevel must be <= priorityLevels",
+                    ".defaultPriorityLevel",
+                ),
+                _cel(
+                    "!has(self.priorityQueuePolicies) || "
+                    "self.priorityQueuePolicies.all(p, p.level <= self.priorityLevels)",
+                    "every dynamicBatching.priorityQueuePolicies level must be <= priorityLevels",
+                    ".priorityQueuePolicies",
+                ),
+                _cel(
+                    "!has(self.priorityQueuePolicies) || self.priorityQueuePolicies.all(p, "
+                    "self.priorityQueuePolicies.exists_one(q, q.level == p.level))",
+                    "dynamicBatching.priorityQueuePolicies has one entry per level at most",
+                    ".priorityQueuePolicies",
+                ),
+            ]
+        }
+    )
 
     enabled: bool = Field(default=True, description="Turn Triton's dynamic batcher on.")
     max_queue_delay_microseconds: int = Field(
@@ -387,10 +464,242 @@ class DynamicBatching(_Model):
     preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] | None = Field(
         default=None, max_length=16, description="Batch sizes the batcher should aim for."
     )
+    priority_levels: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_PRIORITY_LEVELS,
+        description=(
+            "Priority levels of the queue (1 is served first); 0: one queue, no priorities. "
+            "A request picks its level with the 'priority' parameter of the inference request."
+        ),
+    )
+    default_priority_level: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_PRIORITY_LEVELS,
+        description=(
+            "The level of a request that names none; 0: the lowest (= priorityLevels), so "
+            "traffic must ask to go first."
+        ),
+    )
+    default_queue_policy: QueuePolicy | None = Field(
+        default=None,
+        description="The queue policy of every level without its own: bounds and timeouts.",
+    )
+    priority_queue_policies: list[PriorityQueuePolicy] | None = Field(
+        default=None,
+        max_length=MAX_PRIORITY_LEVELS,
+        description="Queue policies of single priority levels.",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _levels(self) -> DynamicBatching:
+        if self.default_priority_level > self.priority_levels:
+            raise ValueError(
+                f"dynamicBatching.defaultPriorityLevel {self.default_priority_level} must be "
+                f"<= priorityLevels {self.priority_levels}"
+            )
+        levels = [p.level for p in self.priority_queue_policies or ()]
+        beyond = [level for level in levels if level > self.priority_levels]
+        if beyond:
+            raise ValueError(
+                f"every dynamicBatching.priorityQueuePolicies level must be <= priorityLevels "
+                f"{self.priority_levels}; {beyond} is not"
+            )
+        if len(set(levels)) != len(levels):
+            raise ValueError(
+                "dynamicBatching.priorityQueuePolicies has one entry per level at most; "
+                f"levels {levels}"
+            )
+        return self
+
+
+class ResponseCache(_Model):
+    """Triton's response cache: an identical request is answered from memory."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Cache this model's responses (the model config's response_cache and the "
+            "server's --cache-config local,size=...). Triton does not cache decoupled or "
+            "sequence models, an ensemble's top level, or outputs held in GPU memory. With "
+            "the cache on Triton publishes no request-latency summary: the autoscaler's p99 "
+            "is then the sum of the queue and compute summaries' p99s (see README)."
+        ),
+    )
+    size_bytes: int = Field(
+        default=64 * 2**20,
+        ge=2**20,
+        le=64 * 2**30,
+        description="Memory of the server's local cache, bytes (1 MiB to 64 GiB).",
+    )
+
+
+class InstanceKind(enum.StrEnum):
+    """Where Triton runs a model instance."""
+
+    CPU = "CPU"
+    GPU = "GPU"
+    AUTO = "AUTO"  # GPU when the server sees one, else CPU
+
+
+class RateLimiterResource(_Model):
+    """A resource an instance needs from Triton's rate limiter to run."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Resource name (any label shared by the instances that compete for it).",
+    )
+    count: int = Field(ge=1, le=1_000_000, description="Units an execution holds.")
+    global_: bool = Field(
+        default=False,
+        alias="global",
+        description="One pool for the whole server instead of one per device.",
+    )
+
+
+class RateLimiter(_Model):
+    """Triton's rate limiter for one instance group (the server runs with
+    --rate-limit=execution_count when any group has one)."""
+
+    resources: list[RateLimiterResource] = Field(
+        default_factory=list, max_length=8, description="Resources each execution holds."
+    )
+    priority: int = Field(
+        default=1,
+        ge=1,
+        le=1_000_000,
+        description="Weight against other instances competing for the same resources.",
+    )
+
+
+class InstanceGroup(_Model):
+    """One group of model instances in each Triton server."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.gpus) || (has(self.kind) && self.kind == 'GPU')",
+                    "instanceGroups[].gpus needs kind GPU",
+                    ".gpus",
+                ),
+            ]
+        }
+    )
+
+    count: int = Field(default=1, ge=1, le=64, description="Instances in the group.")
+    kind: InstanceKind | None = Field(
+        default=None,
+        description="CPU, GPU or AUTO; unset: GPU when the pods ask for nvidia.com/gpu, else CPU.",
+    )
+    gpus: list[Annotated[int, Field(ge=0, le=63)]] | None = Field(
+        default=None,
+        max_length=16,
+        description="GPU ids the group's instances run on (kind GPU); unset: every GPU.",
+    )
+    rate_limiter: RateLimiter | None = Field(
+        default=None, description="The rate limiter's resources and priority for the group."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _gpus_need_gpu(self) -> InstanceGroup:
+        if self.gpus is not None and self.kind is not InstanceKind.GPU:
+            raise ValueError("instanceGroups[].gpus needs kind GPU")
+        return self
+
+
+class WarmupData(enum.StrEnum):
+    """What a warmup request carries."""
+
+    ZERO = "zero"
+    RANDOM = "random"
+
+
+class Warmup(_Model):
+    """A warmup sample: Triton runs it on every instance before the model is ready."""
+
+    batch_size: int = Field(
+        default=1,
+        ge=1,
+        le=4096,
+        description=(
+            "Batch size of the sample (capped at the max_batch_size in use, e.g. a tuned one)."
+        ),
+    )
+    count: int = Field(default=1, ge=1, le=1000, description="How many times it runs.")
+    data: WarmupData = Field(
+        default=WarmupData.ZERO,
+        description=(
+            "zero or random values of each input's type and dims (a variable dim, -1, is 1)."
+        ),
+    )
+
+
+class GpuAccelerator(enum.StrEnum):
+    """ONNX Runtime's execution accelerator on a GPU."""
+
+    NONE = "none"  # ONNX Runtime's default (its CUDA execution provider)
+    TENSORRT = "tensorrt"
+    CUDA = "cuda"
+
+
+class PrecisionMode(enum.StrEnum):
+    """The precision TensorRT builds its engine in."""
+
+    FP32 = "FP32"
+    FP16 = "FP16"
+    INT8 = "INT8"
+
+
+class GpuOptimization(_Model):
+    """GPU-only levers; rendered only when the pods ask for nvidia.com/gpu."""
+
+    accelerator: GpuAccelerator = Field(
+        default=GpuAccelerator.NONE,
+        description=(
+            "For onnx artifacts: ONNX Runtime's gpu_execution_accelerator (tensorrt or cuda)."
+        ),
+    )
+    precision_mode: PrecisionMode = Field(
+        default=PrecisionMode.FP16,
+        description="TensorRT accelerator's precision_mode (FP32, FP16 or INT8).",
+    )
+    max_workspace_size_bytes: int | None = Field(
+        default=None,
+        ge=2**20,
+        le=64 * 2**30,
+        description="TensorRT accelerator's max_workspace_size_bytes; unset: Triton's default.",
+    )
+    cuda_graphs: bool = Field(
+        default=False,
+        description="For tensorrt_plan artifacts: capture CUDA graphs (optimization.cuda.graphs).",
+    )
 
 
 class TritonSpec(_Model):
     """The Triton Inference Server that serves the model."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.instanceGroups) || self.instanceCount == 1",
+                    "set triton.instanceGroups or triton.instanceCount, not both",
+                    ".instanceGroups",
+                ),
+                _cel(
+                    "self.maxBatchSize == 0 || !has(self.dynamicBatching) || "
+                    "!has(self.dynamicBatching.preferredBatchSizes) || "
+                    "self.dynamicBatching.preferredBatchSizes.all(b, b <= self.maxBatchSize)",
+                    "triton.dynamicBatching.preferredBatchSizes must be <= triton.maxBatchSize",
+                    ".dynamicBatching.preferredBatchSizes",
+                ),
+            ]
+        }
+    )
 
     image: str = Field(
         default="nvcr.io/nvidia/tritonserver:24.08-py3",
@@ -405,10 +714,35 @@ class TritonSpec(_Model):
         description="Triton max_batch_size; 0 asks the operator to tune it by measurement.",
     )
     dynamic_batching: DynamicBatching = Field(
-        default_factory=DynamicBatching, description="Triton's dynamic batcher settings."
+        default_factory=DynamicBatching,
+        description="Triton's dynamic batcher: queue delay, priorities, queue bounds.",
     )
     instance_count: int = Field(
-        default=1, ge=1, le=64, description="Model instances per Triton server."
+        default=1,
+        ge=1,
+        le=64,
+        description="Model instances per Triton server (one group; see instanceGroups).",
+    )
+    instance_groups: list[InstanceGroup] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="Triton's instance groups, when one group of instanceCount is not enough.",
+    )
+    response_cache: ResponseCache = Field(
+        default_factory=ResponseCache, description="Triton's response cache."
+    )
+    warmup: list[Warmup] | None = Field(
+        default=None,
+        max_length=8,
+        description=(
+            "Warmup samples: a new pod reports ready only after they ran, so a ready "
+            "replica is a fast one."
+        ),
+    )
+    gpu: GpuOptimization = Field(
+        default_factory=GpuOptimization,
+        description="GPU execution accelerators and CUDA graphs (pods with nvidia.com/gpu).",
     )
     resources: dict[str, dict[str, int | str]] = Field(
         default_factory=dict,
@@ -421,6 +755,40 @@ class TritonSpec(_Model):
             "tells artifact selection which GPU the pods land on."
         ),
     )
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> TritonSpec:
+        if self.instance_groups is not None and self.instance_count != 1:
+            raise ValueError("set triton.instanceGroups or triton.instanceCount, not both")
+        preferred = self.dynamic_batching.preferred_batch_sizes or ()
+        if self.max_batch_size and any(b > self.max_batch_size for b in preferred):
+            raise ValueError(
+                f"triton.dynamicBatching.preferredBatchSizes {list(preferred)} must be <= "
+                f"triton.maxBatchSize {self.max_batch_size}"
+            )
+        return self
+
+    def instances(self) -> int:
+        """Model instances per server: the groups' counts, or instanceCount."""
+        groups = self.instance_groups
+        return sum(g.count for g in groups) if groups else self.instance_count
+
+    def queue_bound(self) -> int | None:
+        """Most requests one server's queues hold (every level bounded), else None."""
+        batching = self.dynamic_batching
+        if not batching.enabled:
+            return None
+        own = {p.level: p for p in batching.priority_queue_policies or ()}
+        default = batching.default_queue_policy
+        levels = range(1, batching.priority_levels + 1) if batching.priority_levels else [0]
+        bounds = [(own.get(level) or default) for level in levels]
+        if any(b is None or b.max_queue_size == 0 for b in bounds):
+            return None
+        return sum(b.max_queue_size for b in bounds if b is not None)
+
+    def rate_limited(self) -> bool:
+        """Whether any instance group uses the rate limiter (the server's --rate-limit)."""
+        return any(g.rate_limiter is not None for g in self.instance_groups or ())
 
 
 class BatchTuning(_Model):
@@ -916,6 +1284,10 @@ class Decision(_Model):
     to_replicas: int = Field(alias="to", description="Replicas after the decision.")
     qps_per_replica: float | None = Field(default=None, description="Observed QPS per replica.")
     p99_latency_ms: float | None = Field(default=None, description="Observed p99 latency.")
+    rejected_qps: float | None = Field(
+        default=None,
+        description="Requests per second Triton refused after their queue timeout (in demand).",
+    )
     reason: str = Field(description="Why, in words.")
     time: str = Field(description="When (RFC 3339).")
 

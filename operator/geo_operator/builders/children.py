@@ -106,7 +106,7 @@ def config_map_data(target: Target) -> dict[str, str]:
         target.spec.model,
         target.artifact,
         target.batch,
-        instance_count=target.spec.triton.instance_count,
+        triton=target.spec.triton,
         gpu=target.gpu,
     )
     data = {"config.pbtxt": model_config.render(config), "fetch.py": _package_text("fetch")}
@@ -206,6 +206,16 @@ def probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def server_flags(triton: models.TritonSpec) -> list[str]:
+    """The server-side halves of model-config levers: the cache's memory, the rate limiter."""
+    flags = []
+    if triton.response_cache.enabled:
+        flags.append(f"--cache-config=local,size={triton.response_cache.size_bytes}")
+    if triton.rate_limited():
+        flags.append("--rate-limit=execution_count")
+    return flags
+
+
 def triton_container(target: Target, control: list[str]) -> dict[str, Any]:
     """tritonserver on the model repository; ``control`` are the model-control flags."""
     spec = target.spec
@@ -219,6 +229,7 @@ def triton_container(target: Target, control: list[str]) -> dict[str, Any]:
             f"--http-port={names.HTTP_PORT}",
             f"--grpc-port={names.GRPC_PORT}",
             f"--metrics-port={names.METRICS_PORT}",
+            *server_flags(spec.triton),
         ],
         "resources": {k: dict(v) for k, v in spec.triton.resources.items()},
         "volumeMounts": [{"name": names.REPOSITORY_VOLUME, "mountPath": names.MODEL_REPOSITORY}],

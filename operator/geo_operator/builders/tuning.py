@@ -66,6 +66,13 @@ def key(spec: models.GeoDeploymentSpec, artifact: models.Artifact) -> str:
         "batching": triton.dynamic_batching.enabled,
         "budget": spec.tuning_budget_ms(),
     }
+    # Levers that change the capacity measured; only when set, so older keys stand.
+    if triton.instance_groups is not None:
+        inputs["instanceGroups"] = [
+            g.model_dump(mode="json", by_alias=True) for g in triton.instance_groups
+        ]
+    if triton.gpu != models.GpuOptimization():
+        inputs["gpu"] = triton.gpu.model_dump(mode="json", by_alias=True)
     evaluation = spec.model.evaluation
     if evaluation is not None:
         # What the accuracy was measured on and against: a change re-measures.
@@ -156,9 +163,24 @@ def reference_model(model: str) -> str:
     return model + names.REFERENCE_SUFFIX
 
 
+def as_measured(target: children.Target) -> children.Target:
+    """The candidate as its tuning Job serves it: no response cache (repeated inputs
+    would measure the cache) and no queue bounds or timeouts (the tuner's concurrency
+    would be refused instead of measured); the other levers stay, they change capacity."""
+    triton = target.spec.triton
+    batching = triton.dynamic_batching.model_copy(
+        update={"default_queue_policy": None, "priority_queue_policies": None}
+    )
+    triton = triton.model_copy(
+        update={"response_cache": models.ResponseCache(), "dynamic_batching": batching}
+    )
+    return dataclasses.replace(target, spec=target.spec.model_copy(update={"triton": triton}))
+
+
 def tuning_config_map(target: children.Target) -> dict[str, Any]:
     """The candidate's model files (config.pbtxt, fetch.py...) for its tuning Job; with
     agreement also the reference's config (``reference.pbtxt``), served as <model>-reference."""
+    target = as_measured(target)
     labels_ = {
         **children.labels(target.name),
         names.COMPONENT_LABEL: names.TUNING_COMPONENT,
@@ -174,7 +196,6 @@ def tuning_config_map(target: children.Target) -> dict[str, Any]:
             spec.model,
             ref,
             model_config.BatchSettings(max_batch_size=REFERENCE_MAX_BATCH_SIZE),
-            instance_count=1,
             gpu=target.gpu,
         )
         config.name = reference_model(spec.model.name)
@@ -276,6 +297,7 @@ def tuner_args(spec: models.GeoDeploymentSpec) -> list[str]:
 
 def tuning_job(target: children.Target, *, key_: str, attempt: int, image: str) -> dict[str, Any]:
     """The Job that measures the batching grid for ``target``'s artifact."""
+    target = as_measured(target)
     spec = target.spec
     name = job_name(target.name, key_, attempt)
     metadata = {**children.owned_metadata(target, name), "labels": labels(target.name, key_)}

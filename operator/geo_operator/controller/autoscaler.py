@@ -368,6 +368,7 @@ class Autoscaler:
         p99_track = names.STABLE_TRACK if work.rollout_weight is not None else None
 
         startup = state.startup(ready)
+        bound = work.spec.triton.queue_bound()
 
         def obs(
             qps: float | None,
@@ -375,6 +376,7 @@ class Autoscaler:
             queued: float | None = None,
             missing: str | None = None,
             no_p99: str = "no p99 yet",
+            rejected: float | None = None,
         ) -> policy.Observation:
             return policy.observation(
                 now,
@@ -386,6 +388,8 @@ class Autoscaler:
                 missing=missing,
                 no_p99=no_p99,
                 startup_seconds=startup,
+                rejected_qps=rejected,
+                queue_bound=None if bound is None else bound * len(ready),
             )
 
         if not ready:
@@ -396,7 +400,13 @@ class Autoscaler:
             load, missing = _prometheus_load(answer, work.key, len(ready))
             if load is None:
                 return obs(None, None, missing=missing)
-            return obs(load.qps, load.p99_ms, load.queued, no_p99="no p99 summary in Prometheus")
+            return obs(
+                load.qps,
+                load.p99_ms,
+                load.queued,
+                no_p99="no p99 summary in Prometheus",
+                rejected=load.rejected_qps,
+            )
         total, missing = self._scrape(state, ready, work.spec.model.name, now, p99_track)
         if total is None:
             return obs(None, None, missing=missing)
@@ -405,6 +415,7 @@ class Autoscaler:
             total.p99_ms,
             total.queued,
             no_p99="no p99 summary (is summary_latencies on?)",
+            rejected=total.rejected_qps,
         )
 
     def _scrape(
@@ -615,6 +626,7 @@ def _decision_record(observation: policy.Observation, decision: policy.Decision)
             "to": decision.replicas,
             "qpsPerReplica": rounded(decision.qps_per_replica),
             "p99LatencyMs": rounded(decision.p99_ms),
+            "rejectedQps": rounded(decision.rejected_qps),
             "reason": decision.reason,
             "time": names.now(),
         }

@@ -91,6 +91,15 @@ MAX_RHO = 0.9
 # replicas covering the arrivals, is of requests already served: more replicas can't
 # make it better (the same rule `scaling.capacity` learns by).
 BACKLOG_FRACTION = 0.1
+# Shed load is demand. Requests Triton refused after a queue timeout are counted
+# (failure reason REJECTED) and added to the arrivals. Requests refused because the
+# queue was full are counted by no metric of Triton 2.51: when the ready pods' queues
+# hold at least SATURATED_FRACTION of their bound, the arrivals served are a floor,
+# not the demand, and the demand is taken as SATURATION_GAIN times them: the loop
+# scales out geometrically (from the ready pods' figures, so pods still starting
+# aren't ordered again) until the queues are no longer full.
+SATURATED_FRACTION = 0.8
+SATURATION_GAIN = 1.5
 # Bursts: scale-outs for load within BURST_MERGE_SECONDS of the last one belong to
 # the same burst (one burst is ordered in steps); the last BURST_HISTORY bursts of
 # the last BURST_HORIZON_SECONDS are remembered, each marked when p99 went over the
@@ -118,6 +127,8 @@ class Observation:
     # How long this deployment's pods took from creation to Ready (measured by the
     # loop, a median of recent pods); None: none seen yet, LEAD_SECONDS is assumed.
     startup_seconds: float | None = None
+    rejected_qps: float | None = None  # requests refused after a queue timeout, per second
+    queue_bound: float | None = None  # most requests the ready pods' queues hold; None: no bound
 
 
 def _finite(value: float | None) -> float | None:
@@ -135,6 +146,8 @@ def observation(
     missing: str | None = None,
     no_p99: str = "no p99 yet",
     startup_seconds: float | None = None,
+    rejected_qps: float | None = None,
+    queue_bound: float | None = None,
 ) -> Observation:
     """The one rule that turns measured numbers into an Observation (the loop, the
     simulator and `geo decide` all call it).
@@ -156,7 +169,18 @@ def observation(
             p99_ms = 0.0
     if missing is not None:
         return Observation(time, replicas, ready_replicas, None, None, missing, None, startup)
-    return Observation(time, replicas, ready_replicas, qps, p99_ms, None, queued, startup)
+    return Observation(
+        time,
+        replicas,
+        ready_replicas,
+        qps,
+        p99_ms,
+        None,
+        queued,
+        startup,
+        _finite(rejected_qps),
+        queue_bound,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +205,7 @@ class Decision:
     reason: str
     qps_per_replica: float | None
     p99_ms: float | None
+    rejected_qps: float | None = None  # refused after a queue timeout, counted as demand
 
 
 def target_p99_of(spec: models.Autoscaling) -> float:
@@ -236,6 +261,7 @@ class _Load:
     projected: float  # demand plus the arrivals' rising trend, a pod start-up ahead
     by_load: int  # replicas that carry the demand at the target
     by_trend: int  # replicas that carry the projected load at the target
+    saturated: bool  # bounded queues at their bound: refusals Triton does not count
     numbers: str  # the figures, for every reason
     kept: Memory  # the memory a tick that does not scale in keeps
 
@@ -248,7 +274,15 @@ def _load(spec: models.Autoscaling, obs: Observation, memory: Memory) -> _Load:
     growth = 0.0
     if obs.queued is not None and memory.queued is not None and obs.time > memory.queued[0]:
         growth = max(0.0, (obs.queued - memory.queued[1]) / (obs.time - memory.queued[0]))
-    arrivals = obs.qps + growth
+    rejected = max(0.0, obs.rejected_qps or 0.0)
+    arrivals = obs.qps + rejected + growth
+    saturated = (
+        obs.queue_bound is not None
+        and obs.queued is not None
+        and obs.queued >= SATURATED_FRACTION * obs.queue_bound
+    )
+    if saturated:
+        arrivals *= SATURATION_GAIN
     demand = arrivals + backlog
     # The trend is that of arrivals: a backlog growing while pods start is not more load.
     samples = (
@@ -266,6 +300,13 @@ def _load(spec: models.Autoscaling, obs: Observation, memory: Memory) -> _Load:
     )
     if backlog > 0:
         numbers += f", {obs.queued:.0f} queued"
+    if rejected > 0:
+        numbers += f", {rejected:.1f} req/s refused after the queue timeout (counted as demand)"
+    if saturated:
+        numbers += (
+            f", queues full ({obs.queued:.0f} of {obs.queue_bound:.0f}: refusals uncounted, "
+            f"demand taken as {SATURATION_GAIN:g}x served)"
+        )
     if projected > demand:
         measured = "" if obs.startup_seconds is None else ", the pods' measured start-up"
         numbers += (
@@ -279,6 +320,7 @@ def _load(spec: models.Autoscaling, obs: Observation, memory: Memory) -> _Load:
         projected=projected,
         by_load=_needed(demand, target_qps),
         by_trend=_needed(projected, target_qps),
+        saturated=saturated,
         numbers=numbers,
         kept=Memory(samples=samples, queued=queued_at, bursts=memory.bursts),
     )
@@ -288,6 +330,13 @@ def decide(
     spec: models.Autoscaling, obs: Observation, memory: Memory = Memory()
 ) -> tuple[Decision, Memory]:
     """The decision for one tick, and the memory for the next."""
+    decision, kept = _decide(spec, obs, memory)
+    if obs.rejected_qps and decision.qps_per_replica is not None:
+        decision = dataclasses.replace(decision, rejected_qps=obs.rejected_qps)
+    return decision, kept
+
+
+def _decide(spec: models.Autoscaling, obs: Observation, memory: Memory) -> tuple[Decision, Memory]:
     current = obs.replicas
     if obs.missing is not None or obs.qps is None or obs.p99_ms is None:
         why = obs.missing or "no QPS or p99 reading"
@@ -314,7 +363,7 @@ def decide(
     threshold = math.inf if target_qps is None else target_qps * spec.scale_out_ratio
     overloaded = load.qps_pr > threshold or load.demand / obs.ready_replicas > threshold
     rising = load.projected / max(current, 1) > threshold
-    if overloaded or breach or rising:
+    if overloaded or breach or rising or load.saturated:
         return _out(spec, obs, memory, load, overloaded, rising, breach)
     return _in(spec, obs, memory, load)
 
@@ -351,6 +400,7 @@ def _out(
             ("p99 above target", breach),
             ("load above scale-out threshold", overloaded),
             ("load trend will cross the scale-out threshold", rising and not overloaded),
+            ("bounded queues full", load.saturated),
         )
         if on
     ]
@@ -366,7 +416,7 @@ def _out(
             f"{cause}; waiting for {starting} starting replica(s) already ordered: {numbers}",
         )
     draining = obs.queued is not None and memory.queued is not None and load.growth <= 0
-    if needed <= current and draining and not overloaded and not rising:
+    if needed <= current and draining and not (overloaded or rising or load.saturated):
         return _hold(
             obs,
             load,

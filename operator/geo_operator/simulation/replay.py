@@ -45,7 +45,7 @@ def batching(spec: models.GeoDeploymentSpec, profile: replica.Profile) -> engine
     size = spec.triton.max_batch_size or plan.UNTUNED_MAX_BATCH_SIZE
     dynamic = spec.triton.dynamic_batching
     delay = dynamic.max_queue_delay_microseconds if dynamic.enabled else None
-    return engine.Batching(profile, size, delay, spec.triton.instance_count)
+    return engine.Batching(profile, size, delay, spec.triton.instances())
 
 
 def measured(

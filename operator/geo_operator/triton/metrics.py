@@ -10,6 +10,17 @@ p99 — scaling on it is the conservative reading of the SLO.
 
 Parsing uses prometheus_client's exposition-format parser, not regular
 expressions. A missing counter is "missing", never zero.
+
+Levers (measured on Triton 2.51, the nvidia-pytriton wheel's): a request refused
+because it waited past its queue's timeout is counted in
+`nv_inference_request_failure{reason="REJECTED"}`; `rates()` reports it as
+`rejected_qps`, which the autoscaler adds to demand. A request refused because the
+queue was full (`max_queue_size`) is counted nowhere, so the pending gauge at the
+queue's bound is the only sign of it (see `scaling.policy`). With the response cache
+on, Triton publishes no `nv_inference_request_summary_us` at all; the p99 is then the
+sum of the queue and compute stages' p99s (`STAGES`), an upper bound of the request's
+p99 in practice (each stage's worst requests are not all the same ones), and the
+cache's hits and misses are counted.
 """
 
 from __future__ import annotations
@@ -27,6 +38,15 @@ _COUNTERS = {
     "nv_inference_queue_duration_us": "queue_us",
 }
 _P99 = "nv_inference_request_summary_us"
+# A request's stages, each a summary: their p99s add up to the p99 when _P99 is absent.
+STAGES = (
+    "nv_inference_queue_summary_us",
+    "nv_inference_compute_input_summary_us",
+    "nv_inference_compute_infer_summary_us",
+    "nv_inference_compute_output_summary_us",
+)
+_CACHE = {"nv_cache_num_hits_per_model": "hits", "nv_cache_num_misses_per_model": "misses"}
+REJECTED = "REJECTED"  # the failure reason of a request refused after its queue timeout
 _PENDING = "nv_inference_pending_request_count"  # gauge: requests queued, not yet executing
 _FAILURE = "nv_inference_request_failure"  # counter, by reason: the canary's error rate
 
@@ -44,6 +64,9 @@ class Scrape:
     p99_us: float | None  # None when Triton has no summary (summary_latencies off)
     pending: float | None = None  # queued requests; None when this Triton has no such gauge
     failure: float | None = None  # failed requests, every reason; None: no such counter
+    rejected: float | None = None  # of those, refused after a queue timeout (REJECTED)
+    cache_hits: float | None = None  # None: no response cache
+    cache_misses: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +80,8 @@ class PodRates:
     avg_batch: float | None  # inferences / executions, None when idle
     p99_ms: float | None
     pending: float | None = None  # queued requests at the later scrape
+    rejected_qps: float = 0.0  # requests refused after a queue timeout, per second
+    cache_hit_ratio: float | None = None  # hits / lookups between the scrapes; None: no cache
 
 
 class MetricsError(ValueError):
@@ -67,8 +92,11 @@ def parse(text: str, model: str, time: float) -> Scrape:
     """Parse Triton's /metrics text for one model."""
     totals: dict[str, float] = {}
     p99: float | None = None
+    stages: dict[str, float] = {}
+    cache: dict[str, float] = {}
     pending: float | None = None
     failure: float | None = None
+    rejected: float | None = None
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError as error:
@@ -83,6 +111,10 @@ def parse(text: str, model: str, time: float) -> Scrape:
                 pending = (pending or 0.0) + sample.value
             elif name == _FAILURE:
                 failure = (failure or 0.0) + sample.value
+                if sample.labels.get("reason") == REJECTED:
+                    rejected = (rejected or 0.0) + sample.value
+            elif name in _CACHE:
+                cache[_CACHE[name]] = cache.get(_CACHE[name], 0.0) + sample.value
             elif name in _COUNTERS:
                 key = _COUNTERS[name]
                 totals[key] = totals.get(key, 0.0) + sample.value
@@ -93,10 +125,27 @@ def parse(text: str, model: str, time: float) -> Scrape:
                 and sample.value == sample.value
             ):
                 p99 = max(p99 or 0.0, sample.value)
+            elif (
+                name in STAGES
+                and sample.labels.get("quantile") == "0.99"
+                and sample.value == sample.value
+            ):
+                stages[name] = max(stages.get(name, 0.0), sample.value)
+    if p99 is None and stages:
+        p99 = sum(stages.values())  # the cache is on: no request summary (module docstring)
     missing = [name for name, key in _COUNTERS.items() if key not in totals]
     if missing:
         raise MetricsError(f"model {model!r} has no {', '.join(missing)} in the scrape")
-    return Scrape(time=time, p99_us=p99, pending=pending, failure=failure, **totals)
+    return Scrape(
+        time=time,
+        p99_us=p99,
+        pending=pending,
+        failure=failure,
+        rejected=rejected,
+        cache_hits=cache.get("hits"),
+        cache_misses=cache.get("misses"),
+        **totals,
+    )
 
 
 def rates(before: Scrape, after: Scrape) -> PodRates | None:
@@ -117,7 +166,21 @@ def rates(before: Scrape, after: Scrape) -> PodRates | None:
         avg_batch=inferences / executions if executions else None,
         p99_ms=after.p99_us / 1000 if after.p99_us is not None else None,
         pending=after.pending,
+        rejected_qps=max(0.0, _delta(before.rejected, after.rejected)) / elapsed,
+        cache_hit_ratio=_ratio(
+            _delta(before.cache_hits, after.cache_hits),
+            _delta(before.cache_misses, after.cache_misses),
+            after.cache_hits is not None,
+        ),
     )
+
+
+def _delta(before: float | None, after: float | None) -> float:
+    return (after or 0.0) - (before or 0.0)
+
+
+def _ratio(hits: float, misses: float, cached: bool) -> float | None:
+    return hits / (hits + misses) if cached and hits + misses > 0 else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +193,7 @@ class Aggregate:
     avg_latency_ms: float | None
     avg_batch: float | None
     queued: float | None = None  # summed over pods; None if any pod lacks the gauge
+    rejected_qps: float = 0.0  # refused after a queue timeout: demand not served
 
 
 def aggregate(pods: Sequence[PodRates]) -> Aggregate:
@@ -141,6 +205,7 @@ def aggregate(pods: Sequence[PodRates]) -> Aggregate:
     pending = [p.pending for p in pods]
     return Aggregate(
         queued=None if any(q is None for q in pending) else sum(q or 0.0 for q in pending),
+        rejected_qps=sum(p.rejected_qps for p in pods),
         pods=len(pods),
         qps=qps,
         p99_ms=max(p99s) if p99s else None,

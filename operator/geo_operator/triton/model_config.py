@@ -51,28 +51,116 @@ def _tensors(
     ]
 
 
+_KINDS = {
+    models.InstanceKind.CPU: pb.ModelInstanceGroup.KIND_CPU,
+    models.InstanceKind.GPU: pb.ModelInstanceGroup.KIND_GPU,
+    models.InstanceKind.AUTO: pb.ModelInstanceGroup.KIND_AUTO,
+}
+WARMUP_NAME = "geo-warmup"
+
+
+def _instance_groups(triton: models.TritonSpec, gpu: bool) -> list[pb.ModelInstanceGroup]:
+    """triton.instanceGroups, or one group of instanceCount; an unset kind follows the pod."""
+    default = pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU
+    groups = triton.instance_groups or [models.InstanceGroup(count=triton.instance_count)]
+    out = []
+    for group in groups:
+        rendered = pb.ModelInstanceGroup(
+            count=group.count,
+            kind=_KINDS[group.kind] if group.kind else default,
+            gpus=list(group.gpus or ()),
+        )
+        if group.rate_limiter is not None:
+            rendered.rate_limiter.priority = group.rate_limiter.priority
+            rendered.rate_limiter.resources.extend(
+                pb.ModelRateLimiter.Resource(name=r.name, count=r.count, **{"global": r.global_})
+                for r in group.rate_limiter.resources
+            )
+        out.append(rendered)
+    return out
+
+
+def _queue_policy(policy: models.QueuePolicy, into: pb.ModelQueuePolicy) -> None:
+    into.max_queue_size = policy.max_queue_size
+    into.default_timeout_microseconds = policy.default_timeout_microseconds
+    into.timeout_action = pb.ModelQueuePolicy.TimeoutAction.Value(policy.timeout_action.value)
+    into.allow_timeout_override = policy.allow_timeout_override
+
+
+def _queues(batching: models.DynamicBatching, into: pb.ModelDynamicBatching) -> None:
+    """Priority levels and queue policies (the dynamic batcher's, so only with it)."""
+    if batching.priority_levels:
+        into.priority_levels = batching.priority_levels
+        # 0 asks for the lowest level: traffic must ask to go first.
+        into.default_priority_level = batching.default_priority_level or batching.priority_levels
+    if batching.default_queue_policy is not None:
+        _queue_policy(batching.default_queue_policy, into.default_queue_policy)
+    for policy in batching.priority_queue_policies or ():
+        _queue_policy(policy, into.priority_queue_policy[policy.level])
+
+
+def _warmup(
+    model: models.ModelSpec, samples: Sequence[models.Warmup], max_batch_size: int
+) -> list[pb.ModelWarmup]:
+    out = []
+    for index, sample in enumerate(samples):
+        warmup = pb.ModelWarmup(
+            name=f"{WARMUP_NAME}-{index}",
+            # Capped: a tuned max_batch_size may be below it; 0 (no batching) means 1.
+            batch_size=min(sample.batch_size, max(1, max_batch_size)),
+            count=sample.count,
+        )
+        for tensor in model.inputs:
+            data = warmup.inputs[tensor.name]
+            data.data_type = pb.DataType.Value(tensor.data_type)
+            data.dims.extend(d if d > 0 else 1 for d in tensor.dims)
+            if sample.data is models.WarmupData.ZERO:
+                data.zero_data = True
+            else:
+                data.random_data = True
+        out.append(warmup)
+    return out
+
+
+def _gpu(artifact: models.Artifact, lever: models.GpuOptimization, config: pb.ModelConfig) -> None:
+    """GPU-only levers for the artifact's backend (rendered only for pods with a GPU)."""
+    if artifact.format is models.ArtifactFormat.ONNX and lever.accelerator is not (
+        models.GpuAccelerator.NONE
+    ):
+        accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
+            name=lever.accelerator.value
+        )
+        if lever.accelerator is models.GpuAccelerator.TENSORRT:
+            accelerator.parameters["precision_mode"] = lever.precision_mode.value
+            if lever.max_workspace_size_bytes is not None:
+                accelerator.parameters["max_workspace_size_bytes"] = str(
+                    lever.max_workspace_size_bytes
+                )
+    if artifact.format is models.ArtifactFormat.TENSORRT_PLAN and lever.cuda_graphs:
+        config.optimization.cuda.graphs = True
+
+
 def build(
     model: models.ModelSpec,
     artifact: models.Artifact,
     batch: BatchSettings,
     *,
-    instance_count: int = 1,
+    triton: models.TritonSpec | None = None,
     gpu: bool = False,
 ) -> pb.ModelConfig:
-    """The ModelConfig protobuf for one artifact of the model."""
+    """The ModelConfig protobuf for one artifact of the model; ``triton`` brings the
+    levers (instance groups, queues, cache, warmup, GPU accelerators), none when None."""
+    triton = triton or models.TritonSpec()
     config = pb.ModelConfig(
         name=model.name,
         backend=BACKENDS[artifact.format],
         max_batch_size=batch.max_batch_size,
         input=_tensors(model.inputs, pb.ModelInput),
         output=_tensors(model.outputs, pb.ModelOutput),
-        instance_group=[
-            pb.ModelInstanceGroup(
-                count=instance_count,
-                kind=pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU,
-            )
-        ],
+        instance_group=_instance_groups(triton, gpu),
     )
+    if artifact.format is models.ArtifactFormat.TENSORRT_PLAN:
+        config.platform = "tensorrt_plan"
     if artifact.format is not models.ArtifactFormat.PYTHON:
         config.default_model_filename = FILENAMES[artifact.format]
     if batch.dynamic_batching and batch.max_batch_size > 0:
@@ -80,6 +168,12 @@ def build(
         config.dynamic_batching.preferred_batch_size.extend(
             b for b in batch.preferred_batch_sizes if b <= batch.max_batch_size
         )
+        _queues(triton.dynamic_batching, config.dynamic_batching)
+    if triton.response_cache.enabled:
+        config.response_cache.enable = True
+    config.model_warmup.extend(_warmup(model, triton.warmup or (), batch.max_batch_size))
+    if gpu:
+        _gpu(artifact, triton.gpu, config)
     return config
 
 

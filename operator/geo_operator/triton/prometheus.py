@@ -11,12 +11,16 @@ discovery sets them directly).
 
 - QPS: `rate(nv_inference_request_success[<rateWindowSeconds>s])` summed over the pods
   (both tracks of a rollout: the load is the load);
-- p99: the worst pod's `nv_inference_request_summary_us{quantile="0.99"}`
+- p99: the worst pod's `nv_inference_request_summary_us{quantile="0.99"}` (with the
+  response cache on Triton has no such summary: then the worst pod's sum of its queue
+  and compute stages' p99s, as `triton.metrics` does)
   (quantiles can't be averaged), of the stable track only (`track!="canary"`; series
   with no track label count as stable): a slow canary is the rollout's to judge, not
   the autoscaler's;
 - queued: `nv_inference_pending_request_count` summed over the pods (the
   backlog the policy adds to the demand);
+- rejected: `rate(nv_inference_request_failure{reason="REJECTED"}[...])` summed: requests
+  refused after their queue timeout, which the policy counts as demand;
 - pods: how many Triton targets are up, to tell complete data from partial.
 
 `track_figures` answers the canary analysis for one GeoDeployment: per track, the
@@ -32,12 +36,25 @@ import math
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
+from geo_operator.triton import metrics
+
 Key = tuple[str, str]
 
 QPS_QUERY = "sum by (namespace, geodeployment) (rate(nv_inference_request_success[{window}s]))"
-P99_QUERY = (
-    "max by (namespace, geodeployment) "
-    '(nv_inference_request_summary_us{quantile="0.99",track!="canary"})'
+
+
+def _p99(by: str, where: str) -> str:
+    """The worst pod's p99 by ``by``: the request summary, or with the response cache on
+    (no request summary) the sum of its stages' summaries (`metrics.STAGES`)."""
+    quantile = '{quantile="0.99",' + where + "}"
+    stages = " + ".join(stage + quantile for stage in metrics.STAGES)
+    return f"max by ({by}) (nv_inference_request_summary_us{quantile}) or max by ({by}) ({stages})"
+
+
+P99_QUERY = _p99("namespace, geodeployment", 'track!="canary"')
+REJECTED_QUERY = (
+    "sum by (namespace, geodeployment) "
+    '(rate(nv_inference_request_failure{{reason="REJECTED"}}[{window}s]))'
 )
 PENDING_QUERY = "sum by (namespace, geodeployment) (nv_inference_pending_request_count)"
 UP_QUERY = 'count by (namespace, geodeployment) (up{geodeployment!=""} == 1)'
@@ -53,6 +70,7 @@ class Load:
     p99_ms: float | None  # None: no requests in the summary window (idle), or no series
     pods_up: int
     queued: float | None = None  # requests waiting in the pods' queues
+    rejected_qps: float | None = None  # refused after a queue timeout, per second
 
 
 def _finite(result: list[dict[str, object]]) -> list[tuple[dict[str, object], float]]:
@@ -86,8 +104,9 @@ def loads(
     p99_us: dict[Key, float],
     up: dict[Key, float],
     pending: dict[Key, float],
+    rejected: dict[Key, float] | None = None,
 ) -> dict[Key, Load]:
-    """One Load per GeoDeployment from the four answers (finite values only)."""
+    """One Load per GeoDeployment from the answers (finite values only)."""
     out: dict[Key, Load] = {}
     for key in set(qps) | set(p99_us) | set(up):
         p = p99_us.get(key)
@@ -96,6 +115,7 @@ def loads(
             p99_ms=p / 1000 if p is not None else None,
             pods_up=int(up.get(key, 0)),
             queued=pending.get(key),
+            rejected_qps=(rejected or {}).get(key),
         )
     return out
 
@@ -109,9 +129,10 @@ def query_all(url: str, window_seconds: int = 60, timeout: float = 5.0) -> dict[
         p99 = _by_key(client.custom_query(P99_QUERY))
         up = _by_key(client.custom_query(UP_QUERY))
         pending = _by_key(client.custom_query(PENDING_QUERY))
+        rejected = _by_key(client.custom_query(REJECTED_QUERY.format(window=window_seconds)))
     except Exception as error:  # the client raises requests' and its own errors alike
         raise PrometheusError(f"Prometheus at {url}: {type(error).__name__}: {error}") from error
-    return loads(qps, p99, up, pending)
+    return loads(qps, p99, up, pending, rejected)
 
 
 # The canary analysis: one GeoDeployment, by track, over the window (seconds).
@@ -121,9 +142,6 @@ TRACK_SUCCESS_QUERY = (
 )
 TRACK_FAILURE_QUERY = (
     "sum by (track) (increase(nv_inference_request_failure{{" + _SELECT + "}}[{window}s]))"
-)
-TRACK_P99_QUERY = (
-    'max by (track) (nv_inference_request_summary_us{{quantile="0.99",' + _SELECT + "}})"
 )
 
 
@@ -174,7 +192,8 @@ def track_figures(
         client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout, retry=Retry(total=0))
         success = _by_track(client.custom_query(TRACK_SUCCESS_QUERY.format(**where)))
         failure = _by_track(client.custom_query(TRACK_FAILURE_QUERY.format(**where)))
-        p99 = _by_track(client.custom_query(TRACK_P99_QUERY.format(**where)), "max")
+        p99_query = _p99("track", _SELECT.format(**where))
+        p99 = _by_track(client.custom_query(p99_query), "max")
     except Exception as error:  # the client raises requests' and its own errors alike
         raise PrometheusError(f"Prometheus at {url}: {type(error).__name__}: {error}") from error
     return tracks(success, failure, p99)
