@@ -211,11 +211,16 @@ def example_target() -> children.Target:
     # A queue delay long enough that concurrent requests from one client on two
     # busy cores reliably meet in the batcher.
     body["spec"]["triton"]["dynamicBatching"]["maxQueueDelayMicroseconds"] = 20000
+    return planned(body["spec"], "digits")
+
+
+def planned(spec: dict[str, Any], name: str) -> children.Target:
+    """What the operator would deploy for a fresh GeoDeployment with this spec."""
     decided = plan.plan(
-        name="digits",
+        name=name,
         namespace="default",
         uid="u",
-        spec=models.parse_spec(body["spec"]),
+        spec=models.parse_spec(spec),
         status=models.GeoDeploymentStatus(),
         current_replicas=None,
     )

@@ -41,15 +41,9 @@ def _pydantic_ok(model: type[pydantic.BaseModel], obj: dict[str, Any]) -> bool:
     return True
 
 
-def _autoscaling(**over: Any) -> dict[str, Any]:
-    # As the API server evaluates CEL: after defaulting, so every field is set.
-    base = models.Autoscaling().model_dump(by_alias=True, exclude_none=True, mode="json")
-    base.update(over)
-    return base
-
-
-def _rollout(**over: Any) -> dict[str, Any]:
-    base = models.Rollout().model_dump(by_alias=True, exclude_none=True, mode="json")
+def _defaulted(model: type[pydantic.BaseModel], **over: Any) -> dict[str, Any]:
+    """As the API server evaluates CEL: after defaulting, so every field is set."""
+    base = model().model_dump(by_alias=True, exclude_none=True, mode="json")
     base.update(over)
     return base
 
@@ -83,66 +77,93 @@ def _undeclared(**over: Any) -> dict[str, Any]:
     return {**model, **over}
 
 
-def _triton(**over: Any) -> dict[str, Any]:
-    base = models.TritonSpec().model_dump(by_alias=True, exclude_none=True, mode="json")
-    base.update(over)
-    return base
-
-
-def _batching(**over: Any) -> dict[str, Any]:
-    base = models.DynamicBatching().model_dump(by_alias=True, exclude_none=True, mode="json")
-    base.update(over)
-    return base
-
-
 CASES = [
-    ("triton", models.TritonSpec, _triton(), True),
-    ("triton", models.TritonSpec, _triton(instanceGroups=[{"count": 2}]), True),
-    ("triton", models.TritonSpec, _triton(instanceCount=2, instanceGroups=[{"count": 2}]), False),
+    ("triton", models.TritonSpec, _defaulted(models.TritonSpec), True),
     (
         "triton",
         models.TritonSpec,
-        _triton(maxBatchSize=8, dynamicBatching=_batching(preferredBatchSizes=[4, 8])),
+        _defaulted(models.TritonSpec, instanceGroups=[{"count": 2}]),
         True,
     ),
     (
         "triton",
         models.TritonSpec,
-        _triton(maxBatchSize=8, dynamicBatching=_batching(preferredBatchSizes=[4, 16])),
+        _defaulted(models.TritonSpec, instanceCount=2, instanceGroups=[{"count": 2}]),
+        False,
+    ),
+    (
+        "triton",
+        models.TritonSpec,
+        _defaulted(
+            models.TritonSpec,
+            maxBatchSize=8,
+            dynamicBatching=_defaulted(models.DynamicBatching, preferredBatchSizes=[4, 8]),
+        ),
+        True,
+    ),
+    (
+        "triton",
+        models.TritonSpec,
+        _defaulted(
+            models.TritonSpec,
+            maxBatchSize=8,
+            dynamicBatching=_defaulted(models.DynamicBatching, preferredBatchSizes=[4, 16]),
+        ),
         False,
     ),
     # maxBatchSize 0 is tuned: the plan keeps the preferred sizes below the tuned one.
     (
         "triton",
         models.TritonSpec,
-        _triton(dynamicBatching=_batching(preferredBatchSizes=[64])),
+        _defaulted(
+            models.TritonSpec,
+            dynamicBatching=_defaulted(models.DynamicBatching, preferredBatchSizes=[64]),
+        ),
         True,
     ),
-    ("triton.dynamicBatching", models.DynamicBatching, _batching(), True),
-    ("triton.dynamicBatching", models.DynamicBatching, _batching(priorityLevels=2), True),
+    ("triton.dynamicBatching", models.DynamicBatching, _defaulted(models.DynamicBatching), True),
     (
         "triton.dynamicBatching",
         models.DynamicBatching,
-        _batching(priorityLevels=2, defaultPriorityLevel=3),
-        False,
-    ),
-    ("triton.dynamicBatching", models.DynamicBatching, _batching(defaultPriorityLevel=1), False),
-    (
-        "triton.dynamicBatching",
-        models.DynamicBatching,
-        _batching(priorityLevels=2, priorityQueuePolicies=[{"level": 1}, {"level": 2}]),
+        _defaulted(models.DynamicBatching, priorityLevels=2),
         True,
     ),
     (
         "triton.dynamicBatching",
         models.DynamicBatching,
-        _batching(priorityLevels=2, priorityQueuePolicies=[{"level": 3}]),
+        _defaulted(models.DynamicBatching, priorityLevels=2, defaultPriorityLevel=3),
         False,
     ),
     (
         "triton.dynamicBatching",
         models.DynamicBatching,
-        _batching(priorityLevels=2, priorityQueuePolicies=[{"level": 1}, {"level": 1}]),
+        _defaulted(models.DynamicBatching, defaultPriorityLevel=1),
+        False,
+    ),
+    (
+        "triton.dynamicBatching",
+        models.DynamicBatching,
+        _defaulted(
+            models.DynamicBatching,
+            priorityLevels=2,
+            priorityQueuePolicies=[{"level": 1}, {"level": 2}],
+        ),
+        True,
+    ),
+    (
+        "triton.dynamicBatching",
+        models.DynamicBatching,
+        _defaulted(models.DynamicBatching, priorityLevels=2, priorityQueuePolicies=[{"level": 3}]),
+        False,
+    ),
+    (
+        "triton.dynamicBatching",
+        models.DynamicBatching,
+        _defaulted(
+            models.DynamicBatching,
+            priorityLevels=2,
+            priorityQueuePolicies=[{"level": 1}, {"level": 1}],
+        ),
         False,
     ),
     ("triton.instanceGroups[]", models.InstanceGroup, {"count": 1, "kind": "GPU"}, True),
@@ -159,15 +180,37 @@ CASES = [
         {"count": 1, "kind": "CPU", "gpus": [0]},
         False,
     ),
-    ("autoscaling", models.Autoscaling, _autoscaling(), True),
-    ("autoscaling", models.Autoscaling, _autoscaling(minReplicas=4, maxReplicas=4), True),
-    ("autoscaling", models.Autoscaling, _autoscaling(minReplicas=5, maxReplicas=2), False),
-    ("autoscaling", models.Autoscaling, _autoscaling(scaleInRatio=1.5, scaleOutRatio=1.5), False),
-    ("autoscaling", models.Autoscaling, _autoscaling(metrics={"source": "prometheus"}), False),
+    ("autoscaling", models.Autoscaling, _defaulted(models.Autoscaling), True),
     (
         "autoscaling",
         models.Autoscaling,
-        _autoscaling(metrics={"source": "prometheus", "prometheusUrl": "http://p:9090"}),
+        _defaulted(models.Autoscaling, minReplicas=4, maxReplicas=4),
+        True,
+    ),
+    (
+        "autoscaling",
+        models.Autoscaling,
+        _defaulted(models.Autoscaling, minReplicas=5, maxReplicas=2),
+        False,
+    ),
+    (
+        "autoscaling",
+        models.Autoscaling,
+        _defaulted(models.Autoscaling, scaleInRatio=1.5, scaleOutRatio=1.5),
+        False,
+    ),
+    (
+        "autoscaling",
+        models.Autoscaling,
+        _defaulted(models.Autoscaling, metrics={"source": "prometheus"}),
+        False,
+    ),
+    (
+        "autoscaling",
+        models.Autoscaling,
+        _defaulted(
+            models.Autoscaling, metrics={"source": "prometheus", "prometheusUrl": "http://p:9090"}
+        ),
         True,
     ),
     ("model", models.ModelSpec, _model({}), True),
@@ -191,14 +234,34 @@ CASES = [
     ),
     ("model.selection", models.Selection, {"policy": "pinned", "minAccuracyRatio": 0.9}, False),
     ("model.selection", models.Selection, {"policy": "pinned", "pinned": "a"}, True),
-    ("rollout", models.Rollout, _rollout(), True),
-    ("rollout", models.Rollout, _rollout(steps=[100]), True),
-    ("rollout", models.Rollout, _rollout(steps=[1, 2, 3, 4, 5, 6, 7, 8, 9, 100]), True),
-    ("rollout", models.Rollout, _rollout(steps=[1, 2, 3, 4, 5, 6, 7, 8, 100, 99]), False),
-    ("rollout", models.Rollout, _rollout(steps=[10, 50]), False),  # never reaches 100
-    ("rollout", models.Rollout, _rollout(steps=[10, 10, 100]), False),  # a repeated step
-    ("rollout", models.Rollout, _rollout(steps=[50, 20, 100]), False),
-    ("rollout", models.Rollout, _rollout(steps=[100, 100]), False),
+    ("rollout", models.Rollout, _defaulted(models.Rollout), True),
+    ("rollout", models.Rollout, _defaulted(models.Rollout, steps=[100]), True),
+    (
+        "rollout",
+        models.Rollout,
+        _defaulted(models.Rollout, steps=[1, 2, 3, 4, 5, 6, 7, 8, 9, 100]),
+        True,
+    ),
+    (
+        "rollout",
+        models.Rollout,
+        _defaulted(models.Rollout, steps=[1, 2, 3, 4, 5, 6, 7, 8, 100, 99]),
+        False,
+    ),
+    (
+        "rollout",
+        models.Rollout,
+        _defaulted(models.Rollout, steps=[10, 50]),
+        False,
+    ),  # never reaches 100
+    (
+        "rollout",
+        models.Rollout,
+        _defaulted(models.Rollout, steps=[10, 10, 100]),
+        False,
+    ),  # a repeated step
+    ("rollout", models.Rollout, _defaulted(models.Rollout, steps=[50, 20, 100]), False),
+    ("rollout", models.Rollout, _defaulted(models.Rollout, steps=[100, 100]), False),
 ]
 
 

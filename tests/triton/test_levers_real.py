@@ -30,9 +30,9 @@ import tritonclient.http as httpclient
 import yaml
 from tritonclient.utils import InferenceServerException
 
-from conftest import ROOT
+from conftest import ROOT, planned
 from geo_operator.api import models
-from geo_operator.builders import children, plan
+from geo_operator.builders import children
 from geo_operator.scaling import policy
 from geo_operator.triton import local, metrics, repository
 
@@ -46,16 +46,7 @@ def _target(triton: dict[str, Any] | None = None) -> children.Target:
     body = yaml.safe_load(EXAMPLE.read_text())
     if triton is not None:
         body["spec"]["triton"] = triton
-    decided = plan.plan(
-        name="digits-levers",
-        namespace="default",
-        uid="u",
-        spec=models.parse_spec(body["spec"]),
-        status=models.GeoDeploymentStatus(),
-        current_replicas=None,
-    )
-    assert decided.target is not None, decided.choice.reason
-    return decided.target
+    return planned(body["spec"], "digits-levers")
 
 
 def _serve(target: children.Target, where: pathlib.Path) -> local.TritonServer:

@@ -53,6 +53,11 @@ def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, py
     return entry
 
 
+def _rules(*rules: dict[str, pydantic.JsonValue]) -> pydantic.ConfigDict:
+    """A model's CEL rules, for its schema (`x-kubernetes-validations`)."""
+    return pydantic.ConfigDict(json_schema_extra={"x-kubernetes-validations": list(rules)})
+
+
 class _Model(pydantic.BaseModel):
     """Base: camelCase on the wire, unknown fields refused, defaults validated."""
 
@@ -207,16 +212,12 @@ class SelectionWeights(_Model):
 class Selection(_Model):
     """How the operator picks the artifact to serve."""
 
-    model_config = pydantic.ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(
-                    "self.policy != 'pinned' || has(self.pinned)",
-                    "selection.pinned must name an artifact when policy is pinned",
-                    ".pinned",
-                )
-            ]
-        }
+    model_config = _rules(
+        _cel(
+            "self.policy != 'pinned' || has(self.pinned)",
+            "selection.pinned must name an artifact when policy is pinned",
+            ".pinned",
+        )
     )
 
     policy: SelectionPolicy = Field(
@@ -296,28 +297,24 @@ class Evaluation(_Model):
 class ModelSpec(_Model):
     """The model to serve and its quantized artifacts."""
 
-    model_config = pydantic.ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(
-                    "!has(self.selection) || !has(self.selection.pinned) || "
-                    "self.artifacts.exists(a, a.name == self.selection.pinned)",
-                    "selection.pinned must be the name of one of model.artifacts",
-                    ".selection.pinned",
-                ),
-                _cel(
-                    "has(self.evaluation) || self.artifacts.all(a, has(a.accuracy))",
-                    "every artifact needs an accuracy unless model.evaluation measures it",
-                    ".artifacts",
-                ),
-                _cel(
-                    "!has(self.evaluation) || !has(self.evaluation.reference) || "
-                    "self.artifacts.exists(a, a.name == self.evaluation.reference)",
-                    "evaluation.reference must be the name of one of model.artifacts",
-                    ".evaluation.reference",
-                ),
-            ]
-        }
+    model_config = _rules(
+        _cel(
+            "!has(self.selection) || !has(self.selection.pinned) || "
+            "self.artifacts.exists(a, a.name == self.selection.pinned)",
+            "selection.pinned must be the name of one of model.artifacts",
+            ".selection.pinned",
+        ),
+        _cel(
+            "has(self.evaluation) || self.artifacts.all(a, has(a.accuracy))",
+            "every artifact needs an accuracy unless model.evaluation measures it",
+            ".artifacts",
+        ),
+        _cel(
+            "!has(self.evaluation) || !has(self.evaluation.reference) || "
+            "self.artifacts.exists(a, a.name == self.evaluation.reference)",
+            "evaluation.reference must be the name of one of model.artifacts",
+            ".evaluation.reference",
+        ),
     )
 
     name: DnsLabel = Field(description="Model name in Triton's repository.")
@@ -430,28 +427,24 @@ class PriorityQueuePolicy(QueuePolicy):
 class DynamicBatching(_Model):
     """Triton's dynamic batcher."""
 
-    model_config = pydantic.ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(
-                    "self.defaultPriorityLevel <= self.priorityLevels",
-                    "dynamicBatching.defaultPriorityLevel must be <= priorityLevels",
-                    ".defaultPriorityLevel",
-                ),
-                _cel(
-                    "!has(self.priorityQueuePolicies) || "
-                    "self.priorityQueuePolicies.all(p, p.level <= self.priorityLevels)",
-                    "every dynamicBatching.priorityQueuePolicies level must be <= priorityLevels",
-                    ".priorityQueuePolicies",
-                ),
-                _cel(
-                    "!has(self.priorityQueuePolicies) || self.priorityQueuePolicies.all(p, "
-                    "self.priorityQueuePolicies.exists_one(q, q.level == p.level))",
-                    "dynamicBatching.priorityQueuePolicies has one entry per level at most",
-                    ".priorityQueuePolicies",
-                ),
-            ]
-        }
+    model_config = _rules(
+        _cel(
+            "self.defaultPriorityLevel <= self.priorityLevels",
+            "dynamicBatching.defaultPriorityLevel must be <= priorityLevels",
+            ".defaultPriorityLevel",
+        ),
+        _cel(
+            "!has(self.priorityQueuePolicies) || "
+            "self.priorityQueuePolicies.all(p, p.level <= self.priorityLevels)",
+            "every dynamicBatching.priorityQueuePolicies level must be <= priorityLevels",
+            ".priorityQueuePolicies",
+        ),
+        _cel(
+            "!has(self.priorityQueuePolicies) || self.priorityQueuePolicies.all(p, "
+            "self.priorityQueuePolicies.exists_one(q, q.level == p.level))",
+            "dynamicBatching.priorityQueuePolicies has one entry per level at most",
+            ".priorityQueuePolicies",
+        ),
     )
 
     enabled: bool = Field(default=True, description="Turn Triton's dynamic batcher on.")
@@ -578,16 +571,12 @@ class RateLimiter(_Model):
 class InstanceGroup(_Model):
     """One group of model instances in each Triton server."""
 
-    model_config = pydantic.ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(
-                    "!has(self.gpus) || (has(self.kind) && self.kind == 'GPU')",
-                    "instanceGroups[].gpus needs kind GPU",
-                    ".gpus",
-                ),
-            ]
-        }
+    model_config = _rules(
+        _cel(
+            "!has(self.gpus) || (has(self.kind) && self.kind == 'GPU')",
+            "instanceGroups[].gpus needs kind GPU",
+            ".gpus",
+        ),
     )
 
     count: int = Field(default=1, ge=1, le=64, description="Instances in the group.")
@@ -682,23 +671,19 @@ class GpuOptimization(_Model):
 class TritonSpec(_Model):
     """The Triton Inference Server that serves the model."""
 
-    model_config = pydantic.ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(
-                    "!has(self.instanceGroups) || self.instanceCount == 1",
-                    "set triton.instanceGroups or triton.instanceCount, not both",
-                    ".instanceGroups",
-                ),
-                _cel(
-                    "self.maxBatchSize == 0 || !has(self.dynamicBatching) || "
-                    "!has(self.dynamicBatching.preferredBatchSizes) || "
-                    "self.dynamicBatching.preferredBatchSizes.all(b, b <= self.maxBatchSize)",
-                    "triton.dynamicBatching.preferredBatchSizes must be <= triton.maxBatchSize",
-                    ".dynamicBatching.preferredBatchSizes",
-                ),
-            ]
-        }
+    model_config = _rules(
+        _cel(
+            "!has(self.instanceGroups) || self.instanceCount == 1",
+            "set triton.instanceGroups or triton.instanceCount, not both",
+            ".instanceGroups",
+        ),
+        _cel(
+            "self.maxBatchSize == 0 || !has(self.dynamicBatching) || "
+            "!has(self.dynamicBatching.preferredBatchSizes) || "
+            "self.dynamicBatching.preferredBatchSizes.all(b, b <= self.maxBatchSize)",
+            "triton.dynamicBatching.preferredBatchSizes must be <= triton.maxBatchSize",
+            ".dynamicBatching.preferredBatchSizes",
+        ),
     )
 
     image: str = Field(
@@ -883,26 +868,22 @@ class MetricsSource(_Model):
 class Autoscaling(_Model):
     """The QPS and p99 latency autoscaler."""
 
-    model_config = pydantic.ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(
-                    "self.minReplicas <= self.maxReplicas",
-                    "autoscaling.minReplicas must be <= autoscaling.maxReplicas",
-                    ".minReplicas",
-                ),
-                _cel(
-                    "self.scaleInRatio < self.scaleOutRatio",
-                    "autoscaling.scaleInRatio must be < autoscaling.scaleOutRatio",
-                    ".scaleInRatio",
-                ),
-                _cel(
-                    "self.metrics.source != 'prometheus' || has(self.metrics.prometheusUrl)",
-                    "autoscaling.metrics.prometheusUrl is required when source is prometheus",
-                    ".metrics.prometheusUrl",
-                ),
-            ]
-        }
+    model_config = _rules(
+        _cel(
+            "self.minReplicas <= self.maxReplicas",
+            "autoscaling.minReplicas must be <= autoscaling.maxReplicas",
+            ".minReplicas",
+        ),
+        _cel(
+            "self.scaleInRatio < self.scaleOutRatio",
+            "autoscaling.scaleInRatio must be < autoscaling.scaleOutRatio",
+            ".scaleInRatio",
+        ),
+        _cel(
+            "self.metrics.source != 'prometheus' || has(self.metrics.prometheusUrl)",
+            "autoscaling.metrics.prometheusUrl is required when source is prometheus",
+            ".metrics.prometheusUrl",
+        ),
     )
 
     enabled: bool = Field(
@@ -1061,21 +1042,17 @@ class Rollout(_Model):
     """How a change to what serves (the artifact, its Triton configuration, the image) goes
     out: as a canary judged against the stable by measurement, or all at once."""
 
-    model_config = pydantic.ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(
-                    _steps_increasing_rule(),
-                    "rollout.steps must be strictly increasing",
-                    ".steps",
-                ),
-                _cel(
-                    "size(self.steps) > 0 && self.steps[size(self.steps) - 1] == 100",
-                    "rollout.steps must end at 100",
-                    ".steps",
-                ),
-            ]
-        }
+    model_config = _rules(
+        _cel(
+            _steps_increasing_rule(),
+            "rollout.steps must be strictly increasing",
+            ".steps",
+        ),
+        _cel(
+            "size(self.steps) > 0 && self.steps[size(self.steps) - 1] == 100",
+            "rollout.steps must end at 100",
+            ".steps",
+        ),
     )
 
     strategy: RolloutStrategy = Field(
