@@ -34,6 +34,7 @@ class Second:
     completed: int = 0
     errors: int = 0
     latencies_ms: list[float] = dataclasses.field(default_factory=list)
+    error_ms: list[float] = dataclasses.field(default_factory=list)  # how fast each failed
     by_server: dict[str, int] = dataclasses.field(default_factory=dict)  # completed, per URL
 
     @property
@@ -84,7 +85,9 @@ async def _run(
         try:
             await client.infer(model, [tensor])
         except Exception:  # a server going away mid-request is part of the story
-            bucket(time.monotonic()).errors += 1
+            failed = bucket(time.monotonic())
+            failed.errors += 1
+            failed.error_ms.append((time.monotonic() - sent) * 1000)
             return
         done = time.monotonic()
         b = bucket(done)

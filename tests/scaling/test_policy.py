@@ -387,3 +387,9 @@ def test_full_bounded_queues_are_saturation_the_demand_is_more_than_served() -> 
 def test_the_decision_record_shows_the_rejections() -> None:
     decision, _ = policy.decide(SPEC, policy.Observation(1000.0, 2, 2, 180, 50, rejected_qps=5))
     assert decision.rejected_qps == 5
+
+
+def test_the_cache_hit_ratio_is_shown_with_the_figures() -> None:
+    obs = policy.observation(1000.0, 2, 2, 500, 50, cache_hit_ratio=0.874)
+    decision, _ = policy.decide(SPEC, obs)
+    assert "response cache hits 87%" in decision.reason

@@ -439,3 +439,90 @@ def test_simulate_steady_shapes_fair_start_and_warmup_on_the_command_line() -> N
     assert "cold start" in out.stderr
     bad = geo_cli("-f", str(EXAMPLE), "--synthetic", "steady-high", "--start", "hot")
     assert bad.returncode == 2 and "invalid choice: 'hot'" in bad.stderr
+
+
+# --- the bounded queue: shed load is refused fast, and what Triton counts of it is seen
+
+
+def _shedding(**policy: object) -> models.GeoDeploymentSpec:
+    raw = SPEC.model_dump(by_alias=True, mode="json", exclude_none=True)
+    raw["triton"]["dynamicBatching"]["defaultQueuePolicy"] = policy
+    return models.parse_spec(raw)
+
+
+def test_overload_with_a_timeout_sheds_instead_of_queueing() -> None:
+    capacity = PROFILE.capacity(8)
+    flat = traces.Trace("flat", np.full(60, 1.3 * capacity))
+    spec = _shedding(defaultTimeoutMicroseconds=40_000)
+    batching = replay.batching(spec, PROFILE)
+    assert batching.timeout_s == 0.04 and batching.max_queue_size == 0
+    seen: list[float | None] = []
+
+    class Watch(Fixed):
+        def desired(self, view: engine.View) -> int:
+            seen.append(view.rejected_qps(10))
+            return self.n
+
+    sim = engine.Simulation(
+        flat, batching, Watch(1), target_p99_ms=50, min_replicas=1, max_replicas=1,
+        initial_replicas=1,
+    )  # fmt: skip
+    result = sim.run()
+    # About the 30 % over capacity is refused, fast; what is served stays near the timeout.
+    assert 0.15 < result.timed_out / (1.3 * capacity * 60) < 0.35
+    assert result.queue_full == 0
+    assert result.worst_p99_ms < 100  # queueing unbounded: > 1000 (the test above)
+    # Triton's REJECTED counter: the loop sees about the excess, ~0.3 x capacity per second.
+    late = [s for s in seen[2:] if s is not None]
+    assert late and 0.15 * capacity < np.median(late) < 0.45 * capacity
+    # Refusals are failed requests: the windows violate the SLO all the same.
+    assert result.violation_seconds >= 50
+
+
+def test_queue_full_refusals_are_not_seen_but_the_full_queue_is() -> None:
+    capacity = PROFILE.capacity(8)
+    flat = traces.Trace("flat", np.full(60, 1.3 * capacity))
+    spec = _shedding(maxQueueSize=64)
+    batching = replay.batching(spec, PROFILE)
+    assert batching.max_queue_size == 64 and batching.timeout_s is None
+    views: list[tuple[float | None, float | None]] = []
+
+    class Watch(Fixed):
+        def desired(self, view: engine.View) -> int:
+            views.append((view.rejected_qps(10), view.queued()))
+            return self.n
+
+    sim = engine.Simulation(
+        flat, batching, Watch(1), target_p99_ms=50, min_replicas=1, max_replicas=1,
+        initial_replicas=1,
+    )  # fmt: skip
+    result = sim.run()
+    assert result.queue_full > 0.15 * 1.3 * capacity * 60 and result.timed_out == 0
+    assert all(r == 0 for r, _ in views[1:])  # Triton 2.51 counts them nowhere
+    assert max(q or 0 for _, q in views) >= 0.8 * 64  # the pending gauge at the bound
+
+
+def test_geo_scales_on_the_shed_demand_the_anchors_miss() -> None:
+    trace = traces.scale_to_peak(traces.synthetic("step", duration=900), 8, TARGET)
+    spec = _shedding(defaultTimeoutMicroseconds=40_000)
+    geo = replay.replay(spec, trace, "geo")[0]
+    hpa = replay.replay(spec, trace, "hpa")[0]
+    # HPA scales on Triton's successes only: shed requests hide the step from it.
+    assert geo.violation_seconds < hpa.violation_seconds
+    assert geo.timed_out < hpa.timed_out
+
+
+def test_simulate_compares_shedding_with_queueing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    spec = tmp_path / "shed.yaml"
+    body = yaml.safe_load(EXAMPLE.read_text())
+    body["spec"]["triton"]["dynamicBatching"]["defaultQueuePolicy"] = {
+        "defaultTimeoutMicroseconds": 40000
+    }
+    spec.write_text(yaml.safe_dump(body))
+    out = geo_cli("-f", str(spec), "--synthetic", "step", "--duration", "300", "--queue", "both")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "refused" in lines[0]
+    shed = next(line for line in lines if " geo/shed " in line)
+    queue = next(line for line in lines if " geo/queue " in line)
+    assert int(shed.split()[-1]) > 0 and int(queue.split()[-1]) == 0

@@ -165,3 +165,51 @@ def test_steady_shapes_are_stationary_with_their_noise(shape: str) -> None:
     # Constant within each 10-second window; seeded.
     assert np.all(t.rate[:10] == t.rate[0])
     assert np.array_equal(t.rate, trace.synthetic(shape, duration=3600, base=2.0, seed=3).rate)
+
+
+# ---- the bounded queue (Triton's default queue policy): replica.serve_bounded
+
+
+def _bounded(fn, arrivals, *, max_queue=0, timeout=-1.0, horizon=1e9, **kw):  # type: ignore[no-untyped-def]
+    arrivals = np.asarray(arrivals, dtype=np.float64)
+    state, end = np.zeros(len(arrivals), np.int8), np.zeros(len(arrivals))
+    free_at = np.zeros(kw.pop("instances", 1))
+    args = (kw.get("max_batch", 8), kw.get("delay", 100e-6), kw.get("a", 1e-3), kw.get("b", 0.0))
+    fn(arrivals, state, end, free_at, horizon, *args, max_queue, timeout)
+    return state.tolist(), end.tolist()
+
+
+def test_a_full_queue_refuses_arrivals_at_once() -> None:
+    # Batching off, 10 ms per request, 6 arrive at once: 3 fit the queue, 3 are refused.
+    state, end = _bounded(replica.serve_bounded, [0.0] * 6, max_queue=3, delay=-1.0, a=0.01)
+    assert state == [replica.SERVED] * 3 + [replica.QUEUE_FULL] * 3
+    assert end[:3] == pytest.approx([0.01, 0.02, 0.03]) and end[3:] == [0.0, 0.0, 0.0]
+    # Room again once the queue drains: a late arrival is admitted.
+    state, _ = _bounded(replica.serve_bounded, [0.0] * 6 + [0.015], max_queue=3, delay=-1.0, a=0.01)
+    assert state[-1] == replica.SERVED
+
+
+def test_a_request_that_would_wait_past_the_timeout_is_refused_then() -> None:
+    # 10 ms per request, timeout 15 ms: the third would start at 20 ms, refused at 15 ms.
+    state, end = _bounded(replica.serve_bounded, [0.0] * 3, timeout=0.015, delay=-1.0, a=0.01)
+    assert state == [replica.SERVED, replica.SERVED, replica.TIMED_OUT]
+    assert end == pytest.approx([0.01, 0.02, 0.015])
+
+
+def test_a_timeout_is_not_decided_before_it_is_certain() -> None:
+    # The oldest waits for company (delay 50 ms > timeout 10 ms); by horizon 5 ms the batch
+    # could still fill, so nothing is decided yet.
+    state, _ = _bounded(replica.serve_bounded, [0.0], timeout=0.01, delay=0.05, horizon=0.005)
+    assert state == [replica.WAITING]
+
+
+def test_unbounded_it_serves_as_serve_does() -> None:
+    arrivals = np.cumsum(np.random.default_rng(4).exponential(1 / 3000, 5000))
+    for delay in (-1.0, 100e-6):
+        kw = {"delay": delay, "a": 2.8e-4, "b": 1.6e-6, "max_batch": 8}
+        _, _, batches = _serve(replica.serve, arrivals, **kw)
+        ends = np.repeat([e for _, _, e in batches], [s for _, s, _ in batches])
+        for fn in (replica.serve_bounded, replica.serve_bounded_fast):
+            state, end = _bounded(fn, arrivals, **kw)
+            assert set(state) == {replica.SERVED}
+            assert end == pytest.approx(ends.tolist())

@@ -16,6 +16,8 @@ e2e kubelet runner starts it. What is shown here:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import pathlib
 import statistics
 import time
@@ -28,13 +30,14 @@ import pytest
 import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 import yaml
+from e2e.prometheus_local import Prometheus
 from tritonclient.utils import InferenceServerException
 
 from conftest import ROOT, planned
 from geo_operator.api import models
 from geo_operator.builders import children
 from geo_operator.scaling import policy
-from geo_operator.triton import local, metrics, repository
+from geo_operator.triton import local, metrics, prometheus, repository
 
 pytestmark = pytest.mark.triton
 
@@ -123,7 +126,38 @@ def test_a_repeated_input_is_answered_from_the_cache_and_faster(
         f"{statistics.median(repeated) * 1000:.2f} ms repeated"
     )
     assert statistics.median(repeated) < statistics.median(fresh)
+    # The direct source's reading: hits per lookup between the two scrapes.
+    rates = metrics.rates(before, dataclasses.replace(after, time=before.time + 10))
+    assert rates is not None and rates.cache_hit_ratio == pytest.approx(39 / 80)
+    assert metrics.aggregate([rates]).cache_hit_ratio == pytest.approx(39 / 80)
     client.close()
+
+
+def test_prometheus_reads_the_cache_and_the_p99_without_a_request_summary(
+    example: local.TritonServer, tmp_path: pathlib.Path
+) -> None:
+    file_sd = tmp_path / "targets.json"
+    labels = {"namespace": "ml", "geodeployment": "digits-levers", "pod": "p-0"}
+    file_sd.write_text(
+        json.dumps([{"targets": [f"127.0.0.1:{example.metrics_port}"], "labels": labels}])
+    )
+    client = httpclient.InferenceServerClient(example.http_url)
+    same = np.ones((1, 64), dtype=np.float32)
+    with Prometheus(tmp_path / "prom", file_sd) as prom:
+        started = time.monotonic()
+        load: prometheus.Load | None = None
+        while time.monotonic() - started < 45:
+            for _ in range(20):  # one input over and over: hits after the first
+                client.infer("digits", [_input(same)])
+            time.sleep(0.2)
+            load = prometheus.query_all(prom.url, window_seconds=10).get(("ml", "digits-levers"))
+            if load and load.cache_hit_ratio and load.p99_ms:
+                break
+    client.close()
+    assert load is not None and load.pods_up == 1
+    assert load.cache_hit_ratio is not None and load.cache_hit_ratio > 0.9
+    # No nv_inference_request_summary_us with the cache on: the stages' sum answers.
+    assert load.p99_ms is not None and 0 < load.p99_ms < 1000
 
 
 async def _closed_loop(

@@ -106,3 +106,11 @@ def test_requests_refused_after_their_queue_timeout_are_rejected_qps() -> None:
     assert rates is not None and rates.rejected_qps == 30.0
     total = metrics.aggregate([rates, rates])
     assert total.rejected_qps == 60.0
+
+
+def test_the_cache_hit_ratio_of_pods_is_weighted_by_their_lookups() -> None:
+    base = metrics.PodRates(10, 10, 1.0, 0.1, 1.0, 1.0)
+    busy = dataclasses.replace(base, cache_hit_ratio=0.9, cache_lookups=90)
+    quiet = dataclasses.replace(base, cache_hit_ratio=0.0, cache_lookups=10)
+    assert metrics.aggregate([busy, quiet]).cache_hit_ratio == pytest.approx(0.81)
+    assert metrics.aggregate([base]).cache_hit_ratio is None

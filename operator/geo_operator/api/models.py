@@ -771,6 +771,13 @@ class TritonSpec(_Model):
             return None
         return sum(b.max_queue_size for b in bounds if b is not None)
 
+    def unbounded(self) -> TritonSpec:
+        """The same server with no queue bounds or timeouts (priorities stay)."""
+        batching = self.dynamic_batching.model_copy(
+            update={"default_queue_policy": None, "priority_queue_policies": None}
+        )
+        return self.model_copy(update={"dynamic_batching": batching})
+
     def rate_limited(self) -> bool:
         """Whether any instance group uses the rate limiter (the server's --rate-limit)."""
         return any(g.rate_limiter is not None for g in self.instance_groups or ())

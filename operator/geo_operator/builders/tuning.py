@@ -167,13 +167,8 @@ def as_measured(target: children.Target) -> children.Target:
     """The candidate as its tuning Job serves it: no response cache (repeated inputs
     would measure the cache) and no queue bounds or timeouts (the tuner's concurrency
     would be refused instead of measured); the other levers stay, they change capacity."""
-    triton = target.spec.triton
-    batching = triton.dynamic_batching.model_copy(
-        update={"default_queue_policy": None, "priority_queue_policies": None}
-    )
-    triton = triton.model_copy(
-        update={"response_cache": models.ResponseCache(), "dynamic_batching": batching}
-    )
+    triton = target.spec.triton.unbounded()
+    triton = triton.model_copy(update={"response_cache": models.ResponseCache()})
     return dataclasses.replace(target, spec=target.spec.model_copy(update={"triton": triton}))
 
 

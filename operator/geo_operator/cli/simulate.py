@@ -127,6 +127,15 @@ def _add_replay_options(p: argparse.ArgumentParser) -> None:
         "those of its first 10 s only (default: %(default)s)",
     )
     p.add_argument(
+        "--queue",
+        choices=("spec", "unbounded", "both"),
+        default="spec",
+        help="spec: the queue as the spec bounds it (triton.dynamicBatching."
+        "defaultQueuePolicy: maxQueueSize and a REJECT timeout shed load); unbounded: the "
+        "same without bounds (every request queues); both: each policy twice, as "
+        "POLICY/shed and POLICY/queue (default: %(default)s)",
+    )
+    p.add_argument(
         "--warmup-seconds",
         type=options.non_negative_int,
         default=0,
@@ -191,7 +200,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         start=args.start,
     )
     print(_header(args, spec, trace, profile, target, measured), file=sys.stderr)
-    runs = [_replay_one(spec, trace, name, replay_options) for name in names]
+    runs = [
+        (dataclasses.replace(result, policy=result.policy + suffix), scaler)
+        for variant, suffix in _queues(spec, args.queue)
+        for result, scaler in (_replay_one(variant, trace, name, replay_options) for name in names)
+    ]
     results = [result for result, _ in runs]
     if args.plot and target.value is not None:
         report.plot(results, target.value, spec.target_p99_ms(), args.plot)
@@ -203,17 +216,29 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
     else:
         print(report.table(results, args.warmup_seconds))
-        for _, scaler in runs:
+        for result, scaler in runs:
             if isinstance(scaler, autoscalers.Geo):
-                print(_learned(scaler))
+                print(_learned(scaler, result.policy))
     return 0
 
 
-def _learned(geo: autoscalers.Geo) -> str:
+def _queues(
+    spec: models.GeoDeploymentSpec, queue: str
+) -> list[tuple[models.GeoDeploymentSpec, str]]:
+    """The spec's variants --queue asks for, each with its policy-name suffix."""
+    unbounded = spec.model_copy(update={"triton": spec.triton.unbounded()})
+    if queue == "unbounded":
+        return [(unbounded, "")]
+    if queue == "both":
+        return [(spec, "/shed"), (unbounded, "/queue")]
+    return [(spec, "")]
+
+
+def _learned(geo: autoscalers.Geo, name: str = "geo") -> str:
     """GEO's correction at the end of the replay, in words."""
     learned = geo.learned()
     return (
-        f"geo: correction {geo.correction.factor:.2f} after {geo.correction.evidence} "
+        f"{name}: correction {geo.correction.factor:.2f} after {geo.correction.evidence} "
         f"ticks that taught it; target {geo.initial_target.value:g} -> {learned.value:g} "
         f"req/s per replica ({learned.source})"
     )

@@ -377,6 +377,7 @@ class Autoscaler:
             missing: str | None = None,
             no_p99: str = "no p99 yet",
             rejected: float | None = None,
+            cache: float | None = None,
         ) -> policy.Observation:
             return policy.observation(
                 now,
@@ -390,6 +391,7 @@ class Autoscaler:
                 startup_seconds=startup,
                 rejected_qps=rejected,
                 queue_bound=None if bound is None else bound * len(ready),
+                cache_hit_ratio=cache,
             )
 
         if not ready:
@@ -406,6 +408,7 @@ class Autoscaler:
                 load.queued,
                 no_p99="no p99 summary in Prometheus",
                 rejected=load.rejected_qps,
+                cache=load.cache_hit_ratio,
             )
         total, missing = self._scrape(state, ready, work.spec.model.name, now, p99_track)
         if total is None:
@@ -416,6 +419,7 @@ class Autoscaler:
             total.queued,
             no_p99="no p99 summary (is summary_latencies on?)",
             rejected=total.rejected_qps,
+            cache=total.cache_hit_ratio,
         )
 
     def _scrape(
@@ -576,6 +580,9 @@ def _export(
     if observation.missing is None:
         telemetry.OBSERVED_QPS.labels(*key).set(observation.qps or 0.0)
         telemetry.OBSERVED_P99.labels(*key).set(observation.p99_ms or 0.0)
+        telemetry.OBSERVED_REJECTED.labels(*key).set(observation.rejected_qps or 0.0)
+        if observation.cache_hit_ratio is not None:
+            telemetry.CACHE_HIT_RATIO.labels(*key).set(observation.cache_hit_ratio)
     else:
         telemetry.METRIC_ERRORS.labels(*key).inc()
 

@@ -26,6 +26,16 @@ TARGET_QPS = Gauge(
     "Effective target QPS per replica (declared, measured or learned; absent: unknown).",
     _LABELS,
 )
+OBSERVED_REJECTED = Gauge(
+    "geo_autoscaler_observed_rejected_qps",
+    "Requests per second Triton refused after their queue timeout (counted as demand).",
+    _LABELS,
+)
+CACHE_HIT_RATIO = Gauge(
+    "geo_autoscaler_cache_hit_ratio",
+    "Response-cache hits per lookup over the ready pods (absent: no cache).",
+    _LABELS,
+)
 METRIC_ERRORS = Counter(
     "geo_autoscaler_metric_errors",
     "Ticks whose metrics were missing, stale or partial.",
@@ -44,6 +54,13 @@ STEP_SECONDS = Histogram(
 
 def forget(namespace: str, name: str) -> None:
     """Drop a deleted GeoDeployment's series."""
-    for gauge in (OBSERVED_QPS, OBSERVED_P99, DESIRED_REPLICAS, TARGET_QPS):
+    for gauge in (
+        OBSERVED_QPS,
+        OBSERVED_P99,
+        OBSERVED_REJECTED,
+        CACHE_HIT_RATIO,
+        DESIRED_REPLICAS,
+        TARGET_QPS,
+    ):
         with contextlib.suppress(KeyError):  # never observed
             gauge.remove(namespace, name)

@@ -129,6 +129,7 @@ class Observation:
     startup_seconds: float | None = None
     rejected_qps: float | None = None  # requests refused after a queue timeout, per second
     queue_bound: float | None = None  # most requests the ready pods' queues hold; None: no bound
+    cache_hit_ratio: float | None = None  # shown in the figures; the policy doesn't use it
 
 
 def _finite(value: float | None) -> float | None:
@@ -148,6 +149,7 @@ def observation(
     startup_seconds: float | None = None,
     rejected_qps: float | None = None,
     queue_bound: float | None = None,
+    cache_hit_ratio: float | None = None,
 ) -> Observation:
     """The one rule that turns measured numbers into an Observation (the loop, the
     simulator and `geo decide` all call it).
@@ -180,6 +182,7 @@ def observation(
         startup,
         _finite(rejected_qps),
         queue_bound,
+        _finite(cache_hit_ratio),
     )
 
 
@@ -302,6 +305,8 @@ def _load(spec: models.Autoscaling, obs: Observation, memory: Memory) -> _Load:
         numbers += f", {obs.queued:.0f} queued"
     if rejected > 0:
         numbers += f", {rejected:.1f} req/s refused after the queue timeout (counted as demand)"
+    if obs.cache_hit_ratio is not None:
+        numbers += f", response cache hits {obs.cache_hit_ratio:.0%}"
     if saturated:
         numbers += (
             f", queues full ({obs.queued:.0f} of {obs.queue_bound:.0f}: refusals uncounted, "

@@ -114,6 +114,7 @@ class Geo:
         self.window = _qps_window(self.spec)
         self.memory = policy.Memory()
         self.decisions: list[tuple[int, policy.Decision]] = []
+        self.bound = deployment.triton.queue_bound()
 
     def desired(self, view: View) -> int:
         obs = policy.observation(
@@ -125,6 +126,8 @@ class Geo:
             view.queued(),
             no_p99="no data yet",
             startup_seconds=view.startup_seconds(),
+            rejected_qps=view.rejected_qps(self.window),
+            queue_bound=None if self.bound is None else self.bound * view.ready,
         )
         self.target = capacity.target(self.deployment, self.measured, self.correction)
         self.spec = capacity.resolve(self.deployment, self.target)

@@ -14,6 +14,13 @@ Time advances in 1-second steps. In each step:
    rules do; each pod's dynamic batcher (`replica.serve`) runs to the end of
    the second.
 
+With a bounded queue (`Batching.max_queue_size`, `timeout_s`: the spec's default queue
+policy) each pod admits arrivals as Triton's does (`replica.serve_bounded`): a refused
+request is answered at once, counts as a failed request in its window (a refusal is
+no faster way to meet the SLO), and only those refused after their timeout show in
+the metrics (`View.rejected_qps`, Triton's REJECTED failures); queue-full refusals
+show nowhere, as in Triton 2.51.
+
 It records what users and the bill see: per 10-second window (by arrival time)
 the requests and how many exceeded the p99 target, so a window violates the SLO
 exactly when more than 1 % of its requests were slower than the target; a
@@ -32,7 +39,7 @@ from typing import Protocol
 import numpy as np
 
 from geo_operator.simulation import replica
-from geo_operator.simulation.replica import BoolArray, FloatArray, IntArray
+from geo_operator.simulation.replica import BoolArray, FloatArray, Int8Array, IntArray
 from geo_operator.simulation.trace import Trace
 
 SLO_WINDOW = 10  # seconds; the issue's definition of a violation window
@@ -68,6 +75,12 @@ class Batching:
     max_batch_size: int
     max_queue_delay_us: int | None  # None: dynamic batching off
     instances: int = 1  # Triton's instance_group count: batches run in parallel
+    max_queue_size: int = 0  # requests waiting at most; 0: unbounded
+    timeout_s: float | None = None  # refused after waiting this long (REJECT); None: never
+
+    @property
+    def bounded(self) -> bool:
+        return self.max_queue_size > 0 or self.timeout_s is not None
 
 
 @dataclasses.dataclass
@@ -79,6 +92,15 @@ class _Pod:
     ring_counts: IntArray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
     ring_hist: IntArray = dataclasses.field(default_factory=lambda: np.zeros((0, 0), np.int64))
     ring_queued: IntArray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    # With a bounded queue, beside `queue`: each request's state and end (replica.serve_bounded).
+    state: Int8Array = dataclasses.field(default_factory=lambda: np.zeros(0, np.int8))
+    end: FloatArray = dataclasses.field(default_factory=lambda: np.zeros(0))
+
+    def waiting(self) -> int:
+        """Requests in the queue, not yet started (Triton's pending-request gauge)."""
+        if self.state.shape[0] == 0:
+            return int(self.queue.shape[0])
+        return int(np.count_nonzero(self.state <= replica.WAITING))
 
     def ready(self, now: float) -> bool:
         return self.ready_at <= now
@@ -112,6 +134,15 @@ class View:
         """Completed requests in each of the last `window` visible seconds (oldest first)."""
         seconds = self._seconds(window)
         return self._sim.completed[seconds.start : seconds.stop].astype(np.float64)
+
+    def rejected_qps(self, window: int) -> float | None:
+        """Requests per second refused after their queue timeout over the last ``window``
+        visible seconds: what Triton counts (failure reason REJECTED). Queue-full refusals
+        are not in it: Triton counts them nowhere."""
+        seconds = self._seconds(window)
+        if len(seconds) == 0:
+            return None
+        return float(self._sim.timed_out[seconds.start : seconds.stop].sum()) / len(seconds)
 
     def startup_seconds(self, samples: int = 10) -> float | None:
         """The median order-to-ready time of the last ``samples`` pods that became ready
@@ -167,6 +198,8 @@ class Result:
     ready: IntArray
     offered_qps: FloatArray  # the trace's rate at each second
     violated: BoolArray  # per whole 10-second window (by arrival): its p99 exceeded the target
+    timed_out: int = 0  # requests refused after their queue timeout (bounded queue)
+    queue_full: int = 0  # requests refused because the queue was full
 
     def scored(self, warmup_seconds: int) -> tuple[int, float]:
         """(SLO-violation seconds, replica-seconds) counting only from ``warmup_seconds``
@@ -188,6 +221,8 @@ class Result:
             "scalingActions": self.actions,
             "directionChanges": self.direction_changes,
             "worstP99Ms": round(self.worst_p99_ms, 2),
+            "refusedTimedOut": self.timed_out,
+            "refusedQueueFull": self.queue_full,
         }
 
 
@@ -224,6 +259,8 @@ class Simulation:
         self.progress = progress
         n = trace.duration
         self.completed = np.zeros(n + 1, np.int64)
+        self.timed_out = np.zeros(n + 1, np.int64)
+        self.queue_full = np.zeros(n + 1, np.int64)
         windows = -(-n // SLO_WINDOW) + 1
         self.win_requests = np.zeros(windows, np.int64)
         self.win_slow = np.zeros(windows, np.int64)
@@ -277,6 +314,9 @@ class Simulation:
     # --- serving -------------------------------------------------------------------
 
     def _run(self, pod: _Pod, second: int, horizon: float) -> None:
+        if self.batching.bounded:
+            self._run_bounded(pod, second, horizon)
+            return
         queue = pod.queue
         if queue.shape[0] == 0:
             return
@@ -291,8 +331,42 @@ class Simulation:
         if written == 0:
             return
         done = queue[:j]
-        latency = np.repeat(end[:written], size[:written]) - done + self._overhead
         pod.queue = queue[j:]
+        self._record(pod, second, done, np.repeat(end[:written], size[:written]) - done)
+
+    def _run_bounded(self, pod: _Pod, second: int, horizon: float) -> None:
+        queue = pod.queue
+        if queue.shape[0] == 0:
+            return
+        timeout = self.batching.timeout_s
+        replica.serve_bounded_fast(
+            queue, pod.state, pod.end, pod.free_at, horizon, self.batching.max_batch_size,
+            self._delay, self._a, self._b, self.batching.max_queue_size,
+            -1.0 if timeout is None else timeout,
+        )  # fmt: skip
+        # Everything before the first request still waiting (or not yet admitted) is done.
+        open_ = np.flatnonzero(pod.state <= replica.WAITING)
+        decided = int(open_[0]) if open_.shape[0] else queue.shape[0]
+        if decided == 0:
+            return
+        state, end = pod.state[:decided], pod.end[:decided]
+        done = queue[:decided]
+        pod.queue, pod.state, pod.end = queue[decided:], pod.state[decided:], pod.end[decided:]
+        served = state == replica.SERVED
+        at = min(second, len(self.completed) - 1)
+        self.timed_out[at] += int(np.count_nonzero(state == replica.TIMED_OUT))
+        self.queue_full[at] += int(np.count_nonzero(state == replica.QUEUE_FULL))
+        # A refusal is a failed request of its window: counted, and never within the SLO.
+        refused = (done[~served] // SLO_WINDOW).astype(np.int64)
+        np.add.at(self.win_requests, refused, 1)
+        np.add.at(self.win_slow, refused, 1)
+        if np.any(served):
+            self._record(pod, second, done[served], end[served] - done[served])
+
+    def _record(self, pod: _Pod, second: int, done: FloatArray, service: FloatArray) -> None:
+        """Requests ``done`` (their arrival times) completed after ``service`` seconds."""
+        j = done.shape[0]
+        latency = service + self._overhead
         bins = _bin(latency)
         slot = second % self.ring
         pod.ring_counts[slot] += j
@@ -321,6 +395,9 @@ class Simulation:
             gaps = self.rng.standard_exponential(int(k) + 1)
             times = second + np.cumsum(gaps)[:-1] / gaps.sum()
             pod.queue = np.concatenate((pod.queue, times)) if pod.queue.shape[0] else times
+            if self.batching.bounded:
+                pod.state = np.concatenate((pod.state, np.zeros(times.shape[0], np.int8)))
+                pod.end = np.concatenate((pod.end, np.zeros(times.shape[0])))
 
     def run(self) -> Result:
         n = self.trace.duration
@@ -337,7 +414,7 @@ class Simulation:
             self._arrivals(second, ready)
             for pod in ready:
                 self._run(pod, second, second + 1.0)
-                pod.ring_queued[second % self.ring] = pod.queue.shape[0]
+                pod.ring_queued[second % self.ring] = pod.waiting()
             replicas[second] = len(self.pods)
             ready_count[second] = len(ready)
             if self.progress is not None and second % 60 == 0:
@@ -374,4 +451,6 @@ class Simulation:
             ready=ready,
             offered_qps=self.trace.rate.copy(),
             violated=violated,
+            timed_out=int(self.timed_out.sum()),
+            queue_full=int(self.queue_full.sum()),
         )

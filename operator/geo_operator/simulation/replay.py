@@ -41,11 +41,28 @@ class Options:
 
 
 def batching(spec: models.GeoDeploymentSpec, profile: replica.Profile) -> engine.Batching:
-    """The replica's batcher settings, as the operator would deploy them before tuning."""
+    """The replica's batcher settings, as the operator would deploy them before tuning;
+    its queue bounded as the spec's default queue policy bounds it (one queue: priority
+    levels are not simulated, their bounds add up)."""
     size = spec.triton.max_batch_size or plan.UNTUNED_MAX_BATCH_SIZE
     dynamic = spec.triton.dynamic_batching
     delay = dynamic.max_queue_delay_microseconds if dynamic.enabled else None
-    return engine.Batching(profile, size, delay, spec.triton.instances())
+    policy = dynamic.default_queue_policy if dynamic.enabled else None
+    timeout = None
+    if (
+        policy is not None
+        and policy.default_timeout_microseconds
+        and policy.timeout_action is models.TimeoutAction.REJECT
+    ):
+        timeout = policy.default_timeout_microseconds / 1e6
+    return engine.Batching(
+        profile,
+        size,
+        delay,
+        spec.triton.instances(),
+        max_queue_size=spec.triton.queue_bound() or 0,
+        timeout_s=timeout,
+    )
 
 
 def measured(

@@ -31,6 +31,7 @@ DEFAULT_PROFILE_PATH = pathlib.Path(__file__).resolve().parent / "digits-cpu.jso
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+Int8Array = npt.NDArray[np.int8]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,12 +135,106 @@ def serve(
     return j, written
 
 
-def _compiled() -> Any:
+# The states of a request in a bounded queue (`serve_bounded`).
+UNDECIDED, WAITING, SERVED, TIMED_OUT, QUEUE_FULL = 0, 1, 2, 3, 4
+
+
+def serve_bounded(
+    arrivals: FloatArray,
+    state: Int8Array,
+    end: FloatArray,
+    free_at: FloatArray,
+    horizon: float,
+    max_batch: int,
+    delay: float,
+    a: float,
+    b: float,
+    max_queue: int,
+    timeout: float,
+) -> None:
+    """`serve` with Triton's bounded queue: ``max_queue`` waiting requests at most (0:
+    unbounded), an arrival past it refused at once (QUEUE_FULL), and a request whose
+    batch would start more than ``timeout`` seconds after its arrival refused then
+    (TIMED_OUT; negative: no timeout), as Triton's default queue policy with
+    timeout_action REJECT does.
+
+    ``state`` and ``end`` run beside ``arrivals`` and carry over between calls: WAITING
+    requests were admitted and wait; SERVED ones end at ``end``, refused ones were
+    answered at ``end``. Arrivals are admitted in order, each against the requests
+    waiting at its arrival — those admitted since the oldest unstarted one, since every
+    earlier batch started before it arrived (batches start in order).
+    """
+    n = arrivals.shape[0]
+    fifo = np.empty(n, np.int64)
+    head = 0
+    tail = 0
+    i = 0
+    for index in range(n):
+        if state[index] == WAITING:
+            fifo[tail] = index
+            tail += 1
+        if state[index] != UNDECIDED:
+            i = index + 1
+    while True:
+        if head == tail:
+            if i >= n:
+                break
+            state[i] = WAITING  # an empty queue always has room
+            fifo[tail] = i
+            tail += 1
+            i += 1
+            continue
+        oldest = arrivals[fifo[head]]
+        instance = 0
+        for k in range(1, free_at.shape[0]):
+            if free_at[k] < free_at[instance]:
+                instance = k
+        idle = free_at[instance]
+        cap = 1 if delay < 0 else max_batch
+        ready = oldest if delay < 0 else oldest + delay
+        if tail - head >= cap and arrivals[fifo[head + cap - 1]] < ready:
+            ready = arrivals[fifo[head + cap - 1]]
+        begin = idle if idle > ready else ready
+        # Admit what arrives while the oldest waits (nothing starts before `begin`).
+        while i < n and arrivals[i] <= begin:
+            if max_queue > 0 and tail - head >= max_queue:
+                state[i] = QUEUE_FULL
+                end[i] = arrivals[i]
+            else:
+                state[i] = WAITING
+                fifo[tail] = i
+                tail += 1
+                if tail - head == cap and arrivals[i] < ready:
+                    ready = arrivals[i]
+                    begin = idle if idle > ready else ready
+            i += 1
+        # Refused once certain: later arrivals can't make the batch start sooner than idle.
+        certain = begin <= horizon or idle - oldest > timeout
+        if timeout >= 0 and begin - oldest > timeout and certain:
+            state[fifo[head]] = TIMED_OUT
+            end[fifo[head]] = oldest + timeout
+            head += 1
+            continue
+        if begin > horizon:
+            break
+        k = 0
+        while k < cap and head + k < tail and arrivals[fifo[head + k]] <= begin:
+            k += 1
+        finish = begin + a + b * k
+        for q in range(k):
+            state[fifo[head + q]] = SERVED
+            end[fifo[head + q]] = finish
+        head += k
+        free_at[instance] = finish
+
+
+def _compiled(function: Any) -> Any:
     try:
         import numba
     except ImportError:  # pragma: no cover - numba is the `simulate` extra
-        return serve
-    return numba.njit(cache=True, nogil=True)(serve)
+        return function
+    return numba.njit(cache=True, nogil=True)(function)
 
 
-serve_fast = _compiled()
+serve_fast = _compiled(serve)
+serve_bounded_fast = _compiled(serve_bounded)

@@ -8,28 +8,32 @@ from collections.abc import Sequence
 from geo_operator.simulation.engine import SLO_WINDOW, Result
 
 HEADER = (
-    f"{'trace':<16} {'policy':<7} {'SLO-violation s':>15} {'replica-s':>10} "
+    f"{'trace':<16} {'policy':<10} {'SLO-violation s':>15} {'replica-s':>10} "
     f"{'actions':>7} {'dir changes':>11} {'worst p99 ms':>12}"
 )
+REFUSED = f" {'refused':>8}"  # a column only when a bounded queue refused anything
 
 
-def row(result: Result) -> str:
-    return (
-        f"{result.trace[:16]:<16} {result.policy:<7} {result.violation_seconds:>15} "
+def row(result: Result, refused: bool = False) -> str:
+    line = (
+        f"{result.trace[:16]:<16} {result.policy:<10} {result.violation_seconds:>15} "
         f"{result.replica_seconds:>10.0f} {result.actions:>7} {result.direction_changes:>11} "
         f"{result.worst_p99_ms:>12.1f}"
     )
+    return line + (f" {result.timed_out + result.queue_full:>8}" if refused else "")
 
 
 def table(results: Sequence[Result], warmup: int = 0) -> str:
-    """One row per result; with ``warmup`` also the score from that second on."""
+    """One row per result; with ``warmup`` also the score from that second on; the
+    requests refused (a bounded queue's) when any were."""
+    refused = any(r.timed_out + r.queue_full for r in results)
+    header = HEADER + (REFUSED if refused else "")
     if warmup <= 0:
-        return "\n".join([HEADER, *(row(r) for r in results)])
-    extra = f" {f'SLO-s after {warmup}s':>17} {'replica-s after':>15}"
-    lines = [HEADER + extra]
+        return "\n".join([header, *(row(r, refused) for r in results)])
+    lines = [header + f" {f'SLO-s after {warmup}s':>17} {'replica-s after':>15}"]
     for r in results:
         violations, replica_seconds = r.scored(warmup)
-        lines.append(f"{row(r)} {violations:>17} {replica_seconds:>15.0f}")
+        lines.append(f"{row(r, refused)} {violations:>17} {replica_seconds:>15.0f}")
     return "\n".join(lines)
 
 

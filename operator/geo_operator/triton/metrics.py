@@ -82,6 +82,7 @@ class PodRates:
     pending: float | None = None  # queued requests at the later scrape
     rejected_qps: float = 0.0  # requests refused after a queue timeout, per second
     cache_hit_ratio: float | None = None  # hits / lookups between the scrapes; None: no cache
+    cache_lookups: float = 0.0  # cache lookups (hits + misses) per second
 
 
 class MetricsError(ValueError):
@@ -172,11 +173,22 @@ def rates(before: Scrape, after: Scrape) -> PodRates | None:
             _delta(before.cache_misses, after.cache_misses),
             after.cache_hits is not None,
         ),
+        cache_lookups=(
+            _delta(before.cache_hits, after.cache_hits)
+            + _delta(before.cache_misses, after.cache_misses)
+        )
+        / elapsed,
     )
 
 
 def _delta(before: float | None, after: float | None) -> float:
     return (after or 0.0) - (before or 0.0)
+
+
+def _weighted(pairs: Sequence[tuple[float, float]]) -> float | None:
+    """The mean of the values weighted by the weights; None when they weigh nothing."""
+    weight = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / weight if weight else None
 
 
 def _ratio(hits: float, misses: float, cached: bool) -> float | None:
@@ -194,6 +206,7 @@ class Aggregate:
     avg_batch: float | None
     queued: float | None = None  # summed over pods; None if any pod lacks the gauge
     rejected_qps: float = 0.0  # refused after a queue timeout: demand not served
+    cache_hit_ratio: float | None = None  # hits per lookup over the pods; None: no cache
 
 
 def aggregate(pods: Sequence[PodRates]) -> Aggregate:
@@ -206,11 +219,12 @@ def aggregate(pods: Sequence[PodRates]) -> Aggregate:
     return Aggregate(
         queued=None if any(q is None for q in pending) else sum(q or 0.0 for q in pending),
         rejected_qps=sum(p.rejected_qps for p in pods),
+        cache_hit_ratio=_weighted(
+            [(p.cache_hit_ratio, p.cache_lookups) for p in pods if p.cache_hit_ratio is not None]
+        ),
         pods=len(pods),
         qps=qps,
         p99_ms=max(p99s) if p99s else None,
         avg_latency_ms=sum(v * w for v, w in weighted) / qps if weighted and qps else None,
-        avg_batch=sum(v * w for v, w in batches) / sum(w for _, w in batches)
-        if batches and sum(w for _, w in batches)
-        else None,
+        avg_batch=_weighted(batches),
     )

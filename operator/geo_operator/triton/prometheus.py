@@ -21,6 +21,8 @@ discovery sets them directly).
   backlog the policy adds to the demand);
 - rejected: `rate(nv_inference_request_failure{reason="REJECTED"}[...])` summed: requests
   refused after their queue timeout, which the policy counts as demand;
+- cache: hits / (hits + misses) of `nv_cache_num_{hits,misses}_per_model` rates, shown
+  in the decision's figures and the operator's metrics;
 - pods: how many Triton targets are up, to tell complete data from partial.
 
 `track_figures` answers the canary analysis for one GeoDeployment: per track, the
@@ -52,6 +54,9 @@ def _p99(by: str, where: str) -> str:
 
 
 P99_QUERY = _p99("namespace, geodeployment", 'track!="canary"')
+_HITS = "sum by (namespace, geodeployment) (rate(nv_cache_num_hits_per_model[{window}s]))"
+_MISSES = "sum by (namespace, geodeployment) (rate(nv_cache_num_misses_per_model[{window}s]))"
+CACHE_QUERY = f"{_HITS} / ({_HITS} + {_MISSES})"
 REJECTED_QUERY = (
     "sum by (namespace, geodeployment) "
     '(rate(nv_inference_request_failure{{reason="REJECTED"}}[{window}s]))'
@@ -71,6 +76,7 @@ class Load:
     pods_up: int
     queued: float | None = None  # requests waiting in the pods' queues
     rejected_qps: float | None = None  # refused after a queue timeout, per second
+    cache_hit_ratio: float | None = None  # response-cache hits per lookup; None: no cache
 
 
 def _finite(result: list[dict[str, object]]) -> list[tuple[dict[str, object], float]]:
@@ -105,6 +111,7 @@ def loads(
     up: dict[Key, float],
     pending: dict[Key, float],
     rejected: dict[Key, float] | None = None,
+    cache: dict[Key, float] | None = None,
 ) -> dict[Key, Load]:
     """One Load per GeoDeployment from the answers (finite values only)."""
     out: dict[Key, Load] = {}
@@ -116,6 +123,7 @@ def loads(
             pods_up=int(up.get(key, 0)),
             queued=pending.get(key),
             rejected_qps=(rejected or {}).get(key),
+            cache_hit_ratio=(cache or {}).get(key),
         )
     return out
 
@@ -130,9 +138,10 @@ def query_all(url: str, window_seconds: int = 60, timeout: float = 5.0) -> dict[
         up = _by_key(client.custom_query(UP_QUERY))
         pending = _by_key(client.custom_query(PENDING_QUERY))
         rejected = _by_key(client.custom_query(REJECTED_QUERY.format(window=window_seconds)))
+        cache = _by_key(client.custom_query(CACHE_QUERY.format(window=window_seconds)))
     except Exception as error:  # the client raises requests' and its own errors alike
         raise PrometheusError(f"Prometheus at {url}: {type(error).__name__}: {error}") from error
-    return loads(qps, p99, up, pending, rejected)
+    return loads(qps, p99, up, pending, rejected, cache)
 
 
 # The canary analysis: one GeoDeployment, by track, over the window (seconds).
