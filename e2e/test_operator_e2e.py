@@ -229,6 +229,11 @@ INVALID = [
         "spec.triton.responseCache.sizeBytes",
     ),
     ({"triton": {"warmup": [{"data": "ones"}]}}, "spec.triton.warmup[0].data"),
+    ({"triton": {"warmup": [{"data": "file"}]}}, "files is needed with data file"),
+    (
+        {"triton": {"warmup": [{"data": "file", "files": {"other": "http://h/x.bin"}}]}},
+        "files must name each of model.inputs",
+    ),
     ({"triton": {"gpu": {"precisionMode": "FP8"}}}, "spec.triton.gpu.precisionMode"),
     (
         {"triton": {"maxBatchSize": 8, "dynamicBatching": {"preferredBatchSizes": [16]}}},

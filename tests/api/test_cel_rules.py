@@ -298,3 +298,29 @@ def test_every_rule_has_a_message_and_compiles() -> None:
 def test_the_name_rule_refuses_what_a_child_could_not_carry(name: str, ok: bool) -> None:
     root = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert _cel_ok(root["x-kubernetes-validations"], {"metadata": {"name": name}}) is ok
+
+
+@pytest.mark.parametrize(
+    ("files", "valid"),
+    [
+        ({"x": "http://h/x.bin"}, True),
+        ({"y": "http://h/y.bin"}, False),  # not an input
+        ({"x": "http://h/x.bin", "y": "http://h/y.bin"}, False),  # one too many
+        (None, True),
+    ],
+)
+def test_warmup_files_name_the_inputs_in_cel_and_pydantic(
+    files: dict[str, str] | None, valid: bool
+) -> None:
+    warmup: dict[str, Any] = {"batchSize": 1, "count": 1, "data": "file" if files else "zero"}
+    if files is not None:
+        warmup["files"] = files
+    spec = {
+        "model": _model({}),
+        "triton": _defaulted(models.TritonSpec, warmup=[warmup]),
+    }
+    rules = _schema_at()["x-kubernetes-validations"]
+    assert _cel_ok(rules, spec) is valid
+    assert _pydantic_ok(models.GeoDeploymentSpec, spec) is valid
+    item = _schema_at("triton", "warmup[]")["x-kubernetes-validations"]
+    assert _cel_ok(item, warmup)

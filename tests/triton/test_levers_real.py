@@ -295,3 +295,21 @@ def test_refusals_after_the_queue_timeout_are_counted_and_read_as_demand(
     decision, _ = policy.decide(spec, observation)
     assert decision.rejected_qps == pytest.approx(total.rejected_qps)
     assert decision.action == "scale_out"
+
+
+def test_warmup_from_a_file_runs_and_a_wrong_size_fails_the_load(
+    artifacts: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    sample = tmp_path / "sample.bin"
+    np.ones(64, dtype=np.float32).tofile(sample)  # one sample of dims [64], no batch
+    triton = {
+        "maxBatchSize": 8,
+        "warmup": [{"count": 3, "data": "file", "files": {"input": sample.as_uri()}}],
+    }
+    with _serve(_target(triton), tmp_path / "good") as server:
+        scrape = _scrape(server)
+    assert scrape.executions == 3 and scrape.inferences == 3
+    (tmp_path / "short.bin").write_bytes(b"\0" * 100)
+    triton["warmup"] = [{"data": "file", "files": {"input": (tmp_path / "short.bin").as_uri()}}]
+    with pytest.raises(local.TritonServerError, match="warmup"):
+        _serve(_target(triton), tmp_path / "bad").start()

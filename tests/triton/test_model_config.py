@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import pydantic
+import pytest
+
 from geo_operator.api import models
-from geo_operator.builders import children
+from geo_operator.builders import children, plan
 from geo_operator.triton import model_config
 
 
@@ -194,3 +199,46 @@ def test_gpu_levers_only_on_a_gpu_and_for_their_backend(spec: models.GeoDeployme
     assert engine.platform == "tensorrt_plan" and engine.backend == "tensorrt"
     assert engine.optimization.cuda.graphs
     assert not engine.optimization.execution_accelerators.gpu_execution_accelerator
+
+
+def test_warmup_from_files_is_fetched_beside_the_model(spec: models.GeoDeploymentSpec) -> None:
+    raw = spec.model_dump(by_alias=True, mode="json", exclude_none=True)
+    raw["triton"]["warmup"] = [{"data": "file", "files": {"input": "http://h/w/input.bin"}}]
+    filed = models.parse_spec(raw)
+    (warmup,) = _build(filed, filed.triton).model_warmup
+    assert warmup.inputs["input"].input_data_file == "geo-warmup-0-input0.bin"
+    target = plan.plan(
+        name="d", namespace="n", uid="u", spec=filed, status=models.GeoDeploymentStatus(),
+        current_replicas=None,
+    ).target  # fmt: skip
+    assert target is not None
+    data = children.config_map_data(target)
+    assert json.loads(data["warmup.json"]) == {
+        "warmup/geo-warmup-0-input0.bin": "http://h/w/input.bin"
+    }
+    init = children.fetch_container(target)
+    assert {"name": "WARMUP_URI_0", "value": "http://h/w/input.bin"} in init["env"]
+    script = init["command"][-1]
+    assert 'fetch.py "$WARMUP_URI_0" /models/digits/warmup/geo-warmup-0-input0.bin' in script
+    # Without files: no warmup.json, no fetch.
+    assert "warmup.json" not in children.config_map_data(plan.plan(
+        name="d", namespace="n", uid="u", spec=spec, status=models.GeoDeploymentStatus(),
+        current_replicas=None,
+    ).target)  # type: ignore[arg-type]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("warmup", "message"),
+    [
+        ({"data": "file"}, "files is needed with data file"),
+        ({"data": "zero", "files": {"input": "http://h/a"}}, "files is needed with data file"),
+        ({"data": "file", "files": {"other": "http://h/a"}}, "must name each of model.inputs"),
+    ],
+)
+def test_warmup_files_are_checked(
+    spec: models.GeoDeploymentSpec, warmup: dict[str, object], message: str
+) -> None:
+    raw = spec.model_dump(by_alias=True, mode="json", exclude_none=True)
+    raw["triton"]["warmup"] = [warmup]
+    with pytest.raises(pydantic.ValidationError, match=message):
+        models.parse_spec(raw)

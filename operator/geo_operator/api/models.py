@@ -605,10 +605,19 @@ class WarmupData(enum.StrEnum):
 
     ZERO = "zero"
     RANDOM = "random"
+    FILE = "file"  # each input's raw bytes from `files`
 
 
 class Warmup(_Model):
     """A warmup sample: Triton runs it on every instance before the model is ready."""
+
+    model_config = _rules(
+        _cel(
+            "(self.data == 'file') == has(self.files)",
+            "triton.warmup[].files is needed with data file, and only then",
+            ".files",
+        )
+    )
 
     batch_size: int = Field(
         default=1,
@@ -622,9 +631,26 @@ class Warmup(_Model):
     data: WarmupData = Field(
         default=WarmupData.ZERO,
         description=(
-            "zero or random values of each input's type and dims (a variable dim, -1, is 1)."
+            "zero or random values of each input's type and dims (a variable dim, -1, is 1), "
+            "or file: each input's raw bytes (row-major, one sample of its dims, no batch "
+            "dimension) from files."
         ),
     )
+    files: dict[str, Annotated[str, Field(min_length=1, max_length=MAX_URI)]] | None = Field(
+        default=None,
+        max_length=16,
+        description=(
+            "data file: a URI per model input (http(s)://, file://, pvc://, as artifacts), "
+            "fetched by the init container beside the model; a file of the wrong size "
+            "fails the model's load (the pods never get ready: see Ready's message)."
+        ),
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _files_for_file_data(self) -> Warmup:
+        if (self.data is WarmupData.FILE) != (self.files is not None):
+            raise ValueError("triton.warmup[].files is needed with data file, and only then")
+        return self
 
 
 class GpuAccelerator(enum.StrEnum):
@@ -1165,6 +1191,16 @@ class Rollout(_Model):
 class GeoDeploymentSpec(_Model):
     """What the user asks for: a model, how to serve it, how to scale it."""
 
+    model_config = _rules(
+        _cel(
+            "!has(self.triton) || !has(self.triton.warmup) || self.triton.warmup.all(w, "
+            "!has(w.files) || (w.files.all(k, self.model.inputs.exists(i, i.name == k)) && "
+            "self.model.inputs.all(i, i.name in w.files)))",
+            "triton.warmup[].files must name each of model.inputs, and only those",
+            ".triton.warmup",
+        )
+    )
+
     model: ModelSpec = Field(description="The model and its quantized artifacts.")
     triton: TritonSpec = Field(
         default_factory=TritonSpec, description="Triton Inference Server settings."
@@ -1189,6 +1225,17 @@ class GeoDeploymentSpec(_Model):
         default_factory=Rollout,
         description="How a change to what serves goes out: canary steps and their gates.",
     )
+
+    @pydantic.model_validator(mode="after")
+    def _warmup_files_name_the_inputs(self) -> GeoDeploymentSpec:
+        inputs = sorted(t.name for t in self.model.inputs)
+        for sample in self.triton.warmup or ():
+            if sample.files is not None and sorted(sample.files) != inputs:
+                raise ValueError(
+                    "triton.warmup[].files must name each of model.inputs, and only those: "
+                    f"inputs {inputs}, files for {sorted(sample.files)}"
+                )
+        return self
 
     def tuning_budget_ms(self) -> float:
         """The p99 the tuned configuration must keep: the one latency objective."""

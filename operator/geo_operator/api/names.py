@@ -60,6 +60,8 @@ EVALUATION_URI_ENV = "EVALUATION_URI"
 # agreement: the reference artifact, served next to the candidate as <model>-reference.
 REFERENCE_URI_ENV = "REFERENCE_URI"
 REFERENCE_SUFFIX = "-reference"
+WARMUP_FILES = "warmup.json"  # ConfigMap entry: warmup file path under the model -> URI
+WARMUP_URI_ENV = "WARMUP_URI"  # _0, _1...: the init container's warmup file URIs
 REFERENCE_CONFIG = "reference.pbtxt"  # its config.pbtxt, in the tuning ConfigMap
 REPOSITORY_VOLUME = "model-repository"
 CONFIG_VOLUME = "model-config"

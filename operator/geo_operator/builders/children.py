@@ -110,6 +110,9 @@ def config_map_data(target: Target) -> dict[str, str]:
         gpu=target.gpu,
     )
     data = {"config.pbtxt": model_config.render(config), "fetch.py": _package_text("fetch")}
+    warmup = model_config.warmup_files(target.spec.model, target.spec.triton.warmup or ())
+    if warmup:  # for `triton.repository` on this machine; the init container has its own
+        data[names.WARMUP_FILES] = json.dumps(warmup, indent=1, sort_keys=True) + "\n"
     if target.artifact.format is models.ArtifactFormat.PYTHON:
         data["model.py"] = _package_text("python_model")
     return data
@@ -154,7 +157,22 @@ def _init_script(target: Target) -> str:
     ]
     if target.artifact.format is models.ArtifactFormat.PYTHON:
         lines.append(f"cp {names.CONFIG_MOUNT}/model.py {version_dir}/model.py")
+    model_dir = posixpath.join(names.MODEL_REPOSITORY, model)
+    warmup = _warmup_env(target)
+    if warmup:
+        lines.append(f"mkdir -p {model_dir}/{model_config.WARMUP_DIR}")
+    for path, env in warmup:
+        lines.append(f'python3 {names.CONFIG_MOUNT}/fetch.py "${env["name"]}" {model_dir}/{path}')
     return "\n".join(lines) + "\n"
+
+
+def _warmup_env(target: Target) -> list[tuple[str, dict[str, str]]]:
+    """Each warmup file's path under the model's folder, and the env var with its URI."""
+    files = model_config.warmup_files(target.spec.model, target.spec.triton.warmup or ())
+    return [
+        (path, {"name": f"{names.WARMUP_URI_ENV}_{index}", "value": uri})
+        for index, (path, uri) in enumerate(sorted(files.items()))
+    ]
 
 
 def _pvc_claim(uri: str) -> str | None:
@@ -192,7 +210,10 @@ def fetch_container(target: Target) -> dict[str, Any]:
         "name": names.FETCH_CONTAINER,
         "image": target.spec.triton.image,
         "command": ["sh", "-c", _init_script(target)],
-        "env": [{"name": "ARTIFACT_URI", "value": target.artifact.uri}],
+        "env": [
+            {"name": "ARTIFACT_URI", "value": target.artifact.uri},
+            *(env for _, env in _warmup_env(target)),
+        ],
         "volumeMounts": mounts,
     }
 

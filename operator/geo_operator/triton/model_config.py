@@ -57,6 +57,22 @@ _KINDS = {
     models.InstanceKind.AUTO: pb.ModelInstanceGroup.KIND_AUTO,
 }
 WARMUP_NAME = "geo-warmup"
+WARMUP_DIR = "warmup"  # Triton reads input_data_file from <model>/warmup/
+
+
+def warmup_file(sample: int, position: int) -> str:
+    """The file name of input ``position`` (in model.inputs) of warmup ``sample``."""
+    return f"{WARMUP_NAME}-{sample}-input{position}.bin"
+
+
+def warmup_files(model: models.ModelSpec, samples: Sequence[models.Warmup]) -> dict[str, str]:
+    """The warmup files to fetch beside config.pbtxt: path under the model's folder -> URI."""
+    out = {}
+    for index, sample in enumerate(samples):
+        for position, tensor in enumerate(model.inputs):
+            if sample.files is not None:
+                out[f"{WARMUP_DIR}/{warmup_file(index, position)}"] = sample.files[tensor.name]
+    return out
 
 
 def _instance_groups(triton: models.TritonSpec, gpu: bool) -> list[pb.ModelInstanceGroup]:
@@ -110,14 +126,16 @@ def _warmup(
             batch_size=min(sample.batch_size, max(1, max_batch_size)),
             count=sample.count,
         )
-        for tensor in model.inputs:
+        for position, tensor in enumerate(model.inputs):
             data = warmup.inputs[tensor.name]
             data.data_type = pb.DataType.Value(tensor.data_type)
             data.dims.extend(d if d > 0 else 1 for d in tensor.dims)
             if sample.data is models.WarmupData.ZERO:
                 data.zero_data = True
-            else:
+            elif sample.data is models.WarmupData.RANDOM:
                 data.random_data = True
+            else:
+                data.input_data_file = warmup_file(index, position)
         out.append(warmup)
     return out
 

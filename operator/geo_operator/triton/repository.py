@@ -9,6 +9,7 @@ kubelet for kwok's pods — so all of them serve exactly what the operator built
 
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Mapping
 
@@ -47,6 +48,10 @@ def materialize(
     (model_dir / "config.pbtxt").write_text(data[config_key])
     if artifact_format is models.ArtifactFormat.PYTHON:
         (version_dir / "model.py").write_text(data["model.py"])
+    if config_key == "config.pbtxt" and names.WARMUP_FILES in data:
+        for path, warmup_uri in json.loads(data[names.WARMUP_FILES]).items():
+            (model_dir / path).parent.mkdir(parents=True, exist_ok=True)
+            fetch.fetch(rewrite_uri(warmup_uri, mirrors or {}), str(model_dir / path))
     return model_dir
 
 
