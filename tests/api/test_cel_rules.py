@@ -48,6 +48,11 @@ def _defaulted(model: type[pydantic.BaseModel], **over: Any) -> dict[str, Any]:
     return base
 
 
+def _preferred(sizes: list[int], max_batch_size: int) -> dict[str, Any]:
+    batching = _defaulted(models.DynamicBatching, preferredBatchSizes=sizes)
+    return _defaulted(models.TritonSpec, maxBatchSize=max_batch_size, dynamicBatching=batching)
+
+
 ARTIFACT = {
     "name": "a",
     "precision": "fp32",
@@ -91,36 +96,10 @@ CASES = [
         _defaulted(models.TritonSpec, instanceCount=2, instanceGroups=[{"count": 2}]),
         False,
     ),
-    (
-        "triton",
-        models.TritonSpec,
-        _defaulted(
-            models.TritonSpec,
-            maxBatchSize=8,
-            dynamicBatching=_defaulted(models.DynamicBatching, preferredBatchSizes=[4, 8]),
-        ),
-        True,
-    ),
-    (
-        "triton",
-        models.TritonSpec,
-        _defaulted(
-            models.TritonSpec,
-            maxBatchSize=8,
-            dynamicBatching=_defaulted(models.DynamicBatching, preferredBatchSizes=[4, 16]),
-        ),
-        False,
-    ),
+    ("triton", models.TritonSpec, _preferred([4, 8], 8), True),
+    ("triton", models.TritonSpec, _preferred([4, 16], 8), False),
     # maxBatchSize 0 is tuned: the plan keeps the preferred sizes below the tuned one.
-    (
-        "triton",
-        models.TritonSpec,
-        _defaulted(
-            models.TritonSpec,
-            dynamicBatching=_defaulted(models.DynamicBatching, preferredBatchSizes=[64]),
-        ),
-        True,
-    ),
+    ("triton", models.TritonSpec, _preferred([64], 0), True),
     ("triton.dynamicBatching", models.DynamicBatching, _defaulted(models.DynamicBatching), True),
     (
         "triton.dynamicBatching",

@@ -450,41 +450,12 @@ def _shedding(**policy: object) -> models.GeoDeploymentSpec:
     return models.parse_spec(raw)
 
 
-def test_overload_with_a_timeout_sheds_instead_of_queueing() -> None:
-    capacity = PROFILE.capacity(8)
-    flat = traces.Trace("flat", np.full(60, 1.3 * capacity))
-    spec = _shedding(defaultTimeoutMicroseconds=40_000)
-    batching = replay.batching(spec, PROFILE)
-    assert batching.timeout_s == 0.04 and batching.max_queue_size == 0
-    seen: list[float | None] = []
-
-    class Watch(Fixed):
-        def desired(self, view: engine.View) -> int:
-            seen.append(view.rejected_qps(10))
-            return self.n
-
-    sim = engine.Simulation(
-        flat, batching, Watch(1), target_p99_ms=50, min_replicas=1, max_replicas=1,
-        initial_replicas=1,
-    )  # fmt: skip
-    result = sim.run()
-    # About the 30 % over capacity is refused, fast; what is served stays near the timeout.
-    assert 0.15 < result.timed_out / (1.3 * capacity * 60) < 0.35
-    assert result.queue_full == 0
-    assert result.worst_p99_ms < 100  # queueing unbounded: > 1000 (the test above)
-    # Triton's REJECTED counter: the loop sees about the excess, ~0.3 x capacity per second.
-    late = [s for s in seen[2:] if s is not None]
-    assert late and 0.15 * capacity < np.median(late) < 0.45 * capacity
-    # Refusals are failed requests: the windows violate the SLO all the same.
-    assert result.violation_seconds >= 50
-
-
-def test_queue_full_refusals_are_not_seen_but_the_full_queue_is() -> None:
-    capacity = PROFILE.capacity(8)
-    flat = traces.Trace("flat", np.full(60, 1.3 * capacity))
-    spec = _shedding(maxQueueSize=64)
-    batching = replay.batching(spec, PROFILE)
-    assert batching.max_queue_size == 64 and batching.timeout_s is None
+def _overloaded(
+    spec: models.GeoDeploymentSpec,
+) -> tuple[engine.Result, list[tuple[float | None, float | None]]]:
+    """One replica under 1.3x its capacity for a minute: the result, and each tick's
+    (REJECTED rate, queued) as an autoscaler sees them."""
+    flat = traces.Trace("flat", np.full(60, 1.3 * PROFILE.capacity(8)))
     views: list[tuple[float | None, float | None]] = []
 
     class Watch(Fixed):
@@ -493,10 +464,35 @@ def test_queue_full_refusals_are_not_seen_but_the_full_queue_is() -> None:
             return self.n
 
     sim = engine.Simulation(
-        flat, batching, Watch(1), target_p99_ms=50, min_replicas=1, max_replicas=1,
-        initial_replicas=1,
+        flat, replay.batching(spec, PROFILE), Watch(1), target_p99_ms=50, min_replicas=1,
+        max_replicas=1, initial_replicas=1,
     )  # fmt: skip
-    result = sim.run()
+    return sim.run(), views
+
+
+def test_overload_with_a_timeout_sheds_instead_of_queueing() -> None:
+    capacity = PROFILE.capacity(8)
+    spec = _shedding(defaultTimeoutMicroseconds=40_000)
+    batching = replay.batching(spec, PROFILE)
+    assert batching.timeout_s == 0.04 and batching.max_queue_size == 0
+    result, views = _overloaded(spec)
+    # About the 30 % over capacity is refused, fast; what is served stays near the timeout.
+    assert 0.15 < result.timed_out / (1.3 * capacity * 60) < 0.35
+    assert result.queue_full == 0
+    assert result.worst_p99_ms < 100  # queueing unbounded: > 1000 (the test above)
+    # Triton's REJECTED counter: the loop sees about the excess, ~0.3 x capacity per second.
+    late = [r for r, _ in views[2:] if r is not None]
+    assert late and 0.15 * capacity < np.median(late) < 0.45 * capacity
+    # Refusals are failed requests: the windows violate the SLO all the same.
+    assert result.violation_seconds >= 50
+
+
+def test_queue_full_refusals_are_not_seen_but_the_full_queue_is() -> None:
+    capacity = PROFILE.capacity(8)
+    spec = _shedding(maxQueueSize=64)
+    batching = replay.batching(spec, PROFILE)
+    assert batching.max_queue_size == 64 and batching.timeout_s is None
+    result, views = _overloaded(spec)
     assert result.queue_full > 0.15 * 1.3 * capacity * 60 and result.timed_out == 0
     assert all(r == 0 for r, _ in views[1:])  # Triton 2.51 counts them nowhere
     assert max(q or 0 for _, q in views) >= 0.8 * 64  # the pending gauge at the bound

@@ -170,19 +170,20 @@ def observation(
         else:
             p99_ms = 0.0
     if missing is not None:
-        return Observation(time, replicas, ready_replicas, None, None, missing, None, startup)
+        return Observation(
+            time, replicas, ready_replicas, None, None, missing, startup_seconds=startup
+        )
     return Observation(
         time,
         replicas,
         ready_replicas,
         qps,
         p99_ms,
-        None,
-        queued,
-        startup,
-        _finite(rejected_qps),
-        queue_bound,
-        _finite(cache_hit_ratio),
+        queued=queued,
+        startup_seconds=startup,
+        rejected_qps=_finite(rejected_qps),
+        queue_bound=queue_bound,
+        cache_hit_ratio=_finite(cache_hit_ratio),
     )
 
 
