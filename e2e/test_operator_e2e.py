@@ -200,6 +200,14 @@ INVALID = [
         "selection.pinned must be the name of one of",
     ),
     ({"model": {"artifacts": [{}, {"name": "fp32"}]}}, "Duplicate value"),
+    # What the pods carry, in Kubernetes' own syntax (issue 14's findings).
+    ({"triton": {"resources": {"limits": {"cpu": "lots"}}}}, "must be non-negative quantities"),
+    ({"triton": {"resources": {"limts": {"cpu": 1}}}}, "has only limits and requests"),
+    ({"triton": {"nodeSelector": {"pool": "v" * 64}}}, "spec.triton.nodeSelector.pool"),
+    (
+        {"model": {"selection": {"weights": {"accuracy": 0, "latency": 0, "cost": 0}}}},
+        "selection.weights must not all be 0",
+    ),
     # Triton's levers (README "Triton's levers"): each bad value named.
     (
         {"triton": {"dynamicBatching": {"priorityLevels": 2, "defaultPriorityLevel": 3}}},
@@ -262,6 +270,26 @@ def test_invalid_yaml_is_refused_with_the_field_named(
     assert out.returncode != 0
     assert named in out.stderr, out.stderr
     assert cluster.get("geod", "invalid", "default") is None
+
+
+def test_a_map_key_no_pod_could_carry_is_invalid_spec_with_the_key_named(
+    operator: OperatorProcess, namespace: str
+) -> None:
+    """Map keys pass admission (the schema can't bound them cheaply for CEL); the
+    operator refuses them before any child is built."""
+    cluster = operator.cluster
+    body = example(namespace)
+    body["spec"]["triton"]["nodeSelector"] = {"bad key!": "a"}
+    cluster.apply(body)
+
+    def invalid() -> dict[str, Any] | None:
+        c = _condition(cluster.get("geod", "digits", namespace), "Ready")
+        return c if c and c["reason"] == "InvalidSpec" else None
+
+    condition = wait_for(invalid, "Ready=False InvalidSpec", timeout=60)
+    assert "triton.nodeSelector needs label keys" in condition["message"]
+    assert "'bad key!'" in condition["message"]
+    assert cluster.get("deployment", "digits", namespace) is None
 
 
 def test_unservable_spec_gets_ready_false_and_an_event(

@@ -24,10 +24,21 @@ def _schema_at(*path: str) -> dict[str, Any]:
     return dict(node)
 
 
+def _is_quantity(value: Any) -> celpy.celtypes.BoolType:
+    """The API server's CEL isQuantity (Kubernetes' quantity library), for cel-python."""
+    from kubernetes.utils import parse_quantity
+
+    try:
+        parse_quantity(str(value))
+    except ValueError:
+        return celpy.celtypes.BoolType(False)
+    return celpy.celtypes.BoolType(True)
+
+
 def _cel_ok(rules: list[dict[str, str]], obj: dict[str, Any]) -> bool:
     env = celpy.Environment()
     for rule in rules:
-        program = env.program(env.compile(rule["rule"]))
+        program = env.program(env.compile(rule["rule"]), functions={"isQuantity": _is_quantity})
         if not bool(program.evaluate({"self": celpy.json_to_cel(obj)})):
             return False
     return True
@@ -100,6 +111,44 @@ CASES = [
     ("triton", models.TritonSpec, _preferred([4, 16], 8), False),
     # maxBatchSize 0 is tuned: the plan keeps the preferred sizes below the tuned one.
     ("triton", models.TritonSpec, _preferred([64], 0), True),
+    # What the pods carry must be Kubernetes' own syntax (issue 14's findings).
+    (
+        "triton",
+        models.TritonSpec,
+        _defaulted(
+            models.TritonSpec,
+            resources={
+                "limits": {"cpu": "500m", "nvidia.com/gpu": 1},
+                "requests": {"memory": "2Gi"},
+            },
+            nodeSelector={"nvidia.com/gpu.family": "hopper", "pool": "a"},
+        ),
+        True,
+    ),
+    (
+        "triton",
+        models.TritonSpec,
+        _defaulted(models.TritonSpec, resources={"limits": {"cpu": "lots"}}),
+        False,
+    ),
+    (
+        "triton",
+        models.TritonSpec,
+        _defaulted(models.TritonSpec, resources={"limits": {"cpu": "-1"}}),
+        False,
+    ),
+    (
+        "model.selection.weights",
+        models.SelectionWeights,
+        {"accuracy": 0.0, "latency": 0.0, "cost": 0.0},
+        False,
+    ),
+    (
+        "model.selection.weights",
+        models.SelectionWeights,
+        {"accuracy": 0.0, "latency": 0.0, "cost": 0.1},
+        True,
+    ),
     ("triton.dynamicBatching", models.DynamicBatching, _defaulted(models.DynamicBatching), True),
     (
         "triton.dynamicBatching",
@@ -303,3 +352,26 @@ def test_warmup_files_name_the_inputs_in_cel_and_pydantic(
     assert _pydantic_ok(models.GeoDeploymentSpec, spec) is valid
     item = _schema_at("triton", "warmup[]")["x-kubernetes-validations"]
     assert _cel_ok(item, warmup)
+
+
+@pytest.mark.parametrize(
+    "triton",
+    [
+        {"resources": {"limits": {"c p u": 1}}},
+        {"nodeSelector": {"bad key!": "a"}},
+        {"nodeSelector": {"a/b/c": "a"}},
+    ],
+)
+def test_map_keys_are_the_operators_to_refuse(triton: dict[str, Any]) -> None:
+    """A structural schema can't bound a map key's length, so a CEL rule on keys costs
+    the API server too much: these pass admission and the operator refuses them
+    (Ready=False InvalidSpec, the key named; e2e/test_operator_e2e.py)."""
+    obj = _defaulted(models.TritonSpec, **triton)
+    assert _cel_ok(_schema_at("triton")["x-kubernetes-validations"], obj)
+    assert not _pydantic_ok(models.TritonSpec, obj)
+
+
+def test_node_selector_values_are_label_values_in_the_schema() -> None:
+    values = _schema_at("triton", "nodeSelector")["additionalProperties"]
+    assert values["maxLength"] == 63 and values["pattern"] == models.LABEL_VALUE
+    assert not _pydantic_ok(models.TritonSpec, {"nodeSelector": {"a": "v" * 64}})

@@ -105,7 +105,7 @@ def test_printer_columns() -> None:
 def test_resources_accept_int_or_string() -> None:
     triton = _version()["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["triton"]
     quantity = triton["properties"]["resources"]["additionalProperties"]["additionalProperties"]
-    assert quantity == {"x-kubernetes-int-or-string": True}
+    assert quantity == {"x-kubernetes-int-or-string": True, "maxLength": 64}
 
 
 def test_yaml_has_no_anchors() -> None:

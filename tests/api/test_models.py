@@ -122,3 +122,19 @@ def test_status_tuning_is_one_run_per_artifact_and_the_old_single_record_is_drop
     # Written before per-artifact tuning (one object): dropped, so it is measured again.
     old = models.parse_status({"tuning": {"key": "k1", "attempts": 1}, "maxBatchSize": 8})
     assert old.tuning is None and old.max_batch_size == 8
+
+
+@pytest.mark.parametrize(
+    "value", ["1", "500m", "2Gi", "0.5", ".5", "1e3", "1E-3", "+2", "10Ki", "3k", "1n", 0, 7]
+)
+def test_the_quantity_rule_takes_what_kubernetes_parses(value: int | str) -> None:
+    from kubernetes.utils import parse_quantity
+
+    assert parse_quantity(value) >= 0
+    assert models.TritonSpec.model_validate({"resources": {"limits": {"cpu": value}}})
+
+
+@pytest.mark.parametrize("value", ["lots", "-1", "1.5.5", "2gi", "1 Gi", "", "e3", -1])
+def test_the_quantity_rule_refuses_what_no_pod_could_carry(value: int | str) -> None:
+    with pytest.raises(pydantic.ValidationError, match="non-negative quantities"):
+        models.TritonSpec.model_validate({"resources": {"limits": {"cpu": value}}})

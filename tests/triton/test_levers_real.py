@@ -311,5 +311,7 @@ def test_warmup_from_a_file_runs_and_a_wrong_size_fails_the_load(
     assert scrape.executions == 3 and scrape.inferences == 3
     (tmp_path / "short.bin").write_bytes(b"\0" * 100)
     triton["warmup"] = [{"data": "file", "files": {"input": (tmp_path / "short.bin").as_uri()}}]
-    with pytest.raises(local.TritonServerError, match="warmup"):
+    with pytest.raises(local.TritonServerError, match="failed to load all models"):
         _serve(_target(triton), tmp_path / "bad").start()
+    log = (tmp_path / "bad" / "triton.log").read_text()
+    assert "warmup setting expects 256 bytes" in log

@@ -14,7 +14,8 @@ from typing import Any
 
 from geo_operator.api import models, yamlio
 
-_DROP = {"title"}
+# Structural schemas have no propertyNames: a CEL rule says what keys a map takes.
+_DROP = {"title", "propertyNames"}
 
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
@@ -34,6 +35,9 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         kinds = [s for s in any_of if s.get("type") != "null"]
         if {s.get("type") for s in kinds} == {"string", "integer"}:
             node["x-kubernetes-int-or-string"] = True
+            for kind in kinds:  # a string's bound holds for int-or-string (CEL cost needs it)
+                if "maxLength" in kind:
+                    node["maxLength"] = kind["maxLength"]
         elif len(kinds) == 1:
             merged = dict(kinds[0])
             merged.update(node)

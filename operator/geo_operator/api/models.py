@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import re
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -43,6 +44,31 @@ DnsLabel = Annotated[
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
     ),
 ]
+
+
+# Kubernetes' own syntax for what the pods carry (k8s.io/apimachinery validation):
+# a label key or resource name (optional DNS-subdomain prefix, then a name of at most
+# 63), a label value (at most 63), a quantity (CEL's isQuantity on the API server).
+QUALIFIED_NAME = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+
+
+ResourceKind = Literal["limits", "requests"]
+
+
+# A non-negative quantity, as k8s.io/apimachinery's resource.Quantity parses it: a
+# number, then a binary (Ki..Ei) or decimal (n, u, m, k, M..E) suffix or an exponent.
+QUANTITY = r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"
+
+
+def _quantity(value: int | str) -> bool:
+    """A non-negative Kubernetes quantity (the API server's isQuantity, and no sign)."""
+    if isinstance(value, int):
+        return value >= 0
+    return re.match(QUANTITY, value) is not None
 
 
 def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, pydantic.JsonValue]:
@@ -204,9 +230,22 @@ class Artifact(_Model):
 class SelectionWeights(_Model):
     """Weights of the best-score policy (normalised terms, so they are comparable)."""
 
+    model_config = _rules(
+        _cel(
+            "self.accuracy + self.latency + self.cost > 0.0",
+            "selection.weights must not all be 0: the pick would be arbitrary",
+        )
+    )
+
     accuracy: float = Field(default=0.6, ge=0, le=1, description="Weight of accuracy.")
     latency: float = Field(default=0.3, ge=0, le=1, description="Weight of speed (1/latency).")
     cost: float = Field(default=0.1, ge=0, le=1, description="Weight of cheapness (1/cost).")
+
+    @pydantic.model_validator(mode="after")
+    def _some_weight(self) -> SelectionWeights:
+        if self.accuracy + self.latency + self.cost <= 0:
+            raise ValueError("selection.weights must not all be 0: the pick would be arbitrary")
+        return self
 
 
 class Selection(_Model):
@@ -704,6 +743,18 @@ class TritonSpec(_Model):
             ".instanceGroups",
         ),
         _cel(
+            "!has(self.resources) || self.resources.all(k, k == 'limits' || k == 'requests')",
+            "triton.resources has only limits and requests",
+            ".resources",
+        ),
+        _cel(
+            "!has(self.resources) || self.resources.all(k, self.resources[k].all(r, "
+            "isQuantity(string(self.resources[k][r])) && "
+            "!string(self.resources[k][r]).startsWith('-')))",
+            "triton.resources values must be non-negative quantities, e.g. 500m, 2Gi or 1",
+            ".resources",
+        ),
+        _cel(
             "self.maxBatchSize == 0 || !has(self.dynamicBatching) || "
             "!has(self.dynamicBatching.preferredBatchSizes) || "
             "self.dynamicBatching.preferredBatchSizes.all(b, b <= self.maxBatchSize)",
@@ -755,12 +806,23 @@ class TritonSpec(_Model):
         default_factory=GpuOptimization,
         description="GPU execution accelerators and CUDA graphs (pods with nvidia.com/gpu).",
     )
-    resources: dict[str, dict[str, int | str]] = Field(
+    # Map keys can't be bounded in a structural schema, so a CEL rule on them would be
+    # too costly for the API server: resource names and label keys are checked by the
+    # operator (Ready=False InvalidSpec, the key named); values at admission.
+    resources: dict[
+        ResourceKind,
+        Annotated[
+            dict[str, int | Annotated[str, Field(max_length=64)]],
+            Field(max_length=16),
+        ],
+    ] = Field(
         default_factory=dict,
+        max_length=2,
         description="Container resources: {limits: {...}, requests: {...}}, e.g. nvidia.com/gpu.",
     )
-    node_selector: dict[str, str] = Field(
+    node_selector: dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]] = Field(
         default_factory=dict,
+        max_length=32,
         description=(
             "Node selector for the Triton pods; nvidia.com/gpu.family (e.g. hopper) "
             "tells artifact selection which GPU the pods land on."
@@ -771,6 +833,24 @@ class TritonSpec(_Model):
     def _consistent(self) -> TritonSpec:
         if self.instance_groups is not None and self.instance_count != 1:
             raise ValueError("set triton.instanceGroups or triton.instanceCount, not both")
+        for kind, values in self.resources.items():
+            for name, value in values.items():
+                if not re.match(QUALIFIED_NAME, name):
+                    raise ValueError(
+                        f"triton.resources names must be resource names, e.g. cpu or "
+                        f"nvidia.com/gpu; {kind}.{name!r} is not"
+                    )
+                if not _quantity(value):
+                    raise ValueError(
+                        "triton.resources values must be non-negative quantities, e.g. 500m, "
+                        f"2Gi or 1; {kind}.{name}: {value!r} is not"
+                    )
+        for key, label in self.node_selector.items():
+            if not re.match(QUALIFIED_NAME, key) or not re.match(LABEL_VALUE, label):
+                raise ValueError(
+                    "triton.nodeSelector needs label keys (prefix/name) and values of at most "
+                    f"63 characters; {key!r}: {label!r} is not"
+                )
         preferred = self.dynamic_batching.preferred_batch_sizes or ()
         if self.max_batch_size and any(b > self.max_batch_size for b in preferred):
             raise ValueError(

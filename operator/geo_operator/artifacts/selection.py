@@ -172,7 +172,7 @@ class Demand:
 
 
 def _resource(
-    resources: Mapping[str, Mapping[str, int | str]], name: str
+    resources: Mapping[models.ResourceKind, Mapping[str, int | str]], name: str
 ) -> tuple[float | None, str | None]:
     """The quantity a replica asks for (requests, else limits, as the scheduler reads it),
     or None; and what is wrong with it, if something is."""
@@ -191,7 +191,7 @@ def _resource(
 
 
 def replica_price(
-    resources: Mapping[str, Mapping[str, int | str]], prices: models.Prices
+    resources: Mapping[models.ResourceKind, Mapping[str, int | str]], prices: models.Prices
 ) -> tuple[float, str]:
     """Dollars per hour for one Triton replica, and how it was computed (in words).
 
@@ -251,7 +251,7 @@ def demand(
 def _demand(
     scaling: models.Autoscaling,
     objectives: models.Objectives,
-    resources: Mapping[str, Mapping[str, int | str]],
+    resources: Mapping[models.ResourceKind, Mapping[str, int | str]],
     current_qps: float | None,
     fixed_replicas: int | None = None,
 ) -> Demand:
