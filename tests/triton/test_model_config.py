@@ -172,6 +172,8 @@ def test_warmup_samples_of_the_inputs(spec: models.GeoDeploymentSpec) -> None:
 
 
 def test_gpu_levers_only_on_a_gpu_and_for_their_backend(spec: models.GeoDeploymentSpec) -> None:
+    """Rendered and parsed back by Triton's protobuf only: NOT run on a GPU (no GPU
+    machine was lent to the sessions that built it; README "Triton's levers")."""
     raw = _artifact(spec, "fp32").model_dump(by_alias=True, mode="json")
     onnx = models.Artifact.model_validate({**raw, "format": "onnx"})
     plan_ = models.Artifact.model_validate({**raw, "format": "tensorrt_plan"})
