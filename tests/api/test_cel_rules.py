@@ -59,6 +59,16 @@ def _defaulted(model: type[pydantic.BaseModel], **over: Any) -> dict[str, Any]:
     return base
 
 
+def _batching_case(valid: bool, **over: Any) -> tuple[str, type[pydantic.BaseModel], Any, bool]:
+    """A CASES row for the dynamic batcher's rules, after defaulting."""
+    return (
+        "triton.dynamicBatching",
+        models.DynamicBatching,
+        _defaulted(models.DynamicBatching, **over),
+        valid,
+    )
+
+
 def _preferred(sizes: list[int], max_batch_size: int) -> dict[str, Any]:
     batching = _defaulted(models.DynamicBatching, preferredBatchSizes=sizes)
     return _defaulted(models.TritonSpec, maxBatchSize=max_batch_size, dynamicBatching=batching)
@@ -149,51 +159,13 @@ CASES = [
         {"accuracy": 0.0, "latency": 0.0, "cost": 0.1},
         True,
     ),
-    ("triton.dynamicBatching", models.DynamicBatching, _defaulted(models.DynamicBatching), True),
-    (
-        "triton.dynamicBatching",
-        models.DynamicBatching,
-        _defaulted(models.DynamicBatching, priorityLevels=2),
-        True,
-    ),
-    (
-        "triton.dynamicBatching",
-        models.DynamicBatching,
-        _defaulted(models.DynamicBatching, priorityLevels=2, defaultPriorityLevel=3),
-        False,
-    ),
-    (
-        "triton.dynamicBatching",
-        models.DynamicBatching,
-        _defaulted(models.DynamicBatching, defaultPriorityLevel=1),
-        False,
-    ),
-    (
-        "triton.dynamicBatching",
-        models.DynamicBatching,
-        _defaulted(
-            models.DynamicBatching,
-            priorityLevels=2,
-            priorityQueuePolicies=[{"level": 1}, {"level": 2}],
-        ),
-        True,
-    ),
-    (
-        "triton.dynamicBatching",
-        models.DynamicBatching,
-        _defaulted(models.DynamicBatching, priorityLevels=2, priorityQueuePolicies=[{"level": 3}]),
-        False,
-    ),
-    (
-        "triton.dynamicBatching",
-        models.DynamicBatching,
-        _defaulted(
-            models.DynamicBatching,
-            priorityLevels=2,
-            priorityQueuePolicies=[{"level": 1}, {"level": 1}],
-        ),
-        False,
-    ),
+    _batching_case(True),
+    _batching_case(True, priorityLevels=2),
+    _batching_case(False, priorityLevels=2, defaultPriorityLevel=3),
+    _batching_case(False, defaultPriorityLevel=1),
+    _batching_case(True, priorityLevels=2, priorityQueuePolicies=[{"level": 1}, {"level": 2}]),
+    _batching_case(False, priorityLevels=2, priorityQueuePolicies=[{"level": 3}]),
+    _batching_case(False, priorityLevels=2, priorityQueuePolicies=[{"level": 1}, {"level": 1}]),
     ("triton.instanceGroups[]", models.InstanceGroup, {"count": 1, "kind": "GPU"}, True),
     (
         "triton.instanceGroups[]",

@@ -371,56 +371,35 @@ class Autoscaler:
         bound = work.spec.triton.queue_bound()
 
         def obs(
-            qps: float | None,
-            p99: float | None,
-            queued: float | None = None,
+            load: prometheus.Load | metrics.Aggregate | None,
             missing: str | None = None,
             no_p99: str = "no p99 yet",
-            rejected: float | None = None,
-            cache: float | None = None,
         ) -> policy.Observation:
+            """The observation of one source's reading (None: nothing read, ``missing``)."""
             return policy.observation(
                 now,
                 replicas,
                 len(ready),
-                qps,
-                p99,
-                queued,
+                None if load is None else load.qps,
+                None if load is None else load.p99_ms,
+                None if load is None else load.queued,
                 missing=missing,
                 no_p99=no_p99,
                 startup_seconds=startup,
-                rejected_qps=rejected,
+                rejected_qps=None if load is None else load.rejected_qps,
                 queue_bound=None if bound is None else bound * len(ready),
-                cache_hit_ratio=cache,
+                cache_hit_ratio=None if load is None else load.cache_hit_ratio,
             )
 
         if not ready:
-            return obs(None, None, missing="no ready Triton pod")
+            return obs(None, missing="no ready Triton pod")
         source = work.spec.autoscaling.metrics
         if source.source is models.MetricsSourceKind.PROMETHEUS:
             answer = self.answers.get(source.prometheus_url or "", source.rate_window_seconds)
             load, missing = _prometheus_load(answer, work.key, len(ready))
-            if load is None:
-                return obs(None, None, missing=missing)
-            return obs(
-                load.qps,
-                load.p99_ms,
-                load.queued,
-                no_p99="no p99 summary in Prometheus",
-                rejected=load.rejected_qps,
-                cache=load.cache_hit_ratio,
-            )
+            return obs(load, missing, no_p99="no p99 summary in Prometheus")
         total, missing = self._scrape(state, ready, work.spec.model.name, now, p99_track)
-        if total is None:
-            return obs(None, None, missing=missing)
-        return obs(
-            total.qps,
-            total.p99_ms,
-            total.queued,
-            no_p99="no p99 summary (is summary_latencies on?)",
-            rejected=total.rejected_qps,
-            cache=total.cache_hit_ratio,
-        )
+        return obs(total, missing, no_p99="no p99 summary (is summary_latencies on?)")
 
     def _scrape(
         self,

@@ -142,9 +142,8 @@ def _warmup(
 
 def _gpu(artifact: models.Artifact, lever: models.GpuOptimization, config: pb.ModelConfig) -> None:
     """GPU-only levers for the artifact's backend (rendered only for pods with a GPU)."""
-    if artifact.format is models.ArtifactFormat.ONNX and lever.accelerator is not (
-        models.GpuAccelerator.NONE
-    ):
+    onnx = artifact.format is models.ArtifactFormat.ONNX
+    if onnx and lever.accelerator is not models.GpuAccelerator.NONE:
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
             name=lever.accelerator.value
         )
