@@ -161,38 +161,65 @@ def test_prometheus_reads_the_cache_and_the_p99_without_a_request_summary(
 
 
 async def _closed_loop(
-    url: str, seconds: float, lanes: dict[int, int], x: np.ndarray
+    url: str,
+    seconds: float,
+    lanes: dict[int, int],
+    x: np.ndarray,
+    *,
+    at_least: int = 0,
+    pause: dict[int, float] | None = None,
 ) -> dict[int, list[float]]:
-    """``lanes`` {priority: in-flight requests}, each lane a closed loop for ``seconds``:
-    the latencies of each priority's answered requests."""
-    client = grpcaio.InferenceServerClient(url)
+    """``lanes`` {priority: in-flight requests}, each lane a closed loop (with ``pause``
+    seconds between a priority's answer and its next request) for ``seconds`` and on
+    until every priority has ``at_least`` answers (never past 10× ``seconds``):
+    the latencies of each priority's answered requests. On a loaded machine the starved
+    lane answers slowly, so a fixed duration alone would leave it too few for a p99.
+    Each priority has its own connection: on a shared one the high lane's bytes would
+    wait behind the low lanes' megabytes in HTTP/2 flow control, before Triton's queue."""
+    own = [("grpc.use_local_subchannel_pool", 1)]
+    clients = {p: grpcaio.InferenceServerClient(url, channel_args=own) for p in lanes}
     out: dict[int, list[float]] = {p: [] for p in lanes}
-    end = time.monotonic() + seconds
-    tensor = grpcaio.InferInput("input", [1, 64], "FP32")
+    start = time.monotonic()
+
+    def running() -> bool:
+        elapsed = time.monotonic() - start
+        if elapsed < seconds:
+            return True
+        return elapsed < 10 * seconds and any(len(v) < at_least for v in out.values())
+
+    tensor = grpcaio.InferInput("input", list(x.shape), "FP32")
     tensor.set_data_from_numpy(x)
 
     async def lane(priority: int) -> None:
-        while time.monotonic() < end:
+        while running():
             started = time.perf_counter()
-            await client.infer("digits", [tensor], priority=priority)
+            await clients[priority].infer("digits", [tensor], priority=priority)
             out[priority].append(time.perf_counter() - started)
+            await asyncio.sleep((pause or {}).get(priority, 0.0))
 
     await asyncio.gather(*(lane(p) for p, n in lanes.items() for _ in range(n)))
-    await client.close()
+    for client in clients.values():
+        await client.close()
     return out
 
 
 def test_under_overload_the_high_priority_keeps_a_lower_p99(
     artifacts: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
-    # One instance, no batching to hide behind, no cache; a 16-deep queue of level 2.
+    # One instance, no cache. Level 1 is interactive: one request at a time, 10 ms apart.
+    # Level 2 is batch traffic: 16 requests in flight, enough to keep the server's queue
+    # full. Each request is a whole batch of 2,048 rows (milliseconds of server compute,
+    # little client work), so the server's queue, not the client's CPU, sets the latency
+    # even on a loaded machine.
     triton = {
-        "maxBatchSize": 1,
+        "maxBatchSize": 2048,
         "dynamicBatching": {"maxQueueDelayMicroseconds": 0, "priorityLevels": 2},
     }
     with _serve(_target(triton), tmp_path) as server:
-        x = np.random.default_rng(1).random((1, 64), dtype=np.float32)
-        latencies = asyncio.run(_closed_loop(server.grpc_url, 4.0, {1: 2, 2: 16}, x))
+        x = np.random.default_rng(1).random((2048, 64), dtype=np.float32)
+        latencies = asyncio.run(
+            _closed_loop(server.grpc_url, 4.0, {1: 1, 2: 16}, x, at_least=60, pause={1: 0.01})
+        )
     high, low = (sorted(latencies[p]) for p in (1, 2))
     assert len(high) > 50 and len(low) > 50
 
