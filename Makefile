@@ -39,6 +39,8 @@ artifacts: setup
 crd: setup
 	$(VENV)/bin/geo crd > crds/geodeployments.geo.ai.yaml
 	$(VENV)/bin/geo crd --chart > charts/geo-operator/templates/crd.yaml
+	$(VENV)/bin/geo alerts > charts/geo-operator/files/geo-alerts.rules.yaml
+	$(VENV)/bin/geo dashboard > charts/geo-operator/files/geo-dashboard.json
 
 manifests:
 	bash e2e/render-manifests.sh > manifests/geo-operator.yaml

@@ -1,16 +1,20 @@
 """Run Debian's `prometheus` on 127.0.0.1 for tests: file-based discovery, 1 s scrapes.
 
 Used by tests/triton/test_prometheus.py and the closed-loop e2e. Targets and
-their labels come from a file_sd JSON file (the e2e kubelet runner writes one).
+their labels come from a file_sd JSON file (the e2e kubelet runner writes one);
+``static`` adds jobs of fixed targets (the operator's own metrics), ``rule_files``
+the rules it evaluates every second (GEO's alerts).
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 
 import yaml
@@ -25,13 +29,22 @@ def _free_port() -> int:
 class Prometheus:
     """One prometheus process; `start()` waits for /-/ready, `stop()` leaves nothing."""
 
-    def __init__(self, workdir: pathlib.Path, file_sd: pathlib.Path) -> None:
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        file_sd: pathlib.Path,
+        *,
+        static: dict[str, str] | None = None,
+        rule_files: list[pathlib.Path] | None = None,
+    ) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("prometheus is not installed: apt-get install prometheus")
         self.binary = binary
         self.workdir = workdir
         self.file_sd = file_sd
+        self.static = dict(static or {})
+        self.rule_files = list(rule_files or ())
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -42,6 +55,16 @@ class Prometheus:
     def start(self, timeout: float = 30) -> Prometheus:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
+        jobs = [
+            {
+                "job_name": "triton",
+                "file_sd_configs": [{"files": [str(self.file_sd)], "refresh_interval": "1s"}],
+            },
+            *(
+                {"job_name": job, "static_configs": [{"targets": [target]}]}
+                for job, target in self.static.items()
+            ),
+        ]
         config.write_text(
             yaml.safe_dump(
                 {
@@ -50,14 +73,8 @@ class Prometheus:
                         "evaluation_interval": "1s",
                         "scrape_timeout": "900ms",
                     },
-                    "scrape_configs": [
-                        {
-                            "job_name": "triton",
-                            "file_sd_configs": [
-                                {"files": [str(self.file_sd)], "refresh_interval": "1s"}
-                            ],
-                        }
-                    ],
+                    "rule_files": [str(f) for f in self.rule_files],
+                    "scrape_configs": jobs,
                 }
             )
         )
@@ -88,6 +105,18 @@ class Prometheus:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"prometheus not ready after {timeout}s")
+
+    def query(self, expr: str) -> list[dict[str, object]]:
+        """The instant vector ``expr`` answers now (its series' metric and value)."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=5) as r:
+            answer = json.load(r)
+        return list(answer["data"]["result"])
+
+    def alerts(self) -> list[dict[str, object]]:
+        """The alerts pending or firing now (/api/v1/alerts)."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/alerts", timeout=5) as r:
+            return list(json.load(r)["data"]["alerts"])
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from typing import Any
@@ -10,6 +11,7 @@ import yaml
 from e2e.harness import ROOT, Cluster
 
 from geo_operator.api import crd
+from geo_operator.builders import alerts, dashboard
 
 CHART = ROOT / "charts" / "geo-operator"
 MANIFESTS = ROOT / "manifests" / "geo-operator.yaml"
@@ -41,6 +43,40 @@ def test_chart_crd_is_the_generated_one(cluster: Cluster) -> None:
         if d["kind"] == "CustomResourceDefinition"
     ]
     assert "annotations" not in kept[0]["metadata"]
+
+
+def test_chart_prometheus_rule_is_the_shipped_rule_file(cluster: Cluster) -> None:
+    assert not [d for d in _render(cluster) if d["kind"] == "PrometheusRule"]  # off by default
+    rendered = _render(
+        cluster,
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "prometheusRule.labels.release=kube-prometheus-stack",
+    )
+    (rule,) = [d for d in rendered if d["kind"] == "PrometheusRule"]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # The {{ $labels }} templates reach Prometheus as written, not rendered by Helm.
+    assert rule["spec"] == yaml.safe_load(alerts.rule_file())
+    assert "{{ $labels.namespace }}" in yaml.safe_dump(rule["spec"])
+
+
+def test_chart_dashboard_configmap_is_the_generated_dashboard(cluster: Cluster) -> None:
+    assert not [d for d in _render(cluster) if d["kind"] == "ConfigMap"]  # off by default
+    rendered = _render(
+        cluster,
+        "--set",
+        "dashboards.enabled=true",
+        "--set",
+        "dashboards.annotations.grafana_folder=ML",
+    )
+    (config_map,) = [d for d in rendered if d["kind"] == "ConfigMap"]
+    # The label kube-prometheus-stack's Grafana sidecar selects on, and the folder.
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "ML"}
+    (text,) = config_map["data"].values()
+    assert json.loads(text) == dashboard.build()
 
 
 def test_manifests_are_the_chart_rendered() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import pathlib
 import threading
 import time
@@ -306,3 +307,152 @@ def test_a_bounded_queue_sheds_while_replicas_start_and_the_loop_counts_it(
     # (three Tritons, the load generator and the cluster on two cores: more replicas
     # add no capacity here). Printed above, not asserted: a check that fails on the
     # machine's load, not on the operator, would be noise.
+
+
+# ---- the p99 alert (README "Alerts"): the shipped rules in a real Prometheus
+
+ALERT = "GeoDeploymentP99AboveObjective"
+ALERT_OBJECTIVE_MS = 60
+ALERT_HOLD_S = 3  # `geo alerts --for-seconds 3`: the shipped hold is 5 minutes
+
+
+def test_the_p99_alert_fires_under_overload_and_clears(
+    operator: OperatorProcess, runner: KubeletRunner, namespace: str, tmp_path: pathlib.Path
+) -> None:
+    """The shipped rules (short holds) in a real Prometheus that scrapes the Tritons and
+    the operator: an overload past one server's capacity breaches the GeoDeployment's
+    own p99 objective and fires the alert, with its labels; the loop scales out, and
+    once the p99 is back under the objective the alert clears. Two cores: the new
+    replicas may add little capacity, so whether it clears before the load falls is
+    printed; that it clears is asserted."""
+    from geo_operator.builders import alerts
+
+    rules = tmp_path / "geo-alerts.rules.yaml"
+    rules.write_text(alerts.rule_file(for_seconds=ALERT_HOLD_S))
+    prom = Prometheus(
+        tmp_path / "prometheus",
+        runner.file_sd_json,
+        static={"geo-operator": f"127.0.0.1:{operator.metrics_port}"},
+        rule_files=[rules],
+    ).start()
+    cluster = operator.cluster
+    body = _body(namespace, {"source": "direct"})
+    body["spec"]["objectives"] = {"p99LatencyMs": ALERT_OBJECTIVE_MS}
+    body["spec"]["autoscaling"].pop("targetP99LatencyMs")
+    body["spec"]["autoscaling"]["maxReplicas"] = 3
+    body["spec"]["autoscaling"]["targetQpsPerReplica"] = 150
+    body["spec"]["triton"] = {
+        "maxBatchSize": 1,
+        "dynamicBatching": {"maxQueueDelayMicroseconds": 0},
+    }
+    cluster.apply(body)
+    timeline: list[tuple[float, str | None]] = []  # (t, the alert's state or None)
+    p99_seen: list[tuple[float, float]] = []  # (t, the recorded p99 Prometheus compares)
+    stop = threading.Event()
+    start = time.monotonic()
+    fired: list[dict[str, Any]] = []
+
+    def watch() -> None:
+        while not stop.wait(1):
+            try:
+                mine = [
+                    a
+                    for a in prom.alerts()
+                    if a["labels"].get("alertname") == ALERT  # type: ignore[union-attr]
+                    and a["labels"].get("namespace") == namespace  # type: ignore[union-attr]
+                ]
+                record = prom.query(f'{alerts.P99_RECORD}{{namespace="{namespace}"}}')
+            except OSError:
+                continue
+            now = time.monotonic() - start
+            timeline.append((now, mine[0]["state"] if mine else None))
+            value = float(record[0]["value"][1]) if record else math.nan  # type: ignore[index]
+            if math.isfinite(value):  # NaN: no requests in Triton's summary window
+                p99_seen.append((round(now), round(value)))
+            fired.extend(a for a in mine if a["state"] == "firing")  # type: ignore[misc]
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    try:
+        wait_for(
+            lambda: ready_servers(runner.pods_json, "digits"), "the first Triton server", timeout=90
+        )
+        # The operator exports the objective Prometheus compares with.
+        wait_for(
+            lambda: prom.query(f'geo_objective_p99_milliseconds{{namespace="{namespace}"}}'),
+            "the objective in Prometheus",
+            timeout=30,
+        )
+        (objective,) = prom.query(f'geo_objective_p99_milliseconds{{namespace="{namespace}"}}')
+        assert float(objective["value"][1]) == ALERT_OBJECTIVE_MS  # type: ignore[index]
+        inputs = np.load(ROOT / "examples/digits/artifacts/heldout.npz")["x"]
+        watcher.start()
+        with Recorder(cluster, namespace) as recorder:
+            seconds = run_load(
+                [Phase(8, 20), Phase(40, 700), Phase(20, 5)],
+                lambda: ready_servers(runner.pods_json, "digits"),
+                inputs,
+            )
+            fall = time.monotonic() - start
+            # Triton's summary forgets over about a minute: by then it has cleared.
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not (fired and timeline[-1][1] is None):
+                time.sleep(1)
+    finally:
+        stop.set()
+        prom.stop()
+    fired_at = next((t for t, state in timeline if state == "firing"), None)
+    cleared_at = next(
+        (t for t, state in timeline if fired_at is not None and t > fired_at and state is None),
+        None,
+    )
+    out_at = recorder.first(8, lambda s: s.replicas > 1)
+    p99s = [round(s.p99_ms) for s in seconds if s.p99_ms is not None]
+    print(
+        f"p99 alert: fired at {fired_at}s, scale-out at {out_at}s, cleared at {cleared_at}s "
+        f"(load fell at {fall:.0f}s; {'before' if cleared_at and cleared_at < fall else 'after'}"
+        f" it);\n  client p99 by second {p99s};\n  Prometheus' p99 {p99_seen}"
+    )
+    assert fired_at is not None, f"never fired: {timeline}"
+    assert 8 <= fired_at < fall, (fired_at, fall)  # under the overload, not before it
+    labels = fired[0]["labels"]
+    assert labels["geodeployment"] == "digits" and labels["severity"] == "warning", labels
+    assert fired[0]["annotations"]["summary"] == f"{namespace}/digits: p99 above its objective"
+    assert out_at is not None and out_at < fall, "the loop never scaled out"
+    assert cleared_at is not None, timeline
+
+
+def test_every_dashboard_query_has_data_from_the_real_prometheus(
+    operator: OperatorProcess, runner: KubeletRunner, namespace: str, tmp_path: pathlib.Path
+) -> None:
+    """`geo dashboard`'s every panel query, variables filled in for this GeoDeployment, asked
+    of a real Prometheus that scrapes the real Tritons and the operator and evaluates the
+    alerts' recording rules. The response cache is on so that its panel has data too (and
+    the p99 panel reads the stages' sum); GPU utilization falls back to the CPU's."""
+    from geo_operator.builders import alerts, dashboard
+
+    rules = tmp_path / "geo-alerts.rules.yaml"
+    rules.write_text(alerts.rule_file(for_seconds=ALERT_HOLD_S))
+    cluster = operator.cluster
+    body = _body(namespace, {"source": "direct"})
+    body["spec"]["triton"] = {"responseCache": {"enabled": True}}
+    cluster.apply(body)
+    with Prometheus(
+        tmp_path / "prometheus",
+        runner.file_sd_json,
+        static={"geo-operator": f"127.0.0.1:{operator.metrics_port}"},
+        rule_files=[rules],
+    ) as prom:
+        wait_for(
+            lambda: ready_servers(runner.pods_json, "digits"), "the first Triton server", timeout=90
+        )
+        inputs = np.load(ROOT / "examples/digits/artifacts/heldout.npz")["x"]
+        run_load([Phase(25, 30)], lambda: ready_servers(runner.pods_json, "digits"), inputs)
+        empty = []
+        for title, expr in dashboard.queries(namespace, "digits", rate="30s"):
+            try:
+                wait_for(lambda expr=expr: prom.query(expr), f"{title}: {expr}", timeout=20)
+            except AssertionError:
+                empty.append((title, expr))
+        answered = len(dashboard.queries(namespace, "digits")) - len(empty)
+    print(f"dashboard: {answered} of {answered + len(empty)} queries answered")
+    assert not empty, empty

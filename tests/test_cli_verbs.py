@@ -5,11 +5,13 @@ the heavy imports stay out of the verbs that don't need them, and the operator's
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from typing import Any
 
 import pytest
+import yaml
 
 from conftest import ROOT
 from geo_operator import cli
@@ -17,10 +19,21 @@ from geo_operator.api import models
 from geo_operator.builders import tuning
 from geo_operator.cli import decide
 
-VERBS = ("run", "crd", "render", "select", "decide", "tune", "simulate", "rollout")
+VERBS = (
+    "run",
+    "crd",
+    "alerts",
+    "dashboard",
+    "render",
+    "select",
+    "decide",
+    "tune",
+    "simulate",
+    "rollout",
+)
 SHARED = {
     "--file": {"render", "select", "decide", "simulate"},
-    "--json": {"select", "tune", "simulate"},
+    "--json": {"select", "tune", "simulate", "decide", "rollout"},
     "--gpu-arch": {"render", "select"},
 }
 
@@ -52,6 +65,31 @@ def test_shared_flags_have_one_help_text() -> None:
                     helps[verb] = (tuple(action.option_strings), action.help, action.required)
         assert set(helps) == expected, flag
         assert len(set(helps.values())) == 1, helps
+
+
+def test_every_verb_with_structured_output_has_kubectls_flag() -> None:
+    for verb in SHARED["--json"]:
+        (action,) = (a for a in _verbs()[verb]._actions if "--output" in a.option_strings)
+        assert action.option_strings == ["-o", "--output"], verb
+        assert {"json", "yaml"} <= set(action.choices or ()), verb
+
+
+def test_yaml_and_json_say_the_same(tmp_path: Any) -> None:
+    argv = ["decide", "-f", str(ROOT / "manifests/examples/digits.yaml"), "--replicas", "2"]
+    argv += ["--qps", "30", "--p99-ms", "20"]
+    outs = {}
+    for output in ("json", "yaml"):
+        done = subprocess.run(
+            [sys.executable, "-m", "geo_operator.cli", *argv, "-o", output],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        outs[output] = done.stdout
+    assert json.loads(outs["json"]) == yaml.safe_load(outs["yaml"])
+    assert not outs["yaml"].lstrip().startswith("{")
 
 
 def test_file_is_required_and_takes_stdin() -> None:
@@ -119,3 +157,59 @@ def test_observation_from_args_names_what_is_missing() -> None:
     assert observe("--replicas", "3", "--qps", "5").missing == "--p99-ms not given"
     seen = observe("--replicas", "3", "--ready", "2", "--qps", "5", "--p99-ms", "40")
     assert (seen.ready_replicas, seen.qps, seen.p99_ms, seen.missing) == (2, 5.0, 40.0, None)
+
+
+def _simulate_without_matplotlib(*args: str) -> subprocess.CompletedProcess[str]:
+    """`geo simulate` in a Python where matplotlib can't be imported (as if not installed)."""
+    code = (
+        "import sys\n"
+        "sys.modules['matplotlib'] = None  # import matplotlib now fails, as when absent\n"
+        "from geo_operator import cli\n"
+        f"sys.exit(cli.main({list(args)!r}))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+
+
+SHORT_SIMULATE = (
+    "simulate",
+    "-f",
+    "manifests/examples/digits-simulate.yaml",
+    "--synthetic",
+    "step",
+    "--duration",
+    "60",
+    "--policy",
+    "geo",
+    "--capacity",
+    "100",
+)
+
+
+def test_plot_without_matplotlib_is_one_line_before_any_replay(tmp_path: Any) -> None:
+    out = _simulate_without_matplotlib(*SHORT_SIMULATE, "--plot", str(tmp_path / "p.png"))
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert "pip install 'geo-operator[simulate]'" in out.stderr
+    assert out.stdout == ""  # refused before the replay: nothing ran, nothing lost
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_plot_into_a_missing_directory_is_refused_before_the_replay(tmp_path: Any) -> None:
+    code = cli.main([*SHORT_SIMULATE, "--plot", str(tmp_path / "no" / "p.png")])
+    assert code == 2
+
+
+def test_simulate_prints_the_table_and_writes_the_plot(tmp_path: Any) -> None:
+    plot = tmp_path / "p.png"
+    out = subprocess.run(
+        [sys.executable, "-m", "geo_operator.cli", *SHORT_SIMULATE, "--plot", str(plot)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "geo" in out.stdout.lower() and plot.stat().st_size > 1000
+    assert f"plot written to {plot}" in out.stderr

@@ -296,6 +296,38 @@ def test_loop_exports_its_own_metrics(world: World) -> None:
     )
     assert REGISTRY.get_sample_value("geo_autoscaler_metric_errors_total", labels) >= 1
     assert REGISTRY.get_sample_value("geo_autoscaler_tick_seconds_count") >= 21
+    # What the alerting rules compare with (builders.alerts): the objective, the bound
+    # and the conditions as the status had them at the step.
+    spec = models.parse_spec(world.body()["spec"])
+    objective = REGISTRY.get_sample_value("geo_objective_p99_milliseconds", labels)
+    assert objective == spec.target_p99_ms()
+    bound = REGISTRY.get_sample_value("geo_autoscaler_max_replicas", labels)
+    assert bound == spec.autoscaling.max_replicas
+    active = {**labels, "type": "ScalingActive", "status": "True", "reason": "Active"}
+    assert REGISTRY.get_sample_value("geo_geodeployment_condition", active) == 1
+
+
+def test_a_condition_flip_replaces_its_series_and_forget_drops_them() -> None:
+    from prometheus_client import REGISTRY
+
+    who = {"namespace": "alerts", "geodeployment": "flip"}
+
+    def value(status: str, reason: str) -> float | None:
+        labels = {**who, "type": "MetricsAvailable", "status": status, "reason": reason}
+        return REGISTRY.get_sample_value("geo_geodeployment_condition", labels)
+
+    telemetry.describe("alerts", "flip", 150, 6, [("MetricsAvailable", "True", "Scraped")])
+    assert value("True", "Scraped") == 1
+    telemetry.describe("alerts", "flip", 150, 6, [("MetricsAvailable", "False", "MetricsMissing")])
+    assert value("True", "Scraped") is None  # one series per condition: no stale "True"
+    assert value("False", "MetricsMissing") == 1
+    telemetry.describe(
+        "alerts", "flip", 150, None, [("MetricsAvailable", "False", "MetricsMissing")]
+    )
+    assert REGISTRY.get_sample_value("geo_autoscaler_max_replicas", who) is None  # autoscaling off
+    telemetry.forget("alerts", "flip")
+    assert value("False", "MetricsMissing") is None
+    assert REGISTRY.get_sample_value("geo_objective_p99_milliseconds", who) is None
 
 
 def test_direct_scrape_reads_tritons_queue(world: World) -> None:

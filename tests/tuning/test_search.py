@@ -235,3 +235,31 @@ def test_ties_within_the_margin_go_to_the_smaller_batch() -> None:
     assert sweep.chosen == Config(8, 0)  # the sweep takes the plain best
     quick = search.quick_search(lambda c: Fake(table[c], 1.0, True), [4, 8, 16], [0], margin=0.02)
     assert quick.chosen == Config(4, 0)  # 1.5 % below the best: a tie, won by batch 4
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batches=st.lists(st.sampled_from(BATCHES), min_size=1, max_size=7, unique=True),
+    delays=st.lists(st.sampled_from(DELAYS), min_size=1, max_size=4, unique=True),
+    seed=st.integers(0, 10_000),
+)
+def test_the_search_never_takes_more_than_geo_tune_says_it_may(
+    batches: list[int], delays: list[int | None], seed: int
+) -> None:
+    # `geo tune` prints "[n of at most M]": M is the grid for the quick search, and the
+    # grid plus a third of it with --full-sweep (the confirmation round's repeats).
+    rng = random.Random(seed)
+    calls = 0
+
+    def measure(config: Config) -> Fake:
+        nonlocal calls
+        calls += 1
+        throughput = rng.uniform(10, 1000)  # a fresh figure every run, even for a repeat
+        p99 = rng.uniform(1, 30)
+        return Fake(throughput, p99, p99 <= 15)
+
+    grid = len(batches) * len(delays)
+    quick = search.quick_search(measure, batches, delays)
+    assert calls <= grid
+    search.full_sweep(measure, batches, delays, prior=quick.measured)
+    assert calls <= grid + grid // 3

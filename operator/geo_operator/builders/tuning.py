@@ -218,7 +218,7 @@ def _evaluation_pieces(
     env = [{"name": names.EVALUATION_URI_ENV, "value": evaluation.uri}]
     args = [f"--evaluate={names.HELDOUT_FILE}", f"--metric={evaluation.metric}"]
     if evaluation.output:
-        args.append(f"--output={evaluation.output}")
+        args.append(f"--scored-output={evaluation.output}")
     ref = reference_for(target)
     if ref is not None:
         model_dir = posixpath.join(names.MODEL_REPOSITORY, reference_model(target.spec.model.name))

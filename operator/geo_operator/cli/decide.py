@@ -8,7 +8,6 @@ for a GeoDeployment file and an observation given as flags: it runs
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING, Any
 
 from geo_operator.api import models
@@ -24,7 +23,7 @@ NOW = 1_000_000.0  # the observation's clock: any origin does, --low-for counts 
 def register(verbs: Verbs) -> None:
     p = verbs.add_parser(
         "decide",
-        help="one autoscaling decision for given replicas, QPS and p99, as JSON",
+        help="one autoscaling decision for given replicas, QPS and p99, as JSON or YAML",
         description="Run the autoscaling policy once. Without --qps or --p99-ms the metrics "
         "count as missing, and the decision is maintain: GEO never scales in blind.",
     )
@@ -50,6 +49,7 @@ def register(verbs: Verbs) -> None:
         metavar="SECONDS",
         help="how long the load has already been low (for the scale-in window)",
     )
+    options.add_output(p, text=False)
     p.set_defaults(func=cmd_decide)
 
 
@@ -64,7 +64,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
     decision, _ = policy.decide(autoscaling, observation, memory)
     out = _as_json(args, observation, decision, autoscaling)
     out["target"] = target.status().model_dump(by_alias=True, mode="json", exclude_none=True)
-    print(json.dumps(out, indent=2))
+    io.emit(out, args.output)
     return 0
 
 

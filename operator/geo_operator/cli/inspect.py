@@ -1,24 +1,25 @@
-"""`geo crd`, `geo render`, `geo select`: what the operator would create and serve, offline.
+"""`geo crd`, `geo alerts`, `geo dashboard`, `geo render`, `geo select`: what the operator
+would create and serve, offline.
 
-Called through `cli.main`; `make crd` writes crds/ and the chart's CRD template
-with `geo crd`. render and select plan a GeoDeployment file exactly as the
-operator's reconcile does, without a cluster; select also takes what a cluster
-measured (`--status`, a GeoDeployment's status) or figures on the command line
-(`--measured`), and the load min-cost sizes for (`--expected-qps`, `--current-qps`).
+Called through `cli.main`; `make crd` writes crds/, the chart's CRD template, its
+alerting rules and its dashboard with `geo crd`, `geo alerts` and `geo dashboard`.
+render and select plan a GeoDeployment file exactly as the operator's reconcile does,
+without a cluster; select also takes what a cluster measured (`--status`, a
+GeoDeployment's status) or figures on the command line (`--measured`), and the load
+min-cost sizes for (`--expected-qps`, `--current-qps`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from geo_operator.api import crd, models, yamlio
 from geo_operator.artifacts import selection
-from geo_operator.builders import children, plan, tuning
+from geo_operator.builders import alerts, children, plan, tuning
 from geo_operator.cli import io, options
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ RENDER_UID = "00000000-0000-0000-0000-000000000000"
 
 def register(verbs: Verbs) -> None:
     _add_crd(verbs)
+    _add_alerts(verbs)
+    _add_dashboard(verbs)
     _add_render(verbs)
     _add_select(verbs)
 
@@ -45,6 +48,51 @@ def _add_crd(verbs: Verbs) -> None:
 
 def cmd_crd(args: argparse.Namespace) -> int:
     sys.stdout.write(crd.helm_template() if args.chart else crd.crd_yaml())
+    return 0
+
+
+def _add_alerts(verbs: Verbs) -> None:
+    p = verbs.add_parser(
+        "alerts",
+        help="print the Prometheus alerting rules that follow each GeoDeployment's SLO",
+        description="A Prometheus rule file (load it with rule_files, or install the chart "
+        "with prometheusRule.enabled=true): p99 above the objective, errors above 0.1 %%, "
+        "metrics missing, pinned at maxReplicas while breaching, tuning or rollout failed. "
+        "Prometheus must scrape Triton's pods (with namespace and geodeployment labels) and "
+        "the operator's --metrics-port.",
+    )
+    p.add_argument(
+        "--for-seconds",
+        type=options.int_in(0, 86400),
+        metavar="N",
+        help="hold every alert N seconds before it fires instead of the shipped minutes "
+        "(for trying them out)",
+    )
+    p.set_defaults(func=cmd_alerts)
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    sys.stdout.write(alerts.rule_file(args.for_seconds))
+    return 0
+
+
+def _add_dashboard(verbs: Verbs) -> None:
+    p = verbs.add_parser(
+        "dashboard",
+        help="print the Grafana dashboard of the GeoDeployments (JSON)",
+        description="Load, p99 against each objective, replicas and decisions, queue, batch "
+        "size, utilization, cache hits, tuning and rollout state, per GeoDeployment. Import "
+        "it in Grafana, or install the chart with dashboards.enabled=true (a ConfigMap the "
+        "Grafana sidecar of kube-prometheus-stack loads). Its p99 panel reads the alerts' "
+        "recording rule: load `geo alerts` too.",
+    )
+    p.set_defaults(func=cmd_dashboard)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from geo_operator.builders import dashboard  # Grafana's SDK: only this verb needs it
+
+    sys.stdout.write(dashboard.dashboard_json())
     return 0
 
 
@@ -92,7 +140,7 @@ def _add_select(verbs: Verbs) -> None:
     )
     options.add_file(p)
     options.add_gpu_arch(p)
-    options.add_json(p)
+    options.add_output(p)
     p.add_argument(
         "--status",
         metavar="FILE",
@@ -295,8 +343,8 @@ def cmd_select(args: argparse.Namespace) -> int:
         ],
         "notes": notes,
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
+    if args.output != "text":
+        io.emit(result, args.output)
         return 0 if choice.artifact else 1
     print(f"artifact: {result['artifact'] or '(none)'}")
     print(f"hardware: {result['hardware']}")

@@ -8,6 +8,7 @@ prints without a traceback and turns into exit code 2.
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -15,6 +16,14 @@ import pydantic
 import yaml
 
 from geo_operator.api import models
+
+
+def emit(data: Any, output: str) -> None:
+    """Print structured output as ``-o`` asks: "json" or "yaml" (keys in their order)."""
+    if output == "yaml":
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    else:
+        print(json.dumps(data, indent=2))
 
 
 class UsageError(Exception):

@@ -40,8 +40,23 @@ def add_file(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--file", required=True, help="GeoDeployment YAML ('-' = stdin)")
 
 
-def add_json(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print JSON")
+FORMATS = ("text", "json", "yaml")
+
+
+def add_output(p: argparse.ArgumentParser, *, text: bool = True) -> None:
+    """``-o/--output`` as kubectl has it (and ``--json``, the same as ``-o json``);
+    ``text=False``: a verb that has no text form (JSON by default)."""
+    formats = FORMATS if text else FORMATS[1:]
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=formats,
+        default=formats[0],
+        help="print as " + ", ".join(formats) + " (default: %(default)s)",
+    )
+    p.add_argument(
+        "--json", dest="output", action="store_const", const="json", help="the same as -o json"
+    )
 
 
 def add_gpu_arch(p: argparse.ArgumentParser) -> None:

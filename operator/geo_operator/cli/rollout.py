@@ -17,14 +17,11 @@ They exit 2, changing nothing, when no canary is running. pause and resume edit
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from geo_operator.api import models, names
-from geo_operator.cli import io
+from geo_operator.cli import io, options
 
 if TYPE_CHECKING:
     from geo_operator.cli.options import Verbs
@@ -45,9 +42,7 @@ def register(verbs: Verbs) -> None:
         "-n", "--namespace", default="default", help="its namespace (default: %(default)s)"
     )
     p.add_argument("--kubeconfig", help="the kubeconfig (default: $KUBECONFIG, ~/.kube/config)")
-    p.add_argument(
-        "-o", "--output", choices=["text", "json", "yaml"], default="text", help="status' format"
-    )
+    options.add_output(p)
     p.set_defaults(func=cmd_rollout)
 
 
@@ -80,9 +75,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         if args.output == "text":
             print(describe(args.namespace, args.name, rollout))
         else:
-            data = rollout.model_dump(mode="json", by_alias=True, exclude_none=True)
-            text = json.dumps(data, indent=2) if args.output == "json" else yaml.safe_dump(data)
-            print(text.rstrip())
+            io.emit(rollout.model_dump(mode="json", by_alias=True, exclude_none=True), args.output)
         return 0
     if args.action in ("promote", "abort"):
         if (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import importlib.util
 import math
 import pathlib
 import sys
@@ -61,7 +61,7 @@ def register(verbs: Verbs) -> None:
     _add_capacity_options(p)
     p.add_argument("--profile", help="replica profile JSON (default: the calibrated one)")
     p.add_argument("--plot", type=pathlib.Path, help="write a PNG of replicas and p99")
-    options.add_json(p)
+    options.add_output(p)
     p.set_defaults(func=cmd_simulate)
 
 
@@ -185,6 +185,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from geo_operator.simulation import autoscalers, replay, report
 
     spec = io.load_spec(args.file)
+    if args.plot:
+        _check_plot(args.plot)
     names = _policies(args.policy)
     profile = _profile(args)
     measured = _measured(args, spec, profile)
@@ -206,20 +208,38 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         for result, scaler in (_replay_one(variant, trace, name, replay_options) for name in names)
     ]
     results = [result for result, _ in runs]
-    if args.plot and target.value is not None:
-        report.plot(results, target.value, spec.target_p99_ms(), args.plot)
-    if args.json:
+    if args.output != "text":
         summaries = [
             _summary(result, scaler, target, measured, args.warmup_seconds)
             for result, scaler in runs
         ]
-        print(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
+        io.emit(summaries[0] if len(summaries) == 1 else summaries, args.output)
     else:
         print(report.table(results, args.warmup_seconds))
         for result, scaler in runs:
             if isinstance(scaler, autoscalers.Geo):
                 print(_learned(scaler, result.policy))
+    if args.plot and target.value is not None:  # after the table: a plot never loses it
+        sys.stdout.flush()
+        report.plot(results, target.value, spec.target_p99_ms(), args.plot)
+        print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
+
+
+def _check_plot(path: pathlib.Path) -> None:
+    """--plot's needs, before the replay runs: matplotlib, and a directory to write in."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise io.UsageError(
+            "--plot needs matplotlib, which is not installed: "
+            "pip install 'geo-operator[simulate]' (or drop --plot)"
+        )
+    folder = path.parent if str(path.parent) else pathlib.Path(".")
+    if not folder.is_dir():
+        raise io.UsageError(f"--plot {path}: no directory {folder}")
+    if path.is_dir():
+        raise io.UsageError(
+            f"--plot {path}: is a directory; give a file name, e.g. {path}/plot.png"
+        )
 
 
 def _queues(
@@ -403,14 +423,22 @@ def _header(
 def _replay_one(
     spec: models.GeoDeploymentSpec, trace: Trace, name: str, replay_options: replay.Options
 ) -> tuple[engine.Result, object]:
-    """One policy's replay; progress on stderr when it is a terminal."""
+    """One policy's replay; its progress on stderr while it runs (on a terminal), and one
+    line when it is done."""
+    import time
+
     from geo_operator.simulation import replay
 
     def progress(second: int, total: int) -> None:
         if sys.stderr.isatty():
             print(f"\r[simulate] {name}: {second}/{total} s", end="", file=sys.stderr)
 
+    started = time.monotonic()
     result, scaler = replay.replay(spec, trace, name, replay_options, progress)
-    if sys.stderr.isatty():
-        print("\r", end="", file=sys.stderr)
+    print(
+        f"\r[simulate] {name}: {result.duration} s of trace replayed in "
+        f"{time.monotonic() - started:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
     return result, scaler

@@ -59,7 +59,7 @@ def register(verbs: Verbs) -> None:
         help="also write the chosen config and its figures (or the error) as compact JSON "
         "here, e.g. /dev/termination-log in the tuning Job",
     )
-    options.add_json(p)
+    options.add_output(p)
     p.set_defaults(func=cmd_tune)
 
 
@@ -85,8 +85,9 @@ def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--reference", help="agreement: the reference artifact's name, for the record")
     p.add_argument(
-        "--output",
-        help="the output scored (default: the first with more than one value per sample)",
+        "--scored-output",
+        metavar="NAME",
+        help="the model output scored (default: the first with more than one value per sample)",
     )
 
 
@@ -136,7 +137,10 @@ def _tune(args: argparse.Namespace) -> int:
     if args.wait_seconds > 0:
         _wait_ready(args.url, args.model, args.wait_seconds)
     measurer = _measurer(args)
-    progress = _Progress(measurer)
+    # The quick search takes at most the grid; the sweep measures what it left, and the
+    # quick search's repeats (its confirmation round) are at most a third of the grid.
+    grid = len(set(args.candidates)) * len(set(args.delays))
+    progress = _Progress(measurer, grid + grid // 3 if args.full_sweep else grid)
     try:
         outcomes = _search(args, progress)
         # With the sweep measured, its choice is the best within the budget of all.
@@ -194,14 +198,18 @@ def _measurer(args: argparse.Namespace) -> measure.Measurer:
 
 
 class _Progress:
-    """Measures a configuration for the search; counts each and reports it on stderr."""
+    """Measures a configuration for the search; reports each on stderr with how many of
+    the most it may take are done and the best within the budget so far."""
 
-    def __init__(self, measurer: measure.Measurer) -> None:
+    def __init__(self, measurer: measure.Measurer, planned: int) -> None:
         self.measurer = measurer
+        self.planned = planned  # the most measurements the search can take
         self.count = 0
+        self.best: tuple[float, str] | None = None  # (req/s, config) within the budget
 
     def __call__(self, config: search.Config) -> measure.Result:
         self.count += 1
+        started = time.monotonic()
         result = self.measurer.measure(config)
         best = result.best
         figures = (
@@ -210,7 +218,15 @@ class _Progress:
             if best
             else "over budget at every level"
         )
-        print(f"[{self.count}] {config.describe()}: {figures}", file=sys.stderr, flush=True)
+        if best and (self.best is None or best.throughput > self.best[0]):
+            self.best = (best.throughput, config.describe())
+        so_far = f"best so far {self.best[1]} {self.best[0]:.0f} req/s" if self.best else "none"
+        print(
+            f"[{self.count} of at most {self.planned}] {config.describe()}: {figures} "
+            f"({time.monotonic() - started:.1f}s); {so_far}",
+            file=sys.stderr,
+            flush=True,
+        )
         return result
 
 
@@ -247,7 +263,7 @@ def _evaluate(
             models.EvaluationMetric(args.metric),
             reference_model=args.reference_model,
             reference=args.reference,
-            output=args.output,
+            output=args.scored_output,
             batch=chosen.max_batch_size,
         )
     except evaluate.EvaluationError as error:
@@ -292,7 +308,7 @@ def _print_report(
 ) -> None:
     from geo_operator.tuning import report
 
-    if not args.json:
+    if args.output == "text":
         print(report.as_text(taken=taken, loaded=chosen, outcomes=outcomes))
         return
     out = report.as_json(
@@ -304,4 +320,4 @@ def _print_report(
         loaded=chosen,
         outcomes=outcomes,
     )
-    print(json.dumps(out, indent=2))
+    io.emit(out, args.output)

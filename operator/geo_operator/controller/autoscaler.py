@@ -449,6 +449,12 @@ class Autoscaler:
         body, spec = work.body, work.spec
         old = models.parse_status(body.get("status") or {})
         generation = body["metadata"].get("generation")
+        telemetry.describe(
+            *work.key,
+            spec.target_p99_ms(),
+            spec.autoscaling.max_replicas if spec.autoscaling.enabled else None,
+            ((c.type, c.status, c.reason) for c in old.conditions),
+        )
         if not spec.autoscaling.enabled:
             conds = conditions.set_condition(
                 old.conditions,

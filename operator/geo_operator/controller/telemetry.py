@@ -3,11 +3,17 @@
 Updated by `controller.autoscaler`; served by `geo run --metrics-port` (the chart's
 Service and optional ServiceMonitor point at it). Labels are per
 GeoDeployment; the registry is prometheus_client's default one.
+
+Besides what the loop saw and did, each GeoDeployment's objective, its replica bound
+and its status conditions are exported (`describe`), so that alerting rules can
+follow each one's own SLO and state (`builders.alerts`, `geo alerts`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -36,6 +42,21 @@ CACHE_HIT_RATIO = Gauge(
     "Response-cache hits per lookup over the ready pods (absent: no cache).",
     _LABELS,
 )
+OBJECTIVE_P99 = Gauge(
+    "geo_objective_p99_milliseconds",
+    "The GeoDeployment's p99 latency objective (objectives.p99LatencyMs, or its default).",
+    _LABELS,
+)
+MAX_REPLICAS = Gauge(
+    "geo_autoscaler_max_replicas",
+    "autoscaling.maxReplicas (absent: autoscaling off).",
+    _LABELS,
+)
+CONDITION = Gauge(
+    "geo_geodeployment_condition",
+    "1 per status condition, labelled with its current status and reason.",
+    [*_LABELS, "type", "status", "reason"],
+)
 METRIC_ERRORS = Counter(
     "geo_autoscaler_metric_errors",
     "Ticks whose metrics were missing, stale or partial.",
@@ -52,9 +73,46 @@ STEP_SECONDS = Histogram(
 )
 
 
+# (namespace, name) -> {condition type: (status, reason)} exported now: a flip removes
+# the old series, so each condition has one. Steps run on worker threads.
+_conditions: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
+_lock = threading.Lock()
+
+
+def describe(
+    namespace: str,
+    name: str,
+    objective_p99_ms: float,
+    max_replicas: int | None,
+    conditions: Iterable[tuple[str, str, str]],
+) -> None:
+    """Export one GeoDeployment's objective, replica bound and conditions
+    (type, status, reason), replacing what was exported for it before."""
+    OBJECTIVE_P99.labels(namespace, name).set(objective_p99_ms)
+    if max_replicas is None:
+        with contextlib.suppress(KeyError):
+            MAX_REPLICAS.remove(namespace, name)
+    else:
+        MAX_REPLICAS.labels(namespace, name).set(max_replicas)
+    now = {type_: (status, reason) for type_, status, reason in conditions}
+    with _lock:
+        before = _conditions.get((namespace, name), {})
+        for type_, old in before.items():
+            if now.get(type_) != old:
+                with contextlib.suppress(KeyError):
+                    CONDITION.remove(namespace, name, type_, *old)
+        for type_, (status, reason) in now.items():
+            CONDITION.labels(namespace, name, type_, status, reason).set(1)
+        _conditions[(namespace, name)] = now
+
+
 def forget(namespace: str, name: str) -> None:
     """Drop a deleted GeoDeployment's series."""
+    describe(namespace, name, 0, None, ())
+    with _lock:
+        _conditions.pop((namespace, name), None)
     for gauge in (
+        OBJECTIVE_P99,
         OBSERVED_QPS,
         OBSERVED_P99,
         OBSERVED_REJECTED,

@@ -38,31 +38,16 @@ import math
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from geo_operator.triton import metrics
+from geo_operator.triton import promql
 
 Key = tuple[str, str]
 
-QPS_QUERY = "sum by (namespace, geodeployment) (rate(nv_inference_request_success[{window}s]))"
-
-
-def _p99(by: str, where: str) -> str:
-    """The worst pod's p99 by ``by``: the request summary, or with the response cache on
-    (no request summary) the sum of its stages' summaries (`metrics.STAGES`)."""
-    quantile = '{quantile="0.99",' + where + "}"
-    stages = " + ".join(stage + quantile for stage in metrics.STAGES)
-    return f"max by ({by}) (nv_inference_request_summary_us{quantile}) or max by ({by}) ({stages})"
-
-
-P99_QUERY = _p99("namespace, geodeployment", 'track!="canary"')
-_HITS = "sum by (namespace, geodeployment) (rate(nv_cache_num_hits_per_model[{window}s]))"
-_MISSES = "sum by (namespace, geodeployment) (rate(nv_cache_num_misses_per_model[{window}s]))"
-CACHE_QUERY = f"{_HITS} / ({_HITS} + {_MISSES})"
-REJECTED_QUERY = (
-    "sum by (namespace, geodeployment) "
-    '(rate(nv_inference_request_failure{{reason="REJECTED"}}[{window}s]))'
-)
-PENDING_QUERY = "sum by (namespace, geodeployment) (nv_inference_pending_request_count)"
-UP_QUERY = 'count by (namespace, geodeployment) (up{geodeployment!=""} == 1)'
+QPS_QUERY = promql.QPS_QUERY
+P99_QUERY = promql.P99_QUERY
+CACHE_QUERY = promql.CACHE_QUERY
+REJECTED_QUERY = promql.REJECTED_QUERY
+PENDING_QUERY = promql.PENDING_QUERY
+UP_QUERY = promql.UP_QUERY
 
 
 class PrometheusError(RuntimeError):
@@ -201,7 +186,7 @@ def track_figures(
         client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout, retry=Retry(total=0))
         success = _by_track(client.custom_query(TRACK_SUCCESS_QUERY.format(**where)))
         failure = _by_track(client.custom_query(TRACK_FAILURE_QUERY.format(**where)))
-        p99_query = _p99("track", _SELECT.format(**where))
+        p99_query = promql.p99("track", _SELECT.format(**where))
         p99 = _by_track(client.custom_query(p99_query), "max")
     except Exception as error:  # the client raises requests' and its own errors alike
         raise PrometheusError(f"Prometheus at {url}: {type(error).__name__}: {error}") from error
