@@ -11,6 +11,7 @@ running Triton (the real Triton is exercised by tests/triton/ and the other e2e 
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -380,18 +381,47 @@ def test_operator_killed_mid_reconcile_resumes(
 
 
 def test_operator_reconnects_after_apiserver_restart(
-    operator: OperatorProcess, namespace: str, apiserver_restart: Callable[[], None]
+    operator: OperatorProcess, namespace: str, apiserver_restart: Callable[..., None]
 ) -> None:
     cluster = operator.cluster
     cluster.apply(example(namespace))
     wait_for(lambda: _ready(cluster, namespace), "Ready", timeout=90)
     apiserver_restart()
     assert operator.healthy()
+    restarted = time.monotonic()
     cluster.kubectl("scale", "geod/digits", "-n", namespace, "--replicas=2")
 
     _wait_ready_replicas(
         cluster, namespace, 2, "the operator to act after the API server restart", timeout=150
     )
+    print(f"apiserver restart: 2 ready replicas {time.monotonic() - restarted:.1f}s after it")
+
+
+# kopf gives a failed request 9 attempts, 54 s of backoffs in all; a watch that escalates
+# is never started again, and the operator stays up (healthy to its liveness probe) and
+# deaf. GEO retries kopf's requests for ever (handlers.RETRY_FOREVER).
+LONG_OUTAGE_S = 65
+
+
+def test_operator_acts_after_an_outage_longer_than_kopfs_retries(
+    operator: OperatorProcess, namespace: str, apiserver_restart: Callable[..., None]
+) -> None:
+    cluster = operator.cluster
+    cluster.apply(example(namespace))
+    wait_for(lambda: _ready(cluster, namespace), "Ready", timeout=90)
+    apiserver_restart(downtime=LONG_OUTAGE_S)
+    assert operator.healthy()
+    back = time.monotonic()
+    cluster.kubectl("scale", "geod/digits", "-n", namespace, "--replicas=2")
+
+    def scaled() -> bool:
+        deployment = cluster.get("deployment", "digits", namespace) or {}
+        return (deployment.get("spec") or {}).get("replicas") == 2
+
+    # The operator's own act (the Deployment asked for 2): what follows is the cluster's.
+    wait_for(scaled, f"the operator to act after a {LONG_OUTAGE_S} s outage", timeout=60)
+    after = time.monotonic() - back
+    print(f"apiserver outage {LONG_OUTAGE_S} s: Deployment scaled {after:.1f}s after it")
 
 
 def test_helm_upgrade_and_uninstall_follow_the_crd_policy(

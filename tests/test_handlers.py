@@ -306,3 +306,19 @@ def test_a_namespace_going_away_is_no_failure(
     assert kube.status_patches == [] and kube.events == []
     assert ctx.requeues.pending(("ml", "digits")) is None
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_kopf_retries_api_requests_for_ever_each_request_afresh() -> None:
+    import collections.abc
+    import itertools
+
+    from geo_operator import handlers
+
+    backoffs = handlers.RETRY_FOREVER
+    first = list(itertools.islice(backoffs, 40))
+    again = list(itertools.islice(backoffs, 40))
+    assert first == again  # a fresh iterator per request, not one shared and used up
+    assert first[:6] == [1.0, 1.0, 2.0, 3.0, 5.0, 8.0] and set(first[5:]) == {8.0}
+    # Unsized: kopf then never computes a last attempt (its default gives up after 54 s).
+    assert isinstance(backoffs, collections.abc.Iterable)
+    assert not isinstance(backoffs, collections.abc.Sized)

@@ -168,10 +168,15 @@ def down() -> None:
     subprocess.run(["bash", str(CLUSTER_SCRIPTS / "down.sh")], check=False)
 
 
-def restart_apiserver(timeout: float = 120) -> None:
-    """SIGKILL kube-apiserver and start it again (e2e/cluster/restart-apiserver.sh)."""
+def restart_apiserver(timeout: float = 120, downtime: float = 0) -> None:
+    """SIGKILL kube-apiserver and start it again ``downtime`` seconds later
+    (e2e/cluster/restart-apiserver.sh)."""
+    env = {**os.environ, "GEO_RESTART_DOWNTIME": f"{downtime:g}"}
     subprocess.run(
-        ["bash", str(CLUSTER_SCRIPTS / "restart-apiserver.sh")], check=True, timeout=timeout
+        ["bash", str(CLUSTER_SCRIPTS / "restart-apiserver.sh")],
+        check=True,
+        timeout=timeout + downtime,
+        env=env,
     )
 
 

@@ -90,8 +90,9 @@ def killable_operator(operator: OperatorProcess) -> Iterator[OperatorProcess]:
 
 
 @pytest.fixture
-def apiserver_restart(cluster: Cluster) -> Iterator[Callable[[], None]]:
-    """Restarts kube-apiserver when called; afterwards it is ready again, whatever happened."""
+def apiserver_restart(cluster: Cluster) -> Iterator[Callable[..., None]]:
+    """Restarts kube-apiserver when called (``downtime=`` seconds down); afterwards it is
+    ready again, whatever happened."""
     yield restart_apiserver
     wait_for(cluster.ready, "kube-apiserver /readyz after its restart", timeout=90)
 

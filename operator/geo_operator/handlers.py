@@ -23,7 +23,9 @@ deleting a GeoDeployment never waits for the operator.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -50,6 +52,18 @@ def _context(memo: Any) -> context.Context:
     return memo.geo  # type: ignore[no-any-return]
 
 
+class _Forever:
+    """kopf's backoffs between retries of a failed API request: 1, 1, 2, 3, 5 s, then every
+    8 s for as long as it takes. Each request iterates afresh (an iterable, not one
+    shared iterator); unsized, so kopf counts attempts without a total."""
+
+    def __iter__(self) -> Iterator[float]:
+        return itertools.chain((1.0, 1.0, 2.0, 3.0, 5.0), itertools.repeat(8.0))
+
+
+RETRY_FOREVER = _Forever()
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
     """kopf's bookkeeping under our prefix; watches that notice a dead server; the
@@ -59,7 +73,10 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=models.GROUP, key="last-handled-configuration"
     )
-    # Reconnect promptly when the API server restarts or a watch silently dies.
+    # Reconnect promptly when the API server restarts or a watch silently dies, and never
+    # give up: kopf's default retries end after 54 s, and a watch that gave up is not
+    # started again (the operator would stay up, deaf to every change).
+    settings.networking.error_backoffs = RETRY_FOREVER
     settings.watching.server_timeout = 60
     settings.watching.client_timeout = 90
     settings.watching.connect_timeout = 10
