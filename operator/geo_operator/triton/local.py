@@ -59,6 +59,9 @@ HOST = "127.0.0.1"
 ModelControlMode = Literal["none", "explicit"]
 
 
+PYTHON_BACKEND_ABORT = "boost::interprocess::lock_exception"
+
+
 class TritonServerError(RuntimeError):
     """tritonserver is missing, failed to start, or did not become ready."""
 
@@ -344,6 +347,40 @@ class TritonServer:
             self._log_path = Path(self._tmpdir.name) / "tritonserver.log"
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
 
+        for attempt in (1, 2):
+            started = self._launch()
+            try:
+                self._wait_ready(started)
+                break
+            except TritonServerError as error:
+                self.stop()
+                # Triton 2.51's python backend now and then aborts while it sets up its
+                # shared memory (boost::interprocess::lock_exception) on this machine,
+                # right after another server stopped: start once more, with a new region.
+                if attempt == 1 and PYTHON_BACKEND_ABORT in str(error):
+                    log.warning("tritonserver aborted in python-backend setup; starting again")
+                    if self._log_path is None:  # stop() removed its own temporary folder
+                        self._tmpdir = tempfile.TemporaryDirectory(prefix="geo-triton-")
+                        self._log_path = Path(self._tmpdir.name) / "tritonserver.log"
+                    continue
+                raise
+            except BaseException:
+                self.stop()
+                raise
+        self.startup_seconds = time.monotonic() - started
+        log.info(
+            "tritonserver pid %d ready in %.1fs on http %s grpc %s metrics %s",
+            self.pid,
+            self.startup_seconds,
+            self.http_url,
+            self.grpc_url,
+            self.metrics_url,
+        )
+        return self
+
+    def _launch(self) -> float:
+        """Start the process (a fresh command: its own shared-memory prefix); when it began."""
+        assert self._install is not None and self._log_path is not None
         cmd = self.command()
         log.info("starting %s", " ".join(cmd))
         started = time.monotonic()
@@ -358,21 +395,7 @@ class TritonServer:
                 start_new_session=True,
                 preexec_fn=_die_with_parent(),
             )
-        try:
-            self._wait_ready(started)
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - started
-        log.info(
-            "tritonserver pid %d ready in %.1fs on http %s grpc %s metrics %s",
-            self.pid,
-            self.startup_seconds,
-            self.http_url,
-            self.grpc_url,
-            self.metrics_url,
-        )
-        return self
+        return started
 
     def _wait_ready(self, started: float) -> None:
         assert self._proc is not None
