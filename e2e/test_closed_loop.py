@@ -312,7 +312,7 @@ def test_a_bounded_queue_sheds_while_replicas_start_and_the_loop_counts_it(
 # ---- the p99 alert (README "Alerts"): the shipped rules in a real Prometheus
 
 ALERT = "GeoDeploymentP99AboveObjective"
-ALERT_OBJECTIVE_MS = 60
+ALERT_OBJECTIVE_MS = 25  # a full CI run peaked at 55 ms in Prometheus: 60 never fired
 ALERT_HOLD_S = 3  # `geo alerts --for-seconds 3`: the shipped hold is 5 minutes
 
 
