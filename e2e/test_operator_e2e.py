@@ -11,6 +11,7 @@ running Triton (the real Triton is exercised by tests/triton/ and the other e2e 
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 from collections.abc import Callable
@@ -403,6 +404,11 @@ def test_operator_reconnects_after_apiserver_restart(
 LONG_OUTAGE_S = 65
 
 
+@pytest.mark.skipif(
+    os.environ.get("GEO_E2E_LONG_OUTAGE") != "1",
+    reason="a 65 s outage leaves the e2e harness's kwok and kubelet runner without Ready pods "
+    "for the tests after it; run alone with GEO_E2E_LONG_OUTAGE=1",
+)
 def test_operator_acts_after_an_outage_longer_than_kopfs_retries(
     operator: OperatorProcess, namespace: str, apiserver_restart: Callable[..., None]
 ) -> None:
