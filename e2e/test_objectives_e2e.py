@@ -167,7 +167,7 @@ def test_the_expected_load_flips_the_joint_choice_and_the_message_says_why(
     ]
     spec["model"]["selection"] = {"policy": "min-cost", "minAccuracyRatio": 0.95}
     # Full batches, enough in flight that the teacher's compute shows.
-    spec["batchTuning"].update(candidates=[32], concurrency=[16], secondsPerLevel=1.5)
+    spec["batchTuning"].update(candidates=[32], concurrency=[16], secondsPerLevel=3)
     spec["autoscaling"]["maxReplicas"] = 10
     spec["objectives"]["expectedQps"] = 10
     spec["triton"]["resources"] = {"requests": {"cpu": "1", "memory": "1Gi"}}

@@ -155,7 +155,11 @@ def test_a_good_canary_is_promoted_with_no_failed_request(
     operator: OperatorProcess, runner: KubeletRunner, namespace: str
 ) -> None:
     cluster = operator.cluster
-    _serving(cluster, runner, namespace, _body(namespace))
+    # 20 QPS gives about 60 requests a window, so p99 is nearly the window's slowest request:
+    # a canary pod's first requests on a busy 2-core machine once read 23.0 ms against the
+    # stable's 12.4 ms (x 1.2 + 3 ms = 17.9 ms) twice, and the same configuration was rolled
+    # back. Twice the stable's p99 still judges a change the slow story's 150 ms would fail.
+    _serving(cluster, runner, namespace, _body(namespace, p99Tolerance=2.0))
     began = time.monotonic()
     with Load(runner, qps=20, seconds=110) as load:
         time.sleep(5)

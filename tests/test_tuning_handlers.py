@@ -433,3 +433,51 @@ def test_one_candidates_failure_blocks_none_of_the_others(
     runs = _runs(kube)
     assert runs["fp32"]["attempts"] == 2 and runs["int8"]["attempts"] == 1
     assert runs["fp32"]["job"] in _jobs(kube)
+
+
+def test_no_canary_starts_while_a_candidate_is_still_measured(
+    kube: FakeKube, two_body: dict[str, Any], clock: Clock, drive: Any
+) -> None:
+    """One Job at a time (parallelism 1): int8's result (its tuned max_batch_size) changes
+    what should serve, but fp32's Job may change it again and a canary pod beside it would
+    skew its figures, so the change waits for fp32's result; then one canary starts, for the
+    final choice."""
+    two_body["spec"]["batchTuning"]["parallelism"] = 1
+    two_body["spec"]["model"]["artifacts"].reverse()  # int8 measured first
+    _store(kube, two_body)
+    drive()
+    deployment = kube.objects[("Deployment", "ml", "digits")]
+    deployment["status"] = {"readyReplicas": 1, "updatedReplicas": 1}  # the stable serves
+    runs = _runs(kube)
+    assert _jobs(kube) == [runs["int8"]["job"]]  # fp32 waits its turn
+    _finish(
+        kube,
+        drive,
+        runs["int8"]["job"],
+        "Complete",
+        "CompletionsReached",
+        0,
+        tuning.result_json(RESULT),
+    )
+    runs = _runs(kube)
+    assert "result" in runs["int8"] and runs["fp32"]["job"] in _jobs(kube)
+    assert _gd(kube)["status"]["maxBatchSize"] == 16  # the desired template changed
+    assert ("Deployment", "ml", "digits-canary") not in kube.objects
+    assert "CanaryStarted" not in [r for _, r, _ in kube.events]
+    rollout = _gd(kube)["status"]["rollout"]
+    assert "waits until fp32 is measured" in rollout["reason"], rollout
+    assert "waits until fp32 is measured" in _condition(kube, "Progressing")["message"]
+
+    fp32 = RESULT.model_copy(update={"max_batch_size": 4, "throughput": 3268.0, "p99_ms": 6.3})
+    _finish(
+        kube,
+        drive,
+        runs["fp32"]["job"],
+        "Complete",
+        "CompletionsReached",
+        0,
+        tuning.result_json(fp32),
+    )
+    assert ("Deployment", "ml", "digits-canary") in kube.objects
+    started = [m for _, r, m in kube.events if r == "CanaryStarted"]
+    assert len(started) == 1 and started[0].startswith("canary fp32 ("), started

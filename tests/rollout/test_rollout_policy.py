@@ -51,8 +51,18 @@ def _tick(
     canary: policy.Configuration = CANARY,
     stable: str | None = STABLE.config_hash,
     manual: policy.Manual | None = None,
+    measuring: tuple[str, ...] = (),
 ) -> tuple[policy.Decision, policy.State]:
-    return policy.step(spec, state, verdict, now, canary=canary, stable_hash=stable, manual=manual)
+    return policy.step(
+        spec,
+        state,
+        verdict,
+        now,
+        canary=canary,
+        stable_hash=stable,
+        manual=manual,
+        measuring=measuring,
+    )
 
 
 def _started(spec: models.Rollout = SPEC) -> policy.State:
@@ -249,6 +259,37 @@ def test_paused_holds_a_new_change() -> None:
     assert decision.action == "start" and state.phase == "Progressing"
 
 
+def test_a_change_waits_while_candidates_are_measured_then_starts() -> None:
+    """The next tuning result may change the choice, and a canary pod starting beside a
+    tuning pod skews its figures: no canary while any candidate is measured."""
+    decision, state = _tick(policy.State(), 0, measuring=("student",))
+    assert (decision.action, decision.weight) == ("wait", 0) and not state.active
+    assert decision.reason == (
+        "the change to int8 (bbbbbbbb) waits until student is measured: the choice may "
+        "change, and a rollout beside a tuning pod would skew its figures"
+    )
+    assert state.rejected == () and state.phase == "Idle"
+    decision, _ = _tick(state, 5, measuring=("fp16", "student"))
+    assert "waits until fp16, student are measured" in decision.reason
+    decision, state = _tick(state, 10)
+    assert decision.action == "start" and state.step_since == 10
+
+
+def test_measuring_neither_delays_the_first_deployment_nor_a_running_canary() -> None:
+    decision, _ = _tick(policy.State(), 0, stable=None, measuring=("student",))
+    assert decision.action == "promote"
+    state = _started()
+    decision, state = _tick(state, 30, GOOD, measuring=("student",))
+    assert (decision.action, decision.weight) == ("advance", 50)
+    # Superseded mid-rollout while measuring: back to the stable, the new one waits.
+    decision, state = _tick(state, 40, canary=OTHER, measuring=("student",))
+    assert decision.action == "rollback" and state.rejected == ()
+    assert decision.reason.startswith(
+        "the canary (bbbbbbbb) is superseded by cccccccc: back to the stable; the change to "
+        "fp16 (cccccccc) waits until student is measured"
+    )
+
+
 def test_paused_holds_a_running_canary_and_stops_its_deadline() -> None:
     paused = SPEC.model_copy(update={"paused": True})
     state = _started()
@@ -294,7 +335,9 @@ def test_a_change_to_a_rejected_configuration_removes_the_canary() -> None:
     _, state = _tick(state, 40, canary=OTHER)
     decision, state = _tick(state, 50, canary=CANARY)  # back to the rejected one
     assert decision.action == "rollback"
-    assert "superseded by bbbbbbbb, which" in decision.reason
+    assert "superseded by bbbbbbbb: back to the stable; int8 (bbbbbbbb) was rolled" in (
+        decision.reason
+    )
     assert "not retried" in decision.reason
     assert [r.config_hash for r in state.rejected] == [CANARY.config_hash]
 

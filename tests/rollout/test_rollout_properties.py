@@ -30,6 +30,7 @@ ticks = st.lists(
         st.sampled_from([None] * 12 + [0, 1, 2, 3]),  # now and then the spec asks for another
         st.sampled_from([False, False, False, True]),  # paused, now and then
         st.sampled_from(list(models.OnDeadline)),
+        st.sampled_from([(), (), (), ("art-x",)]),  # a candidate measured, now and then
     ),
     min_size=1,
     max_size=60,
@@ -39,27 +40,37 @@ ticks = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(ticks)
 def test_the_policy_keeps_its_promises(
-    run: list[tuple[int, str | None, str | None, int | None, bool, models.OnDeadline]],
+    run: list[
+        tuple[int, str | None, str | None, int | None, bool, models.OnDeadline, tuple[str, ...]]
+    ],
 ) -> None:
     now, stable, desired = 1_000_000, CONFIGS[0].config_hash, CONFIGS[1]
     state = policy.State(history=(policy.Promotion(CONFIGS[0], None, "first", now),))
-    for dt, which, manual, wanted, paused, on_deadline in run:
+    for dt, which, manual, wanted, paused, on_deadline, measuring in run:
         now += dt
         spec = SPEC.model_copy(update={"paused": paused, "on_deadline": on_deadline})
         verdict = None if which is None else VERDICTS[which]
         desired = desired if wanted is None else CONFIGS[wanted]
         before = state
         decision, state = policy.step(
-            spec, before, verdict, now, canary=desired, stable_hash=stable, manual=manual
+            spec,
+            before,
+            verdict,
+            now,
+            canary=desired,
+            stable_hash=stable,
+            manual=manual,
+            measuring=measuring,
         )
         rejected_before = {r.config_hash for r in before.rejected}
         # Weights are 0, a step's, or 100.
         assert decision.weight in {0, 100, *spec.steps}
-        # A canary starts only for a change that was not rejected, and never while paused.
+        # A canary starts only for a change that was not rejected, never while paused, and
+        # never while a candidate is still measured.
         if decision.action == "start":
             assert desired.config_hash != stable
             assert desired.config_hash not in rejected_before
-            assert not paused
+            assert not paused and not measuring
             assert state.active and state.canary_hash == desired.config_hash
         # A step advances only on a pass, never while paused, held, or by hand.
         if decision.action == "advance":

@@ -121,8 +121,10 @@ def tracks(
     verdict: Verdict | None,
     now: float,
     manual: policy.Manual | None = None,
+    measuring: tuple[str, ...] = (),
 ) -> Tracks:
-    """The two tracks' objects and actions for this reconcile (see the module docstring)."""
+    """The two tracks' objects and actions for this reconcile (see the module docstring);
+    ``measuring``: the candidates still being tuned (no new canary meanwhile)."""
     spec = target.spec.rollout
     desired = configuration(target)
     was_active = state.active
@@ -134,6 +136,7 @@ def tracks(
         canary=desired,
         stable_hash=stable_hash(stable, desired.config_hash),
         manual=manual,
+        measuring=measuring,
     )
     total = target.replicas
     events = _events(state, new, decision, verdict, was_active)

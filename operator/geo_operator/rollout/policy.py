@@ -42,7 +42,10 @@ The rules, in order, while a canary runs:
    (rollback, the default, or hold).
 
 With no canary running, a change starts one only when something stable serves,
-the strategy is canary, rollouts are not paused, and the desired configuration
+the strategy is canary, rollouts are not paused, no candidate is still being
+measured (``measuring``: the tuning Jobs running or queued; the next result may
+change the choice, and a canary starting beside a tuning pod would skew its
+figures), and the desired configuration
 is neither the stable's (nor the one last promoted, which the stable is taking)
 nor one rolled back before (that holds even while the stable has no ready pod:
 a rejected configuration never rolls out unjudged). A rolled-back configuration
@@ -289,6 +292,7 @@ def _idle(
     canary: Configuration,
     stable_hash: str | None,
     manual: Manual | None,
+    measuring: tuple[str, ...] = (),
 ) -> tuple[Decision, State]:
     """No canary runs: start one, roll as before, or wait."""
     desired = canary.config_hash
@@ -318,6 +322,13 @@ def _idle(
         if not ignored and state.phase != "Paused":
             return Decision("wait", 0, reason), state
         return wait(reason)
+    if measuring and stable_hash is not None:
+        # Not remembered as anything: the change starts once the last result is in.
+        return wait(
+            f"the change to {canary.artifact} ({_short(desired)}) waits until "
+            f"{', '.join(measuring)} {'is' if len(measuring) == 1 else 'are'} measured: the "
+            "choice may change, and a rollout beside a tuning pod would skew its figures"
+        )
     if spec.strategy is models.RolloutStrategy.ROLLING:
         return _promote(
             state,
@@ -384,10 +395,12 @@ def step(
     canary: Configuration,
     stable_hash: str | None,
     manual: Manual | None = None,
+    measuring: tuple[str, ...] = (),
 ) -> tuple[Decision, State]:
-    """The decision for one tick and the state for the next (the rules: module docstring)."""
+    """The decision for one tick and the state for the next (the rules: module docstring).
+    ``measuring``: the candidates whose tuning runs or waits its turn."""
     if not state.active:
-        return _idle(spec, state, now, canary, stable_hash, manual)
+        return _idle(spec, state, now, canary, stable_hash, manual, measuring)
     assert state.canary_hash is not None and state.step is not None
     index = min(state.step, len(spec.steps) - 1)  # the steps may have been edited meanwhile
     weight = spec.steps[index]
@@ -404,13 +417,13 @@ def step(
         ended = _ended(state, "RolledBack", gone)
         # The stable is the one this rollout started from (at weight 100 it has no pod, and
         # the new configuration must not be rolled out unjudged for that).
-        decision, new = _idle(spec, ended, now, canary, state.stable_hash, None)
+        decision, new = _idle(spec, ended, now, canary, state.stable_hash, None, measuring)
         if decision.action in ("start", "promote"):
             reason = f"{gone}; {decision.reason}"
             return dataclasses.replace(decision, reason=reason), dataclasses.replace(
                 new, reason=reason
             )
-        return _rollback(state, f"{gone}, which {decision.reason}", now, reject=None)
+        return _rollback(state, f"{gone}: back to the stable; {decision.reason}", now, reject=None)
 
     # 2. Strategy switched to rolling.
     if spec.strategy is models.RolloutStrategy.ROLLING:
