@@ -144,6 +144,74 @@ def test_deployment_readiness_reaches_status(kube: FakeKube, body: dict[str, Any
     assert len(kube.status_patches) == count
 
 
+def _pod(name: str, fetch: dict[str, Any]) -> dict[str, Any]:
+    """A Triton pod of digits with the fetch init container's status as the kubelet reports."""
+    return {
+        "metadata": {"name": name, "namespace": "ml", "labels": {names.OWNER_LABEL: "digits"}},
+        "status": {
+            "phase": "Pending",
+            "initContainerStatuses": [{"name": names.FETCH_CONTAINER, **fetch}],
+        },
+    }
+
+
+REFUSED = (
+    "fetch s3://models/digits/int8/model.onnx failed: s3://models/digits/int8/model.onnx: "
+    "HTTP 403 SignatureDoesNotMatch: Forbidden (check AWS_SECRET_ACCESS_KEY in the Secret "
+    "spec.model.s3.secretName names)"
+)
+
+
+def test_an_artifact_that_cannot_be_fetched_says_why_in_ready_once(
+    kube: FakeKube, body: dict[str, Any]
+) -> None:
+    _run(kube, body)
+    crashing = {
+        "restartCount": 3,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 1, "message": REFUSED + "\n"}},
+    }
+    kube.objects[("Pod", "ml", "digits-abc")] = _pod("digits-abc", crashing)
+    _run(kube, body)  # the pod's event re-runs its owner's reconcile
+    ready = _condition(_status(kube), "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ArtifactFetchFailed")
+    assert ready["message"] == (
+        f"0 of 1 Triton pods ready: pod digits-abc: fetch-artifact failed, restarted 3x: {REFUSED}"
+    )
+    warnings = [e for e in kube.events if e[1] == "ArtifactFetchFailed"]
+    assert warnings == [("Warning", "ArtifactFetchFailed", ready["message"])]
+    _run(kube, body)
+    assert len([e for e in kube.events if e[1] == "ArtifactFetchFailed"]) == 1  # once
+
+    # A missing Secret key: the kubelet's words. Then fixed: ready, the words go.
+    missing = "couldn't find key AWS_ACCESS_KEY_ID in Secret ml/s3-keys"
+    waiting = {"state": {"waiting": {"reason": "CreateContainerConfigError", "message": missing}}}
+    kube.objects[("Pod", "ml", "digits-abc")] = _pod("digits-abc", waiting)
+    _run(kube, body)
+    assert _condition(_status(kube), "Ready")["message"].endswith(
+        f"pod digits-abc: fetch-artifact: {missing}"
+    )
+    kube.objects[("Deployment", "ml", "digits")]["status"] = {
+        "readyReplicas": 1,
+        "updatedReplicas": 1,
+    }
+    _run(kube, body)
+    ready = _condition(_status(kube), "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Available")
+
+
+def test_only_a_failing_fetch_wakes_the_owner_from_a_pod_event() -> None:
+    from geo_operator.builders import plan
+
+    running = {"state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    assert plan.fetch_failure([_pod("p", running)]) is None
+    assert plan.fetch_failure([_pod("p", {"state": {"running": {}}})]) is None
+    silent = {"state": {"terminated": {"exitCode": 2}}}
+    assert plan.fetch_failure([_pod("p", silent)]) == (
+        "pod p: fetch-artifact failed: exit code 2 (see the container's log)"
+    )
+
+
 def test_handlers_register_with_kopf(kopf_registry: kopf.OperatorRegistry) -> None:
     importlib.reload(handlers)
     names_ = {h.id for h in kopf_registry._changing.get_all_handlers()}
@@ -154,6 +222,7 @@ def test_handlers_register_with_kopf(kopf_registry: kopf.OperatorRegistry) -> No
         "on_deployment_event",
         "on_child_deleted",
         "on_tuning_job_event",
+        "on_triton_pod_event",
     } <= watching
     indexing = {h.id for h in kopf_registry._indexing.get_all_handlers()}
     assert indexing == {"geodeployments", "triton_pods", "triton_replicas"}

@@ -31,7 +31,7 @@ from typing import Any
 import kopf
 
 from geo_operator.api import models, names
-from geo_operator.builders import children, tuning
+from geo_operator.builders import children, plan, tuning
 from geo_operator.controller import autoscaler as autoscaler_
 from geo_operator.controller import context, reconcile
 from geo_operator.k8s import client as k8s
@@ -177,6 +177,14 @@ def _owner_event(memo: Any, body: kopf.Body, label: str) -> None:
 def on_deployment_event(body: kopf.Body, memo: Any, **_: Any) -> None:
     """Readiness changed, or the Deployment was deleted: the owner's reconcile says so."""
     _owner_event(memo, body, names.OWNER_LABEL)
+
+
+@kopf.on.event("", "v1", "pods", labels={**MANAGED, names.OWNER_LABEL: kopf.PRESENT})
+def on_triton_pod_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+    """A Triton pod's artifact fetch failed (a wrong key, a missing object or Secret): the
+    owner's reconcile puts the words in Ready. Other pod changes reach it via the Deployment."""
+    if plan.fetch_failure([dict(body)]) is not None:
+        _owner_event(memo, body, names.OWNER_LABEL)
 
 
 @kopf.on.event("", "v1", "services", labels=MANAGED)

@@ -201,6 +201,7 @@ def _serving(
 ) -> Desired:
     target = decided.target
     assert target is not None
+    measuring = tuple(a for a, s in steps.items() if s.action in ("start", "wait", "queued"))
     both = tracks.tracks(
         target,
         observed.deployment,
@@ -209,6 +210,7 @@ def _serving(
         _verdict(target.spec, decided, observed.figures),
         now,
         observed.manual,
+        measuring,
     )
     objects = list(both.objects)
     starts = [s for s in steps.values() if s.action == "start"]
@@ -380,10 +382,15 @@ def _objective_events(
 
 
 def settle(
-    desired: Desired, deployment: Mapping[str, Any] | None, refused: str | None
+    desired: Desired,
+    deployment: Mapping[str, Any] | None,
+    refused: str | None,
+    pods: Sequence[Mapping[str, Any]] = (),
 ) -> models.GeoDeploymentStatus:
     """The status to write once the children were applied: Ready from the Deployment as
-    stored, or False with the API server's words when it refused a child."""
+    stored, or False with the API server's words when it refused a child, or with the
+    fetch's own words when no pod is ready because the artifact can't be fetched (``pods``:
+    the Triton pods, gathered only while none is ready)."""
     status = desired.status
     if desired.target is None:
         return status
@@ -392,6 +399,10 @@ def settle(
         replicas = desired.target.replicas
     ready = plan.readiness(dict(deployment) if deployment else None, replicas)
     reason, message, state = ready.reason, ready.message, ready.status
+    failure = plan.fetch_failure(pods) if ready.reason == "NoReadyReplicas" else None
+    if failure is not None:
+        state, reason = "False", "ArtifactFetchFailed"
+        message = f"0 of {replicas} Triton pods ready: {failure}"
     if refused is not None:
         state, reason = "False", "ChildRefused"
         message = f"{refused}; fix the spec (nothing else is retried until it changes)"
@@ -404,11 +415,12 @@ def settle(
 
 
 def refusal_event(old: models.GeoDeploymentStatus, new: models.GeoDeploymentStatus) -> Event | None:
-    """A Warning for a child newly refused (once: not again while the words stay)."""
+    """A Warning for a child newly refused, or an artifact newly failing to fetch (once: not
+    again while the words stay)."""
     before = conditions.get(old.conditions, conditions.READY)
     after = conditions.get(new.conditions, conditions.READY)
-    if after is None or after.reason != "ChildRefused":
+    if after is None or after.reason not in ("ChildRefused", "ArtifactFetchFailed"):
         return None
     if before is not None and (before.reason, before.message) == (after.reason, after.message):
         return None
-    return ("Warning", "ChildRefused", after.message)
+    return ("Warning", after.reason, after.message)

@@ -9,9 +9,10 @@ alone and reports why. `geo render` calls it with no status.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from geo_operator.api import models
+from geo_operator.api import models, names
 from geo_operator.artifacts import selection
 from geo_operator.builders import children, tuning
 from geo_operator.triton import model_config
@@ -169,6 +170,31 @@ class Readiness:
     reason: str
     message: str
     ready_replicas: int
+
+
+def fetch_failure(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why the pods' fetch-artifact init container fails, in its own words (fetch.py writes
+    its one-line refusal to the termination log; the kubelet's waiting message says when a
+    Secret or one of its keys is missing), or None when none fails."""
+    for pod in pods:
+        name = (pod.get("metadata") or {}).get("name", "?")
+        for c in (pod.get("status") or {}).get("initContainerStatuses") or ():
+            if c.get("name") != names.FETCH_CONTAINER:
+                continue
+            state, last = c.get("state") or {}, c.get("lastState") or {}
+            waiting = state.get("waiting") or {}
+            if waiting.get("reason") in ("CreateContainerConfigError", "CreateContainerError"):
+                words = waiting.get("message") or waiting["reason"]
+                return f"pod {name}: {names.FETCH_CONTAINER}: {words}"
+            ended = state.get("terminated") or last.get("terminated") or {}
+            if ended.get("exitCode") not in (None, 0):
+                words = " ".join(str(ended.get("message") or "").split()) or (
+                    f"exit code {ended['exitCode']} (see the container's log)"
+                )
+                restarts = int(c.get("restartCount") or 0)
+                again = f", restarted {restarts}x" if restarts else ""
+                return f"pod {name}: {names.FETCH_CONTAINER} failed{again}: {words}"
+    return None
 
 
 def readiness(deployment: dict[str, Any] | None, replicas: int) -> Readiness:

@@ -81,7 +81,8 @@ def reconcile(ctx: context.Context, namespace: str, name: str) -> float | None:
         deployment, refused = act(ctx.kube, wanted, observed.deployment)
         if deployment is None:  # refused before the Deployment: what runs is the old one
             deployment = observed.deployment
-        final = desired_.settle(wanted, deployment, refused)
+        idle = deployment is not None and not (deployment.get("status") or {}).get("readyReplicas")
+        final = desired_.settle(wanted, deployment, refused, pods.get() if idle else ())
         _open_window(ctx, key, spec, final, pods)
         if observed.manual is not None or _annotation(observed.body) is not None:
             ctx.kube.annotate(
