@@ -89,6 +89,44 @@ def test_gpu_limits_and_pvc_source(spec: models.GeoDeploymentSpec) -> None:
     assert "KIND_GPU" in children.config_map(target)["data"]["config.pbtxt"]
 
 
+def test_s3_artifacts_take_the_endpoint_region_and_the_secrets_keys_by_reference(
+    spec: models.GeoDeploymentSpec,
+) -> None:
+    from geo_operator.builders import tuning
+
+    raw = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    raw["model"]["selection"] = {"policy": "pinned", "pinned": "fp32"}
+    raw["model"]["artifacts"][0]["uri"] = "s3://models/digits/fp32/model.onnx"
+    raw["model"]["s3"] = {"endpoint": "http://s3.storage:9000/", "secretName": "s3-keys"}
+    target = _target(models.parse_spec(raw))
+    want = [
+        {"name": "ARTIFACT_URI", "value": "s3://models/digits/fp32/model.onnx"},
+        {"name": "AWS_REGION", "value": "us-east-1"},
+        {"name": "AWS_ENDPOINT_URL", "value": "http://s3.storage:9000"},
+        *(
+            {
+                "name": key,
+                "valueFrom": {"secretKeyRef": {"name": "s3-keys", "key": key, "optional": opt}},
+            }
+            for key, opt in (
+                ("AWS_ACCESS_KEY_ID", False),
+                ("AWS_SECRET_ACCESS_KEY", False),
+                ("AWS_SESSION_TOKEN", True),
+            )
+        ),
+    ]
+    init = children.deployment(target)["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["env"] == want
+    job = tuning.tuning_job(target, key_="k", attempt=1, image="geo:dev")
+    fetch = job["spec"]["template"]["spec"]["initContainers"][0]
+    assert fetch["env"][: len(want)] == want  # the tuning Job fetches the same way
+    # Nothing of the Secret in any ConfigMap; without model.s3 no AWS variable at all.
+    for config_map in (children.config_map(target), tuning.tuning_config_map(target)):
+        assert "s3-keys" not in yaml.safe_dump(config_map)
+    plain = children.deployment(_target(spec))["spec"]["template"]["spec"]["initContainers"][0]
+    assert not [e for e in plain["env"] if e["name"].startswith("AWS_")]
+
+
 def test_readiness_words() -> None:
     assert plan.readiness(None, 1).reason == "Creating"
     assert plan.readiness({"status": {}}, 2).status == "False"

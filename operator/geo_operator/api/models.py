@@ -44,6 +44,15 @@ DnsLabel = Annotated[
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
     ),
 ]
+# An object name such as a Secret's (DNS-1123 subdomain).
+DnsSubdomain = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    ),
+]
 
 
 # Kubernetes' own syntax for what the pods carry (k8s.io/apimachinery validation):
@@ -199,8 +208,11 @@ class Artifact(_Model):
     format: ArtifactFormat = Field(description="Serving format, i.e. which Triton backend runs it.")
     uri: str = Field(
         max_length=MAX_URI,
-        pattern=r"^(https?|s3|gs|pvc|file)://.+",
-        description="Where the artifact file is: http(s)://, s3://, gs://, pvc://CLAIM/path or file://.",
+        pattern=r"^(https?|s3|pvc|file)://.+",
+        description=(
+            "Where the artifact file is: http(s)://, s3://BUCKET/KEY (see model.s3), "
+            "pvc://CLAIM/path or file://."
+        ),
     )
     accuracy: float | None = Field(
         default=None,
@@ -292,10 +304,10 @@ class Evaluation(_Model):
 
     uri: str = Field(
         max_length=MAX_URI,
-        pattern=r"^(https?|pvc|file)://.+",
+        pattern=r"^(https?|s3|pvc|file)://.+",
         description=(
-            "Where the held-out .npz is (http(s)://, pvc://CLAIM/path or file://): one array "
-            "per model input, named as the input, first axis the samples; plus `labels` "
+            "Where the held-out .npz is (http(s)://, s3://, pvc://CLAIM/path or file://): one "
+            "array per model input, named as the input, first axis the samples; plus `labels` "
             "(class index per sample) for metric accuracy. numpy: "
             "np.savez('heldout.npz', input=x, labels=y)."
         ),
@@ -329,6 +341,38 @@ class Evaluation(_Model):
         description=(
             "A declared accuracy above the measured one by more than this is contradicted: "
             "a Warning Event and a line in ArtifactSelected."
+        ),
+    )
+
+
+class S3Storage(_Model):
+    """Where s3:// URIs are read from, and with which keys (the init containers' fetch)."""
+
+    endpoint: str | None = Field(
+        default=None,
+        max_length=MAX_URI,
+        pattern=r"^https?://[^/?#]+/?$",
+        description=(
+            "An S3-compatible server (MinIO, Ceph RGW, SeaweedFS, S3Proxy; Cloud Storage's "
+            "XML API at https://storage.googleapis.com with HMAC keys), read path-style: "
+            "ENDPOINT/BUCKET/KEY. Unset: AWS S3, https://BUCKET.s3.REGION.amazonaws.com/KEY."
+        ),
+    )
+    region: str = Field(
+        default="us-east-1",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z0-9][-a-z0-9]*$",
+        description="The region requests are signed for (AWS Signature Version 4).",
+    )
+    secret_name: DnsSubdomain | None = Field(
+        default=None,
+        description=(
+            "A Secret in the GeoDeployment's namespace with the keys AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (and, optional, AWS_SESSION_TOKEN): the kubelet gives them "
+            "to the fetching init containers as environment variables; they are never in a "
+            "ConfigMap, and the operator never reads them. Unset: unsigned requests (a "
+            "public bucket)."
         ),
     )
 
@@ -381,6 +425,10 @@ class ModelSpec(_Model):
             "A held-out set to measure each candidate's accuracy on (in its tuning Job); "
             "unset: the declared accuracies are trusted."
         ),
+    )
+    s3: S3Storage | None = Field(
+        default=None,
+        description="Where s3:// artifact and evaluation URIs are read from, and the keys.",
     )
 
     @pydantic.model_validator(mode="after")

@@ -213,9 +213,29 @@ def fetch_container(target: Target) -> dict[str, Any]:
         "env": [
             {"name": "ARTIFACT_URI", "value": target.artifact.uri},
             *(env for _, env in _warmup_env(target)),
+            *s3_env(target.spec.model.s3),
         ],
         "volumeMounts": mounts,
     }
+
+
+def s3_env(s3: models.S3Storage | None) -> list[dict[str, Any]]:
+    """What fetch.py reads for s3:// URIs: the endpoint and region as values, the keys by
+    reference to the user's Secret (the kubelet resolves them; no ConfigMap holds them)."""
+    if s3 is None:
+        return []
+    env: list[dict[str, Any]] = [{"name": "AWS_REGION", "value": s3.region}]
+    if s3.endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": s3.endpoint.rstrip("/")})
+    if s3.secret_name:
+        for key, optional in (
+            ("AWS_ACCESS_KEY_ID", False),
+            ("AWS_SECRET_ACCESS_KEY", False),
+            ("AWS_SESSION_TOKEN", True),
+        ):
+            ref = {"name": s3.secret_name, "key": key, "optional": optional}
+            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    return env
 
 
 def probe(path: str, period: int, failures: int) -> dict[str, Any]:

@@ -7,20 +7,36 @@ runs it with the image's `python3`. The e2e runner imports `fetch()` directly.
     python3 fetch.py URI DEST
 
 Schemes: http(s)://, file:///path, pvc://CLAIM/path (the claim is mounted
-read-only at /artifact-source by the Deployment builder). s3:// and gs:// need
-cloud credentials and a client this image doesn't carry: refused with a clear
-message rather than half-supported.
+read-only at /artifact-source by the Deployment builder), and s3://BUCKET/KEY:
+AWS S3 or any S3-compatible server, a GET signed with AWS Signature Version 4
+(`sign`, below) from the environment the pod gets from `spec.model.s3`:
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and ``AWS_SESSION_TOKEN`` from the
+Secret it names, ``AWS_REGION`` and ``AWS_ENDPOINT_URL`` (path-style
+``ENDPOINT/BUCKET/KEY``; without one, AWS's virtual-hosted
+``https://BUCKET.s3.REGION.amazonaws.com/KEY``). Without keys the GET is unsigned
+(a public bucket). gs:// is refused with a clear message: Google Cloud Storage's
+XML API takes the same signed GET with HMAC keys, through `s3://` and
+``AWS_ENDPOINT_URL=https://storage.googleapis.com``.
+
+A refusal (HTTP 4xx: a wrong key, a missing object) fails at once with the
+server's own code and message; network errors and 5xx are retried with back-off.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import hmac
 import os
 import shutil
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 
 PVC_MOUNT = "/artifact-source"
 ATTEMPTS = 5
@@ -37,6 +53,162 @@ def local_path(uri: str, pvc_mount: str = PVC_MOUNT) -> str | None:
     return None
 
 
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+# What a refusal means for the user, by S3's error code.
+HINTS = {
+    "InvalidAccessKeyId": "check AWS_ACCESS_KEY_ID in the Secret spec.model.s3.secretName names",
+    "SignatureDoesNotMatch": (
+        "check AWS_SECRET_ACCESS_KEY in the Secret spec.model.s3.secretName names"
+    ),
+    "AccessDenied": "the key may not read this object: check the bucket's policy",
+    "NoSuchKey": "no object at this key: check the artifact's uri",
+    "NoSuchBucket": "no such bucket: check the artifact's uri and spec.model.s3.endpoint",
+}
+
+
+class Refused(ValueError):
+    """The server answered with a 4xx: retrying would not change it."""
+
+
+def _hmac(key: bytes, text: str) -> bytes:
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+def _quote(path: str) -> str:
+    """S3's canonical URI: every byte but unreserved characters and '/' percent-encoded."""
+    return urllib.parse.quote(path, safe="/-_.~")
+
+
+def sign(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    *,
+    access_key: str,
+    secret_key: str,
+    region: str,
+    when: datetime.datetime,
+    payload_sha256: str = EMPTY_SHA256,
+    service: str = "s3",
+) -> dict[str, str]:
+    """The request's headers with AWS Signature Version 4 added (x-amz-date,
+    x-amz-content-sha256, Authorization): every header given is signed, with Host."""
+    parsed = urllib.parse.urlsplit(url)
+    amz_date = when.strftime("%Y%m%dT%H%M%SZ")
+    day = amz_date[:8]
+    signed = {k.lower(): " ".join(str(v).split()) for k, v in headers.items()}
+    signed.setdefault("host", parsed.netloc)
+    signed["x-amz-date"] = amz_date
+    signed["x-amz-content-sha256"] = payload_sha256
+    names = sorted(signed)
+    query = "&".join(
+        f"{_quote_all(k)}={_quote_all(v)}"
+        for k, v in sorted(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
+    )
+    canonical = "\n".join(
+        [
+            method,
+            _quote(urllib.parse.unquote(parsed.path) or "/"),
+            query,
+            "".join(f"{n}:{signed[n]}\n" for n in names),
+            ";".join(names),
+            payload_sha256,
+        ]
+    )
+    scope = f"{day}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    )
+    key = _hmac(("AWS4" + secret_key).encode(), day)
+    for part in (region, service, "aws4_request"):
+        key = _hmac(key, part)
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    out = {k: v for k, v in headers.items() if k.lower() != "host"}
+    out["x-amz-date"] = amz_date
+    out["x-amz-content-sha256"] = payload_sha256
+    out["Authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
+        f"SignedHeaders={';'.join(names)}, Signature={signature}"
+    )
+    return out
+
+
+def _quote_all(text: str) -> str:
+    return urllib.parse.quote(text, safe="-_.~")
+
+
+def s3_url(uri: str, env: Mapping[str, str]) -> str:
+    """The HTTP(S) URL of s3://BUCKET/KEY: path-style on AWS_ENDPOINT_URL, else AWS's own."""
+    parsed = urllib.parse.urlsplit(uri)
+    bucket, key = parsed.netloc, parsed.path.lstrip("/")
+    if not bucket or not key:
+        raise ValueError(f"{uri}: an s3 URI is s3://BUCKET/KEY")
+    endpoint = (env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or "").rstrip("/")
+    if endpoint:
+        return f"{endpoint}/{bucket}/{_quote(key)}"
+    region = _region(env)
+    return f"https://{bucket}.s3.{region}.amazonaws.com/{_quote(key)}"
+
+
+def _region(env: Mapping[str, str]) -> str:
+    return env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+def s3_request(
+    uri: str,
+    env: Mapping[str, str] = os.environ,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    when: datetime.datetime | None = None,
+) -> urllib.request.Request:
+    """The request for an s3:// URI, signed when the environment carries keys."""
+    url = s3_url(uri, env)
+    headers: dict[str, str] = {}
+    access, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if access and secret:
+        token = env.get("AWS_SESSION_TOKEN")
+        if token:
+            headers["x-amz-security-token"] = token
+        headers = sign(
+            method,
+            url,
+            headers,
+            access_key=access,
+            secret_key=secret,
+            region=_region(env),
+            # timezone.utc, not datetime.UTC: the Triton image's python3 may be 3.10.
+            when=when or datetime.datetime.now(datetime.timezone.utc),  # noqa: UP017
+            payload_sha256=hashlib.sha256(body).hexdigest() if body is not None else EMPTY_SHA256,
+        )
+    elif access or secret:
+        raise ValueError(
+            f"{uri}: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together; the Secret "
+            "spec.model.s3.secretName names has only one of them"
+        )
+    return urllib.request.Request(url, data=body, headers=headers, method=method)
+
+
+def refusal(uri: str, error: urllib.error.HTTPError) -> Refused:
+    """A 4xx in the user's words: the server's code and message, and what to check."""
+    try:
+        text = error.read(4096).decode("utf-8", "replace")
+    except OSError:
+        text = ""
+    code = message = ""
+    try:
+        root = ET.fromstring(text)
+        code = (root.findtext("Code") or "").strip()
+        message = (root.findtext("Message") or "").strip()
+    except ET.ParseError:
+        message = " ".join(text.split())[:200]
+    words = f"{uri}: HTTP {error.code} {code or error.reason}"
+    if message:
+        words += f": {message}"
+    hint = HINTS.get(code)
+    return Refused(f"{words} ({hint})" if hint else words)
+
+
 def fetch(uri: str, dest: str, *, pvc_mount: str = PVC_MOUNT, timeout: float = 60.0) -> int:
     """Copy the artifact at `uri` to `dest`; returns its size in bytes.
 
@@ -45,10 +217,11 @@ def fetch(uri: str, dest: str, *, pvc_mount: str = PVC_MOUNT, timeout: float = 6
     back-off.
     """
     scheme = urllib.parse.urlparse(uri).scheme
-    if scheme in ("s3", "gs"):
+    if scheme == "gs":
         raise ValueError(
-            f"{scheme}:// artifacts are not supported by the init container yet; "
-            "serve the file over https:// or from a PVC (pvc://CLAIM/path)"
+            "gs:// is not supported: use s3://BUCKET/KEY with spec.model.s3.endpoint "
+            "https://storage.googleapis.com and HMAC keys (Cloud Storage's XML API), "
+            "https://, or a PVC (pvc://CLAIM/path)"
         )
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dest)), prefix=".fetch-")
@@ -58,14 +231,24 @@ def fetch(uri: str, dest: str, *, pvc_mount: str = PVC_MOUNT, timeout: float = 6
             if path is not None:
                 with open(path, "rb") as src:
                     shutil.copyfileobj(src, out)
-            elif scheme in ("http", "https"):
+            elif scheme in ("http", "https", "s3"):
                 for attempt in range(1, ATTEMPTS + 1):
                     try:
-                        with urllib.request.urlopen(uri, timeout=timeout) as response:
+                        # Signed anew each attempt: a signature is valid for 15 minutes.
+                        request = s3_request(uri) if scheme == "s3" else uri
+                        with urllib.request.urlopen(request, timeout=timeout) as response:
                             out.seek(0)
                             out.truncate()
                             shutil.copyfileobj(response, out)
                         break
+                    except urllib.error.HTTPError as error:
+                        if 400 <= error.code < 500 and error.code not in (408, 429):
+                            raise refusal(uri, error) from None
+                        if attempt == ATTEMPTS:
+                            raise
+                        delay = 2.0**attempt
+                        print(f"fetch {uri}: {error}; retrying in {delay:g}s", file=sys.stderr)
+                        time.sleep(delay)
                     except OSError as error:
                         if attempt == ATTEMPTS:
                             raise
@@ -85,6 +268,21 @@ def fetch(uri: str, dest: str, *, pvc_mount: str = PVC_MOUNT, timeout: float = 6
         raise
 
 
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def _termination_message(words: str, path: str = TERMINATION_LOG) -> None:
+    """The kubelet's terminationMessagePath (the default): the pod's status carries the words
+    (status.initContainerStatuses[].state.terminated.message), where GEO reads them."""
+    if not os.path.exists(path):
+        return  # not in a pod (a test, a shell)
+    try:
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(words[:4000] + "\n")
+    except OSError:
+        pass
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print("usage: fetch.py URI DEST", file=sys.stderr)
@@ -92,7 +290,9 @@ def main(argv: list[str]) -> int:
     try:
         size = fetch(argv[1], argv[2])
     except (OSError, ValueError) as error:
-        print(f"fetch {argv[1]} failed: {error}", file=sys.stderr)
+        words = f"fetch {argv[1]} failed: {error}"
+        print(words, file=sys.stderr)
+        _termination_message(words)
         return 1
     print(f"fetched {argv[1]} -> {argv[2]} ({size} bytes)")
     return 0

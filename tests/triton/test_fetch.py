@@ -1,0 +1,179 @@
+"""The init container's fetcher (`triton/fetch.py`): s3:// against a real S3-compatible server.
+
+AWS Signature Version 4 is checked twice: against the worked example in AWS's S3 API
+reference ("Signature Calculations for the Authorization Header", GET Object), and by a
+real server (S3Proxy, `e2e/s3_local.py`), which refuses any request it can't verify. The
+example's artifacts are uploaded with signed PUTs, fetched back byte for byte, and every
+user mistake — a wrong secret, an unknown key id, a missing object or bucket, half a key
+pair — fails at once with the server's code and what to check.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import pathlib
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from e2e import s3_local
+
+from geo_operator.triton import fetch
+
+# AWS's example: GET /test.txt from examplebucket, Range bytes=0-9, 2013-05-24T00:00:00Z.
+AWS_EXAMPLE_SIGNATURE = "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+
+
+def test_the_signature_is_aws_worked_example() -> None:
+    headers = fetch.sign(
+        "GET",
+        "https://examplebucket.s3.amazonaws.com/test.txt",
+        {"Range": "bytes=0-9"},
+        access_key="AKIAIOSFODNN7EXAMPLE",
+        secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        region="us-east-1",
+        when=datetime.datetime(2013, 5, 24, tzinfo=datetime.UTC),
+    )
+    assert headers["Authorization"] == (
+        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+        f"SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
+        f"Signature={AWS_EXAMPLE_SIGNATURE}"
+    )
+    assert headers["x-amz-content-sha256"] == hashlib.sha256(b"").hexdigest()
+    assert headers["Range"] == "bytes=0-9"
+
+
+def test_urls_path_style_on_an_endpoint_virtual_hosted_on_aws() -> None:
+    uri = "s3://models/digits/int8 v2/model.onnx"
+    on_minio = {"AWS_ENDPOINT_URL": "http://s3.local:9000/"}
+    assert fetch.s3_url(uri, on_minio) == "http://s3.local:9000/models/digits/int8%20v2/model.onnx"
+    assert (
+        fetch.s3_url("s3://models/a.onnx", {"AWS_REGION": "eu-west-1"})
+        == "https://models.s3.eu-west-1.amazonaws.com/a.onnx"
+    )
+    with pytest.raises(ValueError, match="s3://BUCKET/KEY"):
+        fetch.s3_url("s3://only-a-bucket", {})
+    unsigned = fetch.s3_request("s3://public/a.onnx", {"AWS_ENDPOINT_URL": "http://x"})
+    assert "Authorization" not in unsigned.headers
+    with pytest.raises(ValueError, match="go together"):
+        fetch.s3_request("s3://b/k", {"AWS_ACCESS_KEY_ID": "only-the-id"})
+    token = fetch.s3_request(
+        "s3://b/k", {**s3_local.S3Proxy(pathlib.Path()).env(), "AWS_SESSION_TOKEN": "tok"}
+    )
+    assert token.headers["X-amz-security-token"] == "tok"
+    assert "x-amz-security-token" in token.headers["Authorization"]
+
+
+def test_gs_is_refused_with_the_way_that_works() -> None:
+    with pytest.raises(ValueError, match=r"storage\.googleapis\.com"):
+        fetch.fetch("gs://bucket/model.onnx", "/tmp/never")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s3_local.S3Proxy]:
+    why = s3_local.missing()
+    if why is not None:
+        pytest.skip(why)
+    with s3_local.S3Proxy(tmp_path_factory.mktemp("s3proxy")) as server:
+        yield server
+
+
+def _put(server: s3_local.S3Proxy, uri: str, body: bytes) -> int:
+    request = fetch.s3_request(uri, server.env(), method="PUT", body=body)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return int(response.status)
+
+
+@pytest.fixture(scope="module")
+def uploaded(s3: s3_local.S3Proxy, artifacts: pathlib.Path) -> dict[str, pathlib.Path]:
+    """The example's artifacts in bucket `models` under digits/, by signed PUTs."""
+    # The bucket: a signed PUT on ENDPOINT/models (fetch.py itself only ever reads objects).
+    url = f"{s3.endpoint}/models"
+    headers = fetch.sign(
+        "PUT",
+        url,
+        {},
+        access_key=s3_local.IDENTITY,
+        secret_key=s3_local.CREDENTIAL,
+        region="us-east-1",
+        when=datetime.datetime.now(datetime.UTC),
+    )
+    request = urllib.request.Request(url, data=b"", headers=headers, method="PUT")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+    files = {p.relative_to(artifacts).as_posix(): p for p in artifacts.rglob("*.onnx")}
+    assert files, artifacts
+    for key, path in files.items():
+        assert _put(s3, f"s3://models/digits/{key}", path.read_bytes()) == 200
+    return files
+
+
+def test_the_examples_artifacts_come_back_from_s3_byte_for_byte(
+    s3: s3_local.S3Proxy,
+    uploaded: dict[str, pathlib.Path],
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    for key, path in uploaded.items():
+        dest = tmp_path / "models" / "digits" / "1" / key
+        size = fetch.fetch(f"s3://models/digits/{key}", str(dest))
+        assert size == path.stat().st_size
+        assert (
+            hashlib.sha256(dest.read_bytes()).digest() == hashlib.sha256(path.read_bytes()).digest()
+        )
+    print(
+        f"\nfetched {len(uploaded)} artifacts from S3Proxy {s3_local.VERSION}: {sorted(uploaded)}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("uri", "env", "words"),
+    [
+        (
+            "s3://models/digits/fp32/model.onnx",
+            {"AWS_SECRET_ACCESS_KEY": "not-the-secret"},
+            "HTTP 403 SignatureDoesNotMatch",
+        ),
+        (
+            "s3://models/digits/fp32/model.onnx",
+            {"AWS_ACCESS_KEY_ID": "nobody"},
+            "HTTP 403 InvalidAccessKeyId",
+        ),
+        ("s3://models/digits/none/model.onnx", {}, "HTTP 404 NoSuchKey"),
+        ("s3://no-such-bucket/model.onnx", {}, "HTTP 404 NoSuchBucket"),
+    ],
+)
+def test_a_refusal_fails_at_once_with_the_servers_code_and_what_to_check(
+    s3: s3_local.S3Proxy,
+    uploaded: dict[str, pathlib.Path],
+    tmp_path: pathlib.Path,
+    uri: str,
+    env: dict[str, str],
+    words: str,
+) -> None:
+    """Through `python3 fetch.py URI DEST`, as the init container runs it: exit 1, one line
+    on stderr (what the pod's termination message carries), no retries, no file left."""
+    dest = tmp_path / "model.onnx"
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, fetch.__file__, uri, str(dest)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **s3.env(**env)},
+    )
+    took = time.monotonic() - began
+    print(f"\n{words}: exit {done.returncode} in {took:.1f}s: {done.stderr.strip()}")
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"fetch {uri} failed: {uri}: {words}"), line
+    hint = fetch.HINTS[words.split()[-1]]
+    assert line.endswith(f"({hint})")
+    assert "retrying" not in done.stderr and took < 10
+    assert not dest.exists() and list(tmp_path.iterdir()) == []
