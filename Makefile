@@ -7,13 +7,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: setup system-deps demo test lint unit e2e artifacts crd manifests clean help
+.PHONY: setup system-deps demo test lint unit e2e artifacts crd manifests image clean help
 
 help:
 	@echo "make demo   - set up and run the GEO demo"
 	@echo "make test   - lint, type-check and run all tests"
 	@echo "make crd    - regenerate crds/ and the chart's CRD template from the API models"
 	@echo "make manifests - re-render manifests/ from the chart"
+	@echo "make image  - build the operator's OCI image archive, no container engine (root)"
 
 $(STAMP): pyproject.toml
 	@echo "[setup] creating $(VENV) and installing geo-operator with its dev extras"
@@ -44,6 +45,14 @@ crd: setup
 
 manifests:
 	bash e2e/render-manifests.sh > manifests/geo-operator.yaml
+
+# The operator's OCI image without a container engine (root: mmdebstrap, chroot), about
+# 2-3 min: out/image/geo-operator-<version>.tar, its runtime dependencies pinned to the
+# versions this venv tests (pip constraints from its freeze). The e2e suite builds it too.
+image: setup
+	@mkdir -p out/image
+	@$(VENV)/bin/pip freeze --exclude-editable | grep '==' > out/image/constraints.txt
+	CONSTRAINTS=out/image/constraints.txt PYTHON=$(PY) bash image/build-image.sh
 
 lint: setup
 	$(VENV)/bin/ruff check operator tests e2e examples
