@@ -127,6 +127,20 @@ def test_s3_artifacts_take_the_endpoint_region_and_the_secrets_keys_by_reference
     assert not [e for e in plain["env"] if e["name"].startswith("AWS_")]
 
 
+def test_a_declared_sha256_is_checked_by_the_init_container(
+    spec: models.GeoDeploymentSpec,
+) -> None:
+    raw = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    raw["model"]["selection"] = {"policy": "pinned", "pinned": "fp32"}
+    raw["model"]["artifacts"][0]["sha256"] = "ab" * 32
+    init = children.fetch_container(_target(models.parse_spec(raw)))
+    assert {"name": "ARTIFACT_SHA256", "value": "ab" * 32} in init["env"]
+    assert '/model.onnx --sha256 "$ARTIFACT_SHA256"\n' in init["command"][-1]
+    plain = children.fetch_container(_target(spec))
+    assert "--sha256" not in plain["command"][-1]
+    assert "ARTIFACT_SHA256" not in {e["name"] for e in plain["env"]}
+
+
 def test_readiness_words() -> None:
     assert plan.readiness(None, 1).reason == "Creating"
     assert plan.readiness({"status": {}}, 2).status == "False"

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import http.server
 import pathlib
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -177,3 +179,85 @@ def test_a_refusal_fails_at_once_with_the_servers_code_and_what_to_check(
     assert line.endswith(f"({hint})")
     assert "retrying" not in done.stderr and took < 10
     assert not dest.exists() and list(tmp_path.iterdir()) == []
+
+
+# ---- what the fetcher refuses (issue 14): a wrong digest, too large, out of the claim,
+# a redirect to another scheme
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, fetch.__file__, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_a_declared_sha256_is_verified_before_the_file_is_in_place(
+    artifacts: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    source = artifacts / "int8" / "model.onnx"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    dest = tmp_path / "repo" / "model.onnx"
+    done = _cli(f"file://{source}", str(dest), "--sha256", digest)
+    assert done.returncode == 0 and dest.read_bytes() == source.read_bytes(), done.stderr
+    wrong = "0" * 64
+    other = tmp_path / "other" / "model.onnx"
+    done = _cli(f"file://{source}", str(other), "--sha256", wrong)
+    assert done.returncode == 1
+    assert f"sha256 {digest} is not the artifact's declared sha256 {wrong}" in done.stderr
+    assert not other.exists() and list(other.parent.iterdir()) == []  # nothing half-written
+    assert _cli(f"file://{source}", str(other), "--sha256").returncode == 2  # usage
+
+
+def test_a_file_over_the_limit_is_refused(artifacts: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    source = artifacts / "int8" / "model.onnx"
+    done = _cli(f"file://{source}", str(tmp_path / "m.onnx"), "--max-bytes", "1000")
+    assert done.returncode == 1
+    assert "larger than the limit of 1000 bytes: refused" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pvc_path_never_leaves_the_claim() -> None:
+    assert fetch.local_path("pvc://store/digits/m.onnx", "/src") == "/src/digits/m.onnx"
+    with pytest.raises(ValueError, match="leaves the claim"):
+        fetch.local_path("pvc://store/../../etc/shadow", "/src")
+    with pytest.raises(ValueError, match="leaves the claim"):
+        fetch.local_path("pvc://store/digits/%2e%2e/%2e%2e/%2e%2e/etc/shadow", "/src")
+
+
+class _Redirects(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path == "/model.onnx":
+            body = b"\x08\x07onnx"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        target = {"/same": "/model.onnx", "/to-https": "https://127.0.0.1:9/model.onnx"}
+        self.send_response(302)
+        self.send_header("Location", target.get(self.path, "/missing"))
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def web() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirects)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_redirects_stay_within_the_scheme(web: str, tmp_path: pathlib.Path) -> None:
+    assert fetch.fetch(f"{web}/same", str(tmp_path / "a.onnx")) == 6
+    with pytest.raises(fetch.Refused, match="HTTP 302 redirect to https://"):
+        fetch.fetch(f"{web}/to-https", str(tmp_path / "b.onnx"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx"]

@@ -214,6 +214,15 @@ class Artifact(_Model):
             "pvc://CLAIM/path or file://."
         ),
     )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[a-f0-9]{64}$",
+        description=(
+            "The file's SHA-256 (64 lowercase hex digits, as `sha256sum` prints it): the init "
+            "container verifies it before anything serves the file, and a mismatch fails the "
+            "pod with both digests in Ready's message."
+        ),
+    )
     accuracy: float | None = Field(
         default=None,
         ge=0.0,

@@ -152,7 +152,8 @@ def _init_script(target: Target) -> str:
     lines = [
         "set -eu",
         f"mkdir -p {version_dir}",
-        f'python3 {names.CONFIG_MOUNT}/fetch.py "$ARTIFACT_URI" {version_dir}/{filename}',
+        f'python3 {names.CONFIG_MOUNT}/fetch.py "$ARTIFACT_URI" {version_dir}/{filename}'
+        + (' --sha256 "$ARTIFACT_SHA256"' if target.artifact.sha256 else ""),
         f"cp {names.CONFIG_MOUNT}/config.pbtxt {names.MODEL_REPOSITORY}/{model}/config.pbtxt",
     ]
     if target.artifact.format is models.ArtifactFormat.PYTHON:
@@ -212,6 +213,11 @@ def fetch_container(target: Target) -> dict[str, Any]:
         "command": ["sh", "-c", _init_script(target)],
         "env": [
             {"name": "ARTIFACT_URI", "value": target.artifact.uri},
+            *(
+                [{"name": "ARTIFACT_SHA256", "value": target.artifact.sha256}]
+                if target.artifact.sha256
+                else []
+            ),
             *(env for _, env in _warmup_env(target)),
             *s3_env(target.spec.model.s3),
         ],

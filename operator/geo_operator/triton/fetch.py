@@ -28,7 +28,6 @@ import datetime
 import hashlib
 import hmac
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -37,9 +36,34 @@ import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
+from typing import Any
+
+
+class Refused(ValueError):
+    """A refusal retrying would not change: a 4xx, a redirect to another scheme, a digest or size
+    that is not the one allowed."""
+
 
 PVC_MOUNT = "/artifact-source"
 ATTEMPTS = 5
+# The largest file fetched (fetch.py --max-bytes): a runaway or wrong URI fails, not the node.
+MAX_BYTES = 64 * 2**30
+CHUNK = 1 << 20
+
+
+class _SameScheme(urllib.request.HTTPRedirectHandler):
+    """Redirects within the scheme only: an https:// artifact never arrives over http://."""
+
+    def redirect_request(  # type: ignore[no-untyped-def]
+        self, req, fp, code, msg, headers, newurl
+    ):
+        old, new = urllib.parse.urlsplit(req.full_url).scheme, urllib.parse.urlsplit(newurl).scheme
+        if new != old:
+            raise Refused(f"{req.full_url}: HTTP {code} redirect to {new}:// ({newurl}): refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_SameScheme)
 
 
 def local_path(uri: str, pvc_mount: str = PVC_MOUNT) -> str | None:
@@ -48,8 +72,13 @@ def local_path(uri: str, pvc_mount: str = PVC_MOUNT) -> str | None:
     if parsed.scheme == "file":
         return urllib.parse.unquote(parsed.path)
     if parsed.scheme == "pvc":
-        # pvc://CLAIM/path/in/claim -> <mount>/path/in/claim
-        return os.path.join(pvc_mount, urllib.parse.unquote(parsed.path).lstrip("/"))
+        # pvc://CLAIM/path/in/claim -> <mount>/path/in/claim, never outside the mount
+        inside = os.path.normpath(
+            os.path.join(pvc_mount, urllib.parse.unquote(parsed.path).lstrip("/"))
+        )
+        if os.path.commonpath([inside, os.path.normpath(pvc_mount)]) != os.path.normpath(pvc_mount):
+            raise ValueError(f"{uri}: the path leaves the claim (.. segments): refused")
+        return inside
     return None
 
 
@@ -64,10 +93,6 @@ HINTS = {
     "NoSuchKey": "no object at this key: check the artifact's uri",
     "NoSuchBucket": "no such bucket: check the artifact's uri and spec.model.s3.endpoint",
 }
-
-
-class Refused(ValueError):
-    """The server answered with a 4xx: retrying would not change it."""
 
 
 def _hmac(key: bytes, text: str) -> bytes:
@@ -209,12 +234,33 @@ def refusal(uri: str, error: urllib.error.HTTPError) -> Refused:
     return Refused(f"{words} ({hint})" if hint else words)
 
 
-def fetch(uri: str, dest: str, *, pvc_mount: str = PVC_MOUNT, timeout: float = 60.0) -> int:
+def _copy(src: Any, out: Any, uri: str, max_bytes: int) -> hashlib._Hash:
+    """Copy ``src`` to ``out`` in chunks, at most ``max_bytes``; the content's sha256."""
+    digest, total = hashlib.sha256(), 0
+    while chunk := src.read(CHUNK):
+        total += len(chunk)
+        if total > max_bytes:
+            raise Refused(f"{uri}: larger than the limit of {max_bytes} bytes: refused")
+        digest.update(chunk)
+        out.write(chunk)
+    return digest
+
+
+def fetch(
+    uri: str,
+    dest: str,
+    *,
+    pvc_mount: str = PVC_MOUNT,
+    timeout: float = 60.0,
+    sha256: str | None = None,
+    max_bytes: int = MAX_BYTES,
+) -> int:
     """Copy the artifact at `uri` to `dest`; returns its size in bytes.
 
     Writes to a temporary file in the destination folder and renames it, so a
-    half-downloaded file is never served. Remote fetches are retried with
-    back-off.
+    half-downloaded file is never served, nor one whose content is not ``sha256``
+    (hex) when given, nor one over ``max_bytes``. Remote fetches are retried with
+    back-off; ``timeout`` bounds each connect and read.
     """
     scheme = urllib.parse.urlparse(uri).scheme
     if scheme == "gs":
@@ -228,18 +274,19 @@ def fetch(uri: str, dest: str, *, pvc_mount: str = PVC_MOUNT, timeout: float = 6
     try:
         with os.fdopen(fd, "wb") as out:
             path = local_path(uri, pvc_mount)
+            digest = None
             if path is not None:
                 with open(path, "rb") as src:
-                    shutil.copyfileobj(src, out)
+                    digest = _copy(src, out, uri, max_bytes)
             elif scheme in ("http", "https", "s3"):
                 for attempt in range(1, ATTEMPTS + 1):
                     try:
                         # Signed anew each attempt: a signature is valid for 15 minutes.
                         request = s3_request(uri) if scheme == "s3" else uri
-                        with urllib.request.urlopen(request, timeout=timeout) as response:
+                        with _OPENER.open(request, timeout=timeout) as response:
                             out.seek(0)
                             out.truncate()
-                            shutil.copyfileobj(response, out)
+                            digest = _copy(response, out, uri, max_bytes)
                         break
                     except urllib.error.HTTPError as error:
                         if 400 <= error.code < 500 and error.code not in (408, 429):
@@ -260,6 +307,12 @@ def fetch(uri: str, dest: str, *, pvc_mount: str = PVC_MOUNT, timeout: float = 6
         size = os.path.getsize(tmp)
         if size == 0:
             raise ValueError(f"{uri} is empty")
+        if sha256 is not None and digest is not None and digest.hexdigest() != sha256.lower():
+            raise Refused(
+                f"{uri}: sha256 {digest.hexdigest()} is not the artifact's declared sha256 "
+                f"{sha256.lower()}: refused, nothing served (a changed or corrupted file, or a "
+                "wrong sha256 in the spec)"
+            )
         os.replace(tmp, dest)
         return size
     except BaseException:
@@ -283,12 +336,18 @@ def _termination_message(words: str, path: str = TERMINATION_LOG) -> None:
         pass
 
 
+USAGE = "usage: fetch.py URI DEST [--sha256 HEX] [--max-bytes N]"
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print("usage: fetch.py URI DEST", file=sys.stderr)
+    args, options = argv[1:3], dict(zip(argv[3::2], argv[4::2], strict=False))
+    if len(args) != 2 or len(argv) % 2 == 0 or set(options) - {"--sha256", "--max-bytes"}:
+        print(USAGE, file=sys.stderr)
         return 2
+    digest = options.get("--sha256") or None  # "" : none declared
     try:
-        size = fetch(argv[1], argv[2])
+        limit = int(options.get("--max-bytes", MAX_BYTES))
+        size = fetch(args[0], args[1], sha256=digest, max_bytes=limit)
     except (OSError, ValueError) as error:
         words = f"fetch {argv[1]} failed: {error}"
         print(words, file=sys.stderr)
