@@ -18,6 +18,8 @@
 #   BUILD_CA           CA bundle pip/apt inside the chroot trust (NOT shipped) [/etc/ssl/certs/ca-certificates.crt]
 #   MIRROR             Debian mirror                                      [http://deb.debian.org]
 set -euo pipefail
+# No `| head` anywhere below: with pipefail, a writer cut off by head's early exit fails the
+# build with SIGPIPE (exit 141), now and then (seen once in CI); `sed -n 1,Np` reads it all.
 
 SRC=${SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 OUT=${OUT:-$SRC/out/image}
@@ -110,7 +112,7 @@ if [[ $COMPILE == 1 ]]; then
 fi
 rm -rf "$R/tmp/wheels" "$R/tmp/build-ca.crt" "$R/tmp/constraints.txt"
 echo "    /opt/geo: $(du -sh "$R/opt/geo" | cut -f1); biggest:"
-du -sm "$R"/opt/geo/lib/python3.11/site-packages/* | sort -rn | head -8 | \
+du -sm "$R"/opt/geo/lib/python3.11/site-packages/* | sort -rn | sed -n 1,8p | \
   sed "s|$R/opt/geo/lib/python3.11/site-packages/||; s/^/      MB /"
 
 step "user geo ($UID_GEO), cleanup, timestamps"
@@ -127,7 +129,7 @@ echo "    rootfs: $(du -sh "$R" | cut -f1)"
 
 step "smoke test: chroot as $UID_GEO"
 SENV=(env -i PATH=/opt/geo/bin:/usr/bin:/bin LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 HOME=/nonexistent)
-chroot --userspec=$UID_GEO:$UID_GEO "$R" "${SENV[@]}" /opt/geo/bin/geo --help | head -1
+chroot --userspec=$UID_GEO:$UID_GEO "$R" "${SENV[@]}" /opt/geo/bin/geo --help | sed -n 1p
 chroot --userspec=$UID_GEO:$UID_GEO "$R" "${SENV[@]}" /opt/geo/bin/geo crd | sed -n '2,3p'
 chroot --userspec=$UID_GEO:$UID_GEO "$R" "${SENV[@]}" /opt/geo/bin/python -c \
   'import kopf, kubernetes, tritonclient.grpc, tritonclient.http, prometheus_api_client, grafana_foundation_sdk, geo_operator.handlers; print("    imports ok")'
