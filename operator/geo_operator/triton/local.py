@@ -407,7 +407,10 @@ class TritonServer:
                     f"tritonserver exited with code {code} before becoming ready"
                     + self._failure_details()
                 )
-            if self.is_ready(url):
+            # Ready once the metrics port listens too: Triton starts its metrics server a
+            # moment after /v2/health/ready answers, and a scrape in that moment was refused
+            # (seen once in CI).
+            if self.is_ready(url) and self._metrics_listening():
                 return
             if time.monotonic() - started > self.startup_timeout:
                 raise TritonServerError(
@@ -415,6 +418,13 @@ class TritonServer:
                     + self._failure_details()
                 )
             time.sleep(0.2)
+
+    def _metrics_listening(self) -> bool:
+        try:
+            with socket.create_connection((HOST, self.metrics_port), timeout=0.5):
+                return True
+        except OSError:
+            return False
 
     def _failure_details(self) -> str:
         """Error lines and log tail for an exception message; the status tables are dropped."""
