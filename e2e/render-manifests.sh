@@ -18,5 +18,7 @@ metadata:
   name: geo-system
   labels:
     app.kubernetes.io/part-of: geo
+    # The operator's pod passes the restricted Pod Security Standard.
+    pod-security.kubernetes.io/enforce: restricted
 HEADER
 "$helm" template geo-operator charts/geo-operator --namespace geo-system

@@ -11,6 +11,8 @@ from typing import Any
 import yaml
 from e2e.harness import Cluster, OperatorProcess, example, wait_for
 
+from geo_operator.api import names
+
 
 def _condition(body: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     for c in ((body or {}).get("status") or {}).get("conditions", []):
@@ -135,6 +137,7 @@ def test_a_name_no_child_could_carry_is_refused_at_admission(
         out = cluster.apply(body, check=False)
         assert out.returncode != 0
         assert "metadata.name must be a DNS-1035 label" in out.stderr, out.stderr
+        assert "metadata.name: Invalid value" in out.stderr, out.stderr  # the field named
     assert cluster.json("get", "geod", "-n", namespace)["items"] == []
     assert cluster.json("get", "deployments", "-n", namespace)["items"] == []
 
@@ -153,3 +156,36 @@ def test_deleting_the_namespace_is_routine(operator: OperatorProcess, namespace:
         if namespace in line and (" WARNING " in line or " ERROR " in line)
     ]
     assert after == [], after
+
+
+def test_geos_pods_are_admitted_where_the_restricted_standard_is_enforced(
+    operator: OperatorProcess, namespace: str
+) -> None:
+    """The namespace enforces `restricted` (every e2e namespace does): a pod with no
+    security context is refused by the API server's PodSecurity admission, GEO's serving
+    and tuning pods are admitted, and the pods as stored keep the user and read-only root."""
+    cluster = operator.cluster
+    labels = cluster.json("get", "namespace", namespace)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    plain = cluster.kubectl(
+        "run", "plain", "-n", namespace, "--image=busybox", "--restart=Never", check=False
+    )
+    assert plain.returncode != 0 and 'violates PodSecurity "restricted:latest"' in plain.stderr
+    tuned = example(namespace)
+    tuned["spec"]["triton"]["maxBatchSize"] = 0  # a tuning Job's pod per artifact too
+    cluster.apply(tuned)
+
+    def pods() -> list[dict[str, Any]] | None:
+        items = cluster.json("get", "pods", "-n", namespace)["items"]
+        kinds = {p["metadata"]["labels"].get(names.COMPONENT_LABEL) for p in items}
+        wanted = {names.SERVING_COMPONENT, names.TUNING_COMPONENT}
+        return items if wanted <= kinds else None
+
+    for pod in wait_for(pods, "a serving pod and a tuning pod admitted", timeout=90):
+        for container in [*pod["spec"]["initContainers"], *pod["spec"]["containers"]]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, container["name"]
+            assert context["capabilities"] == {"drop": ["ALL"]}, container["name"]
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    events = cluster.json("get", "events", "-n", namespace)["items"]
+    assert not [e["message"] for e in events if e["reason"] == "FailedCreate"]

@@ -7,12 +7,13 @@ import importlib
 from typing import Any
 
 import kopf
+import prometheus_client
 
 from conftest import FakeKube
 from geo_operator import handlers
 from geo_operator.api import conditions, models, names
 from geo_operator.api import status as status_io
-from geo_operator.controller import context, reconcile
+from geo_operator.controller import context, reconcile, telemetry
 from geo_operator.k8s import client as k8s
 
 
@@ -332,6 +333,7 @@ def test_a_failing_api_server_is_retried_with_backoff_in_one_line(
     kube: FakeKube, body: dict[str, Any], caplog: Any
 ) -> None:
     kube.objects[(models.KIND, "ml", "digits")] = copy.deepcopy(body)
+    telemetry.forget("ml", "digits")  # an earlier test's counts
     now = [1000.0]
     ctx = context.Context(kube, clock=lambda: now[0])
     real_apply = kube.apply
@@ -355,6 +357,15 @@ def test_a_failing_api_server_is_retried_with_backoff_in_one_line(
     reconcile.run(ctx, "ml", "digits")
     assert ctx.requeues.pending(("ml", "digits")) is None  # healthy again: nothing pending
     assert _condition(_status(kube), "ArtifactSelected")["status"] == "True"
+    # Each object's reconciles by outcome, on the operator's /metrics.
+    assert _reconciles("failed") == 3 and _reconciles("ok") == 1
+    telemetry.forget("ml", "digits")
+    assert _reconciles("ok") is None
+
+
+def _reconciles(outcome: str) -> float | None:
+    labels = {"namespace": "ml", "geodeployment": "digits", "outcome": outcome}
+    return prometheus_client.REGISTRY.get_sample_value("geo_reconciles_total", labels)
 
 
 def test_a_namespace_going_away_is_no_failure(
@@ -391,3 +402,50 @@ def test_kopf_retries_api_requests_for_ever_each_request_afresh() -> None:
     # Unsized: kopf then never computes a last attempt (its default gives up after 54 s).
     assert isinstance(backoffs, collections.abc.Iterable)
     assert not isinstance(backoffs, collections.abc.Sized)
+
+
+def test_a_users_object_under_a_childs_name_is_left_alone(
+    kube: FakeKube, body: dict[str, Any]
+) -> None:
+    """A Service `digits` the user made before the GeoDeployment: GEO neither applies over
+    it (server-side apply would take it over, and the garbage collector would later
+    delete it with the GeoDeployment) nor applies any other child; Ready says whose it is."""
+    users = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "digits", "namespace": "ml", "resourceVersion": "7"},
+        "spec": {"selector": {"app": "theirs"}},
+    }
+    kube.objects[("Service", "ml", "digits")] = copy.deepcopy(users)
+    _run(kube, body)
+    assert kube.objects[("Service", "ml", "digits")] == users
+    assert kube.applied == []  # checked before any child is applied: nothing half-made
+    ready = _condition(_status(kube), "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ChildRefused")
+    assert "Service digits already exists and is not this GeoDeployment's" in ready["message"]
+    assert "its controller: nothing" in ready["message"]
+    assert [e[1] for e in kube.events if e[0] == "Warning"] == ["ChildRefused"]
+    kube.objects.pop(("Service", "ml", "digits"))  # the user deletes theirs
+    _run(kube, body)
+    assert kube.objects[("Service", "ml", "digits")]["spec"]["selector"]["app.kubernetes.io/name"]
+    assert _condition(_status(kube), "Ready")["reason"] == "NoReadyReplicas"
+
+
+def test_only_the_geodeployments_own_children_are_its() -> None:
+    from geo_operator.builders import children
+
+    ours = {
+        "kind": "Job",
+        "metadata": {
+            "name": "j",
+            "ownerReferences": [
+                {"kind": "GeoDeployment", "name": "digits", "uid": "u1", "controller": True}
+            ],
+        },
+    }
+    assert children.foreign(ours, "u1") is None
+    assert children.foreign(None, "u1") is None and children.foreign({}, "u1") is None
+    # The same name's GeoDeployment before it was deleted and made again: not this one.
+    assert "its controller: GeoDeployment digits" in (children.foreign(ours, "u2") or "")
+    ours["metadata"]["ownerReferences"][0]["controller"] = False  # an owner, not controller
+    assert "its controller: nothing" in (children.foreign(ours, "u1") or "")

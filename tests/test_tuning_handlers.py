@@ -14,7 +14,7 @@ import pytest
 
 from conftest import FakeKube
 from geo_operator.api import models, names
-from geo_operator.builders import tuning
+from geo_operator.builders import children, tuning
 from geo_operator.controller import context, reconcile
 
 NOW = 1_800_000_000.0
@@ -467,6 +467,9 @@ def test_no_canary_starts_while_a_candidate_is_still_measured(
     rollout = _gd(kube)["status"]["rollout"]
     assert "waits until fp32 is measured" in rollout["reason"], rollout
     assert "waits until fp32 is measured" in _condition(kube, "Progressing")["message"]
+    # status.configHash is what the stable pods run, not the change that waits.
+    serving = children.template_hash(kube.objects[("Deployment", "ml", "digits")])
+    assert _gd(kube)["status"]["configHash"] == serving
 
     fp32 = RESULT.model_copy(update={"max_batch_size": 4, "throughput": 3268.0, "p99_ms": 6.3})
     _finish(
@@ -479,5 +482,6 @@ def test_no_canary_starts_while_a_candidate_is_still_measured(
         tuning.result_json(fp32),
     )
     assert ("Deployment", "ml", "digits-canary") in kube.objects
+    assert _gd(kube)["status"]["configHash"] == serving  # the canary is not what serves
     started = [m for _, r, m in kube.events if r == "CanaryStarted"]
     assert len(started) == 1 and started[0].startswith("canary fp32 ("), started

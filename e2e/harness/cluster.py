@@ -39,6 +39,14 @@ SERVICE_ACCOUNT = "geo-operator"
 CHART = "charts/geo-operator"
 CRD = "geodeployments.geo.ai"
 EXAMPLE = ROOT / "manifests" / "examples" / "digits.yaml"
+# Every namespace the e2e suite makes enforces the `restricted` Pod Security Standard
+# (the API server's PodSecurity admission refuses a pod that breaks it): GEO's Triton,
+# tuning and operator pods must all be admitted there.
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+    "pod-security.kubernetes.io/warn": "restricted",
+}
 
 T = TypeVar("T")
 
@@ -180,9 +188,20 @@ def restart_apiserver(timeout: float = 120, downtime: float = 0) -> None:
     )
 
 
+def restricted(cluster: Cluster, name: str) -> str:
+    """Namespace `name` (created if missing), enforcing the restricted standard."""
+    cluster.kubectl("create", "namespace", name, check=False)  # AlreadyExists is fine
+    cluster.kubectl(
+        "label", "namespace", name, "--overwrite", *(f"{k}={v}" for k, v in RESTRICTED.items())
+    )
+    return name
+
+
 def install_chart(cluster: Cluster) -> subprocess.CompletedProcess[str]:
-    """A fresh `helm install` of the chart (uninstalling an earlier release first)."""
+    """A fresh `helm install` of the chart (uninstalling an earlier release first), into a
+    restricted namespace: the operator's own pod passes the standard too."""
     cluster.helm("uninstall", RELEASE, "-n", OPERATOR_NAMESPACE, "--wait", check=False)
+    restricted(cluster, OPERATOR_NAMESPACE)
     out = cluster.helm(
         "install",
         RELEASE,
@@ -208,10 +227,10 @@ def chart_as_installed(cluster: Cluster) -> bool:
 
 
 def fresh_namespace(cluster: Cluster, name: str) -> str:
-    """Namespace `name`, emptied: deleted (waiting for it to go) and created again."""
+    """Namespace `name`, emptied: deleted (waiting for it to go) and created again,
+    enforcing the restricted Pod Security Standard."""
     cluster.kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=true")
-    cluster.kubectl("create", "namespace", name)
-    return name
+    return restricted(cluster, name)
 
 
 def example(namespace: str, **spec_over: Any) -> dict[str, Any]:

@@ -297,7 +297,9 @@ def test_every_rule_has_a_message_and_compiles() -> None:
 )
 def test_the_name_rule_refuses_what_a_child_could_not_carry(name: str, ok: bool) -> None:
     root = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    assert _cel_ok(root["x-kubernetes-validations"], {"metadata": {"name": name}}) is ok
+    # On metadata.name itself, so that the API server names that field in its error.
+    rules = root["properties"]["metadata"]["properties"]["name"]["x-kubernetes-validations"]
+    assert _cel_ok(rules, name) is ok
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import os
 import pathlib
 from typing import Any
 
+import pytest
 import yaml
 
 from geo_operator.api import models, names, yamlio
@@ -178,3 +179,102 @@ def test_the_tuning_job_measures_without_cache_or_queue_bounds() -> None:
     job = tuning.tuning_job(target, key_="k", attempt=1, image="geo:dev")
     sidecar = job["spec"]["template"]["spec"]["initContainers"][1]
     assert not any(a.startswith("--cache-config") for a in sidecar["args"])
+
+
+# The restricted Pod Security Standard's rules on a pod spec (the API server's
+# PodSecurity admission enforces them in the e2e namespaces; this is the same list,
+# so a builder change that breaks one fails here, before any cluster).
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def _restricted_violations(pod: dict[str, Any]) -> list[str]:
+    found = []
+    pod_context = pod.get("securityContext", {})
+    for volume in pod["volumes"]:
+        if not set(volume) - {"name"} <= RESTRICTED_VOLUMES:
+            found.append(f"volume {volume['name']}")
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        context = container.get("securityContext", {})
+        name = container["name"]
+        if context.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation")
+        if context.get("capabilities", {}).get("drop") != ["ALL"]:
+            found.append(f"{name}: capabilities")
+        if not context.get("runAsNonRoot", pod_context.get("runAsNonRoot")):
+            found.append(f"{name}: runAsNonRoot")
+        if context.get("runAsUser", pod_context.get("runAsUser")) == 0:
+            found.append(f"{name}: runAsUser 0")
+        seccomp = context.get("seccompProfile", pod_context.get("seccompProfile", {}))
+        if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{name}: seccompProfile")
+        if context.get("privileged") or any("hostPort" in p for p in container.get("ports", [])):
+            found.append(f"{name}: privileged or hostPort")
+        if not context.get("readOnlyRootFilesystem"):  # beyond the standard: asked for
+            found.append(f"{name}: readOnlyRootFilesystem")
+    return found
+
+
+def _pods(spec: models.GeoDeploymentSpec) -> dict[str, dict[str, Any]]:
+    from geo_operator.builders import tuning
+
+    target = _target(spec)
+    return {
+        "serving": children.deployment(target)["spec"]["template"]["spec"],
+        "canary": children.deployment(target, names.CANARY_TRACK)["spec"]["template"]["spec"],
+        "tuning": tuning.tuning_job(target, key_="k" * 16, attempt=1, image="geo:1")["spec"][
+            "template"
+        ]["spec"],
+    }
+
+
+def test_every_pod_passes_the_restricted_standard_with_tmp_writable(
+    spec: models.GeoDeploymentSpec,
+) -> None:
+    for kind, pod in _pods(spec).items():
+        assert _restricted_violations(pod) == [], kind
+        assert pod["securityContext"]["fsGroup"] == 1000
+        for container in [*pod["initContainers"], *pod["containers"]]:
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            assert "/tmp" in mounts, (kind, container["name"])
+            if container["name"] != names.TUNER_CONTAINER:
+                assert container["securityContext"]["runAsUser"] == 1000
+    # The tune container is GEO's own image: its own user (65532), not Triton's.
+    tuner = _pods(spec)["tuning"]["containers"][0]
+    assert "runAsUser" not in tuner["securityContext"]
+
+
+def test_the_user_group_and_root_filesystem_are_the_specs(spec: models.GeoDeploymentSpec) -> None:
+    raw = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    raw["triton"]["securityContext"] = {
+        "runAsUser": 2000,
+        "runAsGroup": 3000,
+        "fsGroup": None,
+        "readOnlyRootFilesystem": False,
+    }
+    pods = _pods(models.parse_spec(raw))
+    serving = pods["serving"]
+    assert "fsGroup" not in serving["securityContext"]
+    triton = serving["containers"][0]["securityContext"]
+    assert (triton["runAsUser"], triton["runAsGroup"]) == (2000, 3000)
+    assert triton["readOnlyRootFilesystem"] is False
+    assert _restricted_violations(serving) == [
+        f"{c}: readOnlyRootFilesystem" for c in (names.FETCH_CONTAINER, names.TRITON_CONTAINER)
+    ]
+    # GEO's own tune container keeps its read-only root whatever the Triton image needs.
+    assert pods["tuning"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_root_is_refused_with_the_field_named(spec: models.GeoDeploymentSpec) -> None:
+    raw = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    raw["triton"]["securityContext"] = {"runAsUser": 0}
+    with pytest.raises(ValueError, match="runAsUser"):
+        models.parse_spec(raw)

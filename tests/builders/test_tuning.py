@@ -390,7 +390,8 @@ def test_accuracy_evaluation_fetches_the_set_and_scores_against_labels() -> None
     assert names.REFERENCE_URI_ENV not in {e["name"] for e in fetch["env"]}  # labels: no ref
     assert tuner["args"][-2:] == [f"--evaluate={names.HELDOUT_FILE}", "--metric=accuracy"]
     assert tuner["volumeMounts"] == [
-        {"name": "evaluation", "mountPath": names.EVALUATION_MOUNT, "readOnly": True}
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "evaluation", "mountPath": names.EVALUATION_MOUNT, "readOnly": True},
     ]
     assert {"name": "evaluation", "emptyDir": {}} in pod["volumes"]
     assert names.REFERENCE_CONFIG not in tuning.tuning_config_map(target)["data"]

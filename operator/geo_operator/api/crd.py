@@ -181,10 +181,11 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 
 
 # The name becomes the Service's name (a DNS-1035 label) and a label value (63
-# characters): refused at admission, so no child is ever half-created under it.
+# characters): refused at admission, so no child is ever half-created under it. The rule
+# sits on metadata.name itself (a CRD may restrict name and generateName), so the API
+# server's error starts "metadata.name: Invalid value" (from the root it said "<nil>").
 NAME_RULE = {
-    "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && "
-    "size(self.metadata.name) <= 63",
+    "rule": "self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self) <= 63",
     "message": "metadata.name must be a DNS-1035 label of at most 63 characters "
     "(lower-case letters, digits and '-', starting with a letter, ending with a letter or "
     "digit): it names the Triton Service and is a label value",
@@ -235,11 +236,18 @@ def crd() -> dict[str, Any]:
                                 "on QPS and p99 latency."
                             ),
                             "required": ["spec"],
-                            "x-kubernetes-validations": [NAME_RULE],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "metadata": {
+                                    "type": "object",
+                                    "properties": {
+                                        "name": {
+                                            "type": "string",
+                                            "x-kubernetes-validations": [NAME_RULE],
+                                        }
+                                    },
+                                },
                                 "spec": spec_schema,
                                 "status": _status_schema(),
                             },

@@ -790,6 +790,33 @@ class GpuOptimization(_Model):
     )
 
 
+class PodSecurity(_Model):
+    """How the Triton pods run. The defaults pass the `restricted` Pod Security Standard:
+    a non-root user, no privilege escalation, every capability dropped, the runtime's
+    default seccomp profile and a read-only root filesystem (Triton writes only to its
+    model repository and /tmp, both emptyDirs)."""
+
+    run_as_user: int = Field(
+        default=1000,
+        ge=1,
+        le=2147483647,
+        description="UID of the Triton containers (1000 is the NGC image's triton-server).",
+    )
+    run_as_group: int = Field(
+        default=1000, ge=0, le=2147483647, description="GID of the Triton containers."
+    )
+    fs_group: int | None = Field(
+        default=1000,
+        ge=0,
+        le=2147483647,
+        description="Group that owns the pod's volumes (null: the volumes' own).",
+    )
+    read_only_root_filesystem: bool = Field(
+        default=True,
+        description="Mount the image read-only (false for an image that writes elsewhere).",
+    )
+
+
 class TritonSpec(_Model):
     """The Triton Inference Server that serves the model."""
 
@@ -876,6 +903,14 @@ class TritonSpec(_Model):
         default_factory=dict,
         max_length=2,
         description="Container resources: {limits: {...}, requests: {...}}, e.g. nvidia.com/gpu.",
+    )
+    security_context: PodSecurity = Field(
+        default_factory=PodSecurity,
+        description=(
+            "User, group and root filesystem of the Triton and tuning pods; the rest of "
+            "the restricted profile (non-root, no escalation, no capabilities, "
+            "RuntimeDefault seccomp) is fixed."
+        ),
     )
     node_selector: dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]] = Field(
         default_factory=dict,
@@ -1709,7 +1744,11 @@ class GeoDeploymentStatus(_Model):
         return value if value is None or isinstance(value, list) else None
 
     config_hash: str | None = Field(
-        default=None, description="Hash of the model configuration the pods were rolled with."
+        default=None,
+        description=(
+            "Hash of the model configuration the stable pods run (a change still held back "
+            "or out as a canary is in status.rollout)."
+        ),
     )
     replicas: int | None = Field(default=None, description="Replicas asked of the Deployment.")
     ready_replicas: int | None = Field(default=None, description="Replicas that are ready.")

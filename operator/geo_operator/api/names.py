@@ -66,6 +66,9 @@ REFERENCE_CONFIG = "reference.pbtxt"  # its config.pbtxt, in the tuning ConfigMa
 REPOSITORY_VOLUME = "model-repository"
 CONFIG_VOLUME = "model-config"
 ARTIFACT_VOLUME = "artifact-source"
+# Scratch space under a read-only root filesystem (an emptyDir on /tmp in every container).
+TMP_VOLUME = "tmp"
+TMP_MOUNT = "/tmp"
 # The tuner writes its result here; the operator reads it from the pod's status.
 TERMINATION_LOG = "/dev/termination-log"
 

@@ -22,6 +22,7 @@ import importlib.resources
 import json
 import posixpath
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 from geo_operator.api import models, names
@@ -189,6 +190,7 @@ def repository_volumes(target: Target, config: str) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": names.REPOSITORY_VOLUME, "emptyDir": {}},
         {"name": names.CONFIG_VOLUME, "configMap": {"name": config}},
+        {"name": names.TMP_VOLUME, "emptyDir": {}},
     ]
     claim = _pvc_claim(target.artifact.uri)
     if claim:
@@ -197,11 +199,41 @@ def repository_volumes(target: Target, config: str) -> list[dict[str, Any]]:
     return volumes
 
 
+def tmp_mount() -> dict[str, Any]:
+    """Every container's writable /tmp (a fresh dict each: YAML dumps shared ones as anchors)."""
+    return {"name": names.TMP_VOLUME, "mountPath": names.TMP_MOUNT}
+
+
+def pod_security(spec: models.GeoDeploymentSpec) -> dict[str, Any]:
+    """The pod's securityContext: the `restricted` Pod Security Standard's pod half."""
+    context: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    if spec.triton.security_context.fs_group is not None:
+        context["fsGroup"] = spec.triton.security_context.fs_group
+    return context
+
+
+def container_security(
+    spec: models.GeoDeploymentSpec, *, image_user: bool = False
+) -> dict[str, Any]:
+    """A container's securityContext: no escalation, no capabilities, a read-only root;
+    the spec's user and group, or (``image_user``, GEO's own image) the image's."""
+    security = spec.triton.security_context
+    context: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True if image_user else security.read_only_root_filesystem,
+    }
+    if not image_user:
+        context.update(runAsUser=security.run_as_user, runAsGroup=security.run_as_group)
+    return context
+
+
 def fetch_container(target: Target) -> dict[str, Any]:
     """The init container that fetches the artifact and lays out the model repository."""
     mounts: list[dict[str, Any]] = [
         {"name": names.REPOSITORY_VOLUME, "mountPath": names.MODEL_REPOSITORY},
         {"name": names.CONFIG_VOLUME, "mountPath": names.CONFIG_MOUNT, "readOnly": True},
+        tmp_mount(),
     ]
     if _pvc_claim(target.artifact.uri):
         mounts.append(
@@ -222,6 +254,7 @@ def fetch_container(target: Target) -> dict[str, Any]:
             *s3_env(target.spec.model.s3),
         ],
         "volumeMounts": mounts,
+        "securityContext": container_security(target.spec),
     }
 
 
@@ -279,7 +312,11 @@ def triton_container(target: Target, control: list[str]) -> dict[str, Any]:
             *server_flags(spec.triton),
         ],
         "resources": {k: dict(v) for k, v in spec.triton.resources.items()},
-        "volumeMounts": [{"name": names.REPOSITORY_VOLUME, "mountPath": names.MODEL_REPOSITORY}],
+        "volumeMounts": [
+            {"name": names.REPOSITORY_VOLUME, "mountPath": names.MODEL_REPOSITORY},
+            tmp_mount(),
+        ],
+        "securityContext": container_security(spec),
     }
 
 
@@ -314,6 +351,7 @@ def deployment(target: Target, track: str = names.STABLE_TRACK) -> dict[str, Any
     }
     triton = {**{k: triton[k] for k in ("name", "image", "args")}, **serving, **triton}
     pod_spec: dict[str, Any] = {
+        "securityContext": pod_security(target.spec),
         "initContainers": [fetch_container(target)],
         "containers": [triton],
         "volumes": repository_volumes(target, config),
@@ -383,6 +421,26 @@ def canary_children(target: Target) -> list[dict[str, Any]]:
     config = config_map(target, canary_config_map_name(target.name))
     config["metadata"]["labels"][names.TRACK_LABEL] = names.CANARY_TRACK
     return [config, deployment(target, names.CANARY_TRACK)]
+
+
+def foreign(existing: Mapping[str, Any] | None, uid: str) -> str | None:
+    """Why GEO must leave ``existing`` alone: it is there and its controller is not the
+    GeoDeployment ``uid`` (a user's object under a child's name); None when it is ours
+    or absent. Applying over it would take it over, and deleting the GeoDeployment
+    would then delete it."""
+    if not existing:
+        return None
+    meta = existing.get("metadata") or {}
+    owners = meta.get("ownerReferences") or []
+    controller = next((o for o in owners if o.get("controller")), None)
+    if controller is not None and controller.get("uid") == uid:
+        return None
+    by = f"{controller.get('kind')} {controller.get('name')}" if controller else "nothing"
+    return (
+        f"{existing.get('kind')} {meta.get('name')} already exists and is not this "
+        f"GeoDeployment's (its controller: {by}); GEO leaves it alone: delete or rename it, "
+        "or rename the GeoDeployment"
+    )
 
 
 def template_hash(deployment_: dict[str, Any] | None) -> str | None:

@@ -227,7 +227,11 @@ def _serving(
     )
     events += _objective_events(status, generation, decided)
     events += both.events
-    new = _serving_status(status, generation, decided, new_hash)
+    # What the stable serves after this reconcile: the new template when it takes it,
+    # else the one it runs (a change held back, or going out as a canary, is not served).
+    running = children.template_hash(dict(observed.deployment)) if observed.deployment else None
+    served = new_hash if both.stable_takes_template or running is None else running
+    new = _serving_status(status, generation, decided, served)
     new = _rollout_status(new, generation, target.spec, both)
     waits = [s.retry_in for s in steps.values() if s.action == "retry_later" and s.retry_in]
     if both.requeue_after is not None:
@@ -277,7 +281,7 @@ def _rollout_status(
 
 
 def _serving_status(
-    status: models.GeoDeploymentStatus, generation: int | None, decided: plan.Plan, new_hash: str
+    status: models.GeoDeploymentStatus, generation: int | None, decided: plan.Plan, served: str
 ) -> models.GeoDeploymentStatus:
     """The status of what is served (before applying: Ready comes in `settle`)."""
     target = decided.target
@@ -311,7 +315,7 @@ def _serving_status(
                 reason=decided.choice.reason,
             ),
             "max_batch_size": target.batch.max_batch_size,
-            "config_hash": new_hash,
+            "config_hash": served,
             "selector": children.selector(target.name),
         }
     )

@@ -240,7 +240,7 @@ def _evaluation_pieces(
     fetch["env"] = [*fetch["env"], *env]
     fetch["volumeMounts"] = [*fetch["volumeMounts"], mount]
     tuner["args"] = [*tuner["args"], *args]
-    tuner["volumeMounts"] = [{**mount, "readOnly": True}]
+    tuner["volumeMounts"] = [*tuner["volumeMounts"], {**mount, "readOnly": True}]
     return [{"name": names.EVALUATION_VOLUME, "emptyDir": {}}]
 
 
@@ -312,7 +312,7 @@ def tuning_job(target: children.Target, *, key_: str, attempt: int, image: str) 
             2,
             max(1, spec.batch_tuning.timeout_seconds // 2),
         ),
-        **{k: triton[k] for k in ("resources", "volumeMounts")},
+        **{k: triton[k] for k in ("resources", "volumeMounts", "securityContext")},
     }
     fetch = children.fetch_container(target)
     tuner: dict[str, Any] = {
@@ -322,6 +322,9 @@ def tuning_job(target: children.Target, *, key_: str, attempt: int, image: str) 
         # A crash with no result written still says why (the log's tail).
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+        "volumeMounts": [children.tmp_mount()],
+        # GEO's own image: its own non-root user (65532), whatever the Triton pods run as.
+        "securityContext": children.container_security(spec, image_user=True),
     }
     volumes = children.repository_volumes(
         target, config_map_name(target.name, target.artifact.name)
@@ -329,6 +332,7 @@ def tuning_job(target: children.Target, *, key_: str, attempt: int, image: str) 
     volumes += _evaluation_pieces(target, fetch, tuner)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        "securityContext": children.pod_security(spec),
         "initContainers": [fetch, triton],
         "containers": [tuner],
         "volumes": volumes,

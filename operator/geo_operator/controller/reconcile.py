@@ -35,7 +35,7 @@ from geo_operator.api import models, names
 from geo_operator.api import status as status_io
 from geo_operator.builders import children, tuning
 from geo_operator.builders import desired as desired_
-from geo_operator.controller import context
+from geo_operator.controller import context, telemetry
 from geo_operator.k8s import client as k8s
 from geo_operator.rollout import analysis, policy
 from geo_operator.triton import prometheus
@@ -59,6 +59,7 @@ def run(ctx: context.Context, namespace: str, name: str) -> None:
             "%s/%s: reconcile failed, retrying in %.0f s: %s", *key, delay, k8s.describe(error)
         )
         log.debug("%s/%s: the failure", *key, exc_info=True)
+        telemetry.RECONCILES.labels(namespace, name, "failed").inc()
     else:
         ctx.requeues.succeeded(key)
 
@@ -78,7 +79,7 @@ def reconcile(ctx: context.Context, namespace: str, name: str) -> float | None:
         pods = _Pods(ctx.kube, namespace, name)
         observed = _analysed(ctx, observed, spec, pods, now)
         wanted = desired_.decide(observed, now, ctx.tuner_image)
-        deployment, refused = act(ctx.kube, wanted, observed.deployment)
+        deployment, refused = act(ctx.kube, wanted, observed)
         if deployment is None:  # refused before the Deployment: what runs is the old one
             deployment = observed.deployment
         idle = deployment is not None and not (deployment.get("status") or {}).get("readyReplicas")
@@ -89,6 +90,7 @@ def reconcile(ctx: context.Context, namespace: str, name: str) -> float | None:
                 models.API_VERSION, models.KIND, namespace, name, {names.ROLLOUT_ANNOTATION: None}
             )
         report(ctx.kube, observed.body, wanted, final)
+        telemetry.RECONCILES.labels(namespace, name, "ok").inc()
         after = wanted.requeue_after
         ctx.requeues.set(key, None if after is None else ctx.clock() + after)
         return after
@@ -230,15 +232,29 @@ def _open_window(
 
 
 def act(
-    kube: k8s.Kube, wanted: desired_.Desired, observed: Mapping[str, Any] | None = None
+    kube: k8s.Kube, wanted: desired_.Desired, observed: desired_.Observed | None = None
 ) -> tuple[Mapping[str, Any] | None, str | None]:
-    """Apply what ``wanted`` says; the (stable) Deployment as stored (``observed``, the one
-    gathered, when it was only scaled), and a refusal if one came."""
+    """Apply what ``wanted`` says; the (stable) Deployment as stored (the one gathered,
+    when it was only scaled), and a refusal if one came: the API server's, or ours for an
+    object under a child's name that another owner controls (never applied over nor
+    deleted)."""
     namespace = wanted.target.namespace if wanted.target else ""
+    uid = str(((observed.body if observed else {}).get("metadata") or {}).get("uid", ""))
+    known = _gathered(observed)
     for job in wanted.delete_jobs:
         kube.delete("batch/v1", "Job", namespace, job)
     deployment: Mapping[str, Any] | None = None
     stable = wanted.target.name if wanted.target else None
+    for obj in wanted.objects:  # all checked before any is applied: a conflict changes nothing
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        existing: Mapping[str, Any] | None
+        if (kind, name) in known:
+            existing = known[(kind, name)]
+        else:
+            existing = kube.get(obj["apiVersion"], kind, namespace, name)
+        taken = children.foreign(existing, uid)
+        if taken is not None:
+            return None, taken
     for obj in wanted.objects:
         try:
             stored = kube.apply(obj)
@@ -246,15 +262,37 @@ def act(
             return deployment, str(refusal)
         if obj["kind"] == "Deployment" and obj["metadata"]["name"] == stable:
             deployment = stored
+    gathered = observed.deployment if observed else None
     for name, replicas in wanted.scale:
         kube.scale_deployment(namespace, name, replicas)
-        if name == stable and deployment is None and observed is not None:
+        if name == stable and deployment is None and gathered is not None:
             # As stored but for the replicas just set: no read back.
-            spec = {**(observed.get("spec") or {}), "replicas": replicas}
-            deployment = {**observed, "spec": spec}
+            spec = {**(gathered.get("spec") or {}), "replicas": replicas}
+            deployment = {**gathered, "spec": spec}
     for api_version, kind, name in wanted.delete:
-        kube.delete(api_version, kind, namespace, name)
+        if (
+            children.foreign(
+                known.get((kind, name)) or kube.get(api_version, kind, namespace, name), uid
+            )
+            is None
+        ):
+            kube.delete(api_version, kind, namespace, name)
     return deployment, None
+
+
+def _gathered(observed: desired_.Observed | None) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """(kind, name) -> the object, for the children the reconcile already read (None: the
+    gather found none there); the rest are read before they are applied."""
+    if observed is None:
+        return {}
+    name = observed.body["metadata"]["name"]
+    known: dict[tuple[str, str], Mapping[str, Any]] = {
+        ("Deployment", name): observed.deployment or {},
+        ("Deployment", children.canary_name(name)): observed.canary or {},
+    }
+    for job in observed.jobs:
+        known[("Job", job["metadata"]["name"])] = job
+    return known
 
 
 def report(

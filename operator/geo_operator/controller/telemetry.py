@@ -62,6 +62,12 @@ METRIC_ERRORS = Counter(
     "Ticks whose metrics were missing, stale or partial.",
     _LABELS,
 )
+RECONCILES = Counter(
+    "geo_reconciles",
+    "Reconciles of each GeoDeployment, by outcome: ok, or failed (retried with back-off).",
+    (*_LABELS, "outcome"),
+)
+RECONCILE_OUTCOMES = ("ok", "failed")
 _BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LOOP_SECONDS = Histogram(
     "geo_autoscaler_tick_seconds",
@@ -122,3 +128,6 @@ def forget(namespace: str, name: str) -> None:
     ):
         with contextlib.suppress(KeyError):  # never observed
             gauge.remove(namespace, name)
+    for outcome in RECONCILE_OUTCOMES:
+        with contextlib.suppress(KeyError):
+            RECONCILES.remove(namespace, name, outcome)
