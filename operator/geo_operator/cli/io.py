@@ -39,6 +39,12 @@ def load_geodeployment(path: str) -> dict[str, Any]:
         raise UsageError(f"cannot read {path}: {error.strerror}") from error
     except yaml.YAMLError as error:
         raise UsageError(f"{path} is not valid YAML: {error}") from error
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{path} is not UTF-8 text: {error.reason} at byte {error.start}"
+        ) from error
+    except RecursionError as error:
+        raise UsageError(f"{path} nests too deep to be a {models.KIND}") from error
     found = [d for d in documents if isinstance(d, dict) and d.get("kind") == models.KIND]
     if len(found) != 1:
         raise UsageError(f"{path} must hold exactly one {models.KIND}, found {len(found)}")
@@ -73,6 +79,12 @@ def load_status(path: str) -> models.GeoDeploymentStatus:
         raise UsageError(f"cannot read {path}: {error.strerror}") from error
     except yaml.YAMLError as error:
         raise UsageError(f"{path} is not valid YAML or JSON: {error}") from error
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{path} is not UTF-8 text: {error.reason} at byte {error.start}"
+        ) from error
+    except RecursionError as error:
+        raise UsageError(f"{path} nests too deep to be a {models.KIND} status") from error
     if not isinstance(document, dict):
         raise UsageError(f"{path} must hold a {models.KIND} or its status, a mapping")
     if document.get("kind") == "List":
