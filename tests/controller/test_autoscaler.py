@@ -171,6 +171,28 @@ def test_scrape_failure_holds_and_warns(world: World) -> None:
     assert any(e[:2] == ("Warning", "MetricsMissing") for e in world.kube.events)
 
 
+def test_a_lagging_watch_does_not_repeat_the_missing_metrics_event(world: World) -> None:
+    """Under load kopf's index can hold a body older than the status the last step
+    wrote: the outage is still one Warning, not one per step."""
+    world.run(41, 350, 120)
+
+    def warnings() -> int:
+        return len([e for e in world.kube.events if e[1] == "MetricsMissing"])
+
+    before = warnings()
+    stale = copy.deepcopy(world.body())  # MetricsAvailable=True, as the index last saw it
+    assert {c["type"]: c for c in stale["status"]["conditions"]}["MetricsAvailable"][
+        "status"
+    ] == "True"
+    world.down.add("pod0")
+    for _ in range(30):
+        world.now += 1
+        world.scaler.tick(
+            [copy.deepcopy(stale)], lambda key: list(world.pods.values()), world.current
+        )
+    assert warnings() == before + 1
+
+
 def test_low_load_scales_in_only_after_the_window(world: World) -> None:
     world.run(21, 350, 120)
     assert world.kube.scaled[-1][2] == 4

@@ -180,6 +180,10 @@ class _State:
     corrected: tuple[str | None, float | None] = (None, None)
     # Pod name -> its measured start-up, the last STARTUP_SAMPLES pods seen Ready.
     startups: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Whether metrics were there at this object's last step (None: no step since the
+    # start): a MetricsMissing Event goes out once per outage even when the body the step
+    # reads lags behind the status written before (a watch behind under load).
+    metrics_ok: bool | None = None
 
     def startup(self, pods: Iterable[PodView]) -> float | None:
         """Take in the start-up of pods newly seen Ready; the median of the kept ones."""
@@ -527,7 +531,9 @@ class Autoscaler:
             update["last_decision"] = record
             update["decisions"] = [*old.decisions, record][-HISTORY:]
         status_io.write(self.cluster, body, old.model_copy(update=update), status_io.AUTOSCALER)
-        _post_events(self.cluster, body, old, observation, decision)
+        state = self._state.setdefault(work.key, _State())
+        _post_events(self.cluster, body, old, observation, decision, state.metrics_ok)
+        state.metrics_ok = observation.missing is None
         if decision.action != "maintain":
             log.info(
                 "%s/%s: %s %d -> %d: %s",
@@ -631,7 +637,10 @@ def _post_events(
     old: models.GeoDeploymentStatus,
     observation: policy.Observation,
     decision: policy.Decision,
+    metrics_ok: bool | None = None,
 ) -> None:
+    """The Events of a step: a scale, and metrics going missing (once per outage: by
+    ``metrics_ok``, the last step's, else by the condition in the body)."""
     if decision.action in ("scale_out", "scale_in"):
         cluster.event(
             dict(body),
@@ -640,7 +649,9 @@ def _post_events(
             f"{observation.replicas} -> {decision.replicas}: {decision.reason}",
         )
     before = conditions.get(old.conditions, conditions.METRICS_AVAILABLE)
-    if observation.missing is not None and (before is None or before.status == "True"):
+    if metrics_ok is None:
+        metrics_ok = before is None or before.status == "True"
+    if observation.missing is not None and metrics_ok:
         cluster.event(
             dict(body),
             "Warning",
