@@ -274,7 +274,7 @@ def test_writers_partition_the_status() -> None:
 
 
 def test_a_refused_child_says_so_once(kube: FakeKube, body: dict[str, Any]) -> None:
-    """The API server refuses the Service (e.g. a name that is no DNS-1035 label): Ready is
+    """The API server refuses the changed Deployment (requests above limits): Ready is
     False with its words and the generation, one Warning, and no retry storm."""
     _run(kube, body)
     kube.objects[("Deployment", "ml", "digits")]["status"] = {
@@ -283,8 +283,8 @@ def test_a_refused_child_says_so_once(kube: FakeKube, body: dict[str, Any]) -> N
     }
     _run(kube, body)
     assert _condition(_status(kube), "Ready")["status"] == "True"
-    words = 'Service "digits" is invalid: metadata.name: Invalid value: "1digits"'
-    kube.refuse["Service"] = words
+    words = 'Deployment.apps "digits" is invalid: spec.template.spec.containers[0].resources'
+    kube.refuse["Deployment"] = words
     body["metadata"]["generation"] = 2
     body["spec"]["triton"]["instanceCount"] = 2
     _run(kube, body)
@@ -298,7 +298,7 @@ def test_a_refused_child_says_so_once(kube: FakeKube, body: dict[str, Any]) -> N
     assert [e[1] for e in warnings] == ["ChildRefused"] and words in warnings[0][2]
     _run(kube, body)  # the same refusal again: no new Event, no new write
     assert [e for e in kube.events if e[0] == "Warning"] == warnings
-    del kube.refuse["Service"]
+    del kube.refuse["Deployment"]
     _run(kube, body)
     assert _condition(_status(kube), "Ready")["reason"] == "Available"
 
@@ -449,3 +449,57 @@ def test_only_the_geodeployments_own_children_are_its() -> None:
     assert "its controller: GeoDeployment digits" in (children.foreign(ours, "u2") or "")
     ours["metadata"]["ownerReferences"][0]["controller"] = False  # an owner, not controller
     assert "its controller: nothing" in (children.foreign(ours, "u1") or "")
+
+
+def test_an_edited_child_is_applied_again_and_an_untouched_one_is_not(
+    kube: FakeKube, body: dict[str, Any]
+) -> None:
+    _run(kube, body)
+    stored = kube.objects[("Deployment", "ml", "digits")]
+    stored["status"] = {"readyReplicas": 1, "updatedReplicas": 1}
+    _run(kube, body)
+    applied = len(kube.applied)
+    _run(kube, body)  # nothing changed: no child is sent again
+    assert kube.applied[applied:] == []
+    stored = kube.objects[("Deployment", "ml", "digits")]
+    stored["spec"]["template"]["spec"]["containers"][0]["image"] = "theirs:1"  # kubectl edit
+    _run(kube, body)
+    assert [o["kind"] for o in kube.applied[applied:]] == ["Deployment"]
+    repaired = kube.objects[("Deployment", "ml", "digits")]["spec"]["template"]["spec"]
+    assert repaired["containers"][0]["image"] == body["spec"].get("triton", {}).get(
+        "image", "nvcr.io/nvidia/tritonserver:24.08-py3"
+    )
+
+
+def test_a_deployment_event_re_runs_the_owner_only_when_what_it_reads_changed(
+    kube: FakeKube, monkeypatch: Any
+) -> None:
+    """A Deployment's status moves many times on the way up (condition times,
+    availableReplicas); only the replica counts, observedGeneration, the spec and its
+    identity matter to the owner's reconcile."""
+    runs: list[tuple[str, str]] = []
+    monkeypatch.setattr(reconcile, "run", lambda ctx, ns, name: runs.append((ns, name)))
+    memo = type("Memo", (), {"geo": context.Context(kube)})()
+    labels = {names.MANAGED_BY_LABEL: names.MANAGER, names.OWNER_LABEL: "digits"}
+    deployment: dict[str, Any] = {
+        "metadata": {"name": "digits", "namespace": "ml", "labels": labels, "generation": 1},
+        "spec": {"replicas": 1},
+        "status": {"observedGeneration": 1, "replicas": 1},
+    }
+
+    def event(type_: str | None = "MODIFIED") -> None:
+        handlers.on_deployment_event(
+            body=kopf.Body(copy.deepcopy(deployment)), memo=memo, type=type_
+        )
+
+    event(None)  # first sight (the operator's start): the owner runs
+    deployment["status"]["conditions"] = [{"type": "Progressing", "lastUpdateTime": "t1"}]
+    deployment["status"]["availableReplicas"] = 0
+    event()  # nothing the reconcile reads: skipped
+    deployment["status"]["readyReplicas"] = 1
+    event()  # readiness: the owner runs
+    deployment["spec"]["template"] = {"metadata": {"annotations": {"x": "edited"}}}
+    event()  # drift in the spec: the owner runs, and repairs it
+    event("DELETED")  # gone: the owner runs (and recreates it)
+    event()  # the new one: first sight again
+    assert runs == [("ml", "digits")] * 5

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 RESOURCE = (models.GROUP, models.VERSION, models.PLURAL)
 MANAGED = {names.MANAGED_BY_LABEL: names.MANAGER}
 REQUEUE_PERIOD = 2.0
+HANDLER_THREADS = 24  # kopf's handler pool (k8s.POOL_SIZE connections serve them)
 
 
 def memo(tuner_image: str = names.DEFAULT_TUNER_IMAGE) -> kopf.Memo:
@@ -81,6 +82,10 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -
     settings.watching.client_timeout = 90
     settings.watching.connect_timeout = 10
     settings.watching.reconnect_backoff = 1.0
+    # The handlers are sync and mostly wait on the API server: kopf's default pool (CPU
+    # count + 4 threads) left both the API server and the operator half idle at 1,000
+    # GeoDeployments while events queued up (e2e/bench_scale.py).
+    settings.execution.max_workers = HANDLER_THREADS
     # Our Events carry the numbers; kopf's per-handler "Handler succeeded" would be noise.
     settings.posting.level = logging.WARNING
     if not hasattr(memo, "geo"):
@@ -174,8 +179,15 @@ def _owner_event(memo: Any, body: kopf.Body, label: str) -> None:
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-def on_deployment_event(body: kopf.Body, memo: Any, **_: Any) -> None:
-    """Readiness changed, or the Deployment was deleted: the owner's reconcile says so."""
+def on_deployment_event(body: kopf.Body, memo: Any, type: str, **_: Any) -> None:
+    """Readiness changed, or the Deployment was deleted: the owner's reconcile says so
+    (an event that changes nothing it reads is skipped: `reconcile.deployment_digest`)."""
+    key = (str(body.metadata.namespace), str(body.metadata.name))
+    seen = _context(memo).seen
+    if type == "DELETED":
+        seen.forget(key)
+    elif not seen.changed(key, reconcile.deployment_digest(dict(body))):
+        return
     _owner_event(memo, body, names.OWNER_LABEL)
 
 

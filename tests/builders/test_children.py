@@ -278,3 +278,36 @@ def test_root_is_refused_with_the_field_named(spec: models.GeoDeploymentSpec) ->
     raw["triton"]["securityContext"] = {"runAsUser": 0}
     with pytest.raises(ValueError, match="runAsUser"):
         models.parse_spec(raw)
+
+
+def test_an_unchanged_child_is_not_applied_again(spec: models.GeoDeploymentSpec) -> None:
+    import copy
+
+    desired = children.stamp(children.deployment(_target(spec)))
+    stored = copy.deepcopy(desired)  # as the API server keeps it: defaults and status added
+    stored["spec"]["progressDeadlineSeconds"] = 600
+    stored["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
+    stored["status"] = {"readyReplicas": 1}
+    assert children.unchanged(stored, desired)
+    assert not children.unchanged(None, desired) and not children.unchanged({}, desired)
+    # A user's edit of a value GEO sets: applied again, which repairs it.
+    edited = copy.deepcopy(stored)
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "theirs:1"
+    assert not children.unchanged(edited, desired)
+    shorter = copy.deepcopy(stored)
+    shorter["spec"]["template"]["spec"]["volumes"].pop()
+    assert not children.unchanged(shorter, desired)
+    retyped = copy.deepcopy(stored)
+    retyped["spec"]["replicas"] = str(retyped["spec"]["replicas"])
+    assert not children.unchanged(retyped, desired)
+    # A field GEO stops setting (no nodeSelector any more): another hash, so applied,
+    # and server-side apply removes it.
+    raw = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    raw["triton"]["nodeSelector"] = {"pool": "gpu"}
+    with_selector = children.stamp(children.deployment(_target(models.parse_spec(raw))))
+    assert not children.unchanged(with_selector, desired)
+    annotations = desired["metadata"]["annotations"]
+    assert (
+        annotations[names.APPLIED_ANNOTATION]
+        != with_selector["metadata"]["annotations"][names.APPLIED_ANNOTATION]
+    )

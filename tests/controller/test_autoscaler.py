@@ -171,9 +171,19 @@ def test_scrape_failure_holds_and_warns(world: World) -> None:
     assert any(e[:2] == ("Warning", "MetricsMissing") for e in world.kube.events)
 
 
-def test_a_lagging_watch_does_not_repeat_the_missing_metrics_event(world: World) -> None:
+def test_a_lagging_watch_does_not_repeat_the_missing_metrics_event(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Under load kopf's index can hold a body older than the status the last step
     wrote: the outage is still one Warning, not one per step."""
+    from geo_operator.api import conditions
+
+    # Condition and decision times from the world's clock (each step seconds after the last).
+    def clock() -> str:
+        return f"2026-12-02T00:{int(world.now) // 60:02d}:{int(world.now) % 60:02d}Z"
+
+    monkeypatch.setattr(conditions, "now", clock)
+    monkeypatch.setattr(names, "now", clock)
     world.run(41, 350, 120)
 
     def warnings() -> int:
@@ -181,16 +191,25 @@ def test_a_lagging_watch_does_not_repeat_the_missing_metrics_event(world: World)
 
     before = warnings()
     stale = copy.deepcopy(world.body())  # MetricsAvailable=True, as the index last saw it
+    # The index may lag further: no autoscaler condition at all (set anew each step).
+    stale["status"]["conditions"] = [
+        c for c in stale["status"]["conditions"] if c["type"] != "ScalingActive"
+    ]
+    for field in ("lastDecision", "decisions"):  # nor the decisions since
+        stale["status"].pop(field, None)
     assert {c["type"]: c for c in stale["status"]["conditions"]}["MetricsAvailable"][
         "status"
     ] == "True"
     world.down.add("pod0")
+    patches = len(world.kube.status_patches)
     for _ in range(30):
         world.now += 1
         world.scaler.tick(
             [copy.deepcopy(stale)], lambda key: list(world.pods.values()), world.current
         )
     assert warnings() == before + 1
+    # Nor is the same status written again on every step (3 steps in these 30 s).
+    assert len(world.kube.status_patches) - patches == 1
 
 
 def test_low_load_scales_in_only_after_the_window(world: World) -> None:

@@ -41,6 +41,9 @@ METRICS_URL_ANNOTATION = f"{PREFIX}/metrics-url"  # pod: where its Triton metric
 INFERENCE_URL_ANNOTATION = f"{PREFIX}/inference-url"
 # GeoDeployment: a by-hand rollout action (promote or abort), removed once acted on.
 ROLLOUT_ANNOTATION = f"{PREFIX}/rollout"
+# every child: a hash of the object GEO last applied, so that an unchanged one is not
+# applied again (`builders.children.stamp` and `unchanged`).
+APPLIED_ANNOTATION = f"{PREFIX}/applied"
 
 # ---- Triton's ports and the pod's layout
 HTTP_PORT = 8000

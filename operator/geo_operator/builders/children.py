@@ -443,6 +443,42 @@ def foreign(existing: Mapping[str, Any] | None, uid: str) -> str | None:
     )
 
 
+def stamp(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with `names.APPLIED_ANNOTATION`: a hash of everything else in it."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    meta = obj.get("metadata") or {}
+    annotations = {**(meta.get("annotations") or {}), names.APPLIED_ANNOTATION: digest}
+    return {**obj, "metadata": {**meta, "annotations": annotations}}
+
+
+def unchanged(existing: Mapping[str, Any] | None, stamped: Mapping[str, Any]) -> bool:
+    """Whether applying ``stamped`` (from `stamp`) again would change nothing: what is
+    stored was applied from the same object (the hash: a field GEO stopped setting is
+    still removed) and still holds every value it sets (a user's edit of one of them is
+    repaired). Values the API server normalizes (a quantity's spelling) only cost an
+    apply; they never skip one."""
+    if not existing:
+        return False
+    annotations = (existing.get("metadata") or {}).get("annotations") or {}
+    mine = stamped["metadata"]["annotations"][names.APPLIED_ANNOTATION]
+    return annotations.get(names.APPLIED_ANNOTATION) == mine and _holds(existing, stamped)
+
+
+def _holds(stored: Any, wanted: Any) -> bool:
+    """Every value of ``wanted`` is in ``stored`` (which may hold more: defaults)."""
+    if isinstance(wanted, Mapping):
+        return isinstance(stored, Mapping) and all(
+            k in stored and _holds(stored[k], v) for k, v in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(stored, list)
+            and len(stored) == len(wanted)
+            and all(_holds(s, w) for s, w in zip(stored, wanted, strict=True))
+        )
+    return bool(stored == wanted and type(stored) is type(wanted))
+
+
 def template_hash(deployment_: dict[str, Any] | None) -> str | None:
     """The configuration hash a Deployment's pod template carries (None: no Deployment)."""
     if not deployment_:

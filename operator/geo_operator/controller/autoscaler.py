@@ -184,6 +184,8 @@ class _State:
     # start): a MetricsMissing Event goes out once per outage even when the body the step
     # reads lags behind the status written before (a watch behind under load).
     metrics_ok: bool | None = None
+    written: dict[str, Any] | None = None  # the status fields this process last wrote
+    decisions: tuple[models.Decision, ...] | None = None  # status.decisions as last written
 
     def startup(self, pods: Iterable[PodView]) -> float | None:
         """Take in the start-up of pods newly seen Ready; the median of the kept ones."""
@@ -357,7 +359,7 @@ class Autoscaler:
         )
         try:
             new = old.model_copy(update={"conditions": conds})
-            status_io.write(self.cluster, work.body, new, status_io.AUTOSCALER)
+            self._write(work.key, work.body, new)
         except Exception as again:  # e.g. the object is gone: nothing to record on
             log.debug("%s/%s: could not record the failure: %s", *work.key, again)
 
@@ -469,7 +471,7 @@ class Autoscaler:
                 generation=generation,
             )
             new = old.model_copy(update={"conditions": conds})
-            status_io.write(self.cluster, body, new, status_io.AUTOSCALER)
+            self._write(work.key, body, new)
             return None
         if old.observed_generation is None or old.selected_artifact is None or work.current is None:
             return None  # nothing deployed yet: the reconcile comes first
@@ -503,6 +505,17 @@ class Autoscaler:
         if canary != work.canary:
             self.cluster.scale_deployment(work.key[0], children.canary_name(work.key[1]), canary)
 
+    def _write(self, key: Key, body: Mapping[str, Any], new: models.GeoDeploymentStatus) -> None:
+        """The autoscaler's status fields, unless the body has them or they are what this
+        process last wrote: under load kopf's index lags behind the writes, and comparing
+        with the body alone rewrote the same status every tick (each write one more
+        event for the index to catch up on)."""
+        state = self._state.setdefault(key, _State())
+        mine = _timeless(status_io.AUTOSCALER.owned(status_io.dump(new)))
+        if mine != state.written:
+            status_io.write(self.cluster, body, new, status_io.AUTOSCALER)
+            state.written = mine
+
     def _record(
         self,
         work: Work,
@@ -523,15 +536,22 @@ class Autoscaler:
                 }
             )
         update: dict[str, Any] = {"conditions": conds, "autoscaling": autoscaling}
-        last = old.last_decision
+        state = self._state.setdefault(work.key, _State())
+        # The decisions as this process last wrote them, when the body lags behind.
+        history = list(old.decisions) if state.decisions is None else list(state.decisions)
+        last = history[-1] if history else old.last_decision
         # A maintain is recorded once, when it replaces another kind of decision,
         # so that status is not rewritten every tick with a new timestamp.
         if decision.action != "maintain" or last is None or last.action != "maintain":
             record = _decision_record(observation, decision)
+            history = [*history, record][-HISTORY:]
             update["last_decision"] = record
-            update["decisions"] = [*old.decisions, record][-HISTORY:]
-        status_io.write(self.cluster, body, old.model_copy(update=update), status_io.AUTOSCALER)
-        state = self._state.setdefault(work.key, _State())
+            update["decisions"] = history
+        elif state.decisions is not None:  # nothing new: what was written stays
+            update["last_decision"] = last
+            update["decisions"] = history
+        self._write(work.key, body, old.model_copy(update=update))
+        state.decisions = tuple(history)
         _post_events(self.cluster, body, old, observation, decision, state.metrics_ok)
         state.metrics_ok = observation.missing is None
         if decision.action != "maintain":
@@ -611,6 +631,16 @@ def _conditions(
         else f"{observation.missing}; holding replicas (never scaling in blind)",
         generation=generation,
     )
+
+
+def _timeless(owned: dict[str, Any]) -> dict[str, Any]:
+    """The status fields without the conditions' transition times: a body that lags has
+    no condition yet, so each step would set it anew at a new time."""
+    conds = [
+        {k: v for k, v in c.items() if k != "lastTransitionTime"}
+        for c in owned.get("conditions") or []
+    ]
+    return {**owned, "conditions": conds}
 
 
 def _decision_record(observation: policy.Observation, decision: policy.Decision) -> models.Decision:

@@ -88,6 +88,28 @@ class Requeues:
             return self._at.get(key)
 
 
+class Seen:
+    """The last digest of each child whose events re-run its owner: an event that changes
+    nothing the reconcile reads (a Deployment's condition timestamps, its availableReplicas
+    on the way up) re-runs nothing. At 1,000 GeoDeployments those were most reconciles."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._digests: dict[Key, str] = {}
+
+    def changed(self, key: Key, digest: str) -> bool:
+        """Whether ``digest`` is new for ``key`` (and remember it)."""
+        with self._guard:
+            if self._digests.get(key) == digest:
+                return False
+            self._digests[key] = digest
+            return True
+
+    def forget(self, key: Key) -> None:
+        with self._guard:
+            self._digests.pop(key, None)
+
+
 @dataclasses.dataclass
 class Context:
     """Everything the controller shares across objects and threads."""
@@ -97,6 +119,7 @@ class Context:
     clock: Callable[[], float] = time.time  # wall-clock seconds: retry times are RFC 3339
     locks: KeyLocks = dataclasses.field(default_factory=KeyLocks)
     requeues: Requeues = dataclasses.field(default_factory=Requeues)
+    seen: Seen = dataclasses.field(default_factory=Seen)  # children's events: what changed
     # The canary analysis' open windows (their counters' baselines), read through ``fetch``.
     windows: canary.Windows = dataclasses.field(default_factory=lambda: canary.Windows(http_fetch))
     # Each canary configuration's held-out score (model.evaluation), measured once.

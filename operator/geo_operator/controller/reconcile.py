@@ -27,6 +27,7 @@ canary draining), which the caller records in `Context.requeues`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -94,6 +95,26 @@ def reconcile(ctx: context.Context, namespace: str, name: str) -> float | None:
         after = wanted.requeue_after
         ctx.requeues.set(key, None if after is None else ctx.clock() + after)
         return after
+
+
+def deployment_digest(deployment: Mapping[str, Any]) -> str:
+    """What the reconcile reads of a Deployment (its spec and identity, and of its status
+    the replica counts and observedGeneration), as one string: equal digests, nothing
+    for the owner's reconcile to do."""
+    meta = deployment.get("metadata") or {}
+    status = deployment.get("status") or {}
+    read = {
+        "spec": deployment.get("spec"),
+        "metadata": {
+            k: meta.get(k)
+            for k in ("generation", "labels", "annotations", "ownerReferences", "deletionTimestamp")
+        },
+        "status": {
+            k: status.get(k)
+            for k in ("observedGeneration", "replicas", "readyReplicas", "updatedReplicas")
+        },
+    }
+    return json.dumps(read, sort_keys=True, default=str)
 
 
 def gather(kube: k8s.Kube, namespace: str, name: str) -> desired_.Observed | None:
@@ -245,7 +266,9 @@ def act(
         kube.delete("batch/v1", "Job", namespace, job)
     deployment: Mapping[str, Any] | None = None
     stable = wanted.target.name if wanted.target else None
-    for obj in wanted.objects:  # all checked before any is applied: a conflict changes nothing
+    stamped = [children.stamp(obj) for obj in wanted.objects]
+    stored_now: list[Mapping[str, Any] | None] = []
+    for obj in stamped:  # all checked before any is applied: a conflict changes nothing
         kind, name = obj["kind"], obj["metadata"]["name"]
         existing: Mapping[str, Any] | None
         if (kind, name) in known:
@@ -255,11 +278,15 @@ def act(
         taken = children.foreign(existing, uid)
         if taken is not None:
             return None, taken
-    for obj in wanted.objects:
-        try:
-            stored = kube.apply(obj)
-        except k8s.Refused as refusal:
-            return deployment, str(refusal)
+        stored_now.append(existing)
+    for obj, existing in zip(stamped, stored_now, strict=True):
+        if children.unchanged(existing, obj):  # applied before, as it is: no request
+            stored: Mapping[str, Any] | None = existing
+        else:
+            try:
+                stored = kube.apply(obj)
+            except k8s.Refused as refusal:
+                return deployment, str(refusal)
         if obj["kind"] == "Deployment" and obj["metadata"]["name"] == stable:
             deployment = stored
     gathered = observed.deployment if observed else None
