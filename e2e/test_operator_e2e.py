@@ -27,6 +27,7 @@ from e2e.harness import (
     Cluster,
     OperatorProcess,
     example,
+    invariants,
     wait_for,
 )
 
@@ -379,6 +380,22 @@ def test_operator_killed_mid_reconcile_resumes(
         )
         == 1
     )
+    _invariants_hold(cluster, namespace)
+
+
+def _invariants_hold(cluster: Cluster, namespace: str) -> None:
+    """After a fault: e2e/harness/invariants.py (nothing orphaned, status agreeing with
+    the children, reconciled to the latest generation, no Event twice)."""
+    found: list[list[str]] = []
+
+    def hold() -> bool:
+        found.append(invariants.violations(cluster, namespace))
+        return not found[-1]
+
+    try:
+        wait_for(hold, "the invariants after the fault", timeout=60, every=2)
+    except AssertionError:
+        raise AssertionError(f"invariants broken after the fault: {found[-1]}") from None
 
 
 def test_operator_reconnects_after_apiserver_restart(
@@ -396,6 +413,7 @@ def test_operator_reconnects_after_apiserver_restart(
         cluster, namespace, 2, "the operator to act after the API server restart", timeout=150
     )
     print(f"apiserver restart: 2 ready replicas {time.monotonic() - restarted:.1f}s after it")
+    _invariants_hold(cluster, namespace)
 
 
 # kopf gives a failed request 9 attempts, 54 s of backoffs in all; a watch that escalates

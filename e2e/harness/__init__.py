@@ -4,7 +4,8 @@
   `install_chart()`, `OperatorProcess`, `example()`, `wait_for()` and the
   constants — what the tests and `e2e/demo.py` import;
 - `e2e.harness.fixtures`: the pytest fixtures on top (e2e/conftest.py registers them);
-- `e2e.harness.kubelet`: the kubelet runner (real Triton per kwok pod).
+- `e2e.harness.kubelet`: the kubelet runner (real Triton per kwok pod);
+- `e2e.harness.invariants`: what must hold in a namespace after any fault.
 """
 
 from e2e.harness.cluster import (

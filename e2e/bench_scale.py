@@ -1,0 +1,413 @@
+"""Benchmark: 1,000 GeoDeployments on the real API server (issue 14's scale figures).
+
+Run: `.venv/bin/python e2e/bench_scale.py [--count 1000] [--namespaces 10] [--steady 60]`
+(about 10 min at 1,000; it brings the local cluster up if it is not, installs the chart,
+runs `geo run` as the chart's ServiceAccount, and deletes its namespaces afterwards).
+
+What it does, and what it prints:
+
+1. applies COUNT GeoDeployments in one `kubectl apply` (spread over NAMESPACES
+   restricted namespaces; autoscaling on with the direct source; every TUNED-th with
+   `maxBatchSize: 0`, so a tuning Job too), and times until every one is `Ready=True`;
+2. points every Triton pod's `geo.ai/metrics-url` at the **stand-in exposition
+   server** below and lets the autoscaler scrape them;
+3. then holds still for STEADY seconds, nothing changing, and counts what the
+   operator does meanwhile.
+
+Figures: the time to all Ready; the operator's peak and steady RSS and its CPU; its
+API requests (the API server's audit log keeps the operator's ServiceAccount only: see
+e2e/cluster/up.sh), in total, per verb and per reconcile (`geo_reconciles_total`);
+the cluster's own `apiserver_request_total` before and after, for scale; the
+autoscaler's tick (`geo_autoscaler_tick_seconds`) and step times; and the operator's
+writes in the steady window (the aim is none).
+
+STAND-IN, said plainly: the metrics of 1,000 deployments cannot come from 1,000 real
+Tritons on two cores, so one small HTTP server here (`Exposition`) serves Triton's
+exposition text for every pod: a load generator for the operator, not a model server.
+It serves the counters a Triton under a steady 2 requests/s would (p99 4 ms). The real
+Triton stories stay in e2e/test_closed_loop.py. kwok plays the nodes; no Triton runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import http.server
+import json
+import math
+import pathlib
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from e2e.harness import (
+    Cluster,
+    OperatorProcess,
+    chart_as_installed,
+    example,
+    fresh_namespace,
+    install_chart,
+    up,
+    wait_for,
+)
+
+from geo_operator.api import names
+
+OPERATOR_USER = "system:serviceaccount:geo-system:geo-operator"
+WRITES = {"create", "update", "patch", "delete", "deletecollection"}
+PODS_PER_NODE = 250
+QPS = 2.0  # what every stand-in pod reports serving
+P99_US = 4000
+
+
+class Exposition:
+    """STAND-IN: one process serving Triton's /metrics text for every pod (`/p/NS/POD`),
+    counters growing at QPS from the moment a pod is first asked for. A load generator
+    for the operator, not a model server."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, float] = {}
+        self.scrapes = 0
+        exposition = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                exposition.scrapes += 1
+                body = exposition.text(self.path).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, namespace: str, pod: str) -> str:
+        return f"http://127.0.0.1:{self.port}/p/{namespace}/{pod}"
+
+    def text(self, path: str) -> str:
+        now = time.monotonic()
+        since = now - self.first.setdefault(path, now - 60)
+        n = int(since * QPS)
+        model = 'model="digits",version="1"'
+        lines = [
+            f"nv_inference_request_success{{{model}}} {n}",
+            f'nv_inference_request_failure{{{model},reason="REJECTED"}} 0',
+            f"nv_inference_count{{{model}}} {n}",
+            f"nv_inference_exec_count{{{model}}} {n}",
+            f"nv_inference_request_duration_us{{{model}}} {n * 2000}",
+            f"nv_inference_queue_duration_us{{{model}}} {n * 100}",
+            f"nv_inference_pending_request_count{{{model}}} 0",
+            f"nv_inference_request_summary_us_count{{{model}}} {n}",
+            f"nv_inference_request_summary_us_sum{{{model}}} {n * 2000}",
+        ]
+        for q, v in (("0.5", 2000), ("0.9", 3000), ("0.95", 3500), ("0.99", P99_US)):
+            lines.append(f'nv_inference_request_summary_us{{{model},quantile="{q}"}} {v}')
+        return "\n".join(lines) + "\n"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+class Sampler:
+    """The operator process's RSS and CPU seconds, every half second, from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, float, float]] = []  # (time, rss MiB, cpu s)
+        self.running = True
+        self.tick = 100.0  # clock ticks per second (os.sysconf('SC_CLK_TCK') on Linux)
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while self.running:
+            try:
+                status = pathlib.Path(f"/proc/{self.pid}/status").read_text()
+                stat = pathlib.Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1]
+            except OSError:
+                return
+            rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+            fields = stat.split()
+            cpu = (int(fields[11]) + int(fields[12])) / self.tick
+            self.samples.append((time.monotonic(), rss, cpu))
+            time.sleep(0.5)
+
+    def peak_rss(self) -> float:
+        status = pathlib.Path(f"/proc/{self.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+    def between(self, start: float, end: float) -> tuple[float, float]:
+        """(mean RSS MiB, CPU share of one core) over [start, end]."""
+        window = [s for s in self.samples if start <= s[0] <= end]
+        if len(window) < 2:
+            return math.nan, math.nan
+        cpu = (window[-1][2] - window[0][2]) / (window[-1][0] - window[0][0])
+        return statistics.fmean(s[1] for s in window), cpu
+
+
+class Audit:
+    """The operator's requests, from the API server's audit log (its ServiceAccount only)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.path = cluster.kubeconfig.parent / "logs" / "audit.log"
+        if not self.path.exists():
+            raise SystemExit(
+                f"no audit log at {self.path}: the cluster predates e2e/cluster/up.sh's audit "
+                "flags; run e2e/cluster/down.sh and try again"
+            )
+
+    def offset(self) -> int:
+        return self.path.stat().st_size
+
+    def since(self, offset: int) -> list[dict[str, Any]]:
+        with self.path.open("rb") as stream:
+            stream.seek(offset)
+            events = [json.loads(line) for line in stream if line.strip()]
+        return [e for e in events if e.get("user", {}).get("username") == OPERATOR_USER]
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(
+        float(m.group(2))
+        for m in re.finditer(rf"^{re.escape(name)}(\{{[^}}]*\}})?\s+(\S+)$", text, re.MULTILINE)
+    )
+
+
+def _operator_metrics(operator: OperatorProcess) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=10
+    ) as response:
+        return str(response.read().decode())
+
+
+def _apiserver_requests(cluster: Cluster) -> float:
+    return _metric(cluster.kubectl("get", "--raw", "/metrics").stdout, "apiserver_request_total")
+
+
+def _nodes(cluster: Cluster, count: int) -> None:
+    """Enough kwok nodes for COUNT pods and the tuning pods (kwok's stages apply)."""
+    wanted = math.ceil(count * 1.3 / PODS_PER_NODE)
+    docs = []
+    for i in range(wanted):
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": f"kwok-bench-{i}",
+                    "labels": {"type": "kwok", "kubernetes.io/hostname": f"kwok-bench-{i}"},
+                    "annotations": {"kwok.x-k8s.io/node": "fake"},
+                },
+                "status": {
+                    "allocatable": {"cpu": "512", "memory": "4Ti", "pods": str(PODS_PER_NODE)},
+                    "capacity": {"cpu": "512", "memory": "4Ti", "pods": str(PODS_PER_NODE)},
+                },
+            }
+        )
+    cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+
+
+def _documents(count: int, namespaces: list[str], tuned_every: int) -> Iterator[dict[str, Any]]:
+    for i in range(count):
+        body = example(namespaces[i % len(namespaces)])
+        body["metadata"]["name"] = f"gd-{i:04d}"
+        body["spec"]["autoscaling"] = {"enabled": True, "minReplicas": 1, "maxReplicas": 3}
+        body["spec"]["objectives"] = {"p99LatencyMs": 50}
+        if tuned_every and i % tuned_every == 0:
+            body["spec"]["triton"]["maxBatchSize"] = 0
+        yield body
+
+
+def _ready_count(cluster: Cluster, namespaces: list[str]) -> int:
+    items = cluster.json("get", "geod", "-A")["items"]
+    ready = 0
+    for body in items:
+        if body["metadata"]["namespace"] not in namespaces:
+            continue
+        for c in (body.get("status") or {}).get("conditions", []):
+            if c["type"] == "Ready" and c["status"] == "True":
+                ready += 1
+    return ready
+
+
+def _annotate_pods(cluster: Cluster, namespaces: list[str], exposition: Exposition) -> int:
+    """Every Triton pod's metrics URL -> the stand-in (the bench's writes, before the
+    steady window)."""
+    todo = []
+    for namespace in namespaces:
+        pods = cluster.json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/name=triton")
+        todo += [(namespace, pod["metadata"]["name"]) for pod in pods["items"]]
+
+    def annotate(where: tuple[str, str]) -> None:
+        namespace, name = where
+        url = exposition.url(namespace, name)
+        patch = {"metadata": {"annotations": {names.METRICS_URL_ANNOTATION: url}}}
+        cluster.kubectl(
+            "patch", "pod", name, "-n", namespace, "--type=merge", "-p", json.dumps(patch)
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(annotate, todo))
+    return len(todo)
+
+
+def _by(events: list[dict[str, Any]], *keys: str) -> dict[str, int]:
+    counted: dict[str, int] = collections.Counter()
+    for event in events:
+        ref = event.get("objectRef") or {}
+        parts = [event.get("verb", "?") if k == "verb" else ref.get(k, "-") for k in keys]
+        counted["/".join(str(p) for p in parts)] += 1
+    return dict(counted)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--namespaces", type=int, default=10)
+    parser.add_argument("--tuned-every", type=int, default=10, help="every Nth tunes (0: none)")
+    parser.add_argument("--steady", type=float, default=60, help="seconds held still")
+    parser.add_argument("--keep", action="store_true", help="leave the namespaces")
+    args = parser.parse_args(argv)
+
+    cluster = up()
+    audit = Audit(cluster)
+    if not chart_as_installed(cluster):
+        install_chart(cluster)
+    _nodes(cluster, args.count)
+    namespaces = [fresh_namespace(cluster, f"bench-scale-{i}") for i in range(args.namespaces)]
+    exposition = Exposition()
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    operator = OperatorProcess(cluster, workdir)
+    operator.start()
+    assert operator.process is not None
+    sampler = Sampler(operator.process.pid)
+    try:
+        time.sleep(3)
+        idle_rss = sampler.samples[-1][1]
+        api_before = _apiserver_requests(cluster)
+        start_offset = audit.offset()
+        manifest = workdir / "all.yaml"
+        manifest.write_text(
+            "\n---\n".join(
+                json.dumps(d) for d in _documents(args.count, namespaces, args.tuned_every)
+            )
+        )
+        t0 = time.monotonic()
+        out = subprocess.run(
+            [cluster.kubectl_bin, "apply", "--server-side", "-f", str(manifest)],
+            capture_output=True,
+            text=True,
+            env=cluster.env(),
+            timeout=900,
+            check=True,
+        )
+        applied = time.monotonic() - t0
+        print(f"[bench] applied {len(out.stdout.splitlines())} in {applied:.1f} s", flush=True)
+        last = [0]
+
+        def all_ready() -> bool:
+            last[0] = _ready_count(cluster, namespaces)
+            print(f"[bench] {time.monotonic() - t0:6.1f} s: {last[0]} Ready", flush=True)
+            return last[0] >= args.count
+
+        wait_for(all_ready, f"{args.count} Ready", timeout=1200, every=10)
+        to_ready = time.monotonic() - t0
+        settle_events = audit.since(start_offset)
+        reconciles = _metric(_operator_metrics(operator), "geo_reconciles_total")
+        annotated = _annotate_pods(cluster, namespaces, exposition)
+        time.sleep(30)  # the autoscaler scrapes them: its decisions and status settle
+        metrics_before = _operator_metrics(operator)
+        steady_offset = audit.offset()
+        steady_start = time.monotonic()
+        api_mid = _apiserver_requests(cluster)
+        time.sleep(args.steady)
+        steady_end = time.monotonic()
+        metrics_after = _operator_metrics(operator)
+        api_after = _apiserver_requests(cluster)
+        steady_events = audit.since(steady_offset)
+        steady_rss, steady_cpu = sampler.between(steady_start, steady_end)
+        _, settle_cpu = sampler.between(t0, t0 + to_ready)
+        ticks = [
+            _metric(m, "geo_autoscaler_tick_seconds_" + k)
+            for m in (metrics_before, metrics_after)
+            for k in ("sum", "count")
+        ]
+        steps = [
+            _metric(m, "geo_autoscaler_step_seconds_" + k)
+            for m in (metrics_before, metrics_after)
+            for k in ("sum", "count")
+        ]
+        tick_mean = (ticks[2] - ticks[0]) / max(1.0, ticks[3] - ticks[1])
+        step_mean = (steps[2] - steps[0]) / max(1.0, steps[3] - steps[1])
+        writes = [e for e in steady_events if e.get("verb") in WRITES]
+        written = _by(writes, "verb", "resource", "subresource")
+        rows = [
+            ("GeoDeployments", f"{args.count} in {args.namespaces} namespaces"),
+            ("kubectl apply of all", f"{applied:.1f} s"),
+            ("all Ready after the apply", f"{to_ready:.1f} s"),
+            (
+                "operator RSS: idle / peak / steady",
+                f"{idle_rss:.0f} / {sampler.peak_rss():.0f} / {steady_rss:.0f} MiB",
+            ),
+            ("operator CPU: settling / steady", f"{settle_cpu:.2f} / {steady_cpu:.2f} cores"),
+            ("operator API requests until all Ready", f"{len(settle_events)}"),
+            (
+                "  per reconcile",
+                f"{len(settle_events) / max(1.0, reconciles):.1f} ({reconciles:.0f} reconciles)",
+            ),
+            ("  by verb", json.dumps(_by(settle_events, "verb"), sort_keys=True)),
+            (
+                "cluster apiserver_request_total: apply..steady / steady window",
+                f"{api_mid - api_before:.0f} / {api_after - api_mid:.0f}",
+            ),
+            ("pods pointed at the stand-in", f"{annotated} ({exposition.scrapes} scrapes)"),
+            (
+                "autoscaler tick, mean over the steady window",
+                f"{tick_mean * 1000:.0f} ms ({ticks[3] - ticks[1]:.0f} ticks)",
+            ),
+            (
+                "autoscaler step, mean",
+                f"{step_mean * 1000:.1f} ms ({steps[3] - steps[1]:.0f} steps)",
+            ),
+            (
+                f"operator requests in {args.steady:.0f} s steady",
+                f"{len(steady_events)}: {json.dumps(_by(steady_events, 'verb'), sort_keys=True)}",
+            ),
+            (
+                "operator writes in the steady window",
+                f"{len(writes)}: {json.dumps(written, sort_keys=True)}",
+            ),
+        ]
+        width = max(len(k) for k, _ in rows)
+        print()
+        for key, value in rows:
+            print(f"{key:<{width}}  {value}")
+        return 0
+    finally:
+        sampler.running = False
+        operator.stop()
+        exposition.stop()
+        if not args.keep:
+            for namespace in namespaces:
+                cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
