@@ -154,9 +154,10 @@ def test_the_teachers_batch_32_latency_is_clearly_above_the_students(
     sessions = {n: script.make_session(family / n / "model.onnx") for n in names}
     runs = {n: (lambda s=s: s.run(None, {"input": x32})) for n, s in sessions.items()}
     ms = script.interleaved_latency_ms(runs, samples=60, rounds=6, warmup=5)
-    # Measured here about 3 ms, 0.8 ms and 0.03 ms.
+    # Measured about 3 ms, 0.8 ms and 0.03 ms on a CPU with int8 dot-product instructions
+    # (VNNI); 9 ms, 8 ms and 0.05 ms on an AVX2-only EPYC, where dynamic int8 saves little
+    # at batch 32. So only the student's lead, which is the architecture's, is asserted.
     assert ms["teacher"] > 10 * ms["student"], ms
-    assert ms["teacher"] > 1.5 * ms["int8-dynamic"], ms
     recorded = {n: by_name[n]["latencyMsBatch32"] for n in names}
     assert recorded["teacher"] > 10 * recorded["student"], recorded
 
