@@ -14,7 +14,7 @@ invariant as a sentence (an empty list: all hold):
   status.configHash from its stable Deployment, with the ready replicas the
   Deployment has;
 * no Event about a GeoDeployment was posted twice (the same reason and message
-  as two Events);
+  as two Events), but for those that tell of a change which may recur (`RECURRING`);
 * no pod was refused (FailedCreate: the restricted Pod Security Standard).
 
 `bystanders` are `kind/name` -> resourceVersion of objects that are not GEO's:
@@ -34,6 +34,9 @@ from geo_operator.builders import children
 
 MANAGED = f"{names.MANAGED_BY_LABEL}={names.MANAGER}"
 OWNED_KINDS = ("deployments", "services", "configmaps", "jobs")
+# Events that tell of one change each, which may come again with the same words (a spec
+# edited 32 -> 16 -> 32 rolls twice, "max_batch_size 32" both times): not duplicates.
+RECURRING = {"Rolling", "ScaledOut", "ScaledIn", "TuningStarted", "CanaryStarted"}
 
 
 def _ready(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -75,7 +78,11 @@ def violations(
         for e in events
         if e["involvedObject"]["kind"] == "GeoDeployment"
     )
-    found += [f"Event posted {n} times: {key}" for key, n in posted.items() if n > 1]
+    found += [
+        f"Event posted {n} times: {key}"
+        for key, n in posted.items()
+        if n > 1 and key[1] not in RECURRING
+    ]
     found += [f"a pod was refused: {e['message']}" for e in events if e["reason"] == "FailedCreate"]
     return found
 
