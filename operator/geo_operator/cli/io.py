@@ -30,21 +30,29 @@ class UsageError(Exception):
     """Bad input from the user: printed without a traceback, exit code 2."""
 
 
-def load_geodeployment(path: str) -> dict[str, Any]:
-    """The one GeoDeployment in the YAML file at ``path`` ('-' = stdin), unvalidated."""
+def _read_yaml(path: str, what: str, all_documents: bool) -> Any:
+    """The YAML at ``path`` ('-' = stdin): every document, or the one; each way a file
+    can't be read or parsed is a UsageError naming it (``what`` it should have been)."""
     try:
         with open(path if path != "-" else "/dev/stdin", encoding="utf-8") as stream:
-            documents = [d for d in yaml.safe_load_all(stream) if d]
+            if all_documents:
+                return [d for d in yaml.safe_load_all(stream) if d]
+            return yaml.safe_load(stream)
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror}") from error
     except yaml.YAMLError as error:
-        raise UsageError(f"{path} is not valid YAML: {error}") from error
+        raise UsageError(f"{path} is not valid {what}: {error}") from error
     except UnicodeDecodeError as error:
         raise UsageError(
             f"{path} is not UTF-8 text: {error.reason} at byte {error.start}"
         ) from error
     except RecursionError as error:
-        raise UsageError(f"{path} nests too deep to be a {models.KIND}") from error
+        raise UsageError(f"{path} nests too deep to be valid {what}") from error
+
+
+def load_geodeployment(path: str) -> dict[str, Any]:
+    """The one GeoDeployment in the YAML file at ``path`` ('-' = stdin), unvalidated."""
+    documents = _read_yaml(path, "YAML", all_documents=True)
     found = [d for d in documents if isinstance(d, dict) and d.get("kind") == models.KIND]
     if len(found) != 1:
         raise UsageError(f"{path} must hold exactly one {models.KIND}, found {len(found)}")
@@ -72,19 +80,7 @@ def load_status(path: str) -> models.GeoDeploymentStatus:
     """A GeoDeployment status from the YAML or JSON file at ``path``: the whole object
     (``kubectl get geod NAME -o yaml``) or its ``.status`` alone; fields of other versions
     are ignored, as the operator ignores them."""
-    try:
-        with open(path if path != "-" else "/dev/stdin", encoding="utf-8") as stream:
-            document = yaml.safe_load(stream)
-    except OSError as error:
-        raise UsageError(f"cannot read {path}: {error.strerror}") from error
-    except yaml.YAMLError as error:
-        raise UsageError(f"{path} is not valid YAML or JSON: {error}") from error
-    except UnicodeDecodeError as error:
-        raise UsageError(
-            f"{path} is not UTF-8 text: {error.reason} at byte {error.start}"
-        ) from error
-    except RecursionError as error:
-        raise UsageError(f"{path} nests too deep to be a {models.KIND} status") from error
+    document = _read_yaml(path, "YAML or JSON", all_documents=False)
     if not isinstance(document, dict):
         raise UsageError(f"{path} must hold a {models.KIND} or its status, a mapping")
     if document.get("kind") == "List":

@@ -269,12 +269,9 @@ def act(
     stamped = [children.stamp(obj) for obj in wanted.objects]
     stored_now: list[Mapping[str, Any] | None] = []
     for obj in stamped:  # all checked before any is applied: a conflict changes nothing
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        existing: Mapping[str, Any] | None
-        if (kind, name) in known:
-            existing = known[(kind, name)]
-        else:
-            existing = kube.get(obj["apiVersion"], kind, namespace, name)
+        existing = _stored(
+            kube, known, obj["apiVersion"], obj["kind"], namespace, obj["metadata"]["name"]
+        )
         taken = children.foreign(existing, uid)
         if taken is not None:
             return None, taken
@@ -297,19 +294,28 @@ def act(
             spec = {**(gathered.get("spec") or {}), "replicas": replicas}
             deployment = {**gathered, "spec": spec}
     for api_version, kind, name in wanted.delete:
-        if (
-            children.foreign(
-                known.get((kind, name)) or kube.get(api_version, kind, namespace, name), uid
-            )
-            is None
-        ):
+        if children.foreign(_stored(kube, known, api_version, kind, namespace, name), uid) is None:
             kube.delete(api_version, kind, namespace, name)
     return deployment, None
 
 
+def _stored(
+    kube: k8s.Kube,
+    known: Mapping[tuple[str, str], Mapping[str, Any]],
+    api_version: str,
+    kind: str,
+    namespace: str,
+    name: str,
+) -> Mapping[str, Any] | None:
+    """A child as stored: as the gather read it, else read now."""
+    if (kind, name) in known:
+        return known[(kind, name)]
+    return kube.get(api_version, kind, namespace, name)
+
+
 def _gathered(observed: desired_.Observed | None) -> dict[tuple[str, str], Mapping[str, Any]]:
-    """(kind, name) -> the object, for the children the reconcile already read (None: the
-    gather found none there); the rest are read before they are applied."""
+    """(kind, name) -> the object, for the children the reconcile already read ({}: the
+    gather found none there); the rest are read when they are needed."""
     if observed is None:
         return {}
     name = observed.body["metadata"]["name"]
