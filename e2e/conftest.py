@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from e2e.harness.fixtures import (
     MARKERS,
-    apiserver_restart,
     chart,
     cluster,
+    control_plane_restart,
     killable_operator,
     namespace,
     operator,
@@ -17,9 +17,9 @@ from e2e.harness.fixtures import (
 )
 
 __all__ = [
-    "apiserver_restart",
     "chart",
     "cluster",
+    "control_plane_restart",
     "killable_operator",
     "namespace",
     "operator",

@@ -3,7 +3,7 @@
 One Helm installation and one operator process for the session; each test has its
 own namespace. The tests that break something — kill the operator, restart the API
 server, upgrade and uninstall the chart — take the fixture that restores it
-(`killable_operator`, `apiserver_restart`, `uninstallable_chart`), so the tests pass
+(`killable_operator`, `control_plane_restart`, `uninstallable_chart`), so the tests pass
 in any order. kwok plays the nodes, so Triton pods go Running and Ready without
 running Triton (the real Triton is exercised by tests/triton/ and the other e2e files).
 """
@@ -398,21 +398,28 @@ def _invariants_hold(cluster: Cluster, namespace: str) -> None:
         raise AssertionError(f"invariants broken after the fault: {found[-1]}") from None
 
 
-def test_operator_reconnects_after_apiserver_restart(
-    operator: OperatorProcess, namespace: str, apiserver_restart: Callable[..., None]
+@pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
+def test_operator_acts_after_a_control_plane_restart(
+    operator: OperatorProcess,
+    namespace: str,
+    control_plane_restart: Callable[..., None],
+    component: str,
 ) -> None:
+    """SIGKILL kube-apiserver, or etcd under a running API server (whose watch caches
+    then re-list), and start it again: the operator's watches resume and it acts on the
+    next edit in seconds."""
     cluster = operator.cluster
     cluster.apply(example(namespace))
     wait_for(lambda: _ready(cluster, namespace), "Ready", timeout=90)
-    apiserver_restart()
+    control_plane_restart(component)
     assert operator.healthy()
     restarted = time.monotonic()
     cluster.kubectl("scale", "geod/digits", "-n", namespace, "--replicas=2")
 
     _wait_ready_replicas(
-        cluster, namespace, 2, "the operator to act after the API server restart", timeout=150
+        cluster, namespace, 2, f"the operator to act after the {component} restart", timeout=150
     )
-    print(f"apiserver restart: 2 ready replicas {time.monotonic() - restarted:.1f}s after it")
+    print(f"{component} restart: 2 ready replicas {time.monotonic() - restarted:.1f}s after it")
     _invariants_hold(cluster, namespace)
 
 
@@ -428,12 +435,12 @@ LONG_OUTAGE_S = 65
     "for the tests after it; run alone with GEO_E2E_LONG_OUTAGE=1",
 )
 def test_operator_acts_after_an_outage_longer_than_kopfs_retries(
-    operator: OperatorProcess, namespace: str, apiserver_restart: Callable[..., None]
+    operator: OperatorProcess, namespace: str, control_plane_restart: Callable[..., None]
 ) -> None:
     cluster = operator.cluster
     cluster.apply(example(namespace))
     wait_for(lambda: _ready(cluster, namespace), "Ready", timeout=90)
-    apiserver_restart(downtime=LONG_OUTAGE_S)
+    control_plane_restart(downtime=LONG_OUTAGE_S)
     assert operator.healthy()
     back = time.monotonic()
     cluster.kubectl("scale", "geod/digits", "-n", namespace, "--replicas=2")

@@ -97,18 +97,22 @@ for n in kube-controller-manager kube-scheduler kwok; do mkkubeconfig "$D/conf/$
 mkkubeconfig "$D/kubeconfig.tmp" admin
 
 # ------------------------------------------------------------------- processes
-geo_start etcd "$(geo_bin etcd)" \
-  --name=geo-e2e \
-  --data-dir="$D/etcd" \
-  --listen-client-urls="http://127.0.0.1:$GEO_ETCD_CLIENT_PORT" \
-  --advertise-client-urls="http://127.0.0.1:$GEO_ETCD_CLIENT_PORT" \
-  --listen-peer-urls="http://127.0.0.1:$GEO_ETCD_PEER_PORT" \
-  --initial-advertise-peer-urls="http://127.0.0.1:$GEO_ETCD_PEER_PORT" \
-  --initial-cluster="geo-e2e=http://127.0.0.1:$GEO_ETCD_PEER_PORT" \
-  --listen-metrics-urls="" \
-  --unsafe-no-fsync=true \
-  --quota-backend-bytes=$((2 * 1024 * 1024 * 1024)) \
+# etcd's and the apiserver's flags are saved so restart.sh can reuse them verbatim.
+etcd_args=(
+  --name=geo-e2e
+  --data-dir="$D/etcd"
+  --listen-client-urls="http://127.0.0.1:$GEO_ETCD_CLIENT_PORT"
+  --advertise-client-urls="http://127.0.0.1:$GEO_ETCD_CLIENT_PORT"
+  --listen-peer-urls="http://127.0.0.1:$GEO_ETCD_PEER_PORT"
+  --initial-advertise-peer-urls="http://127.0.0.1:$GEO_ETCD_PEER_PORT"
+  --initial-cluster="geo-e2e=http://127.0.0.1:$GEO_ETCD_PEER_PORT"
+  --listen-metrics-urls=""
+  --unsafe-no-fsync=true
+  --quota-backend-bytes=$((2 * 1024 * 1024 * 1024))
   --log-level=warn
+)
+printf '%s\n' "${etcd_args[@]}" >"$D/conf/etcd.args"
+geo_start etcd "$(geo_bin etcd)" "${etcd_args[@]}"
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$GEO_ETCD_CLIENT_PORT/health" 2>/dev/null | grep -q '"health":"true"' && break
   geo_pid_alive etcd || { geo_log up "etcd died, see $D/logs/etcd.log"; tail -20 "$D/logs/etcd.log" >&2; exit 1; }
@@ -128,7 +132,6 @@ rules:
   - level: None
 EOF
 
-# The apiserver's flags are saved so restart-apiserver.sh can reuse them verbatim.
 apiserver_args=(
   --bind-address=127.0.0.1
   --advertise-address=127.0.0.1

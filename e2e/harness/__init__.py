@@ -29,7 +29,7 @@ from e2e.harness.cluster import (
     install_chart,
     is_up,
     lib,
-    restart_apiserver,
+    restart_control_plane,
     up,
     wait_for,
 )
@@ -55,7 +55,7 @@ __all__ = [
     "install_chart",
     "is_up",
     "lib",
-    "restart_apiserver",
+    "restart_control_plane",
     "up",
     "wait_for",
 ]

@@ -176,12 +176,14 @@ def down() -> None:
     subprocess.run(["bash", str(CLUSTER_SCRIPTS / "down.sh")], check=False)
 
 
-def restart_apiserver(timeout: float = 120, downtime: float = 0) -> None:
-    """SIGKILL kube-apiserver and start it again ``downtime`` seconds later
-    (e2e/cluster/restart-apiserver.sh)."""
+def restart_control_plane(
+    component: str = "kube-apiserver", timeout: float = 120, downtime: float = 0
+) -> None:
+    """SIGKILL one control-plane process (kube-apiserver or etcd) and start it again
+    ``downtime`` seconds later; returns once the API server is ready (e2e/cluster/restart.sh)."""
     env = {**os.environ, "GEO_RESTART_DOWNTIME": f"{downtime:g}"}
     subprocess.run(
-        ["bash", str(CLUSTER_SCRIPTS / "restart-apiserver.sh")],
+        ["bash", str(CLUSTER_SCRIPTS / "restart.sh"), component],
         check=True,
         timeout=timeout + downtime,
         env=env,

@@ -8,8 +8,8 @@ kubelet runner for that namespace; `@pytest.mark.all_namespaces` for all).
 
 Tests that break shared state take the fixture that restores it, so that every
 file passes alone and in any order: `killable_operator` (started again if the
-test left it dead), `apiserver_restart` (waits for the API server to be ready
-again), `uninstallable_chart` (the chart reinstalled with its defaults if the
+test left it dead), `control_plane_restart` (kube-apiserver or etcd; waits for the API server
+to be ready again), `uninstallable_chart` (the chart reinstalled with its defaults if the
 test left it otherwise, and the operator restarted with a new ServiceAccount
 token, since a reinstall voids the old one).
 """
@@ -29,7 +29,7 @@ from e2e.harness.cluster import (
     fresh_namespace,
     install_chart,
     is_up,
-    restart_apiserver,
+    restart_control_plane,
     up,
     wait_for,
 )
@@ -90,10 +90,10 @@ def killable_operator(operator: OperatorProcess) -> Iterator[OperatorProcess]:
 
 
 @pytest.fixture
-def apiserver_restart(cluster: Cluster) -> Iterator[Callable[..., None]]:
-    """Restarts kube-apiserver when called (``downtime=`` seconds down); afterwards it is
-    ready again, whatever happened."""
-    yield restart_apiserver
+def control_plane_restart(cluster: Cluster) -> Iterator[Callable[..., None]]:
+    """Restarts kube-apiserver (or ``component="etcd"``) when called (``downtime=`` seconds
+    down); afterwards the API server is ready again, whatever happened."""
+    yield restart_control_plane
     wait_for(cluster.ready, "kube-apiserver /readyz after its restart", timeout=90)
 
 

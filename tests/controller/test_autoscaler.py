@@ -171,6 +171,33 @@ def test_scrape_failure_holds_and_warns(world: World) -> None:
     assert any(e[:2] == ("Warning", "MetricsMissing") for e in world.kube.events)
 
 
+def test_a_flapping_source_is_one_outage_and_never_lets_the_loop_scale_in(world: World) -> None:
+    """Metrics down 15 s, up 15 s, for three minutes at a load that would scale in: one
+    MetricsMissing Event (back for less than METRICS_FLAP_SECONDS is the same outage),
+    no scale-in, no scale at all; once the source stays up, the window runs and the loop
+    scales in; an outage after a minute of good metrics is a new Event."""
+    world.run(21, 350, 120)
+    assert world.kube.scaled[-1][2] == 4
+
+    def warnings() -> int:
+        return len([e for e in world.kube.events if e[1] == "MetricsMissing"])
+
+    world.run(20, 350, 120)  # the new pods' first scrapes are done
+    scaled, before = len(world.kube.scaled), warnings()
+    for _ in range(6):  # 3 minutes: three times the 60 s window
+        world.down.add("pod0")
+        world.run(15, 20, 10)
+        world.down.discard("pod0")
+        world.run(15, 20, 10)
+    assert warnings() == before + 1
+    assert len(world.kube.scaled) == scaled, world.kube.scaled  # held, both ways
+    world.run(90, 20, 10)  # steady: the window passes
+    assert world.kube.scaled[-1][2] < 4
+    world.down.add("pod0")
+    world.run(15, 20, 10)
+    assert warnings() == before + 2
+
+
 def test_a_lagging_watch_does_not_repeat_the_missing_metrics_event(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -95,3 +95,44 @@ def test_a_tuner_exit_reports_the_pod_terminated() -> None:
     terminated = failed["containerStatuses"][0]["state"]["terminated"]
     assert failed["phase"] == "Failed" and terminated["reason"] == "Error"
     assert len(terminated["message"]) == worker.TERMINATION_MESSAGE_LIMIT
+
+
+KWOK_RUNNING = {  # a Running pod's status as kwok's pod-ready stage writes it
+    "phase": "Running",
+    "podIP": "10.0.0.7",
+    "conditions": [
+        {"type": "Initialized", "status": "True", "lastTransitionTime": "2026-12-02T10:00:00Z"},
+        {"type": "Ready", "status": "True", "lastTransitionTime": "2026-12-02T10:00:00Z"},
+        {"type": "ContainersReady", "status": "True", "lastTransitionTime": "2026-12-02T10:00:00Z"},
+    ],
+    "containerStatuses": [
+        {"name": "triton", "ready": True, "started": True, "restartCount": 0},
+        {"name": "sidecar", "ready": True, "started": True, "restartCount": 0},
+    ],
+}
+
+
+def test_a_dead_triton_makes_its_pod_unready_and_a_restart_makes_it_ready_again() -> None:
+    down = worker.readiness_status(KWOK_RUNNING, "triton", False, 0, 1_796_212_800)
+    conds = {c["type"]: c for c in down["conditions"]}
+    assert conds["Ready"]["status"] == conds["ContainersReady"]["status"] == "False"
+    assert conds["Ready"]["reason"] == "ContainersNotReady"
+    assert conds["Ready"]["lastTransitionTime"] == "2026-12-02T12:00:00Z"
+    assert conds["Initialized"] == KWOK_RUNNING["conditions"][0]  # the rest as it was
+    by_name = {c["name"]: c for c in down["containerStatuses"]}
+    assert by_name["triton"]["ready"] is False and by_name["sidecar"]["ready"] is True
+    assert KWOK_RUNNING["conditions"][1]["status"] == "True"  # the input is not mutated
+
+    up = worker.readiness_status({**KWOK_RUNNING, **down}, "triton", True, 1, 1_796_212_830)
+    conds = {c["type"]: c for c in up["conditions"]}
+    assert conds["Ready"]["status"] == "True" and "reason" not in conds["Ready"]
+    assert conds["Ready"]["lastTransitionTime"] == "2026-12-02T12:00:30Z"
+    assert {c["name"]: c["restartCount"] for c in up["containerStatuses"]} == {
+        "triton": 1,
+        "sidecar": 0,
+    }
+    # A second report of the same state keeps its transition time.
+    again = worker.readiness_status({**KWOK_RUNNING, **up}, "triton", True, 1, 1_796_212_900)
+    assert {c["type"]: c for c in again["conditions"]}["Ready"]["lastTransitionTime"] == (
+        "2026-12-02T12:00:30Z"
+    )

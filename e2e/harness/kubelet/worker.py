@@ -102,6 +102,10 @@ class PodApi:
             key[1], key[0], {"status": dict(status)}, _content_type="application/merge-patch+json"
         )
 
+    def status(self, key: PodKey) -> dict[str, Any]:
+        resp: Any = self._core.read_namespaced_pod_status(key[1], key[0], _preload_content=False)
+        return dict(json.loads(resp.data).get("status") or {})
+
 
 def _stamp(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
@@ -133,6 +137,32 @@ def terminated_status(
             }
         ],
     }
+
+
+def readiness_status(
+    status: Mapping[str, Any], container: str, ready: bool, restarts: int, now: float
+) -> dict[str, Any]:
+    """The pod status a kubelet reports when `container` dies (`ready` False) or is up
+    again after `restarts` restarts: the pod's Ready and ContainersReady conditions and
+    that container's ready flag and restart count, the rest as it was."""
+    flag = "True" if ready else "False"
+    conditions = [dict(c) for c in status.get("conditions") or []]
+    for kind in ("Ready", "ContainersReady"):
+        found = next((c for c in conditions if c.get("type") == kind), None)
+        if found is None:
+            found = {"type": kind}
+            conditions.append(found)
+        if found.get("status") != flag:
+            found.update(status=flag, lastTransitionTime=_stamp(now))
+        if ready:
+            found.pop("reason", None)
+        else:
+            found["reason"] = "ContainersNotReady"
+    containers = [dict(c) for c in status.get("containerStatuses") or []]
+    for c in containers:
+        if c.get("name") == container:
+            c.update(ready=ready, started=ready, restartCount=restarts)
+    return {"conditions": conditions, "containerStatuses": containers}
 
 
 class PodWorker:
@@ -224,6 +254,8 @@ class PodWorker:
                 self._stop_server(server)
                 return
             self._annotate(server)
+            if restarts:
+                self._report_ready(True, restarts)
             while not self._gone.wait(MONITOR_PERIOD_S) and server.is_running():
                 pass
             if self._gone.is_set():
@@ -237,6 +269,7 @@ class PodWorker:
             error = f"tritonserver exited; log tail:\n{server.log_tail(10)}"
             if self.info is not None:
                 self._set(dataclasses.replace(self.info, ready=False, error=error))
+            self._report_ready(False, restarts)
             self._server = None
             server.stop()  # reaps it and its stubs
             if restarts >= MAX_RESTARTS:
@@ -383,6 +416,23 @@ class PodWorker:
         # The repository is a copy of what the API holds; the log is kept for post-mortems.
         shutil.rmtree(self.pod_dir / "models", ignore_errors=True)
         log.info("stopped triton for %s (pid %s, exit code %s)", name, pid, code)
+
+    def _report_ready(self, ready: bool, restarts: int) -> None:
+        """What a kubelet reports of a serving pod whose Triton died (not ready) or came
+        back: the API's Ready condition follows the process (kwok's stages leave a
+        Running pod's status alone)."""
+        name = podspec.name(self.key)
+        try:
+            now = self._api.status(self.key)
+            self._api.patch_status(
+                self.key,
+                readiness_status(now, names.TRITON_CONTAINER, ready, restarts, time.time()),
+            )
+            log.info("pod %s reported %s", name, "ready" if ready else "not ready")
+        except Exception as error:  # gone, or the API server restarting: not fatal
+            log.warning(
+                "reporting pod %s %s failed: %r", name, "ready" if ready else "unready", error
+            )
 
     def _annotate(self, server: local.TritonServer) -> None:
         """Tell the pod's readers where its metrics and its HTTP endpoint really are (kwok's

@@ -63,6 +63,9 @@ HISTORY = 10
 # Pods whose start-up (creation to Ready) the median is taken over, per GeoDeployment.
 STARTUP_SAMPLES = 10
 SCRAPE_TIMEOUT = 2.0
+# Metrics that go missing again, for the same reason, less than this long after they
+# came back are the same outage (a flapping source): no second MetricsMissing Event.
+METRICS_FLAP_SECONDS = 60.0
 # A Prometheus answer serves every object that asks within this many seconds.
 ANSWER_SECONDS = 1.0
 WORKERS = 16
@@ -184,6 +187,10 @@ class _State:
     # start): a MetricsMissing Event goes out once per outage even when the body the step
     # reads lags behind the status written before (a watch behind under load).
     metrics_ok: bool | None = None
+    # The last MetricsMissing Event's message, and when the metrics came back after it
+    # (observation time): the same message again soon after is a flap.
+    missing_said: str | None = None
+    metrics_back: float | None = None
     written: dict[str, Any] | None = None  # the status fields this process last wrote
     decisions: tuple[models.Decision, ...] | None = None  # status.decisions as last written
 
@@ -552,8 +559,23 @@ class Autoscaler:
             update["decisions"] = history
         self._write(work.key, body, old.model_copy(update=update))
         state.decisions = tuple(history)
-        _post_events(self.cluster, body, old, observation, decision, state.metrics_ok)
-        state.metrics_ok = observation.missing is None
+        back = state.metrics_back
+        recent = back is not None and observation.time - back < METRICS_FLAP_SECONDS
+        said = _post_events(
+            self.cluster,
+            body,
+            old,
+            observation,
+            decision,
+            state.metrics_ok,
+            repeat=state.missing_said if recent else None,
+        )
+        ok = observation.missing is None
+        if said is not None:
+            state.missing_said = said
+        if ok and state.metrics_ok is False:
+            state.metrics_back = observation.time
+        state.metrics_ok = ok
         if decision.action != "maintain":
             log.info(
                 "%s/%s: %s %d -> %d: %s",
@@ -668,9 +690,12 @@ def _post_events(
     observation: policy.Observation,
     decision: policy.Decision,
     metrics_ok: bool | None = None,
-) -> None:
+    repeat: str | None = None,
+) -> str | None:
     """The Events of a step: a scale, and metrics going missing (once per outage: by
-    ``metrics_ok``, the last step's, else by the condition in the body)."""
+    ``metrics_ok``, the last step's, else by the condition in the body; not when the
+    Event would say ``repeat`` again: the same outage, flapping). Returns the
+    MetricsMissing message posted, if one was."""
     if decision.action in ("scale_out", "scale_in"):
         cluster.event(
             dict(body),
@@ -681,14 +706,15 @@ def _post_events(
     before = conditions.get(old.conditions, conditions.METRICS_AVAILABLE)
     if metrics_ok is None:
         metrics_ok = before is None or before.status == "True"
-    if observation.missing is not None and metrics_ok:
-        cluster.event(
-            dict(body),
-            "Warning",
-            "MetricsMissing",
-            f"{observation.missing}; holding {observation.replicas} replicas",
-        )
-        log.warning("%s/%s: metrics missing: %s", *_key(body), observation.missing)
+    if observation.missing is None or not metrics_ok:
+        return None
+    message = f"{observation.missing}; holding {observation.replicas} replicas"
+    if message == repeat:
+        log.info("%s/%s: metrics missing again (flapping): %s", *_key(body), observation.missing)
+        return None
+    cluster.event(dict(body), "Warning", "MetricsMissing", message)
+    log.warning("%s/%s: metrics missing: %s", *_key(body), observation.missing)
+    return message
 
 
 def _key(body: Mapping[str, Any]) -> Key:
