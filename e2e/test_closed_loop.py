@@ -259,12 +259,9 @@ def test_a_triton_that_dies_in_a_served_pod_goes_unready_and_the_loop_holds(
         lambda: ready_servers(runner.pods_json, "digits"), "the first Triton server", timeout=90
     )
     inputs = np.load(ROOT / "examples/digits/artifacts/heldout.npz")["x"]
-    result: dict[str, Any] = {}
 
     def load() -> None:
-        result["seconds"] = run_load(
-            [Phase(70, DEATH_QPS)], lambda: ready_servers(runner.pods_json, "digits"), inputs
-        )
+        run_load([Phase(70, DEATH_QPS)], lambda: ready_servers(runner.pods_json, "digits"), inputs)
 
     with Recorder(cluster, namespace) as recorder:
         thread = threading.Thread(target=load, daemon=True)
@@ -303,13 +300,7 @@ def test_a_triton_that_dies_in_a_served_pod_goes_unready_and_the_loop_holds(
     status = (cluster.get("pod", pod, namespace) or {}).get("status") or {}
     restarts = {c["name"]: c.get("restartCount") for c in status.get("containerStatuses", [])}
     assert restarts.get("triton") == 1, restarts
-    found: list[list[str]] = []
-
-    def hold() -> bool:
-        found.append(invariants.violations(cluster, namespace))
-        return not found[-1]
-
-    wait_for(hold, "the invariants after the fault", timeout=60, every=2)
+    invariants.wait_held(cluster, namespace)
 
 
 # ---- shed load is demand (README "Triton's levers"): a bounded queue under the loop

@@ -19,7 +19,7 @@ import os
 import random
 import time
 
-from e2e.harness import OperatorProcess, example, invariants, wait_for
+from e2e.harness import OperatorProcess, example, invariants
 
 KILLS = int(os.environ.get("GEO_FAULT_KILLS", "6"))
 SEED = int(os.environ.get("GEO_FAULT_SEED", "14"))
@@ -73,17 +73,9 @@ def test_the_operator_killed_at_random_moments_while_specs_change(
         operator.start()
     started = time.monotonic()
 
-    def settled() -> bool:
-        found = invariants.violations(cluster, namespace)
-        settled.last = found  # type: ignore[attr-defined]
-        return not found
-
-    try:
-        wait_for(settled, "the invariants after the kills", timeout=120, every=2)
-    except AssertionError:
-        raise AssertionError(
-            f"after {KILLS} kills and {edits} edits (seed {SEED}): {settled.last}"  # type: ignore[attr-defined]
-        ) from None
+    invariants.wait_held(
+        cluster, namespace, f"{KILLS} kills and {edits} edits (seed {SEED})", timeout=120
+    )
     print(
         f"\n[faults] {KILLS} SIGKILLs, {edits} spec edits (seed {SEED}): invariants hold "
         f"{time.monotonic() - started:.1f} s after the last start"

@@ -380,22 +380,7 @@ def test_operator_killed_mid_reconcile_resumes(
         )
         == 1
     )
-    _invariants_hold(cluster, namespace)
-
-
-def _invariants_hold(cluster: Cluster, namespace: str) -> None:
-    """After a fault: e2e/harness/invariants.py (nothing orphaned, status agreeing with
-    the children, reconciled to the latest generation, no Event twice)."""
-    found: list[list[str]] = []
-
-    def hold() -> bool:
-        found.append(invariants.violations(cluster, namespace))
-        return not found[-1]
-
-    try:
-        wait_for(hold, "the invariants after the fault", timeout=60, every=2)
-    except AssertionError:
-        raise AssertionError(f"invariants broken after the fault: {found[-1]}") from None
+    invariants.wait_held(cluster, namespace)
 
 
 @pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
@@ -420,7 +405,7 @@ def test_operator_acts_after_a_control_plane_restart(
         cluster, namespace, 2, f"the operator to act after the {component} restart", timeout=150
     )
     print(f"{component} restart: 2 ready replicas {time.monotonic() - restarted:.1f}s after it")
-    _invariants_hold(cluster, namespace)
+    invariants.wait_held(cluster, namespace)
 
 
 # kopf gives a failed request 9 attempts, 54 s of backoffs in all; a watch that escalates

@@ -60,6 +60,10 @@ geo_port_busy() { # geo_port_busy PORT -> 0 if something listens on 127.0.0.1:PO
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+geo_etcd_healthy() { # -> 0 if etcd's /health says so
+  curl -fsS "http://127.0.0.1:$GEO_ETCD_CLIENT_PORT/health" 2>/dev/null | grep -q '"health":"true"'
+}
+
 geo_readyz() { # geo_readyz TIMEOUT_SECONDS -> 0 once kube-apiserver's /readyz is ok
   local deadline=$((SECONDS + $1))
   while :; do

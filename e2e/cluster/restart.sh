@@ -30,7 +30,7 @@ mapfile -t args <"$D/conf/$name.args"
 geo_start "$name" "$(geo_bin "$name")" "${args[@]}"
 if [[ $name == etcd ]]; then
   for _ in $(seq 1 300); do
-    curl -fsS "http://127.0.0.1:$port/health" 2>/dev/null | grep -q '"health":"true"' && break
+    geo_etcd_healthy && break
     sleep 0.1
   done
 fi

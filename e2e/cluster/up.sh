@@ -114,7 +114,7 @@ etcd_args=(
 printf '%s\n' "${etcd_args[@]}" >"$D/conf/etcd.args"
 geo_start etcd "$(geo_bin etcd)" "${etcd_args[@]}"
 for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$GEO_ETCD_CLIENT_PORT/health" 2>/dev/null | grep -q '"health":"true"' && break
+  geo_etcd_healthy && break
   geo_pid_alive etcd || { geo_log up "etcd died, see $D/logs/etcd.log"; tail -20 "$D/logs/etcd.log" >&2; exit 1; }
   sleep 0.1
 done

@@ -27,7 +27,7 @@ import collections
 from collections.abc import Mapping
 from typing import Any
 
-from e2e.harness.cluster import Cluster
+from e2e.harness.cluster import Cluster, wait_for
 
 from geo_operator.api import names
 from geo_operator.builders import children
@@ -131,3 +131,20 @@ def _controller(item: Mapping[str, Any]) -> Mapping[str, Any] | None:
 def _owner(item: Mapping[str, Any]) -> str | None:
     controller = _controller(item)
     return None if controller is None else str(controller.get("name"))
+
+
+def wait_held(
+    cluster: Cluster, namespace: str, after: str = "the fault", timeout: float = 60
+) -> None:
+    """Wait until `violations` finds nothing in `namespace`; else fail with what it found
+    last, `after` naming what came before."""
+    found: list[list[str]] = [[]]
+
+    def hold() -> bool:
+        found.append(violations(cluster, namespace))
+        return not found[-1]
+
+    try:
+        wait_for(hold, f"the invariants after {after}", timeout=timeout, every=2)
+    except AssertionError:
+        raise AssertionError(f"invariants broken after {after}: {found[-1]}") from None
