@@ -36,8 +36,10 @@ import concurrent.futures
 import http.server
 import json
 import math
+import os
 import pathlib
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -59,14 +61,16 @@ from e2e.harness import (
     up,
     wait_for,
 )
+from e2e.prometheus_local import Prometheus
 
-from geo_operator.api import names
+from geo_operator.api import models, names
 
 OPERATOR_USER = "system:serviceaccount:geo-system:geo-operator"
 WRITES = {"create", "update", "patch", "delete", "deletecollection"}
 PODS_PER_NODE = 250
 QPS = 2.0  # what every stand-in pod reports serving
 P99_US = 4000
+PROMETHEUS_SCRAPE_SECONDS = 10.0  # 1,000 targets: 100 scrapes/s of the one stand-in
 
 
 class Exposition:
@@ -122,6 +126,37 @@ class Exposition:
 
     def stop(self) -> None:
         self.server.shutdown()
+
+
+# --tracemalloc: a sitecustomize the operator's interpreter loads (a bench tool, not the
+# operator's): it traces allocations and writes the biggest live ones on SIGUSR2.
+TRACEMALLOC_HOOK = """
+import os, pathlib, signal, tracemalloc
+tracemalloc.start(10)
+def _dump(*_):
+    snapshot = tracemalloc.take_snapshot()
+    lines = [f"traced live total {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MiB"]
+    for kind in ("filename", "traceback"):
+        lines.append(f"--- by {kind}")
+        for stat in snapshot.statistics(kind)[:20]:
+            lines.append(f"{stat.size / 2**20:8.1f} MiB {stat.count:9d} blocks")
+            lines += ["        " + line for line in stat.traceback.format()[-8:]]
+    pathlib.Path(os.environ["GEO_BENCH_TRACEMALLOC_OUT"]).write_text("\\n".join(lines))
+signal.signal(signal.SIGUSR2, _dump)
+"""
+
+
+def _trace_allocations(workdir: pathlib.Path) -> pathlib.Path:
+    """The operator started after this traces its allocations; returns where they go."""
+    site = workdir / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(TRACEMALLOC_HOOK)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p
+    )
+    out = workdir / "tracemalloc.txt"
+    os.environ["GEO_BENCH_TRACEMALLOC_OUT"] = str(out)
+    return out
 
 
 class Sampler:
@@ -224,11 +259,15 @@ def _nodes(cluster: Cluster, count: int) -> None:
     cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
 
 
-def _documents(count: int, namespaces: list[str], tuned_every: int) -> Iterator[dict[str, Any]]:
+def _documents(
+    count: int, namespaces: list[str], tuned_every: int, metrics: dict[str, Any] | None = None
+) -> Iterator[dict[str, Any]]:
     for i in range(count):
         body = example(namespaces[i % len(namespaces)])
         body["metadata"]["name"] = f"gd-{i:04d}"
         body["spec"]["autoscaling"] = {"enabled": True, "minReplicas": 1, "maxReplicas": 3}
+        if metrics is not None:
+            body["spec"]["autoscaling"]["metrics"] = metrics
         body["spec"]["objectives"] = {"p99LatencyMs": 50}
         if tuned_every and i % tuned_every == 0:
             body["spec"]["triton"]["maxBatchSize"] = 0
@@ -247,13 +286,43 @@ def _ready_count(cluster: Cluster, namespaces: list[str]) -> int:
     return ready
 
 
+def _triton_pods(cluster: Cluster, namespaces: list[str]) -> list[tuple[str, str, str]]:
+    """(namespace, pod, geodeployment) of every serving Triton pod."""
+    found = []
+    for namespace in namespaces:
+        pods = cluster.json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/name=triton")
+        found += [
+            (namespace, pod["metadata"]["name"], pod["metadata"]["labels"][names.OWNER_LABEL])
+            for pod in pods["items"]
+        ]
+    return found
+
+
+def _scrape_targets(
+    cluster: Cluster, namespaces: list[str], exposition: Exposition, file_sd: pathlib.Path
+) -> int:
+    """Prometheus' file-based discovery -> every Triton pod's stand-in path, with the
+    labels GEO's queries group by (the bench writes nothing to the cluster for this)."""
+    groups = [
+        {
+            "targets": [f"127.0.0.1:{exposition.port}"],
+            "labels": {
+                "__metrics_path__": f"/p/{namespace}/{pod}",
+                "namespace": namespace,
+                "pod": pod,
+                "geodeployment": owner,
+            },
+        }
+        for namespace, pod, owner in _triton_pods(cluster, namespaces)
+    ]
+    file_sd.write_text(json.dumps(groups))
+    return len(groups)
+
+
 def _annotate_pods(cluster: Cluster, namespaces: list[str], exposition: Exposition) -> int:
     """Every Triton pod's metrics URL -> the stand-in (the bench's writes, before the
     steady window)."""
-    todo = []
-    for namespace in namespaces:
-        pods = cluster.json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/name=triton")
-        todo += [(namespace, pod["metadata"]["name"]) for pod in pods["items"]]
+    todo = [(namespace, pod) for namespace, pod, _ in _triton_pods(cluster, namespaces)]
 
     def annotate(where: tuple[str, str]) -> None:
         namespace, name = where
@@ -283,6 +352,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespaces", type=int, default=10)
     parser.add_argument("--tuned-every", type=int, default=10, help="every Nth tunes (0: none)")
     parser.add_argument("--steady", type=float, default=60, help="seconds held still")
+    parser.add_argument(
+        "--log-level", default="info", help="the operator's (the chart's default: info)"
+    )
+    parser.add_argument(
+        "--source",
+        choices=[k.value for k in models.MetricsSourceKind],
+        default="direct",
+        help="the autoscaler's metrics source; prometheus: a local Prometheus scrapes the "
+        f"stand-in every {PROMETHEUS_SCRAPE_SECONDS:g} s",
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="trace the operator's allocations (slows it) and print the biggest at the end",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the namespaces")
     args = parser.parse_args(argv)
 
@@ -294,7 +378,16 @@ def main(argv: list[str] | None = None) -> int:
     namespaces = [fresh_namespace(cluster, f"bench-scale-{i}") for i in range(args.namespaces)]
     exposition = Exposition()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    operator = OperatorProcess(cluster, workdir)
+    file_sd = workdir / "file_sd.json"
+    file_sd.write_text("[]")
+    prom: Prometheus | None = None
+    metrics: dict[str, Any] | None = None
+    if args.source == models.MetricsSourceKind.PROMETHEUS:
+        prom = Prometheus(workdir / "prometheus", file_sd, scrape_seconds=PROMETHEUS_SCRAPE_SECONDS)
+        prom.start()
+        metrics = {"source": "prometheus", "prometheusUrl": prom.url, "rateWindowSeconds": 60}
+    traced = _trace_allocations(workdir) if args.tracemalloc else None
+    operator = OperatorProcess(cluster, workdir, log_level=args.log_level)
     operator.start()
     assert operator.process is not None
     sampler = Sampler(operator.process.pid)
@@ -306,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = workdir / "all.yaml"
         manifest.write_text(
             "\n---\n".join(
-                json.dumps(d) for d in _documents(args.count, namespaces, args.tuned_every)
+                json.dumps(d) for d in _documents(args.count, namespaces, args.tuned_every, metrics)
             )
         )
         t0 = time.monotonic()
@@ -325,14 +418,19 @@ def main(argv: list[str] | None = None) -> int:
         def all_ready() -> bool:
             last[0] = _ready_count(cluster, namespaces)
             print(f"[bench] {time.monotonic() - t0:6.1f} s: {last[0]} Ready", flush=True)
-            return last[0] >= args.count
+            return bool(last[0] >= args.count)
 
         wait_for(all_ready, f"{args.count} Ready", timeout=1200, every=10)
         to_ready = time.monotonic() - t0
         settle_events = audit.since(start_offset)
         reconciles = _metric(_operator_metrics(operator), "geo_reconciles_total")
-        annotated = _annotate_pods(cluster, namespaces, exposition)
-        time.sleep(30)  # the autoscaler scrapes them: its decisions and status settle
+        if prom is None:
+            annotated = _annotate_pods(cluster, namespaces, exposition)
+            time.sleep(30)  # the autoscaler scrapes them: its decisions and status settle
+        else:
+            annotated = _scrape_targets(cluster, namespaces, exposition, file_sd)
+            # two scrapes for a rate, then the decisions and status settle
+            time.sleep(30 + 2 * PROMETHEUS_SCRAPE_SECONDS)
         metrics_before = _operator_metrics(operator)
         steady_offset = audit.offset()
         steady_start = time.monotonic()
@@ -359,7 +457,10 @@ def main(argv: list[str] | None = None) -> int:
         writes = [e for e in steady_events if e.get("verb") in WRITES]
         written = _by(writes, "verb", "resource", "subresource")
         rows = [
-            ("GeoDeployments", f"{args.count} in {args.namespaces} namespaces"),
+            (
+                "GeoDeployments",
+                f"{args.count} in {args.namespaces} namespaces, {args.source} metrics",
+            ),
             ("kubectl apply of all", f"{applied:.1f} s"),
             ("all Ready after the apply", f"{to_ready:.1f} s"),
             (
@@ -377,7 +478,11 @@ def main(argv: list[str] | None = None) -> int:
                 "cluster apiserver_request_total: apply..steady / steady window",
                 f"{api_mid - api_before:.0f} / {api_after - api_mid:.0f}",
             ),
-            ("pods pointed at the stand-in", f"{annotated} ({exposition.scrapes} scrapes)"),
+            (
+                "pods pointed at the stand-in",
+                f"{annotated} ({exposition.scrapes} scrapes"
+                + (", by Prometheus)" if prom is not None else ", by the operator)"),
+            ),
             (
                 "autoscaler tick, mean over the steady window",
                 f"{tick_mean * 1000:.0f} ms ({ticks[3] - ticks[1]:.0f} ticks)",
@@ -399,11 +504,18 @@ def main(argv: list[str] | None = None) -> int:
         print()
         for key, value in rows:
             print(f"{key:<{width}}  {value}")
+        if traced is not None:
+            os.kill(operator.process.pid, signal.SIGUSR2)
+            wait_for(traced.exists, "the allocation trace", timeout=300, every=2)
+            time.sleep(2)
+            print("\n" + traced.read_text())
         return 0
     finally:
         sampler.running = False
         operator.stop()
         exposition.stop()
+        if prom is not None:
+            prom.stop()
         if not args.keep:
             for namespace in namespaces:
                 cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -1,4 +1,5 @@
-"""Run Debian's `prometheus` on 127.0.0.1 for tests: file-based discovery, 1 s scrapes.
+"""Run Debian's `prometheus` on 127.0.0.1 for tests: file-based discovery, 1 s scrapes
+(``scrape_seconds``).
 
 Used by tests/triton/test_prometheus.py and the closed-loop e2e. Targets and
 their labels come from a file_sd JSON file (the e2e kubelet runner writes one);
@@ -36,6 +37,7 @@ class Prometheus:
         *,
         static: dict[str, str] | None = None,
         rule_files: list[pathlib.Path] | None = None,
+        scrape_seconds: float = 1,
     ) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
@@ -45,6 +47,7 @@ class Prometheus:
         self.file_sd = file_sd
         self.static = dict(static or {})
         self.rule_files = list(rule_files or ())
+        self.scrape_seconds = scrape_seconds
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -69,9 +72,9 @@ class Prometheus:
             yaml.safe_dump(
                 {
                     "global": {
-                        "scrape_interval": "1s",
+                        "scrape_interval": f"{self.scrape_seconds:g}s",
                         "evaluation_interval": "1s",
-                        "scrape_timeout": "900ms",
+                        "scrape_timeout": f"{self.scrape_seconds * 900:g}ms",
                     },
                     "rule_files": [str(f) for f in self.rule_files],
                     "scrape_configs": jobs,

@@ -252,9 +252,10 @@ def free_port() -> int:
 class OperatorProcess:
     """`geo run` as the chart's ServiceAccount, restartable and killable; free ports."""
 
-    def __init__(self, cluster: Cluster, workdir: pathlib.Path) -> None:
+    def __init__(self, cluster: Cluster, workdir: pathlib.Path, log_level: str = "debug") -> None:
         self.cluster = cluster
         self.workdir = workdir
+        self.log_level = log_level
         self.kubeconfig = workdir / "operator.kubeconfig"
         self.log = workdir / "operator.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -298,7 +299,7 @@ class OperatorProcess:
                     "-m",
                     "geo_operator.cli",
                     "run",
-                    "--log-level=debug",
+                    f"--log-level={self.log_level}",
                     f"--liveness=http://127.0.0.1:{self.port}/healthz",
                     f"--metrics-port={self.metrics_port}",
                     "--metrics-address=127.0.0.1",

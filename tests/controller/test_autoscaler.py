@@ -143,19 +143,42 @@ def _status(world: World) -> dict[str, Any]:
     return world.body()["status"]
 
 
-def test_first_scrape_is_missing_then_load_scales_out(world: World) -> None:
+def test_first_scrape_holds_then_load_scales_out(world: World) -> None:
+    """A rate needs two scrapes: the first holds, and says so, but it is no outage."""
     world.run(1, 0, 10)
     first = _status(world)
     metrics = {c["type"]: c for c in first["conditions"]}
-    assert metrics["MetricsAvailable"]["status"] == "False"
-    assert "no rate yet" in metrics["MetricsAvailable"]["message"]
+    assert metrics["MetricsAvailable"]["status"] == "Unknown"
+    assert metrics["MetricsAvailable"]["reason"] == "FirstScrape"
+    assert "first scrape, no rate yet" in metrics["MetricsAvailable"]["message"]
     assert first["lastDecision"]["action"] == "maintain"
+    assert not [e for e in world.kube.events if e[1] == "MetricsMissing"]
     world.run(30, 350, 120)
     assert world.kube.scaled[0] == (NS, NAME, 4)  # ceil(350/100 * 0.9) = 4
     decision = next(d for d in _status(world)["decisions"] if d["action"] == "scale_out")
     assert decision["from"] == 1 and decision["to"] == 4
     assert decision["qpsPerReplica"] == 350 and decision["p99LatencyMs"] == 120
     assert any(e[1] == "ScaledOut" for e in world.kube.events)
+
+
+def test_new_pods_first_scrape_after_a_scale_out_is_no_outage(world: World) -> None:
+    """The pods a scale-out adds have no rate at their first scrape: the step holds, but
+    MetricsAvailable stays True and no MetricsMissing Event goes out (it did on every
+    scale-out); a known pod whose counters went backwards is an outage, with its Event."""
+    world.run(21, 350, 120)
+    assert world.kube.scaled[-1][2] == 4
+    world.run(20, 350, 120)
+    held = [d for d in _status(world)["decisions"] if "first scrape" in d["reason"]]
+    assert held and all(d["action"] == "maintain" for d in held)
+    conds = {c["type"]: c for c in _status(world)["conditions"]}
+    assert conds["MetricsAvailable"]["status"] == "True"
+    assert not [e for e in world.kube.events if e[1] == "MetricsMissing"]
+    world.counters["pod1"] = (0.0, 120_000)  # Triton restarted in pod1: counters from 0
+    world.run(10, 350, 120)
+    conds = {c["type"]: c for c in _status(world)["conditions"]}
+    assert conds["MetricsAvailable"]["reason"] == "MetricsMissing"
+    assert "pod1: counters reset" in conds["MetricsAvailable"]["message"]
+    assert [e for e in world.kube.events if e[1] == "MetricsMissing"]
 
 
 def test_scrape_failure_holds_and_warns(world: World) -> None:

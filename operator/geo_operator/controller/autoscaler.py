@@ -191,6 +191,10 @@ class _State:
     # (observation time): the same message again soon after is a flap.
     missing_said: str | None = None
     metrics_back: float | None = None
+    # The last scrape missed only pods this process had not scraped before (new pods, or
+    # any after its own start): a rate needs two scrapes. The step holds, but that is no
+    # outage: no MetricsMissing Event, no MetricsAvailable=False.
+    warming: bool = False
     written: dict[str, Any] | None = None  # the status fields this process last wrote
     decisions: tuple[models.Decision, ...] | None = None  # status.decisions as last written
 
@@ -404,6 +408,7 @@ class Autoscaler:
                 cache_hit_ratio=None if load is None else load.cache_hit_ratio,
             )
 
+        state.warming = False
         if not ready:
             return obs(None, missing="no ready Triton pod")
         source = work.spec.autoscaling.metrics
@@ -430,6 +435,7 @@ class Autoscaler:
         per_pod: list[metrics.PodRates] = []
         p99_pods: list[metrics.PodRates] = []
         problems: list[str] = []
+        new = 0  # of the problems: pods with no scrape before this one
         fresh: dict[str, metrics.Scrape] = {}
         for pod in ready:
             if pod.name not in futures:
@@ -443,13 +449,17 @@ class Autoscaler:
             fresh[pod.name] = scrape
             before = state.scrapes.get(pod.name)
             rates = metrics.rates(before, scrape) if before else None
-            if rates is None:
-                problems.append(f"{pod.name}: first scrape or counters reset, no rate yet")
+            if before is None:
+                problems.append(f"{pod.name}: first scrape, no rate yet")
+                new += 1
+            elif rates is None:
+                problems.append(f"{pod.name}: counters reset, no rate yet")
             else:
                 per_pod.append(rates)
                 if p99_track is None or pod.track == p99_track:
                     p99_pods.append(rates)
         state.scrapes = fresh  # pods that went away are forgotten
+        state.warming = bool(problems) and new == len(problems)
         if problems:
             return None, f"{len(problems)} of {len(ready)} ready pods: " + "; ".join(problems)[:300]
         total = metrics.aggregate(per_pod)
@@ -532,18 +542,19 @@ class Autoscaler:
         target: capacity.Target,
     ) -> None:
         body, spec = work.body, work.spec
-        conds = _conditions(old, spec, observation, body["metadata"].get("generation"), target)
+        state = self._state.setdefault(work.key, _State())
+        conds = _conditions(
+            old, spec, observation, body["metadata"].get("generation"), target, state.warming
+        )
         autoscaling = target.status()
         if observation.startup_seconds is not None:
-            state = self._state.get(work.key)
             autoscaling = autoscaling.model_copy(
                 update={
                     "pod_startup_seconds": round(observation.startup_seconds, 1),
-                    "pod_startup_samples": len(state.startups) if state else None,
+                    "pod_startup_samples": len(state.startups),
                 }
             )
         update: dict[str, Any] = {"conditions": conds, "autoscaling": autoscaling}
-        state = self._state.setdefault(work.key, _State())
         # The decisions as this process last wrote them, when the body lags behind.
         history = list(old.decisions) if state.decisions is None else list(state.decisions)
         last = history[-1] if history else old.last_decision
@@ -569,13 +580,15 @@ class Autoscaler:
             decision,
             state.metrics_ok,
             repeat=state.missing_said if recent else None,
+            warming=state.warming,
         )
         ok = observation.missing is None
         if said is not None:
             state.missing_said = said
         if ok and state.metrics_ok is False:
             state.metrics_back = observation.time
-        state.metrics_ok = ok
+        if not state.warming:  # new pods' first scrape: no outage begins or ends
+            state.metrics_ok = ok
         if decision.action != "maintain":
             log.info(
                 "%s/%s: %s %d -> %d: %s",
@@ -626,6 +639,7 @@ def _conditions(
     observation: policy.Observation,
     generation: int | None,
     target: capacity.Target,
+    warming: bool = False,
 ) -> list[models.Condition]:
     source = spec.autoscaling.metrics.source
     aim = (
@@ -642,6 +656,18 @@ def _conditions(
         generation=generation,
     )
     ok = observation.missing is None
+    before = conditions.get(old.conditions, conditions.METRICS_AVAILABLE)
+    if warming and not ok:
+        if before is not None and before.status == "True":
+            return conds  # new pods' first scrape: the metrics are not missing, only late
+        return conditions.set_condition(
+            conds,
+            conditions.METRICS_AVAILABLE,
+            "Unknown",
+            "FirstScrape",
+            f"{observation.missing}; holding replicas until the next scrape",
+            generation=generation,
+        )
     prometheus_source = source is models.MetricsSourceKind.PROMETHEUS
     return conditions.set_condition(
         conds,
@@ -691,10 +717,12 @@ def _post_events(
     decision: policy.Decision,
     metrics_ok: bool | None = None,
     repeat: str | None = None,
+    warming: bool = False,
 ) -> str | None:
     """The Events of a step: a scale, and metrics going missing (once per outage: by
     ``metrics_ok``, the last step's, else by the condition in the body; not when the
-    Event would say ``repeat`` again: the same outage, flapping). Returns the
+    Event would say ``repeat`` again: the same outage, flapping; not while ``warming``:
+    only new pods' first scrape is missing, no outage). Returns the
     MetricsMissing message posted, if one was."""
     if decision.action in ("scale_out", "scale_in"):
         cluster.event(
@@ -706,7 +734,7 @@ def _post_events(
     before = conditions.get(old.conditions, conditions.METRICS_AVAILABLE)
     if metrics_ok is None:
         metrics_ok = before is None or before.status == "True"
-    if observation.missing is None or not metrics_ok:
+    if observation.missing is None or not metrics_ok or warming:
         return None
     message = f"{observation.missing}; holding {observation.replicas} replicas"
     if message == repeat:
