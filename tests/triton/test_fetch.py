@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 import urllib.request
 from collections.abc import Iterator
 
@@ -261,3 +262,81 @@ def test_redirects_stay_within_the_scheme(web: str, tmp_path: pathlib.Path) -> N
     with pytest.raises(fetch.Refused, match="HTTP 302 redirect to https://"):
         fetch.fetch(f"{web}/to-https", str(tmp_path / "b.onnx"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx"]
+
+
+class _Cuts(http.server.BaseHTTPRequestHandler):
+    """Declares 100,000 bytes. /cut sends 1,000 and drops the connection; /flaky does that
+    once, then sends the whole body; /huge declares more than the caller's limit."""
+
+    protocol_version = "HTTP/1.1"
+    body = bytes(range(256)) * 390 + b"x" * 160  # 100,000 bytes
+    attempts: typing.ClassVar[dict[str, int]] = {}
+
+    def do_GET(self) -> None:
+        seen = self.attempts[self.path] = self.attempts.get(self.path, 0) + 1
+        whole = self.path == "/flaky" and seen > 1
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        if self.path == "/huge":
+            self.wfile.write(self.body[:10])
+        else:
+            self.wfile.write(self.body if whole else self.body[:1000])
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def cutting() -> Iterator[str]:
+    _Cuts.attempts = {}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Cuts)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_connection_dropped_mid_body_never_leaves_a_short_file(
+    cutting: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 of 100,000 declared bytes, every attempt: refused with both figures, and
+    nothing is in place (before the fix a 1,000-byte model.onnx was)."""
+    monkeypatch.setattr(fetch, "ATTEMPTS", 2)
+    dest = tmp_path / "model.onnx"
+    with pytest.raises(fetch.Truncated, match="received 1000 of the 100000 bytes"):
+        fetch.fetch(f"{cutting}/cut", str(dest))
+    assert _Cuts.attempts["/cut"] == 2  # a dropped connection is retried
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dropped_connection_is_retried_and_the_whole_body_put_in_place(
+    cutting: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fetch, "ATTEMPTS", 2)
+    dest = tmp_path / "model.onnx"
+    assert fetch.fetch(f"{cutting}/flaky", str(dest)) == 100_000
+    assert dest.read_bytes() == _Cuts.body
+
+
+def test_a_declared_size_over_the_limit_is_refused_before_downloading(
+    cutting: str, tmp_path: pathlib.Path
+) -> None:
+    with pytest.raises(fetch.Refused, match=r"declares 100000 bytes .* refused before downloading"):
+        fetch.fetch(f"{cutting}/huge", str(tmp_path / "model.onnx"), max_bytes=50_000)
+    assert _Cuts.attempts["/huge"] == 1  # a refusal is not retried
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_refuses_a_declared_size_over_its_limit_in_words(
+    cutting: str, tmp_path: pathlib.Path
+) -> None:
+    """The init container's view: exit 1, the figures on stderr, no traceback, no file."""
+    done = _cli(f"{cutting}/huge", str(tmp_path / "model.onnx"), "--max-bytes", "50000")
+    assert done.returncode == 1
+    assert "declares 100000 bytes (Content-Length), over the limit of 50000" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "model.onnx").exists()

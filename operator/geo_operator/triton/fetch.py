@@ -44,6 +44,11 @@ class Refused(ValueError):
     that is not the one allowed."""
 
 
+class Truncated(OSError):
+    """A body shorter or longer than its declared Content-Length: the connection dropped (or
+    the server lied); retried like any network error, and never put in place."""
+
+
 PVC_MOUNT = "/artifact-source"
 ATTEMPTS = 5
 # The largest file fetched (fetch.py --max-bytes): a runaway or wrong URI fails, not the node.
@@ -234,8 +239,33 @@ def refusal(uri: str, error: urllib.error.HTTPError) -> Refused:
     return Refused(f"{words} ({hint})" if hint else words)
 
 
-def _copy(src: Any, out: Any, uri: str, max_bytes: int) -> hashlib._Hash:
-    """Copy ``src`` to ``out`` in chunks, at most ``max_bytes``; the content's sha256."""
+def declared_length(response: Any) -> int | None:
+    """The response's Content-Length, if it declares a plain one (none when chunked)."""
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    value = headers.get("Content-Length")
+    if value is None or headers.get("Transfer-Encoding"):
+        return None
+    try:
+        length = int(value)
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+def _copy(
+    src: Any, out: Any, uri: str, max_bytes: int, declared: int | None = None
+) -> hashlib._Hash:
+    """Copy ``src`` to ``out`` in chunks, at most ``max_bytes``; the content's sha256. With
+    ``declared`` (the Content-Length), a size over the limit is refused before a byte is read
+    and a body of any other length raises `Truncated`: http.client's chunked reads end
+    quietly when the connection drops early."""
+    if declared is not None and declared > max_bytes:
+        raise Refused(
+            f"{uri}: declares {declared} bytes (Content-Length), over the limit of "
+            f"{max_bytes} bytes: refused before downloading"
+        )
     digest, total = hashlib.sha256(), 0
     while chunk := src.read(CHUNK):
         total += len(chunk)
@@ -243,6 +273,11 @@ def _copy(src: Any, out: Any, uri: str, max_bytes: int) -> hashlib._Hash:
             raise Refused(f"{uri}: larger than the limit of {max_bytes} bytes: refused")
         digest.update(chunk)
         out.write(chunk)
+    if declared is not None and total != declared:
+        raise Truncated(
+            f"{uri}: received {total} of the {declared} bytes its Content-Length declares "
+            "(the connection dropped or the server sent another length): not put in place"
+        )
     return digest
 
 
@@ -258,8 +293,10 @@ def fetch(
     """Copy the artifact at `uri` to `dest`; returns its size in bytes.
 
     Writes to a temporary file in the destination folder and renames it, so a
-    half-downloaded file is never served, nor one whose content is not ``sha256``
-    (hex) when given, nor one over ``max_bytes``. Remote fetches are retried with
+    half-downloaded file is never served (a body shorter or longer than its
+    Content-Length is retried, then refused), nor one whose content is not ``sha256``
+    (hex) when given, nor one over ``max_bytes`` (refused before downloading when the
+    server declares its size). Remote fetches are retried with
     back-off; ``timeout`` bounds each connect and read.
     """
     scheme = urllib.parse.urlparse(uri).scheme
@@ -286,7 +323,7 @@ def fetch(
                         with _OPENER.open(request, timeout=timeout) as response:
                             out.seek(0)
                             out.truncate()
-                            digest = _copy(response, out, uri, max_bytes)
+                            digest = _copy(response, out, uri, max_bytes, declared_length(response))
                         break
                     except urllib.error.HTTPError as error:
                         if 400 <= error.code < 500 and error.code not in (408, 429):
