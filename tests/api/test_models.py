@@ -138,3 +138,22 @@ def test_the_quantity_rule_takes_what_kubernetes_parses(value: int | str) -> Non
 def test_the_quantity_rule_refuses_what_no_pod_could_carry(value: int | str) -> None:
     with pytest.raises(pydantic.ValidationError, match="non-negative quantities"):
         models.TritonSpec.model_validate({"resources": {"limits": {"cpu": value}}})
+
+
+def test_a_response_cache_as_large_as_the_memory_limit_is_refused_with_both_figures(
+    body: dict[str, Any],
+) -> None:
+    """Before: accepted, and Triton was OOM-killed at start (a 2 GiB cache in a 1Gi pod)."""
+    triton = body["spec"]["triton"]
+    triton["responseCache"] = {"enabled": True, "sizeBytes": 2 * 2**30}
+    triton["resources"] = {"limits": {"memory": "1Gi"}}
+    with pytest.raises(pydantic.ValidationError) as error:
+        models.GeoDeploymentSpec.model_validate(body["spec"])
+    words = str(error.value)
+    assert "triton.responseCache.sizeBytes 2147483648 (2 GiB)" in words
+    assert "triton.resources.limits.memory 1Gi (1 GiB)" in words
+    triton["resources"] = {"limits": {"memory": "4Gi"}}
+    assert models.GeoDeploymentSpec.model_validate(body["spec"]).triton.response_cache.enabled
+    triton["responseCache"]["enabled"] = False  # no cache: the size is not reserved
+    triton["resources"] = {"limits": {"memory": "1Gi"}}
+    models.GeoDeploymentSpec.model_validate(body["spec"])

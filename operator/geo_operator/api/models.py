@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -78,6 +79,45 @@ def _quantity(value: int | str) -> bool:
     if isinstance(value, int):
         return value >= 0
     return re.match(QUANTITY, value) is not None
+
+
+# A Kubernetes quantity: a signed decimal number, then a binary (Ki..Ei), decimal-SI
+# (n, u, m, k, M, G, T, P, E) or exponent (e3, E-2) suffix, or none.
+_QUANTITY_PARTS = re.compile(
+    r"^(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+    r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+)
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_DECIMAL |= {"P": 1e15, "E": 1e18}
+
+
+def parse_quantity(value: int | float | str) -> float:
+    """A Kubernetes resource quantity as a number of base units: ``"500m"`` → 0.5 (cores),
+    ``"1Gi"`` → 1073741824.0 (bytes), ``"1G"`` → 1e9, ``"1e3"`` → 1000.0, ``2`` → 2.0.
+
+    Raises ValueError naming the value and the accepted forms when it is not one.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity")
+        return float(value)
+    match = _QUANTITY_PARTS.match(value.strip())
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a Kubernetes quantity (a number with an optional suffix: "
+            "m, k, M, G, T, Ki, Mi, Gi, Ti, or an exponent such as e3)"
+        )
+    number, suffix = float(match["number"]), match["suffix"]
+    if not suffix:
+        return number
+    if suffix in _BINARY:
+        return number * _BINARY[suffix]
+    if suffix in _DECIMAL:
+        return number * _DECIMAL[suffix]
+    return number * 10.0 ** int(suffix[1:])
 
 
 def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, pydantic.JsonValue]:
@@ -943,6 +983,16 @@ class TritonSpec(_Model):
                     "triton.nodeSelector needs label keys (prefix/name) and values of at most "
                     f"63 characters; {key!r}: {label!r} is not"
                 )
+        memory = self.resources.get("limits", {}).get("memory")
+        cache = self.response_cache
+        if cache.enabled and memory is not None and cache.size_bytes >= parse_quantity(memory):
+            raise ValueError(
+                f"triton.responseCache.sizeBytes {cache.size_bytes} "
+                f"({cache.size_bytes / 2**30:.3g} GiB) must be below "
+                f"triton.resources.limits.memory {memory} "
+                f"({parse_quantity(memory) / 2**30:.3g} GiB): Triton reserves the whole cache "
+                "at start, with the model beside it, and the kernel kills the pod over its limit"
+            )
         preferred = self.dynamic_batching.preferred_batch_sizes or ()
         if self.max_batch_size and any(b > self.max_batch_size for b in preferred):
             raise ValueError(
