@@ -280,6 +280,14 @@ class _Cuts(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.path == "/huge":
             self.wfile.write(self.body[:10])
+        elif self.path == "/trickle":  # a byte every 50 ms: no read ever times out
+            for i in range(200):
+                try:
+                    self.wfile.write(self.body[i : i + 1])
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.05)
         else:
             self.wfile.write(self.body if whole else self.body[:1000])
         self.wfile.flush()
@@ -340,3 +348,16 @@ def test_the_cli_refuses_a_declared_size_over_its_limit_in_words(
     assert "declares 100000 bytes (Content-Length), over the limit of 50000" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_a_file_that_trickles_in_is_abandoned_at_its_deadline(
+    cutting: str, tmp_path: pathlib.Path
+) -> None:
+    """Each read gets a byte well within the 30 s read timeout, so only the whole fetch's
+    deadline ends it (the operator's held-out fetch has one; before, it waited on)."""
+    t0 = time.monotonic()
+    with pytest.raises(fetch.Overdue, match="not fetched within its deadline"):
+        fetch.fetch(f"{cutting}/trickle", str(tmp_path / "heldout.npz"), deadline=1.0)
+    assert time.monotonic() - t0 < 5
+    assert _Cuts.attempts["/trickle"] == 1
+    assert list(tmp_path.iterdir()) == []

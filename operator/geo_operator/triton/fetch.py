@@ -44,6 +44,10 @@ class Refused(ValueError):
     that is not the one allowed."""
 
 
+class Overdue(TimeoutError):
+    """The whole fetch took longer than its ``deadline``: abandoned, not retried."""
+
+
 class Truncated(OSError):
     """A body shorter or longer than its declared Content-Length: the connection dropped (or
     the server lied); retried like any network error, and never put in place."""
@@ -255,7 +259,12 @@ def declared_length(response: Any) -> int | None:
 
 
 def _copy(
-    src: Any, out: Any, uri: str, max_bytes: int, declared: int | None = None
+    src: Any,
+    out: Any,
+    uri: str,
+    max_bytes: int,
+    declared: int | None = None,
+    end: float | None = None,
 ) -> hashlib._Hash:
     """Copy ``src`` to ``out`` in chunks, at most ``max_bytes``; the content's sha256. With
     ``declared`` (the Content-Length), a size over the limit is refused before a byte is read
@@ -267,7 +276,10 @@ def _copy(
             f"{max_bytes} bytes: refused before downloading"
         )
     digest, total = hashlib.sha256(), 0
-    while chunk := src.read(CHUNK):
+    read = getattr(src, "read1", src.read)  # what has arrived: a trickle still meets `end`
+    while chunk := read(CHUNK):
+        if end is not None and time.monotonic() > end:
+            raise Overdue(f"{uri}: not fetched within its deadline ({total} bytes so far)")
         total += len(chunk)
         if total > max_bytes:
             raise Refused(f"{uri}: larger than the limit of {max_bytes} bytes: refused")
@@ -289,6 +301,7 @@ def fetch(
     timeout: float = 60.0,
     sha256: str | None = None,
     max_bytes: int = MAX_BYTES,
+    deadline: float | None = None,
 ) -> int:
     """Copy the artifact at `uri` to `dest`; returns its size in bytes.
 
@@ -297,8 +310,10 @@ def fetch(
     Content-Length is retried, then refused), nor one whose content is not ``sha256``
     (hex) when given, nor one over ``max_bytes`` (refused before downloading when the
     server declares its size). Remote fetches are retried with
-    back-off; ``timeout`` bounds each connect and read.
+    back-off; ``timeout`` bounds each connect and read, ``deadline`` (seconds) the
+    whole fetch, retries included (a file that trickles in is `Overdue`).
     """
+    end = None if deadline is None else time.monotonic() + deadline
     scheme = urllib.parse.urlparse(uri).scheme
     if scheme == "gs":
         raise ValueError(
@@ -323,20 +338,21 @@ def fetch(
                         with _OPENER.open(request, timeout=timeout) as response:
                             out.seek(0)
                             out.truncate()
-                            digest = _copy(response, out, uri, max_bytes, declared_length(response))
+                            length = declared_length(response)
+                            digest = _copy(response, out, uri, max_bytes, length, end)
                         break
-                    except urllib.error.HTTPError as error:
-                        if 400 <= error.code < 500 and error.code not in (408, 429):
+                    except OSError as error:  # HTTPError too: 5xx, 408 and 429 are retried
+                        if isinstance(error, urllib.error.HTTPError) and (
+                            400 <= error.code < 500 and error.code not in (408, 429)
+                        ):
                             raise refusal(uri, error) from None
-                        if attempt == ATTEMPTS:
-                            raise
                         delay = 2.0**attempt
-                        print(f"fetch {uri}: {error}; retrying in {delay:g}s", file=sys.stderr)
-                        time.sleep(delay)
-                    except OSError as error:
-                        if attempt == ATTEMPTS:
+                        if attempt == ATTEMPTS or isinstance(error, Overdue):
                             raise
-                        delay = 2.0**attempt
+                        if end is not None and time.monotonic() + delay > end:
+                            raise Overdue(
+                                f"{uri}: not fetched within its deadline ({error})"
+                            ) from error
                         print(f"fetch {uri}: {error}; retrying in {delay:g}s", file=sys.stderr)
                         time.sleep(delay)
             else:
