@@ -300,6 +300,13 @@ def test_a_refused_child_says_so_once(kube: FakeKube, body: dict[str, Any]) -> N
     assert [e for e in kube.events if e[0] == "Warning"] == warnings
     del kube.refuse["Deployment"]
     _run(kube, body)
+    ready = _condition(_status(kube), "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Progressing")  # the canary starts
+    kube.objects[("Deployment", "ml", "digits-canary")]["status"] = {
+        "readyReplicas": 1,
+        "updatedReplicas": 1,
+    }
+    _run(kube, body)
     assert _condition(_status(kube), "Ready")["reason"] == "Available"
 
 

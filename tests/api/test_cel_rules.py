@@ -235,7 +235,10 @@ CASES = [
     ("model.selection", models.Selection, {"policy": "pinned", "minAccuracyRatio": 0.9}, False),
     ("model.selection", models.Selection, {"policy": "pinned", "pinned": "a"}, True),
     ("rollout", models.Rollout, _defaulted(models.Rollout), True),
-    ("rollout", models.Rollout, _defaulted(models.Rollout, steps=[100]), True),
+    # All the traffic to an unjudged canary on the first tick, the stable at zero: refused.
+    ("rollout", models.Rollout, _defaulted(models.Rollout, steps=[100]), False),
+    ("rollout", models.Rollout, _defaulted(models.Rollout, steps=[10, 100]), True),
+    ("rollout", models.Rollout, _defaulted(models.Rollout, steps=[99, 100]), True),
     (
         "rollout",
         models.Rollout,
@@ -349,3 +352,17 @@ def test_node_selector_values_are_label_values_in_the_schema() -> None:
     values = _schema_at("triton", "nodeSelector")["additionalProperties"]
     assert values["maxLength"] == 63 and values["pattern"] == models.LABEL_VALUE
     assert not _pydantic_ok(models.TritonSpec, {"nodeSelector": {"a": "v" * 64}})
+
+
+def test_a_first_step_of_100_is_refused_at_admission_with_the_reason() -> None:
+    """steps [100] would scale the stable to zero for a canary nobody judged yet (a rollback
+    would start cold): the API server refuses it, saying why and what to write instead."""
+    rules = _schema_at("rollout")["x-kubernetes-validations"]
+    refusing = [r for r in rules if not _cel_ok([r], _defaulted(models.Rollout, steps=[100]))]
+    assert [r["message"] for r in refusing] == [models.FIRST_STEP_MESSAGE]
+    assert refusing[0]["fieldPath"] == ".steps"
+    assert "the first step must be below 100" in refusing[0]["message"]
+    assert "[10, 50, 100]" in refusing[0]["message"]
+    assert _cel_ok(rules, _defaulted(models.Rollout, steps=[10, 100]))
+    with pytest.raises(pydantic.ValidationError, match="the first step must be below 100"):
+        models.Rollout(steps=[100])

@@ -118,13 +118,13 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "name": "Replicas",
         "type": "integer",
         "jsonPath": ".status.replicas",
-        "description": "Replicas asked of the Deployment.",
+        "description": "Triton pods asked, both tracks (stable and canary).",
     },
     {
         "name": "Ready",
         "type": "integer",
         "jsonPath": ".status.readyReplicas",
-        "description": "Replicas that are ready.",
+        "description": "Triton pods ready, both tracks (stable and canary).",
     },
     {
         "name": "Status",

@@ -1283,6 +1283,15 @@ class OnDeadline(enum.StrEnum):
 # Steps of a rollout at most (bounds the CEL rule below, which checks them pairwise).
 MAX_ROLLOUT_STEPS = 10
 
+# A first step of 100 would give an unjudged canary all the traffic and scale the stable to
+# zero on the rollout's first tick (a rollback would then start cold): refused at admission.
+# `strategy: rolling` is the way to change every pod at once.
+FIRST_STEP_MESSAGE = (
+    "rollout.steps: the first step must be below 100: a canary is judged on part of the "
+    "traffic before it takes all of it (e.g. [10, 50, 100]; strategy rolling changes every "
+    "pod at once)"
+)
+
 
 def _steps_increasing_rule() -> str:
     """CEL: each step above the one before. Kubernetes' CEL has no index ranges in its
@@ -1308,6 +1317,7 @@ class Rollout(_Model):
             "rollout.steps must end at 100",
             ".steps",
         ),
+        _cel("size(self.steps) > 0 && self.steps[0] < 100", FIRST_STEP_MESSAGE, ".steps"),
     )
 
     strategy: RolloutStrategy = Field(
@@ -1324,8 +1334,10 @@ class Rollout(_Model):
         max_length=MAX_ROLLOUT_STEPS,
         description=(
             "The canary's share of the replicas at each step, in percent: strictly "
-            "increasing, ending at 100. At least one canary pod at every step; the stable "
-            "keeps at least one pod below 100. After a pass at 100 the canary is promoted."
+            "increasing, ending at 100, the first below 100 (a canary is judged on part of "
+            "the traffic before it takes all of it). At least one canary pod at every step; "
+            "the stable keeps at least one pod below 100 and none at 100, where the canary "
+            "serves everything. After a pass at 100 the canary is promoted."
         ),
     )
     analysis_interval_seconds: int = Field(
@@ -1407,6 +1419,8 @@ class Rollout(_Model):
             raise ValueError(f"rollout.steps must be strictly increasing, got {steps}")
         if steps[-1] != 100:
             raise ValueError(f"rollout.steps must end at 100, got {steps}")
+        if steps[0] >= 100:
+            raise ValueError(f"{FIRST_STEP_MESSAGE}, got {steps}")
         return steps
 
 
@@ -1800,8 +1814,16 @@ class GeoDeploymentStatus(_Model):
             "or out as a canary is in status.rollout)."
         ),
     )
-    replicas: int | None = Field(default=None, description="Replicas asked of the Deployment.")
-    ready_replicas: int | None = Field(default=None, description="Replicas that are ready.")
+    replicas: int | None = Field(
+        default=None,
+        description=(
+            "Triton pods asked of the Deployments: the stable's and, while a rollout's "
+            "canary exists, the canary's (the pods that serve, and that the selector selects)."
+        ),
+    )
+    ready_replicas: int | None = Field(
+        default=None, description="Triton pods ready, over both tracks (stable and canary)."
+    )
     selector: str | None = Field(
         default=None, description="Label selector of the pods (for the scale subresource)."
     )

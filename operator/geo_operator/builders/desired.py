@@ -390,23 +390,28 @@ def settle(
     deployment: Mapping[str, Any] | None,
     refused: str | None,
     pods: Sequence[Mapping[str, Any]] = (),
+    canary: Mapping[str, Any] | None = None,
 ) -> models.GeoDeploymentStatus:
-    """The status to write once the children were applied: Ready from the Deployment as
-    stored, or False with the API server's words when it refused a child, or with the
+    """The status to write once the children were applied: Ready from the Deployments as
+    stored (the stable's, and ``canary``, a rollout's canary as gathered: its pods serve
+    too), or False with the API server's words when it refused a child, or with the
     fetch's own words when no pod is ready because the artifact can't be fetched (``pods``:
-    the Triton pods, gathered only while none is ready)."""
+    the Triton pods, gathered only while none is ready). status.replicas and readyReplicas
+    count both tracks, as the scale subresource's selector does."""
     status = desired.status
     if desired.target is None:
         return status
     replicas = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
     if deployment is None:
         replicas = desired.target.replicas
-    ready = plan.readiness(dict(deployment) if deployment else None, replicas)
+    ready = plan.readiness(
+        dict(deployment) if deployment else None, replicas, _canary(desired, canary)
+    )
     reason, message, state = ready.reason, ready.message, ready.status
     failure = plan.fetch_failure(pods) if ready.reason == "NoReadyReplicas" else None
     if failure is not None:
         state, reason = "False", "ArtifactFetchFailed"
-        message = f"0 of {replicas} Triton pods ready: {failure}"
+        message = f"0 of {ready.replicas} Triton pods ready: {failure}"
     if refused is not None:
         state, reason = "False", "ChildRefused"
         message = f"{refused}; fix the spec (nothing else is retried until it changes)"
@@ -414,8 +419,32 @@ def settle(
         status.conditions, conditions.READY, state, reason, message, generation=desired.generation
     )
     return status.model_copy(
-        update={"conditions": conds, "replicas": replicas, "ready_replicas": ready.ready_replicas}
+        update={
+            "conditions": conds,
+            "replicas": ready.replicas,
+            "ready_replicas": ready.ready_replicas,
+        }
     )
+
+
+def _canary(desired: Desired, stored: Mapping[str, Any] | None) -> plan.Canary | None:
+    """The canary as Ready counts it: applied now (at the replicas applied) or left to drain
+    (as stored); None when there is none or this reconcile deletes it."""
+    assert desired.target is not None
+    name = children.canary_name(desired.target.name)
+    if ("apps/v1", "Deployment", name) in desired.delete:
+        return None
+    applied = next(
+        (o for o in desired.objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name),
+        None,
+    )
+    found = applied if applied is not None else stored
+    if found is None:
+        return None
+    replicas = int((found.get("spec") or {}).get("replicas") or 0)
+    state = policy.State.of(desired.status.rollout)
+    weight = state.weight(desired.target.spec.rollout) if state.active else None
+    return plan.Canary(stored, replicas, weight)
 
 
 def refusal_event(old: models.GeoDeploymentStatus, new: models.GeoDeploymentStatus) -> Event | None:

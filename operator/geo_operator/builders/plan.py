@@ -164,12 +164,47 @@ def plan(
 
 @dataclasses.dataclass(frozen=True)
 class Readiness:
-    """The Ready condition's inputs, read off the Triton Deployment."""
+    """The Ready condition's inputs, read off the Triton Deployments (both tracks while a
+    canary serves): ``replicas`` asked of them and ``ready_replicas`` ready, in total."""
 
     status: models.ConditionStatus
     reason: str
     message: str
     ready_replicas: int
+    replicas: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Canary:
+    """A rollout's canary Deployment, for Ready: its pods sit behind the same Service as the
+    stable's and serve beside them (all the traffic at a 100 % step, where the stable has
+    none)."""
+
+    deployment: Mapping[str, Any] | None  # as stored; None: applied for the first time now
+    replicas: int  # asked of it
+    # Its step's share, percent; None: draining (the rollout ended, the canary goes once the
+    # stable serves again).
+    weight: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Track:
+    """One Deployment's pods: asked, ready, updated."""
+
+    name: str
+    replicas: int
+    ready: int
+    updated: int
+
+    @classmethod
+    def of(cls, name: str, deployment: Mapping[str, Any] | None, replicas: int) -> _Track:
+        status = (deployment or {}).get("status") or {}
+        ready = int(status.get("readyReplicas") or 0)
+        return cls(name, replicas, ready, int(status.get("updatedReplicas") or 0))
+
+    @property
+    def settled(self) -> bool:
+        return self.ready >= self.replicas and self.updated >= self.replicas
 
 
 def fetch_failure(pods: Sequence[Mapping[str, Any]]) -> str | None:
@@ -197,28 +232,48 @@ def fetch_failure(pods: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
-def readiness(deployment: dict[str, Any] | None, replicas: int) -> Readiness:
-    """Ready means serving: at least one ready Triton pod (all of them when settled)."""
-    if deployment is None:
-        return Readiness("False", "Creating", "the Triton Deployment does not exist yet", 0)
-    status = deployment.get("status") or {}
-    ready = int(status.get("readyReplicas") or 0)
-    updated = int(status.get("updatedReplicas") or 0)
-    if replicas == 0:
-        return Readiness("False", "ScaledToZero", "spec.replicas is 0: no Triton pod runs", ready)
+def readiness(
+    deployment: Mapping[str, Any] | None, replicas: int, canary: Canary | None = None
+) -> Readiness:
+    """Ready means serving: at least one ready Triton pod (all of them when settled),
+    counted over what serves: the stable (``deployment``, ``replicas`` asked of it) and,
+    while one exists and is not going, the canary. At a 100 % step the stable has no pod
+    and the canary serves everything: that is Ready, not ScaledToZero."""
+    if deployment is None and canary is None:
+        return Readiness(
+            "False", "Creating", "the Triton Deployment does not exist yet", 0, replicas
+        )
+    tracks = [_Track.of("stable", deployment, replicas)]
+    if canary is not None:
+        tracks.append(_Track.of("canary", canary.deployment, canary.replicas))
+    total = sum(t.replicas for t in tracks)
+    ready = sum(t.ready for t in tracks)
+    updated = sum(t.updated for t in tracks)
+    split = ""
+    if canary is not None:
+        at = "draining" if canary.weight is None else f"at {canary.weight} %"
+        split = " (" + ", ".join(f"{t.ready} of {t.replicas} {t.name}" for t in tracks) + f" {at})"
+    if total == 0:
+        return Readiness(
+            "False", "ScaledToZero", "spec.replicas is 0: no Triton pod runs", ready, 0
+        )
     if ready == 0:
         return Readiness(
             "False",
             "NoReadyReplicas",
-            f"0 of {replicas} Triton pods ready (starting, or the model failed to load: "
+            f"0 of {total} Triton pods ready{split} (starting, or the model failed to load: "
             "see the pods' events and logs)",
             0,
+            total,
         )
-    if ready >= replicas and updated >= replicas:
-        return Readiness("True", "Available", f"{ready} of {replicas} Triton pods ready", ready)
+    if all(t.settled for t in tracks):
+        return Readiness(
+            "True", "Available", f"{ready} of {total} Triton pods ready{split}", ready, total
+        )
     return Readiness(
         "True",
         "Progressing",
-        f"serving; {ready} of {replicas} Triton pods ready, {updated} of {replicas} updated",
+        f"serving; {ready} of {total} Triton pods ready, {updated} of {total} updated{split}",
         ready,
+        total,
     )

@@ -83,8 +83,14 @@ def reconcile(ctx: context.Context, namespace: str, name: str) -> float | None:
         deployment, refused = act(ctx.kube, wanted, observed)
         if deployment is None:  # refused before the Deployment: what runs is the old one
             deployment = observed.deployment
-        idle = deployment is not None and not (deployment.get("status") or {}).get("readyReplicas")
-        final = desired_.settle(wanted, deployment, refused, pods.get() if idle else ())
+        # Both tracks serve behind the Service: at a 100 % step only the canary has pods.
+        serving = (deployment, observed.canary)
+        idle = deployment is not None and not any(
+            ((d or {}).get("status") or {}).get("readyReplicas") for d in serving
+        )
+        final = desired_.settle(
+            wanted, deployment, refused, pods.get() if idle else (), observed.canary
+        )
         _open_window(ctx, key, spec, final, pods)
         if observed.manual is not None or _annotation(observed.body) is not None:
             ctx.kube.annotate(

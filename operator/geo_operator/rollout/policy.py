@@ -15,7 +15,11 @@ and, when `analysis_due`, the verdict of `rollout.analysis` over
   mid-rollout (the new one replaces the old canary, which is not rejected);
 - **wait** / **hold**: keep both tracks at ``weight`` (hold: by a pause, or past
   the deadline with onDeadline hold);
-- **advance**: the canary to the next step's ``weight``;
+- **advance**: the canary to the next step's ``weight``; at the last step (100) the
+  stable has no pod and the canary serves everything until the verdict (Ready and
+  status.replicas count both tracks, so that is not an outage). The first step is below
+  100 (refused at admission otherwise): a canary is judged on part of the traffic, with
+  the stable warm beside it, before it takes all of it;
 - **promote**: the stable Deployment takes the desired template, the canary goes
   (``weight`` 100). Also how a change goes out with no canary: the first
   deployment (nothing stable serves) and strategy rolling, as before;
