@@ -67,6 +67,9 @@ def test_a_serving_pod_reads_as_its_sources(spec: models.GeoDeploymentSpec) -> N
         geodeployment="digits",
         artifact=target.artifact.name,
         tuner=None,
+        init_containers=(podspec.Container(names.FETCH_CONTAINER, spec.triton.image),),
+        containers=(podspec.Container(names.TRITON_CONTAINER, spec.triton.image),),
+        restart_policy="Always",
     )
     assert read.key == ("ml", "digits-7d9f-abcde") and not read.is_tuner
 

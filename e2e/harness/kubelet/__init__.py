@@ -8,7 +8,9 @@ pod would do: reads the model repository the operator rendered into the pod's
 `model-config` ConfigMap, fetches the artifact named by the `fetch-artifact` init
 container's `ARTIFACT_URI` (through local mirrors: `models.geo.local` exists only in
 manifests), and starts `geo_operator.triton.local.TritonServer` on it. When the pod
-goes away its server is stopped. A batch-tuning Job's pod gets its Triton sidecar and
+goes away its server is stopped. When the pod cannot run (a Secret its fetch needs
+is missing, the fetch fails, Triton exits at start) its status says so as a kubelet's
+would, and the pod is not Ready. A batch-tuning Job's pod gets its Triton sidecar and
 the real `geo tune`, and is reported terminated with the tuner's exit code.
 
 Everything it serves is published, after each change, in `<state-dir>/pods.json`
@@ -21,6 +23,8 @@ Modules, each with one job:
 
 - `podspec`: what to run for a pod, read from the pod alone (pure; unit-tested in
   tests/e2e_harness/ without a cluster);
+- `podstatus`: what a kubelet reports of a pod whose containers cannot run (a missing
+  Secret, a failed fetch, a Triton that exits at start; pure, unit-tested too);
 - `informer`: list/watch of the pods, reconnecting;
 - `worker`: one thread per pod owning its processes (Triton, `geo tune`) and the Job
   pod's lifecycle;

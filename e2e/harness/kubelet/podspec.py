@@ -6,14 +6,15 @@ volume, the `fetch-artifact` init container's `ARTIFACT_URI`), whether it is a
 batch-tuning Job's pod and, for one, the `tune` container's image, args and env.
 `model_source(data)` reads the ConfigMap's data the same way: the model's name,
 max_batch_size and artifact format as the builders chose them. `tuner_command`
-points the tuner's args at the runner's Triton and result file.
+points the tuner's args at the runner's Triton and result file. `config_error` says,
+in the kubelet's words, why a container's Secret references cannot be resolved.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from geo_operator.api import models, names
@@ -55,6 +56,26 @@ class Tuner:
 
 
 @dataclasses.dataclass(frozen=True)
+class Container:
+    """A container of the pod, as far as its status goes (podstatus writes it)."""
+
+    name: str
+    image: str
+    sidecar: bool = False  # an init container with restartPolicy Always (a native sidecar)
+    fallback_to_logs: bool = False  # terminationMessagePolicy FallbackToLogsOnError
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretRef:
+    """An env var of a container taken from a Secret's key (env[].valueFrom.secretKeyRef)."""
+
+    env: str
+    secret: str
+    key: str
+    optional: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class PodSpec:
     """One pod, as far as the runner cares: what to lay out and what to run."""
 
@@ -70,6 +91,10 @@ class PodSpec:
     reference_uri: str | None = None  # agreement: the reference artifact, as <model>-reference
     track: str = names.STABLE_TRACK  # a rollout's track (the geo.ai/track label)
     server_flags: tuple[str, ...] = ()  # the triton container's PASSED_FLAGS
+    init_containers: tuple[Container, ...] = ()
+    containers: tuple[Container, ...] = ()
+    restart_policy: str = "Always"
+    secret_refs: tuple[SecretRef, ...] = ()  # the fetch-artifact init container's
 
     @property
     def key(self) -> PodKey:
@@ -167,6 +192,58 @@ def init_env(pod: Mapping[str, Any], name: str) -> str | None:
     return next((e.get("value") for e in init.get("env", []) if e.get("name") == name), None)
 
 
+def _containers(pod: Mapping[str, Any], kind: str) -> tuple[Container, ...]:
+    return tuple(
+        Container(
+            name=str(c["name"]),
+            image=str(c.get("image", "")),
+            sidecar=c.get("restartPolicy") == "Always",
+            fallback_to_logs=c.get("terminationMessagePolicy") == "FallbackToLogsOnError",
+        )
+        for c in pod.get("spec", {}).get(kind, [])
+    )
+
+
+def secret_refs(pod: Mapping[str, Any]) -> tuple[SecretRef, ...]:
+    """The fetch-artifact init container's env vars that name a Secret's key, in order."""
+    spec = pod.get("spec", {})
+    init: dict[str, Any] = next(
+        (c for c in spec.get("initContainers", []) if c["name"] == INIT_CONTAINER), {}
+    )
+    refs = []
+    for e in init.get("env", []):
+        ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            refs.append(
+                SecretRef(
+                    env=str(e["name"]),
+                    secret=str(ref.get("name", "")),
+                    key=str(ref.get("key", "")),
+                    optional=bool(ref.get("optional", False)),
+                )
+            )
+    return tuple(refs)
+
+
+def config_error(
+    namespace: str,
+    refs: Sequence[SecretRef],
+    secrets: Mapping[str, frozenset[str] | None],
+) -> str | None:
+    """Why the kubelet cannot make the container's environment (its CreateContainerConfigError
+    message), or None: ``secrets`` holds each referenced Secret's keys, None when it does not
+    exist. The kubelet's words (pkg/kubelet makeEnvironmentVariables), first failure first."""
+    for ref in refs:
+        keys = secrets.get(ref.secret)
+        if keys is None:
+            if ref.optional:
+                continue
+            return f'secret "{ref.secret}" not found'
+        if ref.key not in keys and not ref.optional:
+            return f"couldn't find key {ref.key} in Secret {namespace}/{ref.secret}"
+    return None
+
+
 def read(pod: Mapping[str, Any]) -> PodSpec:
     """The PodSpec of a GEO pod; ValueError for a pod that is not one."""
     meta = pod["metadata"]
@@ -186,6 +263,10 @@ def read(pod: Mapping[str, Any]) -> PodSpec:
         reference_uri=init_env(pod, names.REFERENCE_URI_ENV),
         track=str(labels.get(names.TRACK_LABEL) or names.STABLE_TRACK),
         server_flags=server_flags(pod),
+        init_containers=_containers(pod, "initContainers"),
+        containers=_containers(pod, "containers"),
+        restart_policy=str(pod.get("spec", {}).get("restartPolicy") or "Always"),
+        secret_refs=secret_refs(pod),
     )
 
 

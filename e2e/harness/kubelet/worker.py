@@ -5,7 +5,12 @@ repository from the pod's ConfigMap, lays it out (the init container's job,
 through the runner's mirrors), starts a real `tritonserver` (retrying a failed
 start, restarting a server that died after it was ready, a few times each),
 annotates a serving pod with `geo.ai/metrics-url`, and stops the server when
-the runner retires the worker (the pod went away). For a batch-tuning Job's pod
+the runner retires the worker (the pod went away). When it cannot start the pod's
+Triton it says so in the pod's status as a kubelet would (`podstatus`): a Secret
+(or key) the fetch's env names is missing (CreateContainerConfigError), the
+artifact fetch failed (the init container terminated with fetch.py's words),
+Triton exited before it was ready (CrashLoopBackOff); the pod is not Ready, so
+GEO sees what it would see on a real node. For a batch-tuning Job's pod
 it then runs the real `geo tune` with the pod's args against that Triton and
 reports the pod terminated (phase, exit code, termination message), so the Job
 controller completes or fails the Job; a retired worker kills its `geo tune`.
@@ -24,6 +29,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from e2e.harness.kubelet import podspec
+from e2e.harness.kubelet import podspec, podstatus
 from e2e.harness.kubelet.podspec import METRICS_URL_ANNOTATION, PodKey, PodSpec
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
@@ -50,6 +56,7 @@ MAX_RESTARTS = 3  # restarts of a server that died after it was ready, like a ku
 MONITOR_PERIOD_S = 2.0
 # A serving pod that goes keeps serving this long (the loadgen reads pods.json every 0.5 s).
 DRAIN_S = 1.5
+CONFIG_RETRY_S = 2.0  # a missing Secret is looked for again this often
 REPORT_ATTEMPTS = 5  # a tuning pod's termination, reported through an API server restart
 
 
@@ -102,13 +109,30 @@ class PodApi:
             key[1], key[0], {"status": dict(status)}, _content_type="application/merge-patch+json"
         )
 
+    def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        """The keys of a Secret (what a kubelet reads for env), None if it does not exist."""
+        try:
+            resp: Any = self._core.read_namespaced_secret(name, namespace, _preload_content=False)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        body = json.loads(resp.data)
+        return frozenset({**(body.get("data") or {}), **(body.get("stringData") or {})})
+
     def status(self, key: PodKey) -> dict[str, Any]:
         resp: Any = self._core.read_namespaced_pod_status(key[1], key[0], _preload_content=False)
         return dict(json.loads(resp.data).get("status") or {})
 
 
-def _stamp(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+class PodFailed(Exception):
+    """The pod's containers cannot run, for the reason its status will give."""
+
+    def __init__(self, failure: podstatus.Failure, detail: str = "") -> None:
+        """``detail``: what the runner's log says (a crash's own words: its status may
+        carry none)."""
+        super().__init__(detail or failure.message or failure.kind)
+        self.failure = failure
 
 
 def terminated_status(
@@ -130,8 +154,8 @@ def terminated_status(
                         "exitCode": code,
                         "reason": "Completed" if code == 0 else "Error",
                         "message": message[:TERMINATION_MESSAGE_LIMIT],
-                        "startedAt": _stamp(started),
-                        "finishedAt": _stamp(finished),
+                        "startedAt": podstatus.stamp(started),
+                        "finishedAt": podstatus.stamp(finished),
                     }
                 },
             }
@@ -153,7 +177,7 @@ def readiness_status(
             found = {"type": kind}
             conditions.append(found)
         if found.get("status") != flag:
-            found.update(status=flag, lastTransitionTime=_stamp(now))
+            found.update(status=flag, lastTransitionTime=podstatus.stamp(now))
         if ready:
             found.pop("reason", None)
         else:
@@ -282,15 +306,23 @@ class PodWorker:
         """A ready server, after up to START_ATTEMPTS tries; None if gone or given up."""
         name = podspec.name(self.key)
         last_error = ""
+        # Whether a failure is in the pod's status: a start must clear it.
+        reported = self._await_config()
+        if reported is None:
+            return None
         for attempt in range(1, START_ATTEMPTS + 1):
             if not self._take_slot():
                 return None
             try:
-                server = self._start_server()
+                server = self._start_server(restarts=attempt - 1)
             except Exception as error:
                 last_error = str(error) or repr(error)
                 if isinstance(error, ApiException) and error.status == 404:
                     break  # the ConfigMap is gone: so is the GeoDeployment, soon the pod
+                if isinstance(error, PodFailed):
+                    reported = self._report_failure(error.failure) or reported
+                    if self._never_restarted(error.failure):
+                        break  # restartPolicy Never: the pod failed, it is not tried again
                 log.warning(
                     "starting triton for %s failed (attempt %d/%d): %s",
                     name,
@@ -299,6 +331,8 @@ class PodWorker:
                     error,
                 )
             else:
+                if server is not None and reported and not self._gone.is_set():
+                    self._report_running(attempt - 1)
                 if server is None or not self._gone.is_set():
                     return server
                 self._stop_server(server)  # the pod went away while Triton was loading
@@ -320,22 +354,38 @@ class PodWorker:
                 return True
         return False
 
-    def _start_server(self) -> local.TritonServer | None:
+    def _start_server(self, restarts: int = 0) -> local.TritonServer | None:
+        """The pod's init container's work, then its Triton, started; PodFailed when either
+        fails as a container would (``restarts``: the failing container's restarts so far)."""
         began = time.monotonic()
         spec = self.spec
         data = self._api.config_map_data(spec.namespace, spec.config_map)
         model = podspec.model_source(data)
         models_dir = self.pod_dir / "models"
         shutil.rmtree(models_dir, ignore_errors=True)  # a fresh repository per attempt
-        repository.materialize(
-            data,
-            model_name=model.name,
-            artifact_format=model.format,
-            uri=spec.uri,
-            repository=models_dir,
-            mirrors=self._mirrors,
-        )
-        self._evaluation_sources(data, model)
+        fetching = time.time()
+        try:
+            repository.materialize(
+                data,
+                model_name=model.name,
+                artifact_format=model.format,
+                uri=spec.uri,
+                repository=models_dir,
+                mirrors=self._mirrors,
+            )
+            self._evaluation_sources(data, model)
+        except (OSError, ValueError) as error:  # what makes fetch.py exit 1
+            words = podstatus.fetch_words(error, self._fetches(data))
+            raise PodFailed(
+                podstatus.Failure(
+                    podstatus.INIT_FAILED,
+                    podspec.INIT_CONTAINER,
+                    words,
+                    restarts=restarts,
+                    started=fetching,
+                    finished=time.time(),
+                )
+            ) from error
         tuner = spec.is_tuner
         server = local.TritonServer(
             models_dir,
@@ -370,7 +420,12 @@ class PodWorker:
         if self._gone.is_set():
             return None
         self._set(info)
-        server.start()
+        starting = time.time()
+        try:
+            server.start()
+        except local.TritonServerError as error:
+            failure = self._crash(error, server, restarts, starting)
+            raise PodFailed(failure, f"{failure.kind}: {error}") from error
         self._server = server
         took = time.monotonic() - began
         self._set(dataclasses.replace(info, ready=True, pid=server.pid, startup_seconds=took))
@@ -399,6 +454,105 @@ class PodWorker:
                 repository=self.pod_dir / "models",
                 mirrors=self._mirrors,
             )
+
+    def _fetches(self, data: Mapping[str, str]) -> list[tuple[str, str]]:
+        """Each fetch of the init container, in its order: (as the pod names the URI, as
+        the runner fetched it through its mirrors)."""
+        spec = self.spec
+        uris = [spec.uri]
+        if names.WARMUP_FILES in data:
+            uris += list(json.loads(data[names.WARMUP_FILES]).values())
+        uris += [u for u in (spec.evaluation_uri, spec.reference_uri) if u]
+        return [(u, repository.rewrite_uri(u, self._mirrors)) for u in uris]
+
+    def _config_error(self) -> str | None:
+        """What the kubelet checks before it starts the init container: every Secret key its
+        env takes exists; else the CreateContainerConfigError's words."""
+        spec = self.spec
+        wanted = sorted({ref.secret for ref in spec.secret_refs})
+        keys = {secret: self._api.secret_keys(spec.namespace, secret) for secret in wanted}
+        return podspec.config_error(spec.namespace, spec.secret_refs, keys)
+
+    def _await_config(self) -> bool | None:
+        """Wait until the init container's env can be made, reporting CreateContainerConfigError
+        (again when its words change) meanwhile, as a kubelet retries it: until the Secret is
+        there, for as long as the pod lives. Whether it reported one; None once gone."""
+        reported, said = False, None
+        while not self._gone.is_set():
+            try:
+                words = self._config_error()
+            except Exception as error:  # the API server restarting: look again
+                log.warning("reading the Secrets of %s failed: %r", podspec.name(self.key), error)
+                words = said
+            else:
+                if words is None:
+                    return reported
+                if words != said:
+                    failure = podstatus.Failure(
+                        podstatus.CONFIG_ERROR, podspec.INIT_CONTAINER, words
+                    )
+                    if self._report_failure(failure):
+                        reported, said = True, words
+            self._gone.wait(CONFIG_RETRY_S)
+        return None
+
+    def _crash(
+        self,
+        error: local.TritonServerError,
+        server: local.TritonServer,
+        restarts: int,
+        started: float,
+    ) -> podstatus.Failure:
+        """Triton exited (or never got ready) at its start: the container's crash."""
+        found = re.search(r"exited with code (-?\d+)", str(error))
+        code = int(found.group(1)) if found else 137  # not ready in time: killed
+        if code < 0:
+            code = 128 - code  # killed by a signal: the shell's convention, as a kubelet's
+        container = next(
+            (c for c in self.spec.containers if c.name == names.TRITON_CONTAINER),
+            next((c for c in self.spec.init_containers if c.name == names.TRITON_CONTAINER), None),
+        )
+        # The kubelet's message: the termination-log file (Triton writes none), or under
+        # FallbackToLogsOnError the log's tail.
+        message = ""
+        if container is not None and container.fallback_to_logs:
+            message = podstatus.log_message(server.log_tail(podstatus.LOG_MESSAGE_LINES))
+        return podstatus.Failure(
+            podstatus.CRASHED,
+            names.TRITON_CONTAINER,
+            message,
+            exit_code=code,
+            restarts=restarts,
+            started=started,
+            finished=time.time(),
+        )
+
+    def _never_restarted(self, failure: podstatus.Failure) -> bool:
+        """A pod with restartPolicy Never whose init container failed is over."""
+        return self.spec.restart_policy == "Never" and failure.kind == podstatus.INIT_FAILED
+
+    def _report_failure(self, failure: podstatus.Failure) -> bool:
+        """Write ``failure`` into the pod's status, as a kubelet would; True once written."""
+        name = podspec.name(self.key)
+        try:
+            now = self._api.status(self.key)
+            self._api.patch_status(self.key, podstatus.failed(self.spec, now, failure, time.time()))
+        except Exception as error:  # gone, or the API server restarting: not fatal
+            log.warning("reporting pod %s %s failed: %r", name, failure.kind, error)
+            return False
+        log.info("pod %s reported %s: %s", name, failure.kind, failure.message.splitlines()[:1])
+        return True
+
+    def _report_running(self, restarts: int) -> None:
+        """The pod's containers run again after a reported failure: Ready as kwok had it."""
+        name = podspec.name(self.key)
+        try:
+            now = self._api.status(self.key)
+            self._api.patch_status(
+                self.key, podstatus.running(self.spec, now, restarts, time.time())
+            )
+        except Exception as error:
+            log.warning("reporting pod %s running failed: %r", name, error)
 
     @property
     def _heldout(self) -> pathlib.Path:
