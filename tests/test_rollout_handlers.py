@@ -322,6 +322,8 @@ def test_a_wrong_canary_fails_the_held_out_gate_at_once(
     for pod in ("digits-0", "digits-canary-0"):
         meta = rollout.kube.objects[("Pod", "ml", pod)]["metadata"]
         meta["annotations"][names.INFERENCE_URL_ANNOTATION] = f"{pod}:8000"
+    rollout.run()  # a ready canary pod: its scoring starts, off the reconcile path
+    rollout.ctx.scores.jobs.wait()
     rollout.now += 11
     rollout.serve("canary", 10)  # under minRequests: the accuracy gate needs no traffic
     rollout.run()
@@ -330,3 +332,87 @@ def test_a_wrong_canary_fails_the_held_out_gate_at_once(
     assert "accuracy" in state["reason"] and "0.11" in state["reason"]
     assert state["canary"]["accuracy"] == 0.11 and state["canary"]["samples"] == 540
     assert asked == [("digits-canary-0:8000", "digits-0:8000")]
+
+
+def _scored_rollout(rollout: Rollout, tmp_path: pathlib.Path) -> list[str]:
+    """A canary with model.evaluation whose scorer, as the real one does, sends its
+    batches through the canary pod's Triton (68 requests: 540 rows in batches of 8)."""
+    heldout = tmp_path / "heldout.npz"
+    heldout.write_bytes(b"stand-in: only fetched")
+    rollout.body["spec"]["model"]["evaluation"] = {"uri": heldout.as_uri()}
+    asked: list[str] = []
+
+    def score(
+        spec: models.GeoDeploymentSpec, url: str, stable: str | None, path: str
+    ) -> models.MeasuredAccuracy:
+        asked.append(url)
+        pod = url.removesuffix(":8000")
+        s, f, _ = rollout.pods.counters[pod]
+        rollout.pods.counters[pod] = (s + 68, f, 40.0)  # batches of 8: a slower p99
+        return models.MeasuredAccuracy(metric="accuracy", value=0.97, samples=540)
+
+    rollout.ctx.scores = canary.Scores(score)
+    rollout.ctx.__post_init__()
+    rollout.edit(maxBatchSize=8)
+    rollout.run()
+    rollout.settle("digits")
+    rollout.settle("digits-canary")
+    for key, pod in rollout.kube.objects.items():
+        if key[0] == "Pod":
+            pod["metadata"]["annotations"][names.INFERENCE_URL_ANNOTATION] = f"{key[2]}:8000"
+    return asked
+
+
+def test_the_operators_own_scoring_requests_pass_no_traffic_gate(
+    rollout: Rollout, tmp_path: pathlib.Path
+) -> None:
+    """Issue 31.1: with no user traffic the scorer's 68 requests (minRequests 50) passed
+    the step. The window now counts from the scorer's end, and the scored pod's p99 (the
+    batches are in Triton's summary) waits P99_SETTLE_SECONDS."""
+    asked = _scored_rollout(rollout, tmp_path)
+    for _ in range(3):  # no user traffic at all: never a pass
+        rollout.now += 11
+        rollout.run()
+        rollout.ctx.scores.jobs.wait()
+        state = rollout.rollout()
+        assert (state["phase"], state["step"]) == ("Progressing", 0), state["reason"]
+    assert asked == ["digits-canary-0:8000"]
+    assert state["canary"]["requests"] == 0 and state["canary"]["accuracy"] == 0.97
+    assert "inconclusive" in state["reason"]
+    rollout.serve("canary", 60)  # users now: counted, the scorer's batches not
+    rollout.serve("stable", 180)
+    rollout.now += 11
+    rollout.run()
+    state = rollout.rollout()
+    assert state["canary"]["requests"] == 60 and state["canary"].get("p99Ms") is None
+    assert state["step"] == 0 and "no p99 for the canary" in state["reason"]
+    rollout.now += canary.P99_SETTLE_SECONDS
+    rollout.serve("canary", 60, p99=5.0)
+    rollout.serve("stable", 180)
+    rollout.run()
+    assert rollout.rollout()["step"] == 1, rollout.rollout()["reason"]
+
+
+def test_a_held_out_fetch_that_fails_is_said_and_retried_off_the_reconcile(
+    rollout: Rollout, tmp_path: pathlib.Path
+) -> None:
+    """Issue 31.2: the fetch runs on the jobs' pool; the reconcile answers at once with
+    why there is no score, and the failure is retried after a back-off."""
+    _scored_rollout(rollout, tmp_path)
+    rollout.body["spec"]["model"]["evaluation"] = {"uri": (tmp_path / "missing.npz").as_uri()}
+    rollout.run()
+    rollout.ctx.scores.jobs.wait()
+    rollout.now += 11
+    rollout.serve("canary", 60)
+    rollout.serve("stable", 180)
+    rollout.run()
+    state = rollout.rollout()
+    assert state["phase"] == "Progressing" and state["canary"].get("accuracy") is None
+    assert rollout.ctx.requeues.pending(("ml", "digits")) is not None
+    words = rollout.ctx.scores.score(
+        ("ml", "digits"),
+        state["canaryHash"],
+        models.parse_spec(rollout.body["spec"]),
+        rollout.kube.list("v1", "Pod", "ml", f"{names.OWNER_LABEL}=digits"),
+    )
+    assert isinstance(words, str) and "failed" in words and "retrying in" in words

@@ -129,11 +129,16 @@ async def stop(memo: Any, **_: Any) -> None:
 
 
 async def _requeues(ctx: context.Context) -> None:
-    """Reconcile the objects whose retry time has come (from kopf's event loop, on a thread)."""
+    """Reconcile the objects whose time has come, side by side on the loop's default
+    thread pool (issue 31: one after another, one tenant's slow reconcile held every
+    other's analysis). Each object's own lock keeps its reconciles one at a time."""
+    running: set[asyncio.Task[None]] = set()  # held, so none is collected mid-run
     while True:
         await asyncio.sleep(REQUEUE_PERIOD)
         for key in ctx.requeues.keys_due(ctx.clock()):
-            await asyncio.to_thread(reconcile.run, ctx, *key)
+            task = asyncio.create_task(asyncio.to_thread(reconcile.run, ctx, *key))
+            running.add(task)
+            task.add_done_callback(running.discard)
 
 
 # ------------------------------------------------------------------ the GeoDeployment

@@ -20,10 +20,11 @@ GeoDeployment's Triton pods directly (the autoscaler's direct-scrape source: the
 
 With `model.evaluation`, `Scores.score` sends the held-out set through one ready
 canary pod (its `geo.ai/inference-url` annotation, else `<podIP>:8000`), once per
-canary configuration: `accuracy` against the labels, `agreement` against the answers
+canary configuration, as a background job (`controller.background`; the reconcile never
+waits on the download or the scoring): `accuracy` against the labels, `agreement` against the answers
 of one ready stable pod (what serves now; the reference artifact is not loaded beside
-the canary). The held-out file is read by the operator itself: an http(s) or file
-URI; a pvc one is not mounted in the operator's pod, so the gate stays inconclusive
+the canary). The held-out file is read by the operator itself (kept per URI for ten minutes): an
+http(s) or file URI; a pvc one is not mounted in the operator's pod, so the gate stays inconclusive
 with words that say so. What the score is held to (the accuracy floor the choice
 was judged against) is the pure analysis' business.
 
@@ -36,14 +37,18 @@ no analysis this time (the policy waits; the deadline still runs).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import os
 import tempfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from geo_operator.api import models, names
+from geo_operator.controller import background
 from geo_operator.controller.autoscaler import pod_view
 from geo_operator.rollout.analysis import Figures
 from geo_operator.triton import fetch, metrics
@@ -215,13 +220,65 @@ def live_score(
     )
 
 
-class Scores:
-    """Each canary configuration's held-out score, measured once through one of its pods."""
+# The held-out file is fetched at most this often per URI (seconds), and a fetch, retries
+# included, may take this long before it is refused (a URL that hangs or trickles).
+HELD_OUT_TTL_SECONDS = 600.0
+HELD_OUT_DEADLINE_SECONDS = 300.0
+# Triton's latency summary is a sliding window of recent requests (prometheus-cpp's
+# default: the last 60 s): the scored pods' p99 holds the scorer's batches that long.
+P99_SETTLE_SECONDS = 60.0
 
-    def __init__(self, score: Score = live_score) -> None:
+
+class Scores:
+    """Each canary configuration's held-out score, measured once through one of its pods,
+    off the reconcile path.
+
+    `score` never waits: the fetch and the scoring run as one `background.Jobs` job per
+    (GeoDeployment, canary configuration) — a URL that hangs holds a pool thread for at
+    most HELD_OUT_DEADLINE_SECONDS, never a reconcile — and, until it ends, the answer is
+    why there is none yet ("running for 12 s", "failed: …; retrying in 40 s"). The file
+    is kept per URI for HELD_OUT_TTL_SECONDS, so tenants sharing a set fetch
+    it once. When the job ends, the owner's reconcile is brought forward (`Context`).
+
+    The scorer's own requests must not count as the canary's traffic (issue 31): `ended`
+    says when they stopped, and the analysis window counts from then (`reconcile`).
+    """
+
+    def __init__(self, score: Score = live_score, jobs: background.Jobs | None = None) -> None:
         self._score = score
+        self.jobs = jobs if jobs is not None else background.Jobs(workers=8)
         self._guard = threading.Lock()
         self._done: dict[tuple[Key, str], models.MeasuredAccuracy] = {}
+        self._ended: dict[Key, float] = {}
+        self._files: dict[str, tuple[str, float]] = {}  # URI: path, fetched at (monotonic)
+        self._fetching: dict[str, threading.Lock] = {}
+        self._dir: str | None = None
+
+    def ended(self, key: Key) -> float | None:
+        """When the operator's last scoring requests to ``key``'s pods ended (its clock)."""
+        with self._guard:
+            return self._ended.get(key)
+
+    def _held_out(self, uri: str) -> str:
+        """The held-out file's local path, fetched if not kept or kept too long (the
+        evaluation names no digest: the URI is the key)."""
+        which = uri
+        with self._guard:
+            lock = self._fetching.setdefault(which, threading.Lock())
+            if self._dir is None:
+                self._dir = tempfile.mkdtemp(prefix="geo-heldout-")
+            folder = self._dir
+        with lock:  # one fetch per URI at a time; the others wait for its file
+            with self._guard:
+                kept = self._files.get(which)
+            if kept is not None and time.monotonic() - kept[1] < HELD_OUT_TTL_SECONDS:
+                return kept[0]
+            name = hashlib.sha256(uri.encode()).hexdigest()[:24]
+            path = os.path.join(folder, f"{name}.npz")
+            fetch.fetch(uri, path, timeout=30, deadline=HELD_OUT_DEADLINE_SECONDS)
+            with self._guard:
+                self._files[which] = (path, time.monotonic())
+            return path
 
     def score(
         self,
@@ -229,8 +286,10 @@ class Scores:
         config_hash: str,
         spec: models.GeoDeploymentSpec,
         pods: Sequence[Mapping[str, Any]],
+        clock: Callable[[], float] = time.time,
     ) -> models.MeasuredAccuracy | str:
-        """The score, or why there is none yet (the accuracy gate is then inconclusive)."""
+        """The score, or why there is none yet (the accuracy gate is then inconclusive).
+        ``clock`` is the caller's (what `ended` is recorded in)."""
         with self._guard:
             done = self._done.get((key, config_hash))
         if done is not None:
@@ -245,27 +304,40 @@ class Scores:
         canary_url = _ready_on(pods, names.CANARY_TRACK)
         if canary_url is None:
             return "no ready canary pod to score yet"
-        try:
-            with tempfile.TemporaryDirectory(prefix="geo-heldout-") as tmp:
-                path = f"{tmp}/heldout.npz"
-                fetch.fetch(evaluation.uri, path, timeout=30)
-                scored = self._score(spec, canary_url, _ready_on(pods, names.STABLE_TRACK), path)
-        except Exception as error:  # the held-out file, or the pod's answers: said, not fatal
-            log.info("%s/%s: the canary's held-out score failed: %s", *key, error)
-            return f"the held-out score failed: {error}"[:300]
+        stable_url = _ready_on(pods, names.STABLE_TRACK)
+        uri = evaluation.uri
+
+        def work() -> models.MeasuredAccuracy:
+            try:
+                path = self._held_out(uri)
+                return self._score(spec, canary_url, stable_url, path)
+            finally:  # whatever reached the pods was the operator's, not the users'
+                with self._guard:
+                    self._ended[key] = clock()
+
+        scored = self.jobs.result(
+            (key, config_hash), work, what=f"scoring the canary on {uri}", owner=key
+        )
+        if isinstance(scored, background.Pending):
+            return scored.words[:300]
+        assert isinstance(scored, models.MeasuredAccuracy)
         with self._guard:
+            first = (key, config_hash) not in self._done
             self._done = {k: v for k, v in self._done.items() if k[0] != key}
             self._done[(key, config_hash)] = scored
-        log.info(
-            "%s/%s: canary %s held-out %s %.4f on %d samples",
-            *key,
-            config_hash[:8],
-            scored.metric,
-            scored.value,
-            scored.samples,
-        )
+        if first:
+            log.info(
+                "%s/%s: canary %s held-out %s %.4f on %d samples",
+                *key,
+                config_hash[:8],
+                scored.metric,
+                scored.value,
+                scored.samples,
+            )
         return scored
 
     def forget(self, key: Key) -> None:
         with self._guard:
             self._done = {k: v for k, v in self._done.items() if k[0] != key}
+            self._ended.pop(key, None)
+        self.jobs.forget(key)

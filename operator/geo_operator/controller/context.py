@@ -122,5 +122,9 @@ class Context:
     seen: Seen = dataclasses.field(default_factory=Seen)  # children's events: what changed
     # The canary analysis' open windows (their counters' baselines), read through ``fetch``.
     windows: canary.Windows = dataclasses.field(default_factory=lambda: canary.Windows(http_fetch))
-    # Each canary configuration's held-out score (model.evaluation), measured once.
+    # Each canary configuration's held-out score (model.evaluation), measured once, off
+    # the reconcile path: when its job ends, the owner's reconcile is brought forward.
     scores: canary.Scores = dataclasses.field(default_factory=canary.Scores)
+
+    def __post_init__(self) -> None:
+        self.scores.jobs.on_done = lambda owner: self.requeues.set(owner, self.clock())

@@ -36,6 +36,7 @@ from geo_operator.api import models, names
 from geo_operator.api import status as status_io
 from geo_operator.builders import children, tuning
 from geo_operator.builders import desired as desired_
+from geo_operator.controller import canary as canary_
 from geo_operator.controller import context, telemetry
 from geo_operator.k8s import client as k8s
 from geo_operator.rollout import analysis, policy
@@ -193,20 +194,27 @@ def _analysed(
     state = _rollout_state(observed.body)
     if spec is None or state.window_since is None:
         return observed
-    if not policy.analysis_due(spec.rollout, state, now):
-        return observed
     meta = observed.body["metadata"]
     key = (meta["namespace"], meta["name"])
-    figures = _figures(ctx, spec, key, state.window_since, pods, now)
+    scored: models.MeasuredAccuracy | str | None = None
+    if spec.model.evaluation is not None and state.canary_hash is not None:
+        # Asked every reconcile while a canary runs: the scoring job starts as soon as a
+        # canary pod is ready, so its score is there by the first analysis.
+        scored = ctx.scores.score(key, state.canary_hash, spec, pods.get(), ctx.clock)
+    if not policy.analysis_due(spec.rollout, state, now):
+        return observed
+    since = _window_since(ctx, key, state)
+    figures = _figures(ctx, spec, key, since, pods, now)
     if figures is None:
         return observed
     canary, stable = figures
-    if spec.model.evaluation is not None and state.canary_hash is not None:
-        scored = ctx.scores.score(key, state.canary_hash, spec, pods.get())
-        if isinstance(scored, models.MeasuredAccuracy):
-            canary = dataclasses.replace(canary, accuracy=scored.value, samples=scored.samples)
-        else:
-            log.info("%s/%s: the canary's accuracy gate waits: %s", *key, scored)
+    ended = ctx.scores.ended(key)
+    if ended is not None and now < ended + canary_.P99_SETTLE_SECONDS:
+        canary = dataclasses.replace(canary, p99_ms=None)  # the scorer's batches are in it
+    if isinstance(scored, models.MeasuredAccuracy):
+        canary = dataclasses.replace(canary, accuracy=scored.value, samples=scored.samples)
+    elif scored is not None:
+        log.info("%s/%s: the canary's accuracy gate waits: %s", *key, scored)
     log.info(
         "%s/%s: canary analysis due (canary %s; stable %s)",
         *key,
@@ -214,6 +222,16 @@ def _analysed(
         stable.words(),
     )
     return dataclasses.replace(observed, figures=(canary, stable))
+
+
+def _window_since(ctx: context.Context, key: tuple[str, str], state: policy.State) -> float:
+    """Where the traffic figures count from: the analysis window's start, or, when the
+    operator's held-out requests ended inside the window, their end (issue 31: the
+    scorer's 68 requests passed a step with no user traffic at all). The user requests
+    before that are dropped too: fewer requests, never a wrong pass."""
+    assert state.window_since is not None
+    ended = ctx.scores.ended(key)
+    return state.window_since if ended is None else max(state.window_since, ended)
 
 
 def _figures(
@@ -254,8 +272,9 @@ def _open_window(
     if spec is None or not state.active or state.window_since is None:
         ctx.windows.forget(key)
         return
-    if not ctx.windows.is_open(key, state.window_since):
-        ctx.windows.open(key, state.window_since, pods.get(), spec.model.name)
+    since = _window_since(ctx, key, state)
+    if not ctx.windows.is_open(key, since):
+        ctx.windows.open(key, since, pods.get(), spec.model.name)
 
 
 def act(

@@ -1,0 +1,44 @@
+"""Due reconciles run side by side (issue 31.2): one that hangs holds no other."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from conftest import FakeKube
+from geo_operator import handlers
+from geo_operator.controller import context, reconcile
+
+
+def test_a_slow_reconcile_delays_no_other_due_one(
+    kube: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = context.Context(kube, clock=lambda: 1000.0)
+    release = threading.Event()
+    ran: list[tuple[str, str, float]] = []
+
+    def run(ctx_: context.Context, namespace: str, name: str) -> None:
+        if name == "slow":  # a reconcile stuck on something slow (was: a held-out fetch)
+            release.wait(timeout=10)
+        ran.append((namespace, name, time.monotonic()))
+
+    monkeypatch.setattr(reconcile, "run", run)
+    monkeypatch.setattr(handlers, "REQUEUE_PERIOD", 0.01)
+    ctx.requeues.set(("a", "slow"), 999.0)
+    ctx.requeues.set(("b", "quick"), 999.0)
+
+    async def main() -> None:
+        task = asyncio.create_task(handlers._requeues(ctx))
+        started = time.monotonic()
+        while not ran and time.monotonic() - started < 5:
+            await asyncio.sleep(0.01)
+        release.set()
+        while len(ran) < 2 and time.monotonic() - started < 5:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(main())
+    assert [name for _, name, _ in ran] == ["quick", "slow"]
