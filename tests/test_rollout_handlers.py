@@ -416,3 +416,35 @@ def test_a_held_out_fetch_that_fails_is_said_and_retried_off_the_reconcile(
         rollout.kube.list("v1", "Pod", "ml", f"{names.OWNER_LABEL}=digits"),
     )
     assert isinstance(words, str) and "failed" in words and "retrying in" in words
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("frobnicate", "'frobnicate' is not an action: the accepted values are promote and abort"),
+        ("promote", "no canary is running to promote"),
+        ("abort", "no canary is running to abort"),
+    ],
+)
+def test_a_rollout_annotation_not_acted_on_gets_a_warning_and_goes(
+    rollout: Rollout, value: str, words: str
+) -> None:
+    """Issue 31.6: a typo, or promote/abort with no canary, was dropped without a word."""
+    rollout.kube.objects[KEY]["metadata"]["annotations"] = {names.ROLLOUT_ANNOTATION: value}
+    before = copy.deepcopy(rollout.rollout())
+    rollout.run()
+    warnings = [(r, m) for t, r, m in rollout.kube.events if t == "Warning"]
+    assert [r for r, _ in warnings] == ["RolloutActionRefused"]
+    assert words in warnings[0][1] and names.ROLLOUT_ANNOTATION in warnings[0][1]
+    assert names.ROLLOUT_ANNOTATION not in rollout.kube.objects[KEY]["metadata"]["annotations"]
+    assert rollout.rollout()["phase"] == before["phase"] == "Promoted"
+    assert rollout.deployment("digits-canary") is None
+
+
+def test_a_typo_during_a_rollout_changes_nothing_but_says_so(rollout: Rollout) -> None:
+    rollout.edit(maxBatchSize=8)
+    rollout.run()
+    rollout.kube.objects[KEY]["metadata"]["annotations"] = {names.ROLLOUT_ANNOTATION: "promot"}
+    rollout.run()
+    assert rollout.rollout()["phase"] == "Progressing"
+    assert [r for t, r, _ in rollout.kube.events if t == "Warning"] == ["RolloutActionRefused"]

@@ -20,12 +20,13 @@ GeoDeployment's Triton pods directly (the autoscaler's direct-scrape source: the
 
 With `model.evaluation`, `Scores.score` sends the held-out set through one ready
 canary pod (its `geo.ai/inference-url` annotation, else `<podIP>:8000`), once per
-canary configuration, as a background job (`controller.background`; the reconcile never
-waits on the download or the scoring): `accuracy` against the labels, `agreement` against the answers
-of one ready stable pod (what serves now; the reference artifact is not loaded beside
-the canary). The held-out file is read by the operator itself (kept per URI for ten minutes): an
-http(s) or file URI; a pvc one is not mounted in the operator's pod, so the gate stays inconclusive
-with words that say so. What the score is held to (the accuracy floor the choice
+canary configuration, as a background job (`controller.background`: the reconcile
+never waits on the download or the scoring): `accuracy` against the labels,
+`agreement` against the answers of one ready stable pod (what serves now; the
+reference artifact is not loaded beside the canary). The held-out file is read by the
+operator itself (kept per URI for ten minutes): an http(s) or file URI; a pvc one is
+not mounted in the operator's pod, so the gate stays inconclusive with words that say
+so. What the score is held to (the accuracy floor the choice
 was judged against) is the pure analysis' business.
 
 The baselines live in memory only: an operator restarted mid-rollout resumes at the

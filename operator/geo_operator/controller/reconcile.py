@@ -93,10 +93,14 @@ def reconcile(ctx: context.Context, namespace: str, name: str) -> float | None:
             wanted, deployment, refused, pods.get() if idle else (), observed.canary
         )
         _open_window(ctx, key, spec, final, pods)
-        if observed.manual is not None or _annotation(observed.body) is not None:
+        if _annotation(observed.body) is not None:
             ctx.kube.annotate(
                 models.API_VERSION, models.KIND, namespace, name, {names.ROLLOUT_ANNOTATION: None}
             )
+            refused = manual_refusal(observed.body)
+            if refused is not None:  # `kubectl annotate` users get the answer geo rollout gives
+                ctx.kube.event(dict(observed.body), "Warning", "RolloutActionRefused", refused)
+                log.warning("%s/%s: RolloutActionRefused: %s", namespace, name, refused)
         report(ctx.kube, observed.body, wanted, final)
         telemetry.RECONCILES.labels(namespace, name, "ok").inc()
         after = wanted.requeue_after
@@ -155,6 +159,32 @@ def _annotation(body: Mapping[str, Any]) -> str | None:
     """The by-hand rollout action asked for, if any (`geo rollout promote|abort`)."""
     value = ((body.get("metadata") or {}).get("annotations") or {}).get(names.ROLLOUT_ANNOTATION)
     return None if value is None else str(value).strip().lower()
+
+
+MANUAL_ACTIONS = ("promote", "abort")
+
+
+def manual_refusal(body: Mapping[str, Any]) -> str | None:
+    """Why the `geo.ai/rollout` annotation on ``body`` is not acted on, if it is not: a
+    value that is no action, or an action with no canary running. The annotation is
+    removed either way; these words go out as a Warning Event."""
+    raw = ((body.get("metadata") or {}).get("annotations") or {}).get(names.ROLLOUT_ANNOTATION)
+    action = _annotation(body)
+    if action is None:
+        return None
+    if action not in MANUAL_ACTIONS:
+        return (
+            f"{names.ROLLOUT_ANNOTATION}={raw!r} is not an action: the accepted values are "
+            f"{' and '.join(MANUAL_ACTIONS)} (pause and resume are spec.rollout.paused: "
+            "`geo rollout pause|resume`); the annotation is removed, nothing changed"
+        )
+    state = _rollout_state(body)
+    if not state.active:
+        return (
+            f"{names.ROLLOUT_ANNOTATION}={action}: no canary is running to {action} "
+            f"(rollout phase {state.phase or 'none'}); the annotation is removed, nothing changed"
+        )
+    return None
 
 
 def _rollout_state(body: Mapping[str, Any]) -> policy.State:
