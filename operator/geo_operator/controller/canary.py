@@ -97,6 +97,7 @@ class Windows:
         self.fetch = fetch
         self._guard = threading.Lock()
         self._windows: dict[Key, _Window] = {}
+        self._unreadable: set[str] = set()  # pods whose last scrape failed (logged once)
 
     def _scrape(
         self, pods: Sequence[Mapping[str, Any]], model: str, now: float
@@ -114,8 +115,22 @@ class Windows:
                 text = self.fetch(view.metrics_url)
                 scrape = metrics.parse(text, model, now)
             except (OSError, ValueError) as error:
-                log.info("pod %s: metrics unreadable for the canary analysis: %s", view.name, error)
+                with self._guard:  # once per outage per pod, not every tick (issue 31.8)
+                    first = view.name not in self._unreadable
+                    self._unreadable.add(view.name)
+                level = logging.INFO if first else logging.DEBUG
+                log.log(
+                    level,
+                    "pod %s: metrics unreadable for the canary analysis: %s",
+                    view.name,
+                    error,
+                )
                 return None
+            with self._guard:
+                back = view.name in self._unreadable
+                self._unreadable.discard(view.name)
+            if back:
+                log.info("pod %s: metrics readable again for the canary analysis", view.name)
             p99 = None if scrape.p99_us is None else scrape.p99_us / 1000
             count = Count(scrape.success, scrape.failure or 0.0, p99)
             found[view.name] = (track_of(pod), count, _created(pod))
