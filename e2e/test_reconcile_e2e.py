@@ -127,6 +127,46 @@ def test_each_writer_owns_its_status_fields(operator: OperatorProcess, namespace
     assert "f:readyReplicas" in reconcile and "f:readyReplicas" not in scaler
 
 
+def test_junk_in_kopfs_bookkeeping_is_reported_and_the_edit_still_acted_on(
+    operator: OperatorProcess, namespace: str
+) -> None:
+    """kopf's state lives under kopf.geo.ai/, apart from geo.ai/rollout; junk written over it
+    (or over the old geo.ai/ key) is a Warning Event and a log line, and the next spec edit
+    is handled as if the object were new, not ignored."""
+    cluster = operator.cluster
+    cluster.apply(example(namespace))
+    body = wait_for(lambda: _available(cluster, namespace), "digits Ready=True", timeout=90)
+    annotations = body["metadata"]["annotations"]
+    assert "kopf.geo.ai/last-handled-configuration" in annotations
+    assert not [k for k in annotations if k.startswith("geo.ai/")], annotations
+    for key in ("kopf.geo.ai/last-handled-configuration", "geo.ai/last-handled-configuration"):
+        cluster.kubectl(
+            "annotate", "--overwrite", "geod", "digits", "-n", namespace, f"{key}={{junk"
+        )
+    edited = example(namespace)
+    edited["spec"]["triton"]["resources"] = {"limits": {"cpu": "3"}, "requests": {"cpu": "1"}}
+    cluster.apply(edited)
+
+    def acted_on() -> dict[str, Any] | None:
+        deployment = cluster.get("deployment", "digits", namespace) or {}
+        containers = deployment.get("spec", {}).get("template", {}).get("spec", {})
+        limits = [
+            c.get("resources", {}).get("limits", {}).get("cpu")
+            for c in containers.get("containers", [])
+        ]
+        return deployment if "3" in limits else None
+
+    wait_for(acted_on, "the edit applied to the Deployment despite the junk", timeout=60)
+    body = wait_for(lambda: _available(cluster, namespace), "Ready=True after the edit", timeout=90)
+    stored = body["metadata"]["annotations"]
+    assert stored["kopf.geo.ai/last-handled-configuration"].startswith('{"')  # rewritten
+    assert "geo.ai/last-handled-configuration" not in stored  # the old key removed
+    warnings = wait_for(
+        lambda: _warnings(cluster, namespace, "CorruptDiffBase"), "a CorruptDiffBase Warning"
+    )
+    assert any("not JSON" in w and "handled anew" in w for w in warnings), warnings
+
+
 def test_a_name_no_child_could_carry_is_refused_at_admission(
     operator: OperatorProcess, namespace: str
 ) -> None:

@@ -14,6 +14,11 @@
 - a tuning retry's back-off passed: `requeue` looks every few seconds for an
   object whose time has come.
 
+kopf's own state (handler progress, the last-handled diff-base) lives under
+`kopf.geo.ai/`, apart from the user-facing `geo.ai/` annotations; the keys it had under
+`geo.ai/` are read as a fallback and removed as it writes. A corrupt value there is logged,
+posted as a Warning Event and read as absent: the object is handled anew.
+
 kopf's indexes keep the autoscaler's view (GeoDeployments, Triton pods,
 Deployments' replica counts); its loop is an asyncio task started and stopped
 here. No finalizer: children go with their owner by ownerReferences, so
@@ -23,7 +28,9 @@ deleting a GeoDeployment never waits for the operator.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -65,15 +72,178 @@ class _Forever:
 RETRY_FOREVER = _Forever()
 
 
+# ------------------------------------------------------------------ kopf's bookkeeping
+
+# kopf's own state (each handler's progress, the last-handled diff-base) lives under a prefix
+# of its own, apart from the user-facing `geo.ai/` annotations such as `geo.ai/rollout`
+# (issue 31.5: a junk `geo.ai/last-handled-configuration` wedged an object silently).
+KOPF_PREFIX = f"kopf.{models.GROUP}"
+# Where it lived before: read as a fallback and cleared as the new keys are written, so the
+# old keys go away as objects are handled.
+LEGACY_KOPF_PREFIX = models.GROUP
+DIFFBASE_KEY = "last-handled-configuration"
+# The finalizer keeps its old name: objects in clusters carry it, and a renamed one would
+# strand them (kopf would never remove the old name, and their deletion would hang).
+FINALIZER = f"{models.GROUP}/finalizer"
+CORRUPT_DIFFBASE_REASON = "CorruptDiffBase"
+CORRUPT_PROGRESS_REASON = "CorruptHandlerProgress"
+# The GeoDeployment's user-facing annotations under the legacy prefix. Every other key there
+# is taken for kopf's (its marker, touch key, diff-base and the handlers' progress, named by
+# handler id), kept out of the diff as the legacy storage always did.
+USER_ANNOTATIONS = frozenset({names.ROLLOUT_ANNOTATION})
+
+
+def _is_legacy_kopf_key(key: str) -> bool:
+    return key.startswith(f"{LEGACY_KOPF_PREFIX}/") and key not in USER_ANNOTATIONS
+
+
+class _CorruptState:
+    """Reports an annotation of kopf's that is not its JSON state: a WARNING log line and a
+    Warning Event, once per object, key and value (not on every event that reads it)."""
+
+    def __init__(self) -> None:
+        self._reported: dict[tuple[str, str, str], str] = {}
+
+    def decode(self, body: kopf.Body, key: str, encoded: str | None, reason: str) -> Any:
+        """The decoded dict, or None when absent or corrupt (kopf then handles the object
+        anew, and its next write replaces the value)."""
+        where = (str(body.metadata.namespace), str(body.metadata.name), key)
+        if encoded is None:
+            self._reported.pop(where, None)
+            return None
+        try:
+            decoded = json.loads(encoded)
+        except ValueError as e:
+            problem = f"not JSON ({e})"
+        else:
+            if decoded is None or isinstance(decoded, dict):
+                self._reported.pop(where, None)
+                return decoded
+            problem = f"a JSON {type(decoded).__name__}, not an object"
+        if self._reported.get(where) != encoded:
+            if len(self._reported) > 10_000:  # bounded: objects deleted while corrupt
+                self._reported.clear()
+            self._reported[where] = encoded
+            message = (
+                f"annotation {key} is {problem}: ignored, the object is handled anew "
+                "and the annotation rewritten"
+            )
+            log.warning("%s/%s: %s", where[0], where[1], message)
+            # Posted only inside the operator, where kopf's event queue is set up.
+            with contextlib.suppress(LookupError, RuntimeError):
+                kopf.warn(body, reason=reason, message=message)
+        return None
+
+
+_CORRUPT = _CorruptState()
+
+
+class _TolerantDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's annotation diff-base, a corrupt value read as none (reported)."""
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        for key in self.make_keys(self.key, body=body):
+            encoded = body.metadata.annotations.get(key)
+            decoded = _CORRUPT.decode(body, key, encoded, CORRUPT_DIFFBASE_REASON)
+            if decoded is not None:
+                return decoded  # type: ignore[no-any-return]
+        return None
+
+
+class _TolerantProgressStorage(kopf.AnnotationsProgressStorage):
+    """kopf's annotation progress, a corrupt record read as none (reported): the handler runs
+    as if never started."""
+
+    def fetch(self, *, key: Any, body: kopf.Body) -> kopf.ProgressRecord | None:
+        for full_key in self.make_keys(key, body=body):
+            encoded = body.metadata.annotations.get(full_key)
+            decoded = _CORRUPT.decode(body, full_key, encoded, CORRUPT_PROGRESS_REASON)
+            if decoded is not None:
+                return decoded  # type: ignore[no-any-return]
+        return None
+
+
+def _drop(body: kopf.Body, patch: kopf.Patch, keys: Any) -> None:
+    """Remove those of ``keys`` the body has (kopf's Multi* storages would write them all)."""
+    for key in keys:
+        if key in body.metadata.annotations:
+            patch.metadata.annotations[key] = None
+
+
+class MigratingDiffBaseStorage(kopf.DiffBaseStorage):
+    """The diff-base under `KOPF_PREFIX`, else the one under the legacy prefix; written
+    under `KOPF_PREFIX` only, the legacy key (and kopf's legacy marker) removed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.primary = _TolerantDiffBaseStorage(prefix=KOPF_PREFIX, key=DIFFBASE_KEY)
+        self.legacy = _TolerantDiffBaseStorage(prefix=LEGACY_KOPF_PREFIX, key=DIFFBASE_KEY)
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        essence = self.primary.build(body=body, extra_fields=extra_fields)
+        self.remove_annotations(essence, set(self.legacy.make_keys(DIFFBASE_KEY, body=body)))
+        self.remove_empty_stanzas(essence)
+        return essence
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        found = self.primary.fetch(body=body)
+        return found if found is not None else self.legacy.fetch(body=body)
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        self.primary.store(body=body, patch=patch, essence=essence)
+        legacy = [*self.legacy.make_keys(DIFFBASE_KEY, body=body)]
+        _drop(body, patch, [*legacy, f"{LEGACY_KOPF_PREFIX}/kopf-managed"])
+
+
+class MigratingProgressStorage(kopf.ProgressStorage):
+    """Handler progress under `KOPF_PREFIX`, else under the legacy prefix; written under
+    `KOPF_PREFIX` only, each legacy key removed as its handler's progress is written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.primary = _TolerantProgressStorage(prefix=KOPF_PREFIX)
+        self.legacy = _TolerantProgressStorage(prefix=LEGACY_KOPF_PREFIX)
+
+    def fetch(self, *, key: Any, body: kopf.Body) -> kopf.ProgressRecord | None:
+        found = self.primary.fetch(key=key, body=body)
+        return found if found is not None else self.legacy.fetch(key=key, body=body)
+
+    def store(
+        self, *, key: Any, record: kopf.ProgressRecord, body: kopf.Body, patch: kopf.Patch
+    ) -> None:
+        self.primary.store(key=key, record=record, body=body, patch=patch)
+        self.legacy.purge(key=key, body=body, patch=patch)
+
+    def purge(self, *, key: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        self.primary.purge(key=key, body=body, patch=patch)
+        self.legacy.purge(key=key, body=body, patch=patch)
+
+    def touch(self, *, body: kopf.Body, patch: kopf.Patch, value: str | None) -> None:
+        self.primary.touch(body=body, patch=patch, value=value)
+        _drop(body, patch, self.legacy.make_keys(self.legacy.touch_key, body=body))
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        """The essence without kopf's keys, new and legacy (but with the user-facing
+        `geo.ai/` annotations: the `geo.ai/rollout` handler reacts to them)."""
+        essence = self.primary.clear(essence=essence)
+        annotations = essence.get("metadata", {}).get("annotations", {})
+        self.remove_annotations(essence, {k for k in annotations if _is_legacy_kopf_key(k)})
+        self.remove_empty_stanzas(essence)
+        return essence
+
+
+def persistence(settings: kopf.OperatorSettings) -> None:
+    """kopf's finalizer name and its state's storages (`configure`)."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = MigratingProgressStorage()
+    settings.persistence.diffbase_storage = MigratingDiffBaseStorage()
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
     """kopf's bookkeeping under our prefix; watches that notice a dead server; the
     controller's context and the autoscaler's loop."""
-    settings.persistence.finalizer = f"{models.GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=models.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=models.GROUP, key="last-handled-configuration"
-    )
+    persistence(settings)
     # Reconnect promptly when the API server restarts or a watch silently dies, and never
     # give up: kopf's default retries end after 54 s, and a watch that gave up is not
     # started again (the operator would stay up, deaf to every change).
