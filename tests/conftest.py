@@ -317,3 +317,17 @@ def series_read(expr: str) -> set[str]:
     import re
 
     return set(re.findall(r"\b((?:geo|nv)_\w+|geodeployment:\w+:\w+|up)\b(?=\s*[{\[ )]|$)", expr))
+
+
+# ---- the pycode example (examples/pycode): a small llama model and its GGUF family
+
+PYCODE = ROOT / "examples" / "pycode"
+PYCODE_ARTIFACTS = PYCODE / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def pycode() -> pathlib.Path:
+    """The GGUF family, made (or copied from the cache) by its script when absent."""
+    if not (PYCODE_ARTIFACTS / "measurements.json").exists():
+        subprocess.run([sys.executable, str(PYCODE / "make_artifacts.py")], check=True, cwd=ROOT)
+    return PYCODE_ARTIFACTS

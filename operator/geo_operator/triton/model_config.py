@@ -202,3 +202,65 @@ def render(config: pb.ModelConfig) -> str:
 def parse(text: str) -> pb.ModelConfig:
     """Parse `config.pbtxt` text back into the protobuf (tests, the e2e runner)."""
     return text_format.Parse(text, pb.ModelConfig())
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSettings:
+    """The generative engine's levers (llama.cpp in the python backend, ``llama_model.py``):
+    sequences decoded together, each one's context, the max_tokens cap, tokens per step."""
+
+    slots: int = 4
+    context_length: int = 256
+    max_tokens_cap: int = 256
+    n_batch: int = 512
+    n_threads: int = 2
+
+
+# Triton's vLLM backend's request and response tensors (its model.py auto-completes them),
+# plus TensorRT-LLM's max_tokens input: what a client of either sends and reads.
+GENERATIVE_INPUTS = (
+    ("text_input", "TYPE_STRING", False),
+    ("stream", "TYPE_BOOL", True),
+    ("max_tokens", "TYPE_INT32", True),
+    ("sampling_parameters", "TYPE_STRING", True),
+    ("exclude_input_in_output", "TYPE_BOOL", True),
+    ("return_finish_reason", "TYPE_BOOL", True),
+    ("return_num_input_tokens", "TYPE_BOOL", True),
+    ("return_num_output_tokens", "TYPE_BOOL", True),
+)
+GENERATIVE_OUTPUTS = (
+    ("text_output", "TYPE_STRING"),
+    ("finish_reason", "TYPE_STRING"),
+    ("num_input_tokens", "TYPE_UINT32"),
+    ("num_output_tokens", "TYPE_UINT32"),
+)
+GGUF_FILENAME = "model.gguf"
+
+
+def build_generative(name: str, engine: EngineSettings, *, instances: int = 1) -> pb.ModelConfig:
+    """config.pbtxt of a GGUF model served by ``llama_model.py``: decoupled (one response
+    per token), no Triton batching (the engine batches its slots itself), the levers as
+    the model's parameters."""
+    config = pb.ModelConfig(
+        name=name,
+        backend="python",
+        max_batch_size=0,
+        input=[
+            pb.ModelInput(name=n, data_type=pb.DataType.Value(t), dims=[1], optional=optional)
+            for n, t, optional in GENERATIVE_INPUTS
+        ],
+        output=[
+            pb.ModelOutput(name=n, data_type=pb.DataType.Value(t), dims=[-1])
+            for n, t in GENERATIVE_OUTPUTS
+        ],
+        instance_group=[
+            pb.ModelInstanceGroup(kind=pb.ModelInstanceGroup.KIND_CPU, count=instances)
+        ],
+    )
+    config.model_transaction_policy.decoupled = True
+    for key, value in {
+        "gguf_file": GGUF_FILENAME,
+        **{k: str(v) for k, v in dataclasses.asdict(engine).items()},
+    }.items():
+        config.parameters[key].string_value = value
+    return config

@@ -1,0 +1,400 @@
+"""The generative engine (triton/llama_model.py): its pure parts, llama.cpp driven directly,
+and the real tritonserver serving the pycode family through generate, generate_stream and
+gRPC streaming, with Triton's vLLM backend's request conventions and metric names."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import queue
+import re
+import shutil
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from geo_operator.triton import llama_model as lm
+from geo_operator.triton import local, model_config
+
+MODEL = "pycode"
+LONG = "pycode-long"
+PROMPT = "import os\n\n\ndef main("
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def test_sampling_parameters_follow_vllm_and_refuse_what_cannot_apply() -> None:
+    parsed = lm.parse_sampling(
+        {"max_tokens": "12", "temperature": "0.5", "top_k": "-1", "stop": '["\\n\\n"]'},
+        cap=64,
+        default_max_tokens=16,
+        max_tokens=None,
+    )
+    assert parsed == lm.Sampling(max_tokens=12, temperature=0.5, top_k=0, stop=("\n\n",))
+    assert lm.parse_sampling({}, cap=64, default_max_tokens=16, max_tokens=None).max_tokens == 16
+    # TensorRT-LLM's max_tokens input wins over the JSON's
+    assert lm.parse_sampling({"max_tokens": 3}, cap=64, default_max_tokens=16, max_tokens=5) == (
+        lm.Sampling(max_tokens=5)
+    )
+    for bad, words in (
+        ({"max_tokens": 0}, "between 1 and 64"),
+        ({"max_tokens": -3}, "between 1 and 64"),
+        ({"max_tokens": 65}, "between 1 and 64 (the cap), got 65"),
+        ({"max_tokens": "many"}, "max_tokens must be a int"),
+        ({"temperature": -1}, "temperature must be 0 or more"),
+        ({"top_p": 0}, "top_p must be in (0, 1]"),
+    ):
+        with pytest.raises(lm.RequestError, match=re.escape(words)):
+            lm.parse_sampling(bad, cap=64, default_max_tokens=16, max_tokens=None)
+
+
+def test_sampling_is_greedy_at_zero_and_seeded_otherwise() -> None:
+    logits = np.array([0.1, 3.0, 2.9, -1.0], np.float32)
+    rng = np.random.default_rng(0)
+    assert lm.sample(logits, lm.Sampling(), rng) == 1
+    assert lm.sample(logits, lm.Sampling(temperature=1.0, top_k=1), rng) == 1
+    draws = [
+        lm.sample(logits, lm.Sampling(temperature=1.0), np.random.default_rng(7)) for _ in range(3)
+    ]
+    assert len(set(draws)) == 1  # the same seed, the same token
+    many = {lm.sample(logits, lm.Sampling(temperature=1.0), rng) for _ in range(200)}
+    assert many >= {1, 2}
+    nucleus = {lm.sample(logits, lm.Sampling(temperature=1.0, top_p=0.5), rng) for _ in range(50)}
+    assert nucleus == {1}  # 1 alone holds half the mass
+
+
+def test_a_character_split_across_tokens_waits_for_its_last_byte() -> None:
+    stream = lm.Utf8Stream()
+    euro = "€".encode()
+    assert stream.push(b"a" + euro[:1]) == "a"
+    assert stream.push(euro[1:2]) == ""
+    assert stream.push(euro[2:] + b"b") == "€b"
+    assert stream.push(b"\xff") == ""  # could still be a prefix... of nothing: at the end
+    assert stream.flush() == "\ufffd"
+
+
+# ---------------------------------------------------------------- llama.cpp, directly
+
+
+@pytest.fixture(scope="module")
+def engine(pycode: pathlib.Path) -> Iterator[lm.Engine]:
+    e = lm.Engine(str(pycode / "q8_0" / "model.gguf"), slots=3, context_length=128, n_batch=128)
+    yield e
+    e.stop()
+
+
+def _run(engine: lm.Engine, prompts: list[str], max_tokens: int = 24) -> dict[int, tuple[str, str]]:
+    done: dict[int, tuple[str, str]] = {}
+    finished = threading.Event()
+
+    def emitter(i: int) -> Any:
+        parts: list[str] = []
+
+        def emit(seq: lm.Sequence, text: str, finish: str | None) -> bool:
+            parts.append(text)
+            if finish is not None:
+                done[i] = (finish, "".join(parts))
+                if len(done) == len(prompts):
+                    finished.set()
+            return True
+
+        return emit
+
+    for i, prompt in enumerate(prompts):
+        engine.submit(
+            lm.Sequence(
+                prompt=engine.tokenize(prompt),
+                sampling=lm.Sampling(max_tokens=max_tokens),
+                emit=emitter(i),
+            )
+        )
+    assert finished.wait(60), f"{len(done)} of {len(prompts)} finished"
+    return done
+
+
+def test_sequences_decoded_together_match_each_decoded_alone(engine: lm.Engine) -> None:
+    prompts = [PROMPT, "class Parser:\n    def ", "for i in range(", "import sys\n", "x = ["]
+    alone = {i: _run(engine, [p])[0] for i, p in enumerate(prompts)}
+    steps = engine.stats.steps
+    together = _run(engine, prompts)
+    batched_steps = engine.stats.steps - steps
+    assert together == alone  # greedy: the shared batch changes nothing
+    tokens = sum(len(engine.tokenize(t)) for _, t in together.values())
+    # 5 requests on 3 slots, 24 tokens each: about 2 x 24 steps, not 5 x 24
+    assert batched_steps < 3 * 24, (batched_steps, tokens)
+    assert engine.stats.running == 0 and engine.stats.kv_usage == 0.0
+
+
+def test_a_prompt_longer_than_a_slots_context_is_refused(engine: lm.Engine) -> None:
+    with pytest.raises(lm.RequestError, match="a sequence's context holds 128"):
+        engine.check_prompt(engine.tokenize("x = 1\n" * 100))
+
+
+def test_a_cancelled_sequence_frees_its_slot_and_is_counted(engine: lm.Engine) -> None:
+    gone = threading.Event()
+    before = engine.stats.finished["abort"]
+
+    def emit(seq: lm.Sequence, text: str, finish: str | None) -> bool:
+        if seq.generated >= 3:
+            gone.set()
+        return True
+
+    engine.submit(
+        lm.Sequence(
+            prompt=engine.tokenize(PROMPT),
+            sampling=lm.Sampling(max_tokens=100, ignore_eos=True),
+            emit=emit,
+            cancelled=gone.is_set,
+        )
+    )
+    deadline = time.monotonic() + 30
+    while engine.stats.finished["abort"] == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.stats.finished["abort"] == before + 1
+    assert _run(engine, [PROMPT])[0][0] in ("length", "stop")  # the slot serves again
+
+
+# ---------------------------------------------------------------- the real Triton
+
+
+@pytest.fixture(scope="module")
+def triton(pycode: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    repo = tmp_path_factory.mktemp("llm-repository")
+    version = repo / MODEL / "1"
+    version.mkdir(parents=True)
+    shutil.copy(pycode / "q4_k_m" / "model.gguf", version / model_config.GGUF_FILENAME)
+    shutil.copy(lm.__file__, version / "model.py")
+    engine = model_config.EngineSettings(slots=3, context_length=128, max_tokens_cap=64)
+    (repo / MODEL / "config.pbtxt").write_text(
+        model_config.render(model_config.build_generative(MODEL, engine))
+    )
+    # a second model whose streams last long enough (4,000 tokens, about a second here:
+    # the small model decodes thousands of tokens a second) for a client to leave midway
+    long = repo / LONG / "1"
+    long.mkdir(parents=True)
+    shutil.copy(version / model_config.GGUF_FILENAME, long / model_config.GGUF_FILENAME)
+    shutil.copy(lm.__file__, long / "model.py")
+    settings = model_config.EngineSettings(slots=1, context_length=4096, max_tokens_cap=4000)
+    (repo / LONG / "config.pbtxt").write_text(
+        model_config.render(model_config.build_generative(LONG, settings))
+    )
+    with local.TritonServer(repo, log_path=repo.parent / "triton-llm.log") as server:
+        yield server
+
+
+def _post(server: Any, path: str, body: dict[str, Any]) -> tuple[int, str]:
+    request = urllib.request.Request(
+        f"http://{server.http_url}/v2/models/{MODEL}/{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _events(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+
+
+def _metrics(server: Any) -> str:
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.triton
+def test_generate_and_generate_stream_speak_the_vllm_backends_conventions(triton: Any) -> None:
+    params = {"max_tokens": 20, "temperature": 0}
+    status, body = _post(triton, "generate", {"text_input": PROMPT, "parameters": params})
+    assert status == 200, body
+    whole = json.loads(body)["text_output"]
+    assert whole.startswith(PROMPT) and len(whole) > len(PROMPT)  # vLLM prepends the prompt
+    status, body = _post(
+        triton,
+        "generate_stream",
+        {"text_input": PROMPT, "stream": True, "return_finish_reason": True, "parameters": params},
+    )
+    assert status == 200, body
+    events = _events(body)
+    assert len(events) >= 10  # one event per token (a token may end a word mid-character)
+    assert PROMPT + "".join(e["text_output"] for e in events) == whole
+    assert events[-1]["finish_reason"] in ("length", "stop")
+
+
+@pytest.mark.triton
+def test_grpc_streaming_gives_one_response_per_token_and_the_last_is_final(triton: Any) -> None:
+    import tritonclient.grpc as grpcclient
+
+    responses: queue.Queue[Any] = queue.Queue()
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    client.start_stream(callback=lambda result, error: responses.put((result, error)))
+    try:
+        inputs = []
+        for name, dtype, value in (
+            ("text_input", "BYTES", np.array([PROMPT.encode()], dtype=np.object_)),
+            ("stream", "BOOL", np.array([True])),
+            ("max_tokens", "INT32", np.array([12], np.int32)),
+            ("return_num_output_tokens", "BOOL", np.array([True])),
+        ):
+            tensor = grpcclient.InferInput(name, [1], dtype)
+            tensor.set_data_from_numpy(value)
+            inputs.append(tensor)
+        client.async_stream_infer(MODEL, inputs, enable_empty_final_response=True)
+        tokens, finals = 0, 0
+        while True:
+            result, error = responses.get(timeout=60)
+            assert error is None, error
+            final = result.get_response().parameters["triton_final_response"].bool_param
+            if result.as_numpy("num_output_tokens") is not None:
+                tokens += int(result.as_numpy("num_output_tokens")[0])
+            finals += final
+            if final:
+                break
+        assert tokens == 12 and finals == 1
+    finally:
+        client.stop_stream()
+        client.close()
+
+
+@pytest.mark.triton
+def test_bad_requests_get_their_own_error_and_the_server_goes_on(triton: Any) -> None:
+    for body, words in (
+        ({"text_input": ""}, "text_input is empty"),
+        ({"text_input": PROMPT, "parameters": {"max_tokens": 0}}, "between 1 and 64"),
+        ({"text_input": PROMPT, "parameters": {"max_tokens": 65}}, "between 1 and 64"),
+        ({"text_input": PROMPT, "parameters": {"max_tokens": -1}}, "between 1 and 64"),
+        ({"text_input": "x = 1\n" * 100}, "a sequence's context holds 128"),
+        ({"text_input": PROMPT, "sampling_parameters": "{not json"}, "not JSON"),
+    ):
+        status, text = _post(triton, "generate", body)
+        assert status == 400, (body, status, text)
+        assert words in text, text
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    tensor = grpcclient.InferInput("text_input", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([b"def \xff\xfe("], dtype=np.object_))
+    errors: queue.Queue[Any] = queue.Queue()
+    client.start_stream(callback=lambda result, error: errors.put(error))
+    client.async_stream_infer(MODEL, [tensor])
+    error = errors.get(timeout=30)
+    client.stop_stream()
+    assert isinstance(error, InferenceServerException) and "not UTF-8" in str(error)
+    status, text = _post(triton, "generate", {"text_input": PROMPT})
+    assert status == 200, text  # the engine and the others unharmed
+
+
+@pytest.mark.triton
+def test_a_client_gone_mid_stream_frees_its_slot_and_is_counted(triton: Any) -> None:
+    import tritonclient.grpc as grpcclient
+
+    def aborted() -> float:
+        return _metric(
+            _metrics(triton), "vllm:request_success_total", model=LONG, finished_reason="abort"
+        )
+
+    before = aborted()
+    # over HTTP: the client closes its connection after three events
+    host, port = triton.http_url.split(":")
+    body = json.dumps(
+        {
+            "text_input": PROMPT,
+            "stream": True,
+            "parameters": {"max_tokens": 4000, "ignore_eos": True},
+        }
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(
+            f"POST /v2/models/{LONG}/generate_stream HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        received = b""
+        while received.count(b"data:") < 3:
+            received += s.recv(4096)
+    # over gRPC: the client stops its stream, cancelling what it has in flight
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    got: queue.Queue[Any] = queue.Queue()
+    client.start_stream(callback=lambda result, error: got.put(error))
+    text_input = grpcclient.InferInput("text_input", [1], "BYTES")
+    text_input.set_data_from_numpy(np.array([PROMPT.encode()], dtype=np.object_))
+    client.async_stream_infer(
+        LONG,
+        [text_input],
+        parameters={"max_tokens": 4000, "ignore_eos": True, "stream": True},
+    )
+    for _ in range(3):
+        assert got.get(timeout=30) is None
+    client.stop_stream(cancel_requests=True)
+    client.close()
+    deadline = time.monotonic() + 30
+    while aborted() < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    text = _metrics(triton)
+    assert aborted() == before + 2, text
+    assert _metric(text, "vllm:num_requests_running", model=LONG) == 0
+    status, reply = _post(triton, "generate", {"text_input": PROMPT})
+    assert status == 200, reply
+
+
+@pytest.mark.triton
+def test_the_engine_exports_vllms_metric_names_and_they_agree_with_the_client(
+    triton: Any,
+) -> None:
+    time.sleep(1.2)  # what earlier tests generated reported (the reporter pushes every 0.5 s)
+    before = _metrics(triton)
+    started = time.perf_counter()
+    status, body = _post(
+        triton,
+        "generate_stream",
+        {
+            "text_input": PROMPT,
+            "stream": True,
+            "return_num_output_tokens": True,
+            "parameters": {"max_tokens": 30, "ignore_eos": True},
+        },
+    )
+    elapsed = time.perf_counter() - started
+    assert status == 200, body
+    streamed = sum(int(np.ravel(e["num_output_tokens"])[0]) for e in _events(body))
+    assert streamed == 30
+    time.sleep(1.2)  # the reporter pushes every 0.5 s
+    after = _metrics(triton)
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:gpu_cache_usage_perc",
+        "vllm:kv_cache_usage_perc",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "vllm:time_to_first_token_seconds_count",
+        "vllm:time_per_output_token_seconds_sum",
+    ):
+        assert name + "{" in after, name
+
+    def delta(name: str) -> float:
+        return _metric(after, name, model=MODEL) - _metric(before, name, model=MODEL)
+
+    assert delta("vllm:generation_tokens_total") == 30
+    assert delta("vllm:time_to_first_token_seconds_count") == 1
+    assert delta("vllm:time_per_output_token_seconds_count") == 29
+    engine_seconds = delta("vllm:e2e_request_latency_seconds_sum")
+    assert 0 < engine_seconds <= elapsed  # the engine's time lies inside the client's
