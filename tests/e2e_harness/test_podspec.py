@@ -12,6 +12,7 @@ from e2e.harness.kubelet import podspec
 
 from geo_operator.api import models, names
 from geo_operator.builders import children, plan, tuning
+from geo_operator.triton import model_config
 
 
 def _plan(spec: models.GeoDeploymentSpec) -> plan.Plan:
@@ -160,6 +161,11 @@ def test_model_source_from_the_config_map(spec: models.GeoDeploymentSpec) -> Non
 def test_artifact_format_from_the_backend() -> None:
     assert podspec.artifact_format({}, "onnxruntime") is models.ArtifactFormat.ONNX
     assert podspec.artifact_format({"model.py": ""}, "python") is models.ArtifactFormat.PYTHON
+    generative = model_config.render(
+        model_config.build_generative("m", model_config.EngineSettings())
+    )
+    data = {"model.py": "", "config.pbtxt": generative}
+    assert podspec.artifact_format(data, "python") is models.ArtifactFormat.GGUF
     with pytest.raises(ValueError, match="unknown to GEO"):
         podspec.artifact_format({}, "tensorflow")
 

@@ -273,6 +273,9 @@ def read(pod: Mapping[str, Any]) -> PodSpec:
 def artifact_format(data: Mapping[str, str], backend: str) -> models.ArtifactFormat:
     """The artifact's format as the builders chose it, recovered from the ConfigMap."""
     if "model.py" in data:
+        config = model_config.parse(data.get("config.pbtxt", ""))
+        if "gguf_file" in config.parameters:  # llama_model.py serves a GGUF
+            return models.ArtifactFormat.GGUF
         return models.ArtifactFormat.PYTHON
     try:
         return FORMAT_BY_BACKEND[backend]

@@ -153,7 +153,10 @@ class Precision(enum.StrEnum):
     BF16 = "bf16"
     INT8 = "int8"
     FP8 = "fp8"
+    INT5 = "int5"  # GGUF Q5_K
     INT4 = "int4"
+    INT3 = "int3"  # GGUF Q3_K
+    INT2 = "int2"  # GGUF Q2_K
 
 
 class ArtifactFormat(enum.StrEnum):
@@ -165,6 +168,16 @@ class ArtifactFormat(enum.StrEnum):
     # An ONNX file run by Triton's python backend with onnxruntime (the model.py
     # ships with the operator); works with a Triton that has only that backend.
     PYTHON = "python"
+    # A GGUF file run by llama.cpp in Triton's python backend, decoupled (one response per
+    # token; the model.py ships with the operator): a generative model (model.kind).
+    GGUF = "gguf"
+
+
+class ModelKind(enum.StrEnum):
+    """What the model does: answers a request, or generates a stream of tokens."""
+
+    PREDICTIVE = "predictive"
+    GENERATIVE = "generative"
 
 
 class SelectionPolicy(enum.StrEnum):
@@ -271,6 +284,19 @@ class Artifact(_Model):
             "Declared accuracy on the user's held-out set, 0..1. Required unless "
             "model.evaluation measures it; a measurement, where one exists, wins."
         ),
+    )
+    perplexity: float | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "gguf: declared perplexity on held-out text (lower is better); for a generative "
+            "model `accuracy` is the top-1 token agreement with the reference, 0..1."
+        ),
+    )
+    kl_divergence: float | None = Field(
+        default=None,
+        ge=0,
+        description="gguf: declared mean KL divergence from the reference's token distribution.",
     )
     size_bytes: int | None = Field(default=None, ge=0, description="Size of the artifact file.")
     latency_ms: float | None = Field(
@@ -437,6 +463,28 @@ class ModelSpec(_Model):
             ".selection.pinned",
         ),
         _cel(
+            "(has(self.kind) && self.kind == 'generative') || "
+            "(has(self.inputs) && size(self.inputs) > 0 && "
+            "has(self.outputs) && size(self.outputs) > 0)",
+            "a predictive model needs model.inputs and model.outputs",
+            ".inputs",
+        ),
+        _cel(
+            "!has(self.kind) || self.kind != 'generative' || "
+            "((!has(self.inputs) || size(self.inputs) == 0) && "
+            "(!has(self.outputs) || size(self.outputs) == 0))",
+            "model.inputs and model.outputs do not apply to a generative model: its tensors "
+            "are those of Triton's LLM backends (text_input ... text_output)",
+            ".inputs",
+        ),
+        _cel(
+            "(has(self.kind) && self.kind == 'generative') == "
+            "self.artifacts.all(a, a.format == 'gguf')",
+            "a generative model's artifacts are all format gguf, and gguf is for "
+            "generative models only (model.kind: generative)",
+            ".artifacts",
+        ),
+        _cel(
             "has(self.evaluation) || self.artifacts.all(a, has(a.accuracy))",
             "every artifact needs an accuracy unless model.evaluation measures it",
             ".artifacts",
@@ -450,11 +498,25 @@ class ModelSpec(_Model):
     )
 
     name: DnsLabel = Field(description="Model name in Triton's repository.")
+    kind: ModelKind = Field(
+        default=ModelKind.PREDICTIVE,
+        description=(
+            "predictive: a request in, an answer out (inputs and outputs as declared); "
+            "generative: a prompt in, a stream of tokens out, served by llama.cpp from gguf "
+            "artifacts with the tensors of Triton's LLM backends (text_input, stream, "
+            "sampling_parameters, max_tokens in; text_output out), so no inputs or outputs "
+            "are declared."
+        ),
+    )
     inputs: list[TensorSpec] = Field(
-        min_length=1, max_length=16, description="Input tensors of the model."
+        default_factory=list,
+        max_length=16,
+        description="Input tensors of the model (predictive: at least one).",
     )
     outputs: list[TensorSpec] = Field(
-        min_length=1, max_length=16, description="Output tensors of the model."
+        default_factory=list,
+        max_length=16,
+        description="Output tensors of the model (predictive: at least one).",
     )
     artifacts: list[Artifact] = Field(
         min_length=1,
@@ -480,8 +542,30 @@ class ModelSpec(_Model):
         description="Where s3:// artifact and evaluation URIs are read from, and the keys.",
     )
 
+    @property
+    def generative(self) -> bool:
+        return self.kind is ModelKind.GENERATIVE
+
     @pydantic.model_validator(mode="after")
     def _artifacts_consistent(self) -> ModelSpec:
+        if self.generative:
+            if self.inputs or self.outputs:
+                raise ValueError(
+                    "model.inputs and model.outputs do not apply to a generative model: its "
+                    "tensors are those of Triton's LLM backends (text_input ... text_output)"
+                )
+        elif not self.inputs or not self.outputs:
+            raise ValueError("a predictive model needs model.inputs and model.outputs")
+        formats = {a.name: a.format for a in self.artifacts}
+        wrong = sorted(
+            n for n, f in formats.items() if (f is ArtifactFormat.GGUF) != self.generative
+        )
+        if wrong:
+            raise ValueError(
+                "a generative model's artifacts are all format gguf, and gguf is for generative "
+                f"models only (model.kind: generative); model.kind is {self.kind}, "
+                f"artifacts {wrong} are {sorted({str(formats[n]) for n in wrong})}"
+            )
         names = [a.name for a in self.artifacts]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -857,6 +941,39 @@ class PodSecurity(_Model):
     )
 
 
+class EngineSpec(_Model):
+    """The generative engine's levers (llama.cpp in Triton's python backend)."""
+
+    slots: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description=(
+            "Sequences decoded together in one batch per step (continuous batching), each "
+            "with its own KV cache of contextLength tokens: a request beyond them waits."
+        ),
+    )
+    context_length: int | None = Field(
+        default=None,
+        ge=16,
+        le=131072,
+        description="Tokens of one sequence (prompt and generated); unset: the model's own.",
+    )
+    max_tokens_cap: int | None = Field(
+        default=None,
+        ge=1,
+        le=131072,
+        description="The most max_tokens a request may ask; unset: the context length.",
+    )
+    batch_tokens: int = Field(
+        default=512,
+        ge=16,
+        le=8192,
+        description="Tokens one llama_decode step takes (prompt chunks and decoding tokens).",
+    )
+    threads: int = Field(default=2, ge=1, le=256, description="llama.cpp's CPU threads.")
+
+
 class TritonSpec(_Model):
     """The Triton Inference Server that serves the model."""
 
@@ -893,11 +1010,18 @@ class TritonSpec(_Model):
         max_length=512,
         description="Triton container image.",
     )
+    engine: EngineSpec | None = Field(
+        default=None,
+        description="A generative model's engine levers (slots, context); unset: defaults.",
+    )
     max_batch_size: int = Field(
         default=0,
         ge=0,
         le=4096,
-        description="Triton max_batch_size; 0 asks the operator to tune it by measurement.",
+        description=(
+            "Triton max_batch_size; 0 asks the operator to tune it by measurement "
+            "(a generative model: 0, its engine batches its slots)."
+        ),
     )
     dynamic_batching: DynamicBatching = Field(
         default_factory=DynamicBatching,
@@ -1252,6 +1376,19 @@ class Objectives(_Model):
             "autoscaling.targetP99LatencyMs (deprecated), else 200."
         ),
     )
+    time_to_first_token_p99_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="A generative model's p99 time to first token objective, milliseconds.",
+    )
+    inter_token_latency_p99_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "A generative model's p99 time between tokens (time per output token) objective, "
+            "milliseconds."
+        ),
+    )
     expected_qps: float | None = Field(
         default=None,
         ge=0,
@@ -1434,7 +1571,35 @@ class GeoDeploymentSpec(_Model):
             "self.model.inputs.all(i, i.name in w.files)))",
             "triton.warmup[].files must name each of model.inputs, and only those",
             ".triton.warmup",
-        )
+        ),
+        _cel(
+            "!has(self.model.kind) || self.model.kind != 'generative' || !has(self.triton) || "
+            "!has(self.triton.dynamicBatching)",
+            "triton.dynamicBatching does not apply to a generative model: it is decoupled and "
+            "its engine batches its sequences itself (set triton.engine.slots)",
+            ".triton.dynamicBatching",
+        ),
+        _cel(
+            "!has(self.model.kind) || self.model.kind != 'generative' || !has(self.triton) || "
+            "!has(self.triton.maxBatchSize) || self.triton.maxBatchSize == 0",
+            "triton.maxBatchSize does not apply to a generative model: its engine batches "
+            "its sequences itself (set triton.engine.slots)",
+            ".triton.maxBatchSize",
+        ),
+        _cel(
+            "(has(self.model.kind) && self.model.kind == 'generative') || "
+            "!has(self.triton) || !has(self.triton.engine)",
+            "triton.engine applies to a generative model only (model.kind: generative)",
+            ".triton.engine",
+        ),
+        _cel(
+            "(has(self.model.kind) && self.model.kind == 'generative') || "
+            "!has(self.objectives) || (!has(self.objectives.timeToFirstTokenP99Ms) && "
+            "!has(self.objectives.interTokenLatencyP99Ms))",
+            "objectives.timeToFirstTokenP99Ms and interTokenLatencyP99Ms apply to a "
+            "generative model only (model.kind: generative)",
+            ".objectives",
+        ),
     )
 
     model: ModelSpec = Field(description="The model and its quantized artifacts.")
@@ -1461,6 +1626,45 @@ class GeoDeploymentSpec(_Model):
         default_factory=Rollout,
         description="How a change to what serves goes out: canary steps and their gates.",
     )
+
+    @pydantic.model_validator(mode="after")
+    def _generative_levers(self) -> GeoDeploymentSpec:
+        generative = self.model.generative
+        if generative and "dynamic_batching" in self.triton.model_fields_set:
+            raise ValueError(
+                "triton.dynamicBatching does not apply to a generative model: it is decoupled "
+                "and its engine batches its sequences itself (set triton.engine.slots)"
+            )
+        if generative and self.triton.max_batch_size != 0:
+            raise ValueError(
+                f"triton.maxBatchSize does not apply to a generative model (got "
+                f"{self.triton.max_batch_size}): its engine batches its sequences itself "
+                "(set triton.engine.slots)"
+            )
+        if not generative and self.triton.engine is not None:
+            raise ValueError(
+                "triton.engine applies to a generative model only (model.kind: generative)"
+            )
+        token_objectives = (
+            self.objectives.time_to_first_token_p99_ms,
+            self.objectives.inter_token_latency_p99_ms,
+        )
+        if not generative and any(v is not None for v in token_objectives):
+            raise ValueError(
+                "objectives.timeToFirstTokenP99Ms and interTokenLatencyP99Ms apply to a "
+                "generative model only (model.kind: generative)"
+            )
+        engine = self.triton.engine or EngineSpec()
+        if (
+            engine.context_length is not None
+            and engine.max_tokens_cap is not None
+            and engine.max_tokens_cap >= engine.context_length
+        ):
+            raise ValueError(
+                f"triton.engine.maxTokensCap {engine.max_tokens_cap} must be below "
+                f"contextLength {engine.context_length} (the prompt takes at least a token)"
+            )
+        return self
 
     @pydantic.model_validator(mode="after")
     def _warmup_files_name_the_inputs(self) -> GeoDeploymentSpec:

@@ -39,7 +39,10 @@ _NOMINAL_LATENCY = {
     models.Precision.BF16: 0.6,
     models.Precision.INT8: 0.45,
     models.Precision.FP8: 0.4,
+    models.Precision.INT5: 0.4,
     models.Precision.INT4: 0.35,
+    models.Precision.INT3: 0.33,
+    models.Precision.INT2: 0.3,
 }
 _BYTES_PER_WEIGHT = {
     models.Precision.FP32: 4.0,
@@ -47,7 +50,10 @@ _BYTES_PER_WEIGHT = {
     models.Precision.BF16: 2.0,
     models.Precision.INT8: 1.0,
     models.Precision.FP8: 1.0,
+    models.Precision.INT5: 0.625,
     models.Precision.INT4: 0.5,
+    models.Precision.INT3: 0.375,
+    models.Precision.INT2: 0.25,
 }
 # fp8 kernels exist on these architectures only (Ada, Hopper and later).
 _FP8_ARCHS = ("ada", "hopper", "blackwell")
@@ -253,7 +259,10 @@ PRECISION_ORDER = (
     models.Precision.BF16,
     models.Precision.FP8,
     models.Precision.INT8,
+    models.Precision.INT5,
     models.Precision.INT4,
+    models.Precision.INT3,
+    models.Precision.INT2,
 )
 
 

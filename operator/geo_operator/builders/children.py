@@ -103,6 +103,16 @@ def _package_text(module: str) -> str:
 
 def config_map_data(target: Target) -> dict[str, str]:
     """The files of the model repository that live in the ConfigMap."""
+    if target.artifact.format is models.ArtifactFormat.GGUF:
+        engine = model_config.EngineSettings.of(target.spec.triton.engine)
+        generative = model_config.build_generative(
+            target.spec.model.name, engine, instances=target.spec.triton.instance_count
+        )
+        return {
+            "config.pbtxt": model_config.render(generative),
+            "fetch.py": _package_text("fetch"),
+            "model.py": _package_text("llama_model"),
+        }
     config = model_config.build(
         target.spec.model,
         target.artifact,
@@ -157,7 +167,7 @@ def _init_script(target: Target) -> str:
         + (' --sha256 "$ARTIFACT_SHA256"' if target.artifact.sha256 else ""),
         f"cp {names.CONFIG_MOUNT}/config.pbtxt {names.MODEL_REPOSITORY}/{model}/config.pbtxt",
     ]
-    if target.artifact.format is models.ArtifactFormat.PYTHON:
+    if target.artifact.format in (models.ArtifactFormat.PYTHON, models.ArtifactFormat.GGUF):
         lines.append(f"cp {names.CONFIG_MOUNT}/model.py {version_dir}/model.py")
     model_dir = posixpath.join(names.MODEL_REPOSITORY, model)
     warmup = _warmup_env(target)

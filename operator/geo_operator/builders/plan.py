@@ -48,6 +48,15 @@ def batch_settings(
     its key is ``tuning_key`` (what the spec asks for now); until then
     `UNTUNED_MAX_BATCH_SIZE` and the spec's batcher settings serve.
     """
+    if spec.model.generative:
+        engine = spec.triton.engine or models.EngineSpec()
+        return (
+            model_config.BatchSettings(max_batch_size=0, dynamic_batching=False),
+            True,
+            "EngineBatches",
+            f"a generative model: decoupled, llama.cpp decodes up to {engine.slots} sequences "
+            f"together, one batch of up to {engine.batch_tokens} tokens per step",
+        )
     batching = spec.triton.dynamic_batching
     enabled, delay = batching.enabled, batching.max_queue_delay_microseconds
     run = None
@@ -133,7 +142,7 @@ def plan(
     hardware = selection.hardware_of(spec.triton, gpu_arch)
     keys: dict[str, str] = {}
     measured: dict[str, selection.Measurement] = {}
-    if spec.triton.max_batch_size == 0:
+    if spec.triton.max_batch_size == 0 and not spec.model.generative:
         keys = tuning.keys(spec, hardware)
         measured = tuning.measured(status.tuning, keys)
     served = status.selected_artifact.name if status.selected_artifact else None

@@ -54,7 +54,13 @@ def key(spec: models.GeoDeploymentSpec, artifact: models.Artifact) -> str:
     triton = spec.triton
     inputs = {
         # The digest only checks the file the URI names: declaring it re-measures nothing.
-        "artifact": artifact.model_dump(mode="json", by_alias=True, exclude={"sha256"}),
+        # gguf's declared figures only when set, so older keys stand.
+        "artifact": artifact.model_dump(
+            mode="json",
+            by_alias=True,
+            exclude={"sha256"}
+            | {f for f in ("perplexity", "kl_divergence") if getattr(artifact, f) is None},
+        ),
         "model": spec.model.model_dump(
             mode="json", by_alias=True, include={"name", "inputs", "outputs"}
         ),

@@ -22,6 +22,7 @@ BACKENDS = {
     models.ArtifactFormat.TENSORRT_PLAN: "tensorrt",
     models.ArtifactFormat.TORCHSCRIPT: "pytorch",
     models.ArtifactFormat.PYTHON: "python",
+    models.ArtifactFormat.GGUF: "python",  # llama_model.py runs llama.cpp
 }
 FILENAMES = {
     models.ArtifactFormat.ONNX: "model.onnx",
@@ -29,6 +30,7 @@ FILENAMES = {
     models.ArtifactFormat.TORCHSCRIPT: "model.pt",
     # The python backend's model.py (shipped by the operator) runs this ONNX file.
     models.ArtifactFormat.PYTHON: "model.onnx",
+    models.ArtifactFormat.GGUF: "model.gguf",
 }
 
 
@@ -210,10 +212,21 @@ class EngineSettings:
     sequences decoded together, each one's context, the max_tokens cap, tokens per step."""
 
     slots: int = 4
-    context_length: int = 256
-    max_tokens_cap: int = 256
+    context_length: int = 0  # 0: the model's own training context
+    max_tokens_cap: int = 0  # 0: the context length
     n_batch: int = 512
     n_threads: int = 2
+
+    @classmethod
+    def of(cls, engine: models.EngineSpec | None) -> EngineSettings:
+        engine = engine or models.EngineSpec()
+        return cls(
+            slots=engine.slots,
+            context_length=engine.context_length or 0,
+            max_tokens_cap=engine.max_tokens_cap or 0,
+            n_batch=engine.batch_tokens,
+            n_threads=engine.threads,
+        )
 
 
 # Triton's vLLM backend's request and response tensors (its model.py auto-completes them),

@@ -46,7 +46,7 @@ def materialize(
         str(version_dir / model_config.FILENAMES[artifact_format]),
     )
     (model_dir / "config.pbtxt").write_text(data[config_key])
-    if artifact_format is models.ArtifactFormat.PYTHON:
+    if artifact_format in (models.ArtifactFormat.PYTHON, models.ArtifactFormat.GGUF):
         (version_dir / "model.py").write_text(data["model.py"])
     if config_key == "config.pbtxt" and names.WARMUP_FILES in data:
         for path, warmup_uri in json.loads(data[names.WARMUP_FILES]).items():
