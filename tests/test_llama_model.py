@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from geo_operator.triton import llama_model as lm
-from geo_operator.triton import local, model_config
+from geo_operator.triton import llm_metrics, local, model_config
 
 MODEL = "pycode"
 LONG = "pycode-long"
@@ -396,5 +396,11 @@ def test_the_engine_exports_vllms_metric_names_and_they_agree_with_the_client(
     assert delta("vllm:generation_tokens_total") == 30
     assert delta("vllm:time_to_first_token_seconds_count") == 1
     assert delta("vllm:time_per_output_token_seconds_count") == 29
+    # GEO's reader of engine metrics reads the real engine's scrape
+    parsed = [llm_metrics.parse(t, MODEL, when) for t, when in ((before, 0.0), (after, 1.0))]
+    assert parsed[0] is not None and parsed[1] is not None
+    read = llm_metrics.rates(parsed[0], parsed[1])
+    assert read is not None and read.generation_tokens_per_second == 30
+    assert read.p99_tpot_s is not None and 0 < read.p99_tpot_s < elapsed
     engine_seconds = delta("vllm:e2e_request_latency_seconds_sum")
     assert 0 < engine_seconds <= elapsed  # the engine's time lies inside the client's
