@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 from typing import Any
@@ -311,3 +312,67 @@ def test_an_unchanged_child_is_not_applied_again(spec: models.GeoDeploymentSpec)
         annotations[names.APPLIED_ANNOTATION]
         != with_selector["metadata"]["annotations"][names.APPLIED_ANNOTATION]
     )
+
+
+PYCODE = pathlib.Path(__file__).resolve().parents[2] / "manifests" / "examples" / "pycode.yaml"
+PYCODE_GOLDEN = pathlib.Path(__file__).parent / "golden" / "pycode.yaml"
+PYCODE_GPU_GOLDEN = pathlib.Path(__file__).parent / "golden" / "pycode-gpu-vllm.yaml"
+
+
+def _pycode(gpu: bool) -> children.Target:
+    body = yaml.safe_load(PYCODE.read_text())
+    if gpu:
+        body["spec"]["triton"]["resources"]["limits"]["nvidia.com/gpu"] = 1
+    spec = models.parse_spec(body["spec"])
+    decided = plan.plan(
+        name="pycode",
+        namespace="ml",
+        uid="uid-1234",
+        spec=spec,
+        status=models.GeoDeploymentStatus(),
+        current_replicas=None,
+    )
+    assert decided.target is not None and decided.target.gpu == gpu
+    return decided.target
+
+
+def _no_llama_source(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for obj in objs:
+        if obj["kind"] == "ConfigMap":
+            for key in ("model.py", "fetch.py"):
+                if key in obj["data"]:
+                    name = key.replace("model.py", "llama_model.py")
+                    obj["data"][key] = f"<geo_operator/triton/{name}>"
+    return objs
+
+
+@pytest.mark.parametrize(
+    ("gpu", "golden"), [(False, PYCODE_GOLDEN), (True, PYCODE_GPU_GOLDEN)], ids=["cpu", "gpu"]
+)
+def test_golden_generative(gpu: bool, golden: pathlib.Path) -> None:
+    """The pycode example as rendered: llama.cpp in the python backend on CPU; on a GPU
+    the same spec through Triton's vLLM backend (model.json, its image)."""
+    target = _pycode(gpu)
+    rendered = yamlio.dump_all(_no_llama_source(children.all_children(target)[:2]))
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(rendered)
+    assert rendered == golden.read_text(), "run with UPDATE_GOLDEN=1 and review the diff"
+    data = children.config_map_data(target)
+    pod = children.deployment(target)["spec"]["template"]["spec"]
+    script = pod["initContainers"][0]["command"][-1]
+    if gpu:
+        engine_args = json.loads(data["model.json"])
+        assert engine_args["model"] == "/models/pycode/1/model.gguf"
+        assert engine_args["max_num_seqs"] == 4 and engine_args["max_model_len"] == 256
+        assert engine_args["disable_log_stats"] is False  # vllm:* metrics
+        assert 'backend: "vllm"' in data["config.pbtxt"] and "model.py" not in data
+        assert pod["containers"][0]["image"] == models.VLLM_TRITON_IMAGE
+        assert "model.json" in script
+    else:
+        assert data["model.py"] == (PACKAGE / "llama_model.py").read_text()
+        assert (
+            'backend: "python"' in data["config.pbtxt"]
+            and "decoupled: true" in data["config.pbtxt"]
+        )
+        assert pod["containers"][0]["image"] == models.DEFAULT_TRITON_IMAGE
+        assert "model.py" in script

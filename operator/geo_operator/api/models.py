@@ -197,6 +197,11 @@ class EvaluationMetric(enum.StrEnum):
     AGREEMENT = "agreement"  # top-1 equal to the reference artifact's, for sets without labels
 
 
+# Triton's image when the spec names none; a generative model on a GPU gets the image with
+# Triton's vLLM backend instead (builders.children.triton_image).
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"
+VLLM_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-vllm-python-py3"
+
 # The p99 latency objective when none is given (tuning's budget and the autoscaler's target).
 DEFAULT_P99_LATENCY_MS = 200.0
 
@@ -1005,7 +1010,7 @@ class TritonSpec(_Model):
     )
 
     image: str = Field(
-        default="nvcr.io/nvidia/tritonserver:24.08-py3",
+        default=DEFAULT_TRITON_IMAGE,
         min_length=1,
         max_length=512,
         description="Triton container image.",

@@ -103,6 +103,18 @@ def _package_text(module: str) -> str:
 
 def config_map_data(target: Target) -> dict[str, str]:
     """The files of the model repository that live in the ConfigMap."""
+    if target.artifact.format is models.ArtifactFormat.GGUF and target.gpu:
+        model = target.spec.model.name
+        path = posixpath.join(
+            names.MODEL_REPOSITORY, model, "1", model_config.FILENAMES[target.artifact.format]
+        )
+        engine = model_config.EngineSettings.of(target.spec.triton.engine)
+        config, engine_args = model_config.build_vllm(model, engine, path)
+        return {
+            "config.pbtxt": model_config.render(config),
+            "fetch.py": _package_text("fetch"),
+            model_config.VLLM_ENGINE_ARGS: engine_args,
+        }
     if target.artifact.format is models.ArtifactFormat.GGUF:
         engine = model_config.EngineSettings.of(target.spec.triton.engine)
         generative = model_config.build_generative(
@@ -129,13 +141,23 @@ def config_map_data(target: Target) -> dict[str, str]:
     return data
 
 
+def triton_image(target: Target) -> str:
+    """The spec's Triton image; a generative model on a GPU, with the default image, gets
+    the one that has Triton's vLLM backend."""
+    image = target.spec.triton.image
+    generative_gpu = target.artifact.format is models.ArtifactFormat.GGUF and target.gpu
+    if generative_gpu and image == models.DEFAULT_TRITON_IMAGE:
+        return models.VLLM_TRITON_IMAGE
+    return image
+
+
 def config_hash(target: Target) -> str:
     """Hash of what the pods load and run (the model repository, the artifact, the Triton
     image): any change to it rolls them, as a canary once something stable serves."""
     digest = hashlib.sha256()
     digest.update(json.dumps(config_map_data(target), sort_keys=True).encode())
     digest.update(target.artifact.uri.encode())
-    digest.update(target.spec.triton.image.encode())
+    digest.update(triton_image(target).encode())
     return digest.hexdigest()[:16]
 
 
@@ -167,7 +189,10 @@ def _init_script(target: Target) -> str:
         + (' --sha256 "$ARTIFACT_SHA256"' if target.artifact.sha256 else ""),
         f"cp {names.CONFIG_MOUNT}/config.pbtxt {names.MODEL_REPOSITORY}/{model}/config.pbtxt",
     ]
-    if target.artifact.format in (models.ArtifactFormat.PYTHON, models.ArtifactFormat.GGUF):
+    if target.artifact.format is models.ArtifactFormat.GGUF and target.gpu:
+        engine_args = model_config.VLLM_ENGINE_ARGS
+        lines.append(f"cp {names.CONFIG_MOUNT}/{engine_args} {version_dir}/{engine_args}")
+    elif target.artifact.format in (models.ArtifactFormat.PYTHON, models.ArtifactFormat.GGUF):
         lines.append(f"cp {names.CONFIG_MOUNT}/model.py {version_dir}/model.py")
     model_dir = posixpath.join(names.MODEL_REPOSITORY, model)
     warmup = _warmup_env(target)
@@ -251,7 +276,7 @@ def fetch_container(target: Target) -> dict[str, Any]:
         )
     return {
         "name": names.FETCH_CONTAINER,
-        "image": target.spec.triton.image,
+        "image": triton_image(target),
         "command": ["sh", "-c", _init_script(target)],
         "env": [
             {"name": "ARTIFACT_URI", "value": target.artifact.uri},
@@ -311,7 +336,7 @@ def triton_container(target: Target, control: list[str]) -> dict[str, Any]:
     spec = target.spec
     return {
         "name": names.TRITON_CONTAINER,
-        "image": spec.triton.image,
+        "image": triton_image(target),
         "args": [
             "tritonserver",
             f"--model-repository={names.MODEL_REPOSITORY}",

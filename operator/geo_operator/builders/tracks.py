@@ -66,7 +66,7 @@ def configuration(target: children.Target) -> policy.Configuration:
         artifact=target.artifact.name,
         uri=target.artifact.uri,
         max_batch_size=target.batch.max_batch_size,
-        image=target.spec.triton.image,
+        image=children.triton_image(target),
     )
 
 

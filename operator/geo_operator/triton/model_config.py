@@ -9,6 +9,7 @@ which string templates would let through.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 
 from google.protobuf import text_format
@@ -248,6 +249,37 @@ GENERATIVE_OUTPUTS = (
     ("num_output_tokens", "TYPE_UINT32"),
 )
 GGUF_FILENAME = "model.gguf"
+
+
+VLLM_ENGINE_ARGS = "model.json"  # where Triton's vLLM backend reads its engine arguments
+
+
+def build_vllm(name: str, engine: EngineSettings, model_path: str) -> tuple[pb.ModelConfig, str]:
+    """The GPU path for the same spec: Triton's vLLM backend (``backend: "vllm"``, decoupled,
+    ``KIND_MODEL``: vLLM places itself) and its ``model.json``: the GGUF at ``model_path``
+    (vLLM loads GGUF files, tokenizer included), ``slots`` as ``max_num_seqs``, the
+    context as ``max_model_len``, stats on so its ``vllm:*`` metrics flow. Rendered and
+    golden-tested here; run only where a GPU is."""
+    config = pb.ModelConfig(
+        name=name,
+        backend="vllm",
+        max_batch_size=0,
+        instance_group=[pb.ModelInstanceGroup(kind=pb.ModelInstanceGroup.KIND_MODEL, count=1)],
+    )
+    config.model_transaction_policy.decoupled = True
+    config.parameters["REPORT_CUSTOM_METRICS"].string_value = "true"
+    args: dict[str, object] = {
+        "model": model_path,
+        "tokenizer": model_path,
+        "max_num_seqs": engine.slots,
+        "max_num_batched_tokens": max(engine.n_batch, engine.context_length or 0),
+        "gpu_memory_utilization": 0.9,
+        "disable_log_stats": False,
+        "enforce_eager": False,
+    }
+    if engine.context_length:
+        args["max_model_len"] = engine.context_length
+    return config, json.dumps(args, indent=2, sort_keys=True) + "\n"
 
 
 def build_generative(name: str, engine: EngineSettings, *, instances: int = 1) -> pb.ModelConfig:
