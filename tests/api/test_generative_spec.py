@@ -59,6 +59,11 @@ def test_the_example_is_admitted_by_both() -> None:
     assert _cel_ok(spec)
     parsed = models.parse_spec(spec)
     assert parsed.model.generative and not parsed.model.inputs
+    # as the API server stores it: every default filled in, dynamicBatching's too
+    defaults = models.TritonSpec().model_dump(by_alias=True, exclude_none=True, mode="json")
+    stored = _changed(triton__dynamicBatching=defaults["dynamicBatching"], triton__maxBatchSize=0)
+    assert _cel_ok(stored)
+    models.parse_spec(stored)
 
 
 GGUF = {"name": "x", "precision": "int4", "format": "gguf", "uri": "http://h/x", "accuracy": 1}
@@ -67,7 +72,7 @@ TENSOR = {"name": "x", "dataType": "TYPE_FP32", "dims": [1]}
 
 REFUSED = [
     (
-        _changed(triton__dynamicBatching={"maxQueueDelayMicroseconds": 100}),
+        _changed(triton__dynamicBatching={"maxQueueDelayMicroseconds": 500}),
         "triton.dynamicBatching does not apply to a generative model",
     ),
     (_changed(triton__maxBatchSize=8), "triton.maxBatchSize does not apply to a generative"),

@@ -41,9 +41,12 @@ MAKE_ARTIFACTS = ROOT / "examples" / "digits" / "make_artifacts.py"
 DIGITS_PREFIX = "http://models.geo.local/digits/"
 FAMILY_PREFIX = "http://models.geo.local/digits-family/"
 FAMILY_ARTIFACTS = ROOT / "examples" / "digits-family" / "artifacts"
+PYCODE_PREFIX = "http://models.geo.local/pycode/"
+PYCODE_ARTIFACTS = ROOT / "examples" / "pycode" / "artifacts"
 DEFAULT_MIRRORS: dict[str, str] = {
     DIGITS_PREFIX: f"file://{ARTIFACTS}/",
     FAMILY_PREFIX: f"file://{FAMILY_ARTIFACTS}/",
+    PYCODE_PREFIX: f"file://{PYCODE_ARTIFACTS}/",
 }
 
 START_SLOTS = 2  # two cores: more parallel starts would only queue on the CPU

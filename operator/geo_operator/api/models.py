@@ -1579,7 +1579,14 @@ class GeoDeploymentSpec(_Model):
         ),
         _cel(
             "!has(self.model.kind) || self.model.kind != 'generative' || !has(self.triton) || "
-            "!has(self.triton.dynamicBatching)",
+            "!has(self.triton.dynamicBatching) || ("
+            "(!has(self.triton.dynamicBatching.maxQueueDelayMicroseconds) || "
+            "self.triton.dynamicBatching.maxQueueDelayMicroseconds == 100) && "
+            "(!has(self.triton.dynamicBatching.priorityLevels) || "
+            "self.triton.dynamicBatching.priorityLevels == 0) && "
+            "!has(self.triton.dynamicBatching.preferredBatchSizes) && "
+            "!has(self.triton.dynamicBatching.defaultQueuePolicy) && "
+            "!has(self.triton.dynamicBatching.priorityQueuePolicies))",
             "triton.dynamicBatching does not apply to a generative model: it is decoupled and "
             "its engine batches its sequences itself (set triton.engine.slots)",
             ".triton.dynamicBatching",
@@ -1635,7 +1642,16 @@ class GeoDeploymentSpec(_Model):
     @pydantic.model_validator(mode="after")
     def _generative_levers(self) -> GeoDeploymentSpec:
         generative = self.model.generative
-        if generative and "dynamic_batching" in self.triton.model_fields_set:
+        # the API server fills dynamicBatching's defaults in: what differs from them is refused
+        batching, default = self.triton.dynamic_batching, DynamicBatching()
+        levers = (
+            "max_queue_delay_microseconds",
+            "priority_levels",
+            "preferred_batch_sizes",
+            "default_queue_policy",
+            "priority_queue_policies",
+        )
+        if generative and any(getattr(batching, f) != getattr(default, f) for f in levers):
             raise ValueError(
                 "triton.dynamicBatching does not apply to a generative model: it is decoupled "
                 "and its engine batches its sequences itself (set triton.engine.slots)"
