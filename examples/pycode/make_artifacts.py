@@ -66,6 +66,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "operator"))
+from geo_operator.tuning import llm_quality
+
 HERE = pathlib.Path(__file__).resolve().parent
 SEED = 20261205
 VOCAB_SIZE = 512
@@ -389,47 +392,6 @@ def quantize(source: pathlib.Path, target: pathlib.Path, ftype: int, *, pure: bo
         raise RuntimeError(f"llama_model_quantize({source.name} -> ftype {ftype}) returned {rc}")
 
 
-def window_logits(model: pathlib.Path, windows: Sequence[Sequence[int]]) -> list[np.ndarray]:
-    """Logits for every position of every window, one fresh context per window."""
-    import llama_cpp
-
-    llm = llama_cpp.Llama(
-        str(model), n_ctx=CONTEXT, n_batch=CONTEXT, logits_all=True, n_threads=2, verbose=False
-    )
-    out = []
-    for window in windows:
-        llm.reset()  # eval() drops the KV cache past n_tokens: a fresh sequence
-        llm.eval(list(window))
-        out.append(np.array(llm.scores[: len(window)], dtype=np.float64))
-    llm.close()
-    return out
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
-
-
-def quality(
-    logits: Sequence[np.ndarray], reference: Sequence[np.ndarray], windows: Sequence[Sequence[int]]
-) -> dict[str, float]:
-    nll, kld, agree, count = 0.0, 0.0, 0, 0
-    half = CONTEXT // 2
-    for got, ref, window in zip(logits, reference, windows, strict=True):
-        lp, lq = log_softmax(got[half - 1 : -1]), log_softmax(ref[half - 1 : -1])
-        target = np.asarray(window[half:])
-        nll -= float(lp[np.arange(len(target)), target].sum())
-        kld += float((np.exp(lq) * (lq - lp)).sum())
-        agree += int((lp.argmax(-1) == lq.argmax(-1)).sum())
-        count += len(target)
-    return {
-        "perplexity": round(float(np.exp(nll / count)), 4),
-        "klDivergence": round(kld / count, 5),
-        "agreement": round(agree / count, 4),
-        "scoredTokens": count,
-    }
-
-
 def speed(model: pathlib.Path, prompt: Sequence[int], decode: int = 64) -> dict[str, float]:
     import llama_cpp
 
@@ -514,19 +476,21 @@ def build(out: pathlib.Path, steps: int) -> dict[str, Any]:
         quantize(source, paths[MISCALIBRATED], FTYPES["q2_k"], pure=True)
     log("quantized with llama.cpp: " + ", ".join(FTYPES) + f", {MISCALIBRATED}")
 
-    windows = [
-        [1, *held[i : i + CONTEXT - 1]] for i in range(0, len(held) - CONTEXT + 2, CONTEXT - 1)
-    ]
-    reference = window_logits(paths["f16"], windows)
+    windows = llm_quality.windows(held, CONTEXT, bos=1)
+    reference = llm_quality.window_logits(str(paths["f16"]), windows)
     prompt = windows[0][: CONTEXT // 2]
     artifacts: dict[str, Any] = {}
     for name, path in paths.items():
-        logits = reference if name == "f16" else window_logits(path, windows)
+        logits = reference if name == "f16" else llm_quality.window_logits(str(path), windows)
+        measured = llm_quality.score(logits, reference, windows)
         artifacts[name] = {
             "file": f"{name}/model.gguf",
             "bytes": path.stat().st_size,
             "sha256": sha256(path),
-            **quality(logits, reference, windows),
+            "perplexity": measured.perplexity,
+            "klDivergence": measured.kl_divergence,
+            "agreement": measured.agreement,
+            "scoredTokens": measured.scored_tokens,
             **speed(path, prompt),
         }
         log(f"  {name:20s} {json.dumps(artifacts[name])}")
