@@ -326,6 +326,7 @@ class _Field:
     accuracy: Mapping[str, float]  # the accuracy each artifact is judged on, where known
     contradicted: tuple[tuple[str, str], ...] = ()
     unmeasured: tuple[models.Artifact, ...] = ()  # runnable, accuracy neither declared nor measured
+    word: str = "accuracy"  # what the floor is on, in words ("agreement": a generative model)
 
 
 def accuracies(
@@ -380,6 +381,8 @@ def _field(
     ratio = spec.selection.min_accuracy_ratio
     floor = ratio * best
     floor_text = f"floor {floor:.4f} = {ratio:g} × best {best:.4f}"
+    # a generative model's "accuracy" is its top-1 token agreement with the reference
+    word = "agreement" if spec.generative else "accuracy"
     problems = {a.name: _hardware_problem(a, hardware) for a in spec.artifacts}
     unrunnable = tuple((a.name, p) for a in spec.artifacts if (p := problems[a.name]))
     runnable = [a for a in spec.artifacts if not problems[a.name]]
@@ -389,13 +392,13 @@ def _field(
     too_weak = tuple(
         (
             a.name,
-            f"accuracy {words[a.name]} < {floor_text}"
+            f"{word} {words[a.name]} < {floor_text}"
             + ("; declared figure contradicted: excluded" if a.name in bad else ""),
         )
         for a in runnable
         if a.name in values and values[a.name] < floor
     )
-    waiting = tuple((a.name, "accuracy not measured yet") for a in unmeasured)
+    waiting = tuple((a.name, f"{word} not measured yet") for a in unmeasured)
     qualifying = tuple(a for a in runnable if a.name in values and values[a.name] >= floor)
     return _Field(
         qualifying,
@@ -406,6 +409,7 @@ def _field(
         values,
         contradicted,
         unmeasured,
+        word,
     )
 
 
@@ -510,7 +514,7 @@ def _select(
     if not field.qualifying:
         return Choice(
             None,
-            f"no artifact qualifies on {hardware.describe()} with accuracy {field.floor_text}"
+            f"no artifact qualifies on {hardware.describe()} with {field.word} {field.floor_text}"
             f"{dropped_text}",
             field.rejected,
         )
@@ -534,7 +538,7 @@ def _pinned(spec: models.ModelSpec, hardware: Hardware, field: _Field) -> Choice
     note = (
         ""
         if accuracy is None or accuracy >= field.floor
-        else f" (below the accuracy {field.floor_text}; pinned wins)"
+        else f" (below the {field.word} {field.floor_text}; pinned wins)"
     )
     return Choice(pinned, f"pinned by spec.model.selection.pinned{note}", field.unrunnable)
 
@@ -548,7 +552,7 @@ def _smallest(field: _Field, dropped_text: str) -> Choice:
     size = f"{chosen.size_bytes} bytes" if chosen.size_bytes is not None else "size unknown"
     return Choice(
         chosen,
-        f"smallest of {len(field.qualifying)} qualifying ({size}); accuracy "
+        f"smallest of {len(field.qualifying)} qualifying ({size}); {field.word} "
         f"{field.accuracy[chosen.name]:.4f} ≥ {field.floor_text}{dropped_text}",
         field.rejected,
     )
@@ -565,7 +569,7 @@ def _fastest(
         speed = f"measured throughput {1000.0 / value:.0f} req/s"
     return Choice(
         chosen,
-        f"fastest of {len(field.qualifying)} qualifying ({speed}); accuracy "
+        f"fastest of {len(field.qualifying)} qualifying ({speed}); {field.word} "
         f"{field.accuracy[chosen.name]:.4f} ≥ {field.floor_text}{dropped_text}",
         field.rejected,
     )
@@ -597,7 +601,7 @@ def _best_score(
     basis = f"latency {latency_basis}, cost by {cost_basis}"
     return Choice(
         chosen,
-        f"best score of {len(qualifying)} qualifying ({ranking}; {basis}); accuracy "
+        f"best score of {len(qualifying)} qualifying ({ranking}; {basis}); {field.word} "
         f"{accuracy[chosen.name]:.4f} ≥ {field.floor_text}{dropped_text}",
         field.rejected,
         tuple(sorted(scores.items())),
@@ -735,7 +739,7 @@ def _min_cost(
         f"min-cost for {what} at {_money(demand.replica_price)}/replica-h "
         f"({demand.price_basis}); {capacity_rule}: "
     )
-    tail = f"{kept}; accuracy {field.floor_text}{dropped_text}"
+    tail = f"{kept}; {field.word} {field.floor_text}{dropped_text}"
     if best.over:
         tail = f"; no artifact carries the load within {bound}: the most capacity wins{tail}"
     elif any(c.over for c in costs):
