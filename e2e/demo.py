@@ -12,7 +12,11 @@
    classified through it;
 7. autoscaling with no human in the loop: the autoscaling example, a load that
    rises and falls, a live line per second (QPS, p99, replicas, decisions with
-   their reasons) and a PNG plot in out/demo/autoscaling.png.
+   their reasons) and a PNG plot in out/demo/autoscaling.png;
+8. a change goes out as a canary;
+9. a generative model: the pycode GGUF family's measured figures, the choice among
+   them, and a completion streamed live from llama.cpp in Triton with its time to
+   first token and tokens/s.
 
 The cluster stays up afterwards for poking at (`. e2e/cluster/env.sh`);
 `e2e/cluster/down.sh` removes it.
@@ -36,6 +40,7 @@ import tritonclient.http as httpclient
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 # The e2e tests' harness is the demo's too.
+from e2e import llmclient
 from e2e.harness import (
     EXAMPLE,
     ROOT,
@@ -52,13 +57,15 @@ from e2e.loadgen import run as run_load
 
 ARTIFACTS = ROOT / "examples" / "digits" / "artifacts"
 AUTOSCALING = ROOT / "manifests" / "examples" / "digits-autoscaling.yaml"
+PYCODE = ROOT / "examples" / "pycode" / "artifacts"
+PYCODE_EXAMPLE = ROOT / "manifests" / "examples" / "pycode.yaml"
 OUT = ROOT / "out" / "demo"
 NAMESPACE = "demo"
 PHASES = [Phase(15, 8), Phase(45, 55), Phase(50, 3)]
 
 
 def step(n: int, text: str) -> None:
-    print(f"\n\033[1m[{n}/8] {text}\033[0m", flush=True)
+    print(f"\n\033[1m[{n}/9] {text}\033[0m", flush=True)
 
 
 def show(cmd: list[str], out: str) -> None:
@@ -183,6 +190,57 @@ def canary(cluster: Cluster, runner: KubeletRunner, x: np.ndarray) -> None:
         cwd=ROOT,
     )
     show(["geo", "rollout", "status", "digits", "-n", NAMESPACE], out.stdout)
+
+
+def generative(cluster: Cluster, runner: KubeletRunner) -> None:
+    """The pycode family's measured figures, the choice among them, a completion streamed."""
+    if not (PYCODE / "measurements.json").exists():
+        subprocess.run(
+            [sys.executable, str(ROOT / "examples/pycode/make_artifacts.py")], check=True
+        )
+    measured = json.loads((PYCODE / "measurements.json").read_text())
+    print(
+        f"a llama-architecture code model trained here on the stdlib's source, quantized by "
+        f"llama.cpp; measured on {measured['corpus']['heldOutTokens']} held-out tokens:"
+    )
+    print(f"{'artifact':<20}{'bytes':>9}{'perplexity':>11}{'KLD':>8}{'agree':>7}{'decode t/s':>11}")
+    for name, a in measured["artifacts"].items():
+        print(
+            f"{name:<20}{a['bytes']:>9}{a['perplexity']:>11.2f}{a['klDivergence']:>8.4f}"
+            f"{a['agreement']:>7.3f}{a['decodeTokensPerSecond']:>11,.0f}"
+        )
+    show(
+        ["kubectl", "apply", "-f", str(PYCODE_EXAMPLE.relative_to(ROOT)), "-n", NAMESPACE],
+        cluster.kubectl("apply", "-f", str(PYCODE_EXAMPLE), "-n", NAMESPACE).stdout,
+    )
+
+    def ready() -> dict[str, Any] | None:
+        body = cluster.get("geod", "pycode", NAMESPACE)
+        for c in ((body or {}).get("status") or {}).get("conditions", []):
+            if c["type"] == "Ready" and c["status"] == "True":
+                return body
+        return None
+
+    body = wait_for(ready, "pycode to become Ready", timeout=120)
+    chosen = body["status"]["selectedArtifact"]
+    print(f"chosen: {chosen['name']} — {chosen['reason']}")
+    wait_for(lambda: ready_servers(runner.pods_json, "pycode"), "a ready llama.cpp Triton", 90)
+    info = next(s for s in runner.servers().values() if s.ready and s.geodeployment == "pycode")
+    prompt = "def read_config(path):\n    "
+    print(f"POST /v2/models/pycode/generate_stream (Triton's vLLM conventions) on {info.http}:")
+    print("\n" + prompt, end="", flush=True)
+    started = time.perf_counter()
+    arrivals = []
+    for when, event in llmclient.stream(info.http, "pycode", prompt, parameters={"max_tokens": 96}):
+        arrivals.append(when)
+        print(event["text_output"], end="", flush=True)
+    print()
+    if arrivals:
+        rate = (len(arrivals) - 1) / max(arrivals[-1] - arrivals[0], 1e-9)
+        print(
+            f"\n{len(arrivals)} tokens; time to first token {(arrivals[0] - started) * 1000:.1f} "
+            f"ms, then {rate:,.0f} tokens/s (measured by this client)"
+        )
 
 
 def _plot(rows: list[dict[str, Any]], path: pathlib.Path) -> None:
@@ -329,6 +387,9 @@ def main() -> int:
 
         step(8, "A change goes out as a canary, judged against the stable, promoted by measurement")
         canary(cluster, runner, x)
+
+        step(9, f"A generative model: kubectl apply -f {PYCODE_EXAMPLE.relative_to(ROOT)}")
+        generative(cluster, runner)
     finally:
         operator.stop()
         if runner is not None:
