@@ -169,3 +169,28 @@ def test_a_migrated_object_has_no_diff_from_its_own_bookkeeping() -> None:
     again = _body(stored)
     old, new = _essences(settings, again)
     assert old == new
+
+
+def test_the_api_server_sends_only_geos_children() -> None:
+    """Issue 29: server-side label selectors on every child watch, none on GeoDeployments,
+    each no stricter than the handlers' own filters (which stay, client-side)."""
+    from kopf._cogs.structs.references import Resource
+
+    settings = kopf.OperatorSettings()
+    handlers.watch_selectors(settings)
+    managed = f"{names.MANAGED_BY_LABEL}={names.MANAGER}"
+
+    def selector(group: str, plural: str, kind: str) -> list[str]:
+        resource = Resource(group, "v1", plural, kind=kind, namespaced=True)
+        return list(settings.watching.label_selectors.collect(resource))
+
+    for group, plural, kind in (
+        ("apps", "deployments", "Deployment"),
+        ("", "pods", "Pod"),
+        ("", "services", "Service"),
+        ("", "configmaps", "ConfigMap"),
+    ):
+        assert selector(group, plural, kind) == [managed], plural
+    assert selector("batch", "jobs", "Job") == [f"{names.COMPONENT_LABEL}={names.TUNING_COMPONENT}"]
+    assert selector("geo.ai", "geodeployments", "GeoDeployment") == []
+    assert selector("", "secrets", "Secret") == []

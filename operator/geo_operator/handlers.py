@@ -232,6 +232,26 @@ class MigratingProgressStorage(kopf.ProgressStorage):
         return essence
 
 
+# What the API server sends the operator (issue 29): only GEO's own children, filtered
+# server-side (kopf's handler ``labels=`` filter on the client, after the download). Each
+# selector is no stricter than any handler's filter on that resource.
+WATCH_SELECTORS = {
+    ("apps", "v1", "deployments"): MANAGED,
+    ("", "v1", "pods"): MANAGED,
+    ("", "v1", "services"): MANAGED,
+    ("", "v1", "configmaps"): MANAGED,
+    ("batch", "v1", "jobs"): {names.COMPONENT_LABEL: names.TUNING_COMPONENT},
+}
+
+
+def watch_selectors(settings: kopf.OperatorSettings) -> None:
+    """Server-side label selectors on every child watch: the neighbours' pods, ConfigMaps
+    and Jobs never reach the operator."""
+    for (group, version, plural), labels in WATCH_SELECTORS.items():
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        settings.watching.label_selectors[group, version, plural] = selector
+
+
 def persistence(settings: kopf.OperatorSettings) -> None:
     """kopf's finalizer name and its state's storages (`configure`)."""
     settings.persistence.finalizer = FINALIZER
@@ -244,6 +264,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -
     """kopf's bookkeeping under our prefix; watches that notice a dead server; the
     controller's context and the autoscaler's loop."""
     persistence(settings)
+    watch_selectors(settings)
     # Reconnect promptly when the API server restarts or a watch silently dies, and never
     # give up: kopf's default retries end after 54 s, and a watch that gave up is not
     # started again (the operator would stay up, deaf to every change).
