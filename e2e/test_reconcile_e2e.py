@@ -6,6 +6,8 @@ kwok plays the nodes, so Triton pods go Running and Ready without running Triton
 
 from __future__ import annotations
 
+import json
+import urllib.parse
 from typing import Any
 
 import yaml
@@ -229,3 +231,44 @@ def test_geos_pods_are_admitted_where_the_restricted_standard_is_enforced(
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     events = cluster.json("get", "events", "-n", namespace)["items"]
     assert not [e["message"] for e in events if e["reason"] == "FailedCreate"]
+
+
+def test_the_operator_watches_only_geos_children(operator: OperatorProcess) -> None:
+    """Issue 29: every child watch and list the operator sends carries a label selector,
+    so the API server never sends it a neighbour's pod, ConfigMap, Service, Deployment
+    or Job; the GeoDeployment watch has none (every one is GEO's). Read off the API
+    server's audit log (the operator's ServiceAccount only) across a restart."""
+    audit = operator.cluster.kubeconfig.parent / "logs" / "audit.log"
+    offset = audit.stat().st_size
+    operator.restart()
+    wanted = ("pods", "configmaps", "services", "deployments", "jobs", "geodeployments")
+
+    def requests() -> dict[str, list[str]] | None:
+        with audit.open("rb") as stream:
+            stream.seek(offset)
+            events = [json.loads(line) for line in stream if line.strip()]
+        seen: dict[str, list[str]] = {}
+        for e in events:
+            uri = e.get("requestURI", "")
+            if e.get("verb") not in ("list", "watch") or "geo-operator" not in str(e["user"]):
+                continue
+            plural = uri.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+            if plural in wanted:
+                seen.setdefault(plural, []).append(urllib.parse.unquote(uri))
+        return seen if all(p in seen for p in wanted) else None
+
+    seen = wait_for(requests, "the restarted operator's lists and watches", timeout=60)
+    managed = f"labelSelector={names.MANAGED_BY_LABEL}={names.MANAGER}"
+    tuning = f"labelSelector={names.COMPONENT_LABEL}={names.TUNING_COMPONENT}"
+    for plural, selector in (
+        ("pods", managed),
+        ("configmaps", managed),
+        ("services", managed),
+        ("deployments", managed),
+        ("jobs", tuning),
+    ):
+        # kopf's cluster-wide watch carries GEO's selector; the reconcile's own lists carry
+        # their owner's: nothing is listed or watched unselected
+        assert all("labelSelector=" in u for u in seen[plural]), seen[plural]
+        assert any(selector in u and "watch=true" in u for u in seen[plural]), seen[plural]
+    assert not any("labelSelector" in u for u in seen["geodeployments"])
