@@ -4,7 +4,7 @@ Replays every trace under every policy with `geo_operator.simulation` (the same
 code `geo simulate` runs) and the GeoDeployment
 manifests/examples/digits-simulate.yaml, the replica model calibrated on the
 real Triton here (operator/geo_operator/simulation/digits-cpu.json). Traces:
-every CSV in ../shared/traces (or --traces); the synthetic step, ramp, spike and
+every CSV in traces/ (or --traces); the synthetic step, ramp, spike and
 diurnal shapes (1800 s); and stationary noisy load at three noise levels
 (steady-low|mid|high: 10-second windows with a coefficient of variation of 0.1,
 0.25, 0.4 around a constant mean, an hour each). Each is scaled so its busiest
@@ -120,7 +120,7 @@ def _replay(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--traces", type=pathlib.Path, default=ROOT.parent / "shared" / "traces")
+    parser.add_argument("--traces", type=pathlib.Path, default=ROOT / "traces")
     parser.add_argument("--peak-replicas", type=float, default=8)
     parser.add_argument("--startup-seconds", type=float, default=30)
     parser.add_argument("--warmup-seconds", type=int, default=300)

@@ -4,7 +4,7 @@ Issue 11 §3's claim, by replay: a target derived from the measured capacity
 (what the tuning Job measures: one replica's best throughput within the p99
 objective, × targetUtilization, corrected online) does as well as the best
 target a user could find by sweeping, with no sweep. On every trace
-(../shared/traces/*.csv, or --traces, and the synthetic step, ramp, spike and
+(traces/*.csv, or --traces, and the synthetic step, ramp, spike and
 diurnal shapes, each scaled so its busiest 10 s need --peak-replicas replicas
 at the derived target: the same load for every run) it replays GEO's policy:
 
@@ -113,7 +113,7 @@ HEADER = (
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--traces", type=pathlib.Path, default=ROOT.parent / "shared" / "traces")
+    parser.add_argument("--traces", type=pathlib.Path, default=ROOT / "traces")
     parser.add_argument("--quick", action="store_true", help="600 s of every trace")
     parser.add_argument("--peak-replicas", type=float, default=8)
     parser.add_argument("--sweep", type=int, default=10, help="hand-picked targets")

@@ -40,7 +40,7 @@ DESCRIPTION = (
 )
 EPILOG = (
     "example: geo simulate -f manifests/examples/digits-simulate.yaml "
-    "--trace ../shared/traces/azure-llm-2023-code.csv --policy all --plot out/azure.png"
+    "--trace traces/azure-llm-2023-code.csv --policy all --plot out/azure.png"
 )
 
 
