@@ -244,3 +244,21 @@ def test_warmup_files_are_checked(
     raw["triton"]["warmup"] = [warmup]
     with pytest.raises(pydantic.ValidationError, match=message):
         models.parse_spec(raw)
+
+
+def test_the_format_a_rendered_config_serves() -> None:
+    """The python backend serves two formats (ONNX through python_model.py, GGUF through
+    llama_model.py): told apart by the GGUF parameter, not by the backend alone."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    m = models
+    generative = model_config.build_generative("g", model_config.EngineSettings())
+    assert model_config.artifact_format_of(generative) is m.ArtifactFormat.GGUF
+    assert model_config.artifact_format_of(pb.ModelConfig(backend="python")) is (
+        m.ArtifactFormat.PYTHON
+    )
+    assert model_config.artifact_format_of(pb.ModelConfig(backend="onnxruntime")) is (
+        m.ArtifactFormat.ONNX
+    )
+    with pytest.raises(KeyError):
+        model_config.artifact_format_of(pb.ModelConfig(backend="vllm"))

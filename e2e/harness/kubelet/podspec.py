@@ -32,14 +32,6 @@ CONFIG_VOLUME = names.CONFIG_VOLUME
 INIT_CONTAINER = names.FETCH_CONTAINER
 URI_ENV = "ARTIFACT_URI"
 
-# Triton backend -> artifact format; "python" is recognised by the ConfigMap's model.py.
-FORMAT_BY_BACKEND = {
-    backend: fmt
-    for fmt, backend in model_config.BACKENDS.items()
-    if fmt is not models.ArtifactFormat.PYTHON
-}
-
-
 # tritonserver flags of the pod that the local server gets too (the levers' server side);
 # the rest (ports, repository, model control) the runner sets for itself.
 PASSED_FLAGS = ("--cache-config=", "--rate-limit=")
@@ -272,13 +264,12 @@ def read(pod: Mapping[str, Any]) -> PodSpec:
 
 def artifact_format(data: Mapping[str, str], backend: str) -> models.ArtifactFormat:
     """The artifact's format as the builders chose it, recovered from the ConfigMap."""
-    if "model.py" in data:
-        config = model_config.parse(data.get("config.pbtxt", ""))
-        if "gguf_file" in config.parameters:  # llama_model.py serves a GGUF
-            return models.ArtifactFormat.GGUF
-        return models.ArtifactFormat.PYTHON
+    config = model_config.parse(data.get("config.pbtxt", ""))
+    config.backend = backend
+    if backend == "python" and "model.py" not in data:
+        raise ValueError("config.pbtxt names the python backend but the ConfigMap has no model.py")
     try:
-        return FORMAT_BY_BACKEND[backend]
+        return model_config.artifact_format_of(config)
     except KeyError:
         raise ValueError(f"config.pbtxt names backend {backend!r}, unknown to GEO") from None
 

@@ -25,6 +25,23 @@ BACKENDS = {
     models.ArtifactFormat.PYTHON: "python",
     models.ArtifactFormat.GGUF: "python",  # llama_model.py runs llama.cpp
 }
+
+
+def artifact_format_of(config: pb.ModelConfig) -> models.ArtifactFormat:
+    """Which artifact format a rendered config.pbtxt serves: by its backend, the python
+    backend's two (ONNX through python_model.py, GGUF through llama_model.py) told apart by
+    the GGUF file parameter. KeyError for a backend GEO does not render."""
+    if config.backend == "python":
+        gguf = "gguf_file" in config.parameters
+        return models.ArtifactFormat.GGUF if gguf else models.ArtifactFormat.PYTHON
+    by_backend = {
+        backend: fmt
+        for fmt, backend in BACKENDS.items()
+        if fmt not in (models.ArtifactFormat.PYTHON, models.ArtifactFormat.GGUF)
+    }
+    return by_backend[config.backend]
+
+
 FILENAMES = {
     models.ArtifactFormat.ONNX: "model.onnx",
     models.ArtifactFormat.TENSORRT_PLAN: "model.plan",

@@ -66,11 +66,10 @@ def materialize_reference(
     container lays it out: its own config (``reference.pbtxt``, which names it
     <model>-reference and its backend), the artifact at ``uri``."""
     config = model_config.parse(data[names.REFERENCE_CONFIG])
-    by_backend = {backend: fmt for fmt, backend in model_config.BACKENDS.items()}
     return materialize(
         data,
         model_name=config.name,
-        artifact_format=by_backend[config.backend],
+        artifact_format=model_config.artifact_format_of(config),
         uri=uri,
         repository=repository,
         mirrors=mirrors,
