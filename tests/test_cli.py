@@ -69,3 +69,11 @@ def test_bad_input_exits_2_and_names_the_field(tmp_path: pathlib.Path) -> None:
     (tmp_path / "junk.yaml").write_text("a: [unclosed")
     junk = geo("select", "-f", str(tmp_path / "junk.yaml"))
     assert junk.returncode == 2 and "not valid YAML" in junk.stderr
+
+
+def test_simulate_refuses_a_generative_model_rather_than_model_it_as_requests() -> None:
+    pycode = pathlib.Path(__file__).resolve().parents[1] / "manifests" / "examples" / "pycode.yaml"
+    out = geo("simulate", "-f", str(pycode), "--synthetic", "spike", "--policy", "geo")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "model.kind is generative" in out.stderr and "token-level simulator" in out.stderr
+    assert geo("select", "-f", str(pycode)).returncode == 0

@@ -185,6 +185,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from geo_operator.simulation import autoscalers, replay, report
 
     spec = io.load_spec(args.file)
+    if spec.model.generative:
+        raise io.UsageError(
+            f"{args.file}: model.kind is generative; geo simulate models request/response "
+            "replicas (batches of requests), not token streams: the token-level simulator "
+            "(prefill and decode cost, slots, KV cache) is not built yet"
+        )
     if args.plot:
         _check_plot(args.plot)
     names = _policies(args.policy)
