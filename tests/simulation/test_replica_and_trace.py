@@ -213,3 +213,45 @@ def test_unbounded_it_serves_as_serve_does() -> None:
             state, end = _bounded(fn, arrivals, **kw)
             assert set(state) == {replica.SERVED}
             assert end == pytest.approx(ends.tolist())
+
+
+def test_a_generative_trace_keeps_each_requests_token_counts(tmp_path: pathlib.Path) -> None:
+    """Issue 28's input: the Azure LLM format's ContextTokens and GeneratedTokens, per
+    request; the repository's copy of the code trace (traces/) read whole."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    code = trace.load_token_csv(root / "traces" / "azure-llm-2023-code.csv")
+    assert len(code.arrivals) == len(code.context_tokens) == len(code.generated_tokens) == 8819
+    assert code.arrivals[0] == 0 and bool(np.all(np.diff(code.arrivals) >= 0))
+    assert int(code.context_tokens.min()) >= 0 and int(code.generated_tokens.max()) > 0
+    unsorted = tmp_path / "unsorted.csv"
+    unsorted.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:17:05,30,3\n2023-11-16 18:17:03,10,1\n2023-11-16 18:17:04,20,2\n"
+    )
+    read = trace.load_token_csv(unsorted)
+    assert list(read.arrivals) == [0.0, 1.0, 2.0]
+    assert list(read.context_tokens) == [10, 20, 30] and list(read.generated_tokens) == [1, 2, 3]
+
+
+def test_a_trace_without_token_counts_is_refused_for_a_generative_replay(
+    tmp_path: pathlib.Path,
+) -> None:
+    times_only = tmp_path / "times.csv"
+    times_only.write_text("TIMESTAMP\n2023-11-16 18:17:03\n2023-11-16 18:17:04\n")
+    assert len(trace.load_csv(times_only)) == 2  # fine for a request-rate replay
+    with pytest.raises(trace.TraceError, match="no ContextTokens, GeneratedTokens columns"):
+        trace.load_token_csv(times_only)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,10,1\n"
+        "2023-11-16 18:17:04,ten,1\n"
+    )
+    with pytest.raises(trace.TraceError, match="row 3"):
+        trace.load_token_csv(bad)
+    negative = tmp_path / "negative.csv"
+    negative.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03,10,1\n"
+        "2023-11-16 18:17:04,5,-1\n"
+    )
+    with pytest.raises(trace.TraceError, match="row 3: a token count below 0"):
+        trace.load_token_csv(negative)

@@ -27,6 +27,7 @@ import pathlib
 import re
 
 import numpy as np
+import numpy.typing as npt
 
 from geo_operator.simulation.replica import FloatArray
 
@@ -98,9 +99,13 @@ def parse_timestamp(text: str) -> float:
     return seconds + (float(f"0.{fraction}") if fraction else 0.0)
 
 
-def load_csv(path: pathlib.Path | str) -> FloatArray:
-    """Arrival times in seconds from the first request, sorted."""
-    path = pathlib.Path(path)
+TOKEN_COLUMNS = ("ContextTokens", "GeneratedTokens")  # the Azure LLM format's token counts
+
+
+def _read(
+    path: pathlib.Path, columns: tuple[str, ...] = (), why: str = ""
+) -> tuple[list[float], list[tuple[int, ...]]]:
+    """TIMESTAMP of every row, and the integer ``columns`` beside it (non-negative)."""
     try:
         stream = path.open(encoding="utf-8", newline="")
     except OSError as error:
@@ -111,22 +116,64 @@ def load_csv(path: pathlib.Path | str) -> FloatArray:
         if header is None:
             raise TraceError(f"{path} is empty")
         names = [h.strip().lstrip("\ufeff") for h in header]
-        if "TIMESTAMP" not in names:
-            raise TraceError(f"{path} has no TIMESTAMP column (columns: {', '.join(names)})")
-        column = names.index("TIMESTAMP")
-        times = []
+        missing = [c for c in ("TIMESTAMP", *columns) if c not in names]
+        if missing:
+            raise TraceError(
+                f"{path} has no {', '.join(missing)} column{'s' if len(missing) > 1 else ''} "
+                f"(columns: {', '.join(names)}){why}"
+            )
+        at = names.index("TIMESTAMP")
+        where = [names.index(c) for c in columns]
+        times: list[float] = []
+        values: list[tuple[int, ...]] = []
         for row_number, row in enumerate(reader, start=2):
             if not row:
                 continue
             try:
-                times.append(parse_timestamp(row[column]))
+                times.append(parse_timestamp(row[at]))
+                counts = tuple(int(row[i]) for i in where)
             except (ValueError, IndexError) as error:
                 raise TraceError(f"{path}, row {row_number}: {error}") from error
+            if any(c < 0 for c in counts):
+                raise TraceError(f"{path}, row {row_number}: a token count below 0: {counts}")
+            values.append(counts)
     if len(times) < 2:
         raise TraceError(f"{path} has {len(times)} request(s): a trace needs at least 2")
+    return times, values
+
+
+def load_csv(path: pathlib.Path | str) -> FloatArray:
+    """Arrival times in seconds from the first request, sorted."""
+    times, _ = _read(pathlib.Path(path))
     arrivals = np.sort(np.asarray(times, dtype=np.float64))
     offsets: FloatArray = arrivals - arrivals[0]
     return offsets
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenRequests:
+    """A generative trace: each request's arrival (s from the first), prompt and output
+    lengths in tokens, sorted by arrival."""
+
+    name: str
+    arrivals: FloatArray
+    context_tokens: npt.NDArray[np.int64]
+    generated_tokens: npt.NDArray[np.int64]
+
+
+def load_token_csv(path: pathlib.Path | str) -> TokenRequests:
+    """The Azure LLM format with its token columns: what a generative spec replays. A trace
+    without them is refused, naming what is missing."""
+    path = pathlib.Path(path)
+    why = (
+        ": a generative model's replay needs each request's prompt and output lengths "
+        "(the Azure LLM format: TIMESTAMP,ContextTokens,GeneratedTokens)"
+    )
+    times, counts = _read(path, TOKEN_COLUMNS, why)
+    order = np.argsort(np.asarray(times, dtype=np.float64), kind="stable")
+    arrivals = np.asarray(times, dtype=np.float64)[order]
+    table = np.asarray(counts, dtype=np.int64)[order]
+    return TokenRequests(path.stem, arrivals - arrivals[0], table[:, 0], table[:, 1])
 
 
 def rate_from_arrivals(arrivals: FloatArray, resolution: int = 10) -> FloatArray:
