@@ -219,6 +219,21 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def _settled(server: Any) -> str:
+    """The scrape once the engine's reporter (every 0.5 s) has pushed everything: two
+    scrapes 0.6 s apart with the same token and latency counts."""
+    keys = ("vllm:generation_tokens_total", "vllm:time_per_output_token_seconds_count")
+    last = _metrics(server)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        time.sleep(0.6)
+        now = _metrics(server)
+        if all(_metric(now, k, model=MODEL) == _metric(last, k, model=MODEL) for k in keys):
+            return now
+        last = now
+    return last
+
+
 @pytest.mark.triton
 def test_generate_and_generate_stream_speak_the_vllm_backends_conventions(triton: Any) -> None:
     params = {"max_tokens": 20, "temperature": 0}
@@ -359,8 +374,7 @@ def test_a_client_gone_mid_stream_frees_its_slot_and_is_counted(triton: Any) -> 
 def test_the_engine_exports_vllms_metric_names_and_they_agree_with_the_client(
     triton: Any,
 ) -> None:
-    time.sleep(1.2)  # what earlier tests generated reported (the reporter pushes every 0.5 s)
-    before = _metrics(triton)
+    before = _settled(triton)  # what earlier tests generated, reported
     started = time.perf_counter()
     status, body = _post(
         triton,
@@ -376,8 +390,7 @@ def test_the_engine_exports_vllms_metric_names_and_they_agree_with_the_client(
     assert status == 200, body
     streamed = sum(int(np.ravel(e["num_output_tokens"])[0]) for e in _events(body))
     assert streamed == 30
-    time.sleep(1.2)  # the reporter pushes every 0.5 s
-    after = _metrics(triton)
+    after = _settled(triton)
     for name in (
         "vllm:num_requests_running",
         "vllm:num_requests_waiting",
@@ -404,3 +417,30 @@ def test_the_engine_exports_vllms_metric_names_and_they_agree_with_the_client(
     assert read.p99_tpot_s is not None and 0 < read.p99_tpot_s < elapsed
     engine_seconds = delta("vllm:e2e_request_latency_seconds_sum")
     assert 0 < engine_seconds <= elapsed  # the engine's time lies inside the client's
+
+
+def test_stop_strings_and_seeded_sampling(engine: lm.Engine) -> None:
+    def run(sampling: lm.Sampling) -> tuple[str, str]:
+        done: dict[str, tuple[str, str]] = {}
+        finished = threading.Event()
+        parts: list[str] = []
+
+        def emit(seq: lm.Sequence, text: str, finish: str | None) -> bool:
+            parts.append(text)
+            if finish is not None:
+                done["x"] = (finish, "".join(parts))
+                finished.set()
+            return True
+
+        engine.submit(lm.Sequence(prompt=engine.tokenize(PROMPT), sampling=sampling, emit=emit))
+        assert finished.wait(60)
+        return done["x"]
+
+    greedy = run(lm.Sampling(max_tokens=40, ignore_eos=True))[1]
+    cut = greedy[5:8]  # a piece of the greedy text, as a stop string
+    finish, text = run(lm.Sampling(max_tokens=40, ignore_eos=True, stop=(cut,)))
+    assert finish == "stop" and text == greedy[: greedy.index(cut)]
+    hot = lm.Sampling(max_tokens=30, temperature=1.0, seed=42, ignore_eos=True)
+    assert run(hot) == run(hot)  # the same seed, the same stream
+    others = {run(lm.Sampling(max_tokens=30, temperature=1.0, seed=s))[1] for s in range(4)}
+    assert len(others) > 1  # sampling samples

@@ -194,6 +194,7 @@ class Sequence:
     first_token_at: float | None = None
     last_token_at: float | None = None
     text: str = ""
+    sent: int = 0  # characters of text sent so far
     utf8: Utf8Stream = field(default_factory=Utf8Stream)
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
@@ -404,29 +405,29 @@ class Engine:
         seq.last_token_at = now
         eog = self.c.llama_vocab_is_eog(self.vocab, token) and not seq.sampling.ignore_eos
         finish: str | None = None
-        text = ""
+        stops = seq.sampling.stop
         if eog:
             finish = FINISH_STOP
-            text = seq.utf8.flush()
+            seq.text += seq.utf8.flush()
         else:
             seq.generated += 1
             self.stats.generation_tokens += 1
-            text = seq.utf8.push(self.piece(token))
             seq.next_token = token
-            before = len(seq.text)
-            seq.text += text
-            for stop in seq.sampling.stop:
-                at = seq.text.find(stop, max(0, before - len(stop)))
-                if at >= 0:
-                    text = seq.text[before:at] if at >= before else ""
-                    seq.text = seq.text[:at]
-                    finish = FINISH_STOP
-                    break
-            if finish is None and (
-                seq.generated >= seq.sampling.max_tokens or seq.cached + 1 >= self.context_length
-            ):
+            seq.text += seq.utf8.push(self.piece(token))
+            if seq.generated >= seq.sampling.max_tokens or seq.cached + 1 >= self.context_length:
                 finish = FINISH_LENGTH
-                text += seq.utf8.flush()
+                seq.text += seq.utf8.flush()
+        # a stop string ends the text before it (it is never sent: text that could still
+        # become one is held back until it cannot, as vLLM does)
+        found = [
+            at for stop in stops if (at := seq.text.find(stop, max(0, seq.sent - len(stop)))) >= 0
+        ]
+        if found:
+            seq.text = seq.text[: min(found)]
+            finish = FINISH_STOP
+        hold = 0 if finish is not None or not stops else max(len(x) for x in stops) - 1
+        upto = max(seq.sent, len(seq.text) - hold)
+        text, seq.sent = seq.text[seq.sent : upto], upto
         if finish is not None:
             self._finish(seq, finish, text=text)
         elif not seq.emit(seq, text, None):
