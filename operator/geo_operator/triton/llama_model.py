@@ -385,8 +385,12 @@ class Engine:
             )
             token = sample(logits, seq.sampling, seq.rng)
             self._emit(seq, token, now)
+        self.stats.kv_usage = self._kv_usage()
+
+    def _kv_usage(self) -> float:
+        """KV cells in use over all cells (each active sequence holds its cached tokens)."""
         used = sum(s.cached for s in self.active.values())
-        self.stats.kv_usage = used / (self.slots * self.context_length)
+        return used / (self.slots * self.context_length)
 
     def _add(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         b = self.batch
@@ -446,6 +450,7 @@ class Engine:
         self.active.pop(seq.slot, None)
         self.stats.finished[reason] += 1
         self.stats.running = len(self.active)
+        self.stats.kv_usage = self._kv_usage()
         self.stats.e2e.append(time.perf_counter() - seq.arrived)
         if (notify and reason != FINISH_ABORT) or error:
             seq.emit(seq, text if error is None else "\x00" + error, reason)
