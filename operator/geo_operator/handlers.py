@@ -32,6 +32,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -246,7 +247,11 @@ WATCH_SELECTORS = {
 
 def watch_selectors(settings: kopf.OperatorSettings) -> None:
     """Server-side label selectors on every child watch: the neighbours' pods, ConfigMaps
-    and Jobs never reach the operator."""
+    and Jobs never reach the operator. ``GEO_WATCH_SELECTORS=off`` leaves them out (only
+    e2e/bench_neighbours.py does, to measure what they save)."""
+    if os.environ.get("GEO_WATCH_SELECTORS", "on") == "off":
+        log.warning("GEO_WATCH_SELECTORS=off: every child watch downloads the whole cluster")
+        return
     for (group, version, plural), labels in WATCH_SELECTORS.items():
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         settings.watching.label_selectors[group, version, plural] = selector
