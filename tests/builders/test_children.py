@@ -17,9 +17,9 @@ GOLDEN = pathlib.Path(__file__).parent / "golden" / "digits.yaml"
 PACKAGE = pathlib.Path(children.__file__).resolve().parent.parent / "triton"
 
 
-def _target(spec: models.GeoDeploymentSpec, **over: Any) -> children.Target:
+def _target(spec: models.GeoDeploymentSpec, name: str = "digits", **over: Any) -> children.Target:
     decided = plan.plan(
-        name="digits",
+        name=name,
         namespace="ml",
         uid="uid-1234",
         spec=spec,
@@ -323,17 +323,9 @@ def _pycode(gpu: bool) -> children.Target:
     body = yaml.safe_load(PYCODE.read_text())
     if gpu:
         body["spec"]["triton"]["resources"]["limits"]["nvidia.com/gpu"] = 1
-    spec = models.parse_spec(body["spec"])
-    decided = plan.plan(
-        name="pycode",
-        namespace="ml",
-        uid="uid-1234",
-        spec=spec,
-        status=models.GeoDeploymentStatus(),
-        current_replicas=None,
-    )
-    assert decided.target is not None and decided.target.gpu == gpu
-    return decided.target
+    target = _target(models.parse_spec(body["spec"]), name="pycode")
+    assert target.gpu == gpu
+    return target
 
 
 def _no_llama_source(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -103,28 +103,8 @@ def _package_text(module: str) -> str:
 
 def config_map_data(target: Target) -> dict[str, str]:
     """The files of the model repository that live in the ConfigMap."""
-    if target.artifact.format is models.ArtifactFormat.GGUF and target.gpu:
-        model = target.spec.model.name
-        path = posixpath.join(
-            names.MODEL_REPOSITORY, model, "1", model_config.FILENAMES[target.artifact.format]
-        )
-        engine = model_config.EngineSettings.of(target.spec.triton.engine)
-        config, engine_args = model_config.build_vllm(model, engine, path)
-        return {
-            "config.pbtxt": model_config.render(config),
-            "fetch.py": _package_text("fetch"),
-            model_config.VLLM_ENGINE_ARGS: engine_args,
-        }
     if target.artifact.format is models.ArtifactFormat.GGUF:
-        engine = model_config.EngineSettings.of(target.spec.triton.engine)
-        generative = model_config.build_generative(
-            target.spec.model.name, engine, instances=target.spec.triton.instance_count
-        )
-        return {
-            "config.pbtxt": model_config.render(generative),
-            "fetch.py": _package_text("fetch"),
-            "model.py": _package_text("llama_model"),
-        }
+        return _generative_data(target)
     config = model_config.build(
         target.spec.model,
         target.artifact,
@@ -149,6 +129,23 @@ def triton_image(target: Target) -> str:
     if generative_gpu and image == models.DEFAULT_TRITON_IMAGE:
         return models.VLLM_TRITON_IMAGE
     return image
+
+
+def _generative_data(target: Target) -> dict[str, str]:
+    """A GGUF's repository files: llama_model.py on CPU, Triton's vLLM backend on a GPU."""
+    model = target.spec.model.name
+    engine = model_config.EngineSettings.of(target.spec.triton.engine)
+    data = {"fetch.py": _package_text("fetch")}
+    if target.gpu:
+        filename = model_config.FILENAMES[target.artifact.format]
+        path = posixpath.join(names.MODEL_REPOSITORY, model, "1", filename)
+        config, data[model_config.VLLM_ENGINE_ARGS] = model_config.build_vllm(model, engine, path)
+    else:
+        config = model_config.build_generative(
+            model, engine, instances=target.spec.triton.instance_count
+        )
+        data["model.py"] = _package_text("llama_model")
+    return {"config.pbtxt": model_config.render(config), **data}
 
 
 def config_hash(target: Target) -> str:

@@ -706,7 +706,9 @@ class Metrics:
                 self.by_reason[reason].increment(total - self.seen_reasons[reason])
                 self.seen_reasons[reason] = total
         for key, values in (("ttft", stats.ttft), ("tpot", stats.tpot), ("e2e", stats.e2e)):
-            drained = [values.pop(0) for _ in range(len(values))]
+            count = len(values)  # the engine thread only appends: take what is there
+            drained = values[:count]
+            del values[:count]
             for value in drained:
                 if key in self.histograms:
                     self.histograms[key].observe(value)
