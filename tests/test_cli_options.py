@@ -142,3 +142,19 @@ def test_tune_defaults_go_through_the_types() -> None:
     assert args.delays == [0, 100, 500, 2000]
     assert args.concurrency == [1, 4, 16, 32]
     assert (args.seconds, args.wait_seconds, args.latency_budget_ms) == (3.0, 0.0, 5.0)
+
+
+@pytest.mark.parametrize("verb", ["select", "render"])
+def test_gpu_arch_is_one_geo_knows(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
+    line = _error([verb, "-f", "x", "--gpu-arch", "nonsense"], capsys)
+    assert line == (
+        f"geo {verb}: error: argument --gpu-arch: 'nonsense' is not a GPU architecture GEO "
+        "knows; one of pascal, volta, turing, ampere, ada, hopper, blackwell"
+    )
+    assert _error([verb, "-f", "x", "--gpu-arch", ""], capsys).endswith(
+        "'' is not a GPU architecture GEO knows; one of pascal, volta, turing, ampere, ada, "
+        "hopper, blackwell"
+    )
+    args = cli.parser().parse_args([verb, "-f", "x", "--gpu-arch", " Hopper "])
+    assert args.gpu_arch == "hopper"
+    assert cli.parser().parse_args([verb, "-f", "x"]).gpu_arch is None

@@ -55,6 +55,9 @@ _BYTES_PER_WEIGHT = {
     models.Precision.INT3: 0.375,
     models.Precision.INT2: 0.25,
 }
+# The GPU architectures GEO knows, oldest first: the values of nvidia.com/gpu.family it
+# compares requires.gpuArch with (`geo select --gpu-arch` takes these only).
+GPU_ARCHS = ("pascal", "volta", "turing", "ampere", "ada", "hopper", "blackwell")
 # fp8 kernels exist on these architectures only (Ada, Hopper and later).
 _FP8_ARCHS = ("ada", "hopper", "blackwell")
 # min-cost prices a replica by triton.resources; one that names no cpu (no memory) is

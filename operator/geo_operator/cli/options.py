@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn, TypeAlias, TypeVar
 
+from geo_operator.artifacts import selection
+
 if TYPE_CHECKING:
     Verbs: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -59,11 +61,25 @@ def add_output(p: argparse.ArgumentParser, *, text: bool = True) -> None:
     )
 
 
+def gpu_arch(text: str) -> str:
+    """A GPU architecture GEO knows (`selection.GPU_ARCHS`), in any case: ``Hopper``."""
+    arch = text.strip().lower()
+    if arch not in selection.GPU_ARCHS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a GPU architecture GEO knows; one of "
+            + ", ".join(selection.GPU_ARCHS)
+        )
+    return arch
+
+
 def add_gpu_arch(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gpu-arch",
-        help="GPU architecture the pods land on (hopper, ada, ampere, ...); "
-        "default: from spec.triton resources and nodeSelector",
+        type=gpu_arch,
+        metavar="ARCH",
+        help="GPU architecture the pods land on, one of "
+        + ", ".join(selection.GPU_ARCHS)
+        + "; default: from spec.triton resources and nodeSelector",
     )
 
 
