@@ -159,6 +159,21 @@ def test_observation_from_args_names_what_is_missing() -> None:
     assert (seen.ready_replicas, seen.qps, seen.p99_ms, seen.missing) == (2, 5.0, 40.0, None)
 
 
+def test_decide_refuses_more_ready_than_replicas(capsys: Any) -> None:
+    digits = str(ROOT / "manifests/examples/digits.yaml")
+    assert cli.main(["decide", "-f", digits, "--replicas", "2", "--ready", "5"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "geo decide: --ready 5 is more than --replicas 2: ready replicas are among the replicas\n"
+    )
+    # Refused before the file is read: the flags' fault is named even with no such file.
+    assert cli.main(["decide", "-f", "/nonexistent.yaml", "--replicas", "0", "--ready", "1"]) == 2
+    assert "--ready 1 is more than --replicas 0" in capsys.readouterr().err
+    assert cli.main(["decide", "-f", digits, "--replicas", "2", "--ready", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["inputs"]["readyReplicas"] == 2
+
+
 def _simulate_without_matplotlib(*args: str) -> subprocess.CompletedProcess[str]:
     """`geo simulate` in a Python where matplotlib can't be imported (as if not installed)."""
     code = (

@@ -54,8 +54,8 @@ def register(verbs: Verbs) -> None:
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    spec = io.load_spec(args.file)
     observation = observation_from_args(args)
+    spec = io.load_spec(args.file)
     memory = policy.Memory()
     if args.low_for is not None:
         memory = policy.Memory(low_since=observation.time - args.low_for)
@@ -69,7 +69,15 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def observation_from_args(args: argparse.Namespace) -> policy.Observation:
-    """What the loop would have observed, from --replicas, --ready, --qps and --p99-ms."""
+    """What the loop would have observed, from --replicas, --ready, --qps and --p99-ms.
+
+    Raises UsageError for more ready replicas than replicas: no Deployment reports that.
+    """
+    if args.ready is not None and args.ready > args.replicas:
+        raise io.UsageError(
+            f"--ready {args.ready} is more than --replicas {args.replicas}: "
+            "ready replicas are among the replicas"
+        )
     absent = [n for n, v in (("--qps", args.qps), ("--p99-ms", args.p99_ms)) if v is None]
     return policy.observation(
         NOW,
