@@ -7,9 +7,11 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from conftest import FIXTURES, ROOT
+from geo_operator import cli
 
 EXAMPLE = FIXTURES / "digits.yaml"
 
@@ -69,6 +71,34 @@ def test_bad_input_exits_2_and_names_the_field(tmp_path: pathlib.Path) -> None:
     (tmp_path / "junk.yaml").write_text("a: [unclosed")
     junk = geo("select", "-f", str(tmp_path / "junk.yaml"))
     assert junk.returncode == 2 and "not valid YAML" in junk.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "holds"),
+    [
+        ("- a: 1\n", "a YAML list of 1 item, not a mapping with kind: GeoDeployment"),
+        ("- 1\n- 2\n", "a YAML list of 2 items, not a mapping with kind: GeoDeployment"),
+        ("", "no YAML document (the file is empty)"),
+        ("kind: Deployment\n", "a Deployment, not a mapping with kind: GeoDeployment"),
+        ("a: 1\n", "a mapping without kind, not a mapping with kind: GeoDeployment"),
+        ("hello\n", "a YAML string ('hello'), not a mapping with kind: GeoDeployment"),
+        (
+            "kind: Service\n---\n- x\n",
+            "2 YAML documents (a Service; a YAML list of 1 item), none with kind: GeoDeployment",
+        ),
+        ("kind: GeoDeployment\n---\nkind: GeoDeployment\n", "2: give each its own file"),
+    ],
+)
+def test_a_file_without_one_geodeployment_says_what_it_holds(
+    text: str, holds: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gd.yaml"
+    path.write_text(text)
+    for verb in ("select", "render"):
+        assert cli.main([verb, "-f", str(path)]) == 2
+        assert capsys.readouterr().err == (
+            f"geo {verb}: {path} must hold exactly one GeoDeployment; it holds {holds}\n"
+        )
 
 
 def test_simulate_refuses_a_generative_model_rather_than_model_it_as_requests() -> None:

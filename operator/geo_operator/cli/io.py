@@ -50,12 +50,48 @@ def _read_yaml(path: str, what: str, all_documents: bool) -> Any:
         raise UsageError(f"{path} nests too deep to be valid {what}") from error
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+_SCALARS = {str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+def _document(document: Any) -> str:
+    """What one YAML document is, in words: "a Deployment", "a YAML list of 2 items"."""
+    if isinstance(document, dict):
+        kind = document.get("kind")
+        if kind is None:
+            return "a mapping without kind"
+        return f"a {kind}" if isinstance(kind, str) else f"a mapping whose kind is {kind!r}"
+    if isinstance(document, list):
+        return f"a YAML list of {_plural(len(document), 'item')}"
+    noun = _SCALARS.get(type(document), type(document).__name__)
+    return f"a YAML {noun} ({str(document)[:40]!r})"
+
+
+def _holds(documents: list[Any]) -> str:
+    """What a file that does not hold exactly one GeoDeployment holds instead, in words."""
+    ours = sum(isinstance(d, dict) and d.get("kind") == models.KIND for d in documents)
+    if ours > 1:
+        return f"{ours}: give each its own file"
+    if not documents:
+        return "no YAML document (the file is empty)"
+    if len(documents) == 1:
+        return f"{_document(documents[0])}, not a mapping with kind: {models.KIND}"
+    what = "; ".join(_document(d) for d in documents[:5])
+    more = f"; {len(documents) - 5} more" if len(documents) > 5 else ""
+    return f"{len(documents)} YAML documents ({what}{more}), none with kind: {models.KIND}"
+
+
 def load_geodeployment(path: str) -> dict[str, Any]:
     """The one GeoDeployment in the YAML file at ``path`` ('-' = stdin), unvalidated."""
     documents = _read_yaml(path, "YAML", all_documents=True)
     found = [d for d in documents if isinstance(d, dict) and d.get("kind") == models.KIND]
     if len(found) != 1:
-        raise UsageError(f"{path} must hold exactly one {models.KIND}, found {len(found)}")
+        raise UsageError(
+            f"{path} must hold exactly one {models.KIND}; it holds {_holds(documents)}"
+        )
     body = found[0]
     if body.get("apiVersion") != models.API_VERSION:
         raise UsageError(f"apiVersion must be {models.API_VERSION}, got {body.get('apiVersion')!r}")
