@@ -30,10 +30,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "operator"))
 sys.path.insert(0, str(ROOT))
 
-from e2e import llmclient  # noqa: E402
-
 from geo_operator.api import models  # noqa: E402
 from geo_operator.builders import children, plan  # noqa: E402
+from geo_operator.triton import generate as llmclient  # noqa: E402
 from geo_operator.triton import local, repository  # noqa: E402
 
 ARTIFACTS = ROOT / "examples" / "pycode" / "artifacts"

@@ -40,7 +40,6 @@ import tritonclient.http as httpclient
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 # The e2e tests' harness is the demo's too.
-from e2e import llmclient
 from e2e.harness import (
     EXAMPLE,
     ROOT,
@@ -54,6 +53,8 @@ from e2e.harness import (
 from e2e.harness.kubelet import KubeletRunner
 from e2e.loadgen import Phase, Second, ready_servers
 from e2e.loadgen import run as run_load
+
+from geo_operator.triton import generate as llmclient
 
 ARTIFACTS = ROOT / "examples" / "digits" / "artifacts"
 AUTOSCALING = ROOT / "manifests" / "examples" / "digits-autoscaling.yaml"

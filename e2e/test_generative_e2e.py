@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import yaml
-from e2e import llmclient
 from e2e.harness import ROOT, OperatorProcess, wait_for
 from e2e.harness.kubelet import KubeletRunner
 
+from geo_operator.triton import generate as llmclient
 from geo_operator.triton import model_config
 
 NAME = "pycode"

@@ -444,3 +444,45 @@ def test_stop_strings_and_seeded_sampling(engine: lm.Engine) -> None:
     assert run(hot) == run(hot)  # the same seed, the same stream
     others = {run(lm.Sampling(max_tokens=30, temperature=1.0, seed=s))[1] for s in range(4)}
     assert len(others) > 1  # sampling samples
+
+
+def test_geo_tune_llm_measures_token_speed_and_catches_the_miscalibrated_member(
+    triton: Any, pycode: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """The tuning Job's verb: token speed through this Triton's generate_stream, quality on
+    the held-out text from the GGUFs in the repository (here the miscalibrated member, the
+    f16 its reference), the result JSON the operator reads back."""
+    from geo_operator.builders import tuning
+    from geo_operator.cli import main
+
+    for folder, source in ((MODEL, "q2_k-miscalibrated"), (MODEL + "-reference", "f16")):
+        (tmp_path / folder / "1").mkdir(parents=True)
+        shutil.copy(pycode / source / "model.gguf", tmp_path / folder / "1" / "model.gguf")
+    result = tmp_path / "result.json"
+    args = [
+        "tune-llm",
+        f"--url={triton.http_url}",
+        f"--model={MODEL}",
+        "--slots=3",
+        "--max-tokens=16",
+        "--rounds=1",
+        f"--evaluate={pycode / 'heldout.txt'}",
+        f"--repository={tmp_path}",
+        f"--reference-model={MODEL}-reference",
+        "--reference=f16",
+        f"--result-file={result}",
+    ]
+    assert main(args) == 0
+    parsed = tuning.parse_result(result.read_text())
+    assert not isinstance(parsed, str), parsed
+    recorded = json.loads((pycode / "measurements.json").read_text())["artifacts"]
+    accuracy = parsed.accuracy
+    assert accuracy is not None and accuracy.metric == "agreement" and accuracy.reference == "f16"
+    assert accuracy.value == pytest.approx(recorded["q2_k-miscalibrated"]["agreement"], abs=2e-3)
+    assert accuracy.perplexity == pytest.approx(recorded["q2_k-miscalibrated"]["perplexity"], 1e-3)
+    assert parsed.max_batch_size == 3 and parsed.concurrency == 3
+    assert parsed.throughput > 0 and parsed.p99_ms > 0  # 3 streams x 16 tokens, measured
+    # a model Triton doesn't serve: the verb says so, exit 2, and the result file too
+    args[2] = "--model=nope"
+    assert main(args) == 2
+    assert "nope" in json.loads(result.read_text())["error"]

@@ -87,6 +87,11 @@ REFUSED = [
         "maxTokensCap 128 must be below contextLength 128",
     ),
     (_changed(triton__engine={"slots": 0}), "greater than or equal to 1"),
+    (
+        # the API server fills in the metric's default, accuracy: a text has no labels
+        _changed(model__evaluation={"uri": "http://h/heldout.txt", "metric": "accuracy"}),
+        "a generative model's model.evaluation.metric is agreement, perplexity",
+    ),
 ]
 
 
@@ -114,6 +119,15 @@ def test_token_objectives_and_engine_levers_belong_to_generative_models() -> Non
         with pytest.raises(pydantic.ValidationError, match=words):
             models.parse_spec(spec)
         assert not _cel_ok(spec)
+    for metric in ("perplexity", "kl-divergence"):
+        spec = {"model": {**predictive["model"], "evaluation": {"uri": "http://h/e.npz"}}}
+        spec["model"]["evaluation"]["metric"] = metric
+        with pytest.raises(pydantic.ValidationError, match="score held-out text: a generative"):
+            models.parse_spec(spec)
+        assert not _cel_ok(spec)
+        generative_ = _changed(model__evaluation={"uri": "http://h/heldout.txt", "metric": metric})
+        assert _cel_ok(generative_)
+        models.parse_spec(generative_)
     bare = {"model": {"name": "m", "artifacts": [ONNX]}}
     with pytest.raises(pydantic.ValidationError, match=r"needs model\.inputs and model\.outputs"):
         models.parse_spec(bare)

@@ -52,3 +52,36 @@ def test_llama_cpp_gives_the_familys_recorded_figures(pycode: pathlib.Path) -> N
         assert got.perplexity == pytest.approx(recorded[name]["perplexity"], rel=1e-3), name
         assert got.agreement == pytest.approx(recorded[name]["agreement"], abs=2e-3), name
         assert got.kl_divergence == pytest.approx(recorded[name]["klDivergence"], rel=1e-2), name
+
+
+def test_the_jobs_measure_from_held_out_text_gives_the_same_figures(pycode: pathlib.Path) -> None:
+    """What the tuning Job's `geo tune-llm` runs: the text tokenized by the reference's
+    vocabulary, 8 windows of 256, the candidate and the reference's own figures."""
+    recorded = json.loads((pycode / "measurements.json").read_text())["artifacts"]
+    text = (pycode / "heldout.txt").read_text()
+    reference = str(pycode / "f16" / "model.gguf")
+    bad = str(pycode / "q2_k-miscalibrated" / "model.gguf")
+    got, ref = llm_quality.measure_text(bad, reference, text, context=256, max_windows=8)
+    assert got.perplexity == pytest.approx(recorded["q2_k-miscalibrated"]["perplexity"], rel=1e-3)
+    assert ref.perplexity == pytest.approx(recorded["f16"]["perplexity"], rel=1e-3)
+    assert ref.agreement == 1.0 and ref.kl_divergence == 0.0 and got.scored_tokens == 8 * 128
+    with pytest.raises(ValueError, match="shorter than one window of 256"):
+        llm_quality.measure_text(bad, reference, "def f(): pass\n", context=256, max_windows=8)
+
+
+def test_each_metric_is_a_score_in_0_to_1_that_the_reference_gets_1_on() -> None:
+    from geo_operator.api import models
+
+    ref = llm_quality.Quality(perplexity=20.0, kl_divergence=0.0, agreement=1.0, scored_tokens=9)
+    worse = llm_quality.Quality(perplexity=40.0, kl_divergence=0.5, agreement=0.6, scored_tokens=9)
+    better = llm_quality.Quality(perplexity=10.0, kl_divergence=0.1, agreement=0.9, scored_tokens=9)
+    m = models.EvaluationMetric
+    expected = {m.AGREEMENT: 0.6, m.PERPLEXITY: 0.5, m.KL_DIVERGENCE: round(np.exp(-0.5), 4)}
+    for metric, value in expected.items():
+        scored = llm_quality.as_score(worse, ref, metric, "f16")
+        assert scored.value == value and scored.metric is metric and scored.samples == 9
+        assert (scored.perplexity, scored.kl_divergence, scored.agreement) == (40.0, 0.5, 0.6)
+        assert llm_quality.as_score(ref, ref, metric, None).value == 1.0
+    assert llm_quality.as_score(better, ref, m.PERPLEXITY, "f16").value == 1.0  # at most 1
+    with pytest.raises(ValueError, match="not accuracy"):
+        llm_quality.as_score(worse, ref, m.ACCURACY, "f16")

@@ -195,7 +195,12 @@ class EvaluationMetric(enum.StrEnum):
 
     ACCURACY = "accuracy"  # top-1 against the file's labels
     AGREEMENT = "agreement"  # top-1 equal to the reference artifact's, for sets without labels
+    # A generative model's, on held-out text (llama.cpp's own yardsticks), as a score in 0..1:
+    PERPLEXITY = "perplexity"  # the reference's perplexity / the candidate's (at most 1)
+    KL_DIVERGENCE = "kl-divergence"  # exp(-KL(reference || candidate)), mean per token
 
+
+_TEXT_METRICS = (EvaluationMetric.PERPLEXITY, EvaluationMetric.KL_DIVERGENCE)
 
 # Triton's image when the spec names none; a generative model on a GPU gets the image with
 # Triton's vLLM backend instead (builders.children.triton_image).
@@ -386,17 +391,21 @@ class Evaluation(_Model):
         max_length=MAX_URI,
         pattern=r"^(https?|s3|pvc|file)://.+",
         description=(
-            "Where the held-out .npz is (http(s)://, s3://, pvc://CLAIM/path or file://): one "
-            "array per model input, named as the input, first axis the samples; plus `labels` "
-            "(class index per sample) for metric accuracy. numpy: "
-            "np.savez('heldout.npz', input=x, labels=y)."
+            "Where the held-out set is (http(s)://, s3://, pvc://CLAIM/path or file://). A "
+            "predictive model's: an .npz, one array per model input, named as the input, "
+            "first axis the samples; plus `labels` (class index per sample) for metric "
+            "accuracy. numpy: np.savez('heldout.npz', input=x, labels=y). A generative "
+            "model's: UTF-8 text, scored in windows of the context length."
         ),
     )
     metric: EvaluationMetric = Field(
         default=EvaluationMetric.ACCURACY,
         description=(
             "accuracy: top-1 against `labels`; agreement: the fraction of top-1 answers "
-            "equal to the reference artifact's (no labels needed)."
+            "(a generative model: next tokens) equal to the reference artifact's (no labels "
+            "needed). A generative model's also: perplexity (scored as the reference's "
+            "perplexity / the candidate's) and kl-divergence (scored as exp(-KL) from the "
+            "reference), both on held-out text; a generative model can't use accuracy."
         ),
     )
     reference: DnsLabel | None = Field(
@@ -457,6 +466,16 @@ class S3Storage(_Model):
     )
 
 
+GENERATIVE_METRIC_MESSAGE = (
+    "a generative model's model.evaluation.metric is agreement, perplexity or kl-divergence "
+    "(accuracy needs labels; held-out text has none): set it"
+)
+PREDICTIVE_METRIC_MESSAGE = (
+    "model.evaluation.metric perplexity and kl-divergence score held-out text: a generative "
+    "model's (model.kind: generative); a predictive model's is accuracy or agreement"
+)
+
+
 class ModelSpec(_Model):
     """The model to serve and its quantized artifacts."""
 
@@ -499,6 +518,19 @@ class ModelSpec(_Model):
             "self.artifacts.exists(a, a.name == self.evaluation.reference)",
             "evaluation.reference must be the name of one of model.artifacts",
             ".evaluation.reference",
+        ),
+        _cel(
+            "!has(self.kind) || self.kind != 'generative' || !has(self.evaluation) || "
+            "(has(self.evaluation.metric) && self.evaluation.metric != 'accuracy')",
+            GENERATIVE_METRIC_MESSAGE,
+            ".evaluation.metric",
+        ),
+        _cel(
+            "(has(self.kind) && self.kind == 'generative') || !has(self.evaluation) || "
+            "!has(self.evaluation.metric) || "
+            "(self.evaluation.metric != 'perplexity' && self.evaluation.metric != 'kl-divergence')",
+            PREDICTIVE_METRIC_MESSAGE,
+            ".evaluation.metric",
         ),
     )
 
@@ -571,6 +603,12 @@ class ModelSpec(_Model):
                 f"models only (model.kind: generative); model.kind is {self.kind}, "
                 f"artifacts {wrong} are {sorted({str(formats[n]) for n in wrong})}"
             )
+        if self.evaluation is not None:
+            metric = self.evaluation.metric
+            if self.generative and metric is EvaluationMetric.ACCURACY:
+                raise ValueError(GENERATIVE_METRIC_MESSAGE)
+            if not self.generative and metric in _TEXT_METRICS:
+                raise ValueError(f"{PREDICTIVE_METRIC_MESSAGE} (got {metric})")
         names = [a.name for a in self.artifacts]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -1787,11 +1825,33 @@ class Decision(_Model):
 class MeasuredAccuracy(_Model):
     """The candidate's score on the held-out set, measured through the real Triton."""
 
-    metric: EvaluationMetric = Field(description="accuracy (vs labels) or agreement.")
-    value: float = Field(ge=0, le=1, description="The fraction of samples answered right.")
-    samples: int = Field(ge=1, description="Samples scored.")
+    metric: EvaluationMetric = Field(
+        description="accuracy (vs labels), agreement, perplexity or kl-divergence."
+    )
+    value: float = Field(
+        ge=0,
+        le=1,
+        description="The fraction of samples answered right (perplexity: the reference's "
+        "perplexity / this one's; kl-divergence: exp(-KL)).",
+    )
+    samples: int = Field(ge=1, description="Samples scored (a generative model: tokens).")
     reference: str | None = Field(
         default=None, description="agreement: the artifact whose answers counted as right."
+    )
+    # A generative artifact's figures on the held-out text, whichever metric is the score.
+    perplexity: float | None = Field(
+        default=None, ge=1, description="Its perplexity on the held-out text (generative)."
+    )
+    kl_divergence: float | None = Field(
+        default=None,
+        ge=0,
+        description="Its mean KL divergence from the reference, per token (generative).",
+    )
+    agreement: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Its top-1 next-token agreement with the reference (generative).",
     )
 
 

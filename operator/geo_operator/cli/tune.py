@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from geo_operator.api import models
-from geo_operator.cli import io, options
+from geo_operator.cli import io, options, tune_llm
 
 if TYPE_CHECKING:
     from geo_operator.cli.options import Verbs
@@ -61,6 +61,7 @@ def register(verbs: Verbs) -> None:
     )
     options.add_output(p)
     p.set_defaults(func=cmd_tune)
+    tune_llm.register(verbs)  # its generative sibling
 
 
 def _add_evaluation_options(p: argparse.ArgumentParser) -> None:

@@ -10,9 +10,11 @@ own quantizations (``llama-perplexity``, and ``--kl-divergence`` against a refer
   scored positions where both pick the same most likely token).
 
 `score` is pure (numpy); `window_logits` runs llama.cpp (llama-cpp-python) on a GGUF;
-`measure` does both for a candidate and its reference. Used by
-examples/pycode/make_artifacts.py to make the family's figures, and by the tests that
-check them.
+`measure` does both for a candidate and its reference, `measure_text` from held-out text
+(tokenized by the reference's vocabulary); `as_score` turns the figures into the score in
+0..1 the accuracy floor applies to (`model.evaluation.metric`). Used by
+examples/pycode/make_artifacts.py to make the family's figures, by the tuning Job's `geo
+tune-llm`, and by the tests that check them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from geo_operator.api import models
 
 Logits = npt.NDArray[np.float64]
 
@@ -96,3 +100,68 @@ def measure(
     ref = window_logits(reference, batch, threads)
     got = ref if candidate == reference else window_logits(candidate, batch, threads)
     return score(got, ref, batch)
+
+
+# llama.cpp's SPM tokenizer is quadratic-ish on huge inputs: tokenize in chunks this long.
+TOKENIZE_CHARS = 20_000
+
+
+def tokenize(model: str, text: str) -> list[int]:
+    """``text``'s tokens by ``model``'s vocabulary (a GGUF), without BOS."""
+    import llama_cpp
+
+    llm: Any = llama_cpp.Llama(model, vocab_only=True, verbose=False)
+    out: list[int] = []
+    try:
+        for start in range(0, len(text), TOKENIZE_CHARS):
+            chunk = text[start : start + TOKENIZE_CHARS].encode()
+            out += llm.tokenize(chunk, add_bos=False, special=False)
+        bos = int(llm.token_bos())
+    finally:
+        llm.close()
+    return [bos, *out]
+
+
+def measure_text(
+    candidate: str, reference: str, text: str, context: int, max_windows: int, threads: int = 2
+) -> tuple[Quality, Quality]:
+    """``candidate`` and ``reference`` on the first ``max_windows`` windows of ``context``
+    tokens of ``text``: the candidate's figures, and the reference's own (its perplexity is
+    what the candidate's is scored against)."""
+    bos, *tokens = tokenize(reference, text)
+    batch = windows(tokens, context, bos)[:max_windows]
+    if not batch:
+        raise ValueError(
+            f"the held-out text is {len(tokens)} tokens, shorter than one window of {context}"
+        )
+    ref = window_logits(reference, batch, threads)
+    got = ref if candidate == reference else window_logits(candidate, batch, threads)
+    return score(got, ref, batch), score(ref, ref, batch)
+
+
+def as_score(
+    quality: Quality,
+    reference: Quality,
+    metric: models.EvaluationMetric,
+    reference_name: str | None,
+) -> models.MeasuredAccuracy:
+    """The figures as the score in 0..1 the floor applies to: agreement as it is;
+    perplexity as the reference's / the candidate's (at most 1: a candidate that beats the
+    reference on this text is as good); kl-divergence as exp(-KL)."""
+    if metric is models.EvaluationMetric.AGREEMENT:
+        value = quality.agreement
+    elif metric is models.EvaluationMetric.PERPLEXITY:
+        value = min(1.0, reference.perplexity / quality.perplexity)
+    elif metric is models.EvaluationMetric.KL_DIVERGENCE:
+        value = float(np.exp(-quality.kl_divergence))
+    else:
+        raise ValueError(f"a generative model's metric is not {metric}")
+    return models.MeasuredAccuracy(
+        metric=metric,
+        value=round(value, 4),
+        samples=quality.scored_tokens,
+        reference=reference_name,
+        perplexity=quality.perplexity,
+        kl_divergence=quality.kl_divergence,
+        agreement=quality.agreement,
+    )

@@ -1,6 +1,7 @@
-"""A client of Triton's generate_stream, as clients of its vLLM backend write one: the
-server-sent events of one stream, each with the moment it arrived (for TTFT and the
-gaps between tokens). Used by the generative e2e story, the demo and bench_llm."""
+"""A client of Triton's ``generate_stream``, as clients of its vLLM backend write one: the
+server-sent events of one stream, each with the moment it arrived (for the time to first
+token and the gaps between tokens). Used by the tuning Job's `geo tune-llm`, the
+generative e2e story, the demo and e2e/bench_llm.py."""
 
 from __future__ import annotations
 
