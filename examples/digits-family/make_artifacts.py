@@ -4,6 +4,13 @@ Run by hand, by ``make artifacts`` or by the tests' fixture as::
 
     python examples/digits-family/make_artifacts.py [--out DIR] [--base-uri URI] [--yaml [PATH]]
         [--runs N] [--no-triton] [--triton-seconds S] [--triton-rounds N]
+    python examples/digits-family/make_artifacts.py --manifest-only [--out DIR] [--yaml PATH]
+
+The manifest (``--yaml``) gives every artifact its file's ``sha256``, which the pod's
+fetch verifies. ``--manifest-only`` builds and measures nothing: it rewrites the
+manifest (default the checked-in one) with the figures it already declares and
+each file's sha256 from ``<out>``, refusing a file whose size is not the declared
+``sizeBytes`` (another build).
 
 Everything comes from scikit-learn's bundled digits dataset (8x8 images, pixels
 0..16; no download), split 70/30 stratified with a fixed seed. All artifacts take
@@ -467,6 +474,7 @@ def triton_artifacts_doc(measurements: Sequence[Measurement], base_uri: str) -> 
             "precision": m.precision,
             "format": "python",
             "uri": f"{base_uri.rstrip('/')}/{m.name}/model.onnx",
+            "sha256": m.sha256,
             "accuracy": m.declaredAccuracy,
             "sizeBytes": m.sizeBytes,
             "latencyMs": round(m.latencyMsBatch1, 3),
@@ -682,6 +690,46 @@ def render_manifest(measurements: Sequence[Measurement], base_uri: str, header: 
 # --- main ---------------------------------------------------------------------------
 
 
+def declared(manifest: Path, out: Path) -> tuple[str, list[Measurement]]:
+    """The manifest's header line and its artifacts' declared figures, each with the sha256
+    of its file in ``out``; SystemExit when a file is missing or not the declared size."""
+    lines = manifest.read_text().splitlines()
+    body = yaml.safe_load("\n".join(lines))
+    report = out / "measurements.json"
+    if not report.exists():
+        raise SystemExit(f"{report} does not exist: build the artifacts first (no flag)")
+    recorded = {a["name"]: a for a in json.loads(report.read_text())["artifacts"]}
+    measurements = []
+    for a in body["spec"]["model"]["artifacts"]:
+        path = out / a["name"] / "model.onnx"
+        if not path.exists():
+            raise SystemExit(f"{path} does not exist: build the artifacts first (no flag)")
+        size, gz, digest = file_figures(path)
+        if size != a["sizeBytes"]:
+            raise SystemExit(
+                f"{path} has {size} bytes, {manifest} declares {a['sizeBytes']}: another "
+                "build; rebuild with --yaml to measure it"
+            )
+        if recorded.get(a["name"], {}).get("sha256") != digest:
+            raise SystemExit(f"{path} is not the file {report} measured: rebuild it")
+        measurements.append(
+            Measurement(
+                name=a["name"],
+                precision=a["precision"],
+                technique="",
+                path=f"{a['name']}/model.onnx",
+                sizeBytes=size,
+                gzipBytes=gz,
+                sha256=digest,
+                accuracy=recorded[a["name"]]["accuracy"],  # measured: the bad one's comment
+                declaredAccuracy=a["accuracy"],
+                latencyMsBatch1=a["latencyMs"],
+                bad=a["name"] == BAD,
+            )
+        )
+    return lines[0], measurements
+
+
 def table(measurements: Sequence[Measurement]) -> str:
     levels = sorted({lv["concurrency"] for m in measurements for lv in m.triton.get("levels", [])})
     head = (
@@ -724,6 +772,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{DEFAULT_YAML.relative_to(REPO_ROOT)}); without it the checked-in example stays as is",
     )
     parser.add_argument(
+        "--manifest-only",
+        action="store_true",
+        help="build nothing: rewrite the manifest (--yaml's path, default "
+        f"{DEFAULT_YAML.relative_to(REPO_ROOT)}) with its own figures and the sha256 of "
+        "--out's files",
+    )
+    parser.add_argument(
         "--runs", type=int, default=200, help="timed onnxruntime runs per artifact and batch size"
     )
     parser.add_argument(
@@ -743,6 +798,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     out: Path = args.out
+    if args.manifest_only:
+        yaml_path = args.yaml or DEFAULT_YAML
+        top, declared_figures = declared(yaml_path, out)
+        yaml_path.write_text(render_manifest(declared_figures, args.base_uri, top))
+        print(f"wrote {yaml_path}: its figures, the sha256 of {out}/<artifact>/model.onnx")
+        return 0
     started = time.monotonic()
     timings: dict[str, float] = {}
 

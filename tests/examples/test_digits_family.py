@@ -217,5 +217,6 @@ def test_the_manifest_serves_every_artifact_with_its_measured_figures(
         assert artifact.precision.value == script.PRECISION[name]
         # Sizes are the same on any machine (dense tensors); accuracy nearly so.
         assert artifact.size_bytes == by_name[name]["sizeBytes"], name
+        assert artifact.sha256 == by_name[name]["sha256"], name
         if name != script.BAD:
             assert artifact.accuracy == pytest.approx(by_name[name]["accuracy"], abs=0.02), name
