@@ -262,6 +262,30 @@ def test_a_lagging_watch_does_not_repeat_the_missing_metrics_event(
     assert len(world.kube.status_patches) - patches == 1
 
 
+def test_a_failed_step_on_a_lagging_body_keeps_the_decisions_written(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failure's status is the history this process last wrote, not the lagging
+    body's: server-side apply would drop the decisions the body does not have yet."""
+    world.run(31, 350, 120)
+    written = copy.deepcopy(_status(world)["decisions"])
+    assert any(d["action"] == "scale_out" for d in written)
+    stale = copy.deepcopy(world.body())
+    for field in ("lastDecision", "decisions"):  # the index has not seen them yet
+        stale["status"].pop(field, None)
+
+    def broken(work: autoscaler.Work, now: float) -> None:
+        raise RuntimeError("the metrics source went away")
+
+    monkeypatch.setattr(world.scaler, "observe", broken)
+    world.now += 10
+    world.scaler.tick([stale], lambda key: list(world.pods.values()), world.current)
+    status = _status(world)
+    metrics = {c["type"]: c for c in status["conditions"]}["MetricsAvailable"]
+    assert metrics["reason"] == "StepFailed"
+    assert status["decisions"] == written and status["lastDecision"] == written[-1]
+
+
 def test_low_load_scales_in_only_after_the_window(world: World) -> None:
     world.run(21, 350, 120)
     assert world.kube.scaled[-1][2] == 4

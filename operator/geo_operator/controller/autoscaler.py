@@ -22,10 +22,12 @@ thread:
    alone (a slow canary is the rollout's to judge: it must not make the loop
    scale out); the new total is split between the tracks at the rollout's
    weight (`rollout.split`, as the reconcile splits it);
-4. record — its own status fields only (`api.status.AUTOSCALER`):
-   `lastDecision`, a short history, `autoscaling` (the target, the measured
-   pod start-up), `ScalingActive` and `MetricsAvailable`;
-   an Event on every scale_out / scale_in and when metrics go missing.
+4. record — `builders.autoscale` renders, pure, its own status fields only
+   (`api.status.AUTOSCALER`): `lastDecision`, a short history, `autoscaling` (the
+   target, the measured pod start-up), `ScalingActive` and `MetricsAvailable`; an
+   Event on every scale_out / scale_in and when metrics go missing. One write, under
+   the autoscaler's field manager; the history is what this process last wrote on
+   every path (a failed step's too), never a body that lags behind it.
 
 Each object's step is its own: a slow source holds only the objects that use
 it (time limits on every call, steps run side by side), and a step that fails
@@ -48,9 +50,9 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from geo_operator.api import conditions, models, names
+from geo_operator.api import models, names
 from geo_operator.api import status as status_io
-from geo_operator.builders import children
+from geo_operator.builders import autoscale, children
 from geo_operator.controller import telemetry
 from geo_operator.rollout import split
 from geo_operator.rollout.policy import ACTIVE
@@ -59,13 +61,9 @@ from geo_operator.triton import metrics, prometheus
 
 log = logging.getLogger(__name__)
 
-HISTORY = 10
 # Pods whose start-up (creation to Ready) the median is taken over, per GeoDeployment.
 STARTUP_SAMPLES = 10
 SCRAPE_TIMEOUT = 2.0
-# Metrics that go missing again, for the same reason, less than this long after they
-# came back are the same outage (a flapping source): no second MetricsMissing Event.
-METRICS_FLAP_SECONDS = 60.0
 # A Prometheus answer serves every object that asks within this many seconds.
 ANSWER_SECONDS = 1.0
 WORKERS = 16
@@ -183,20 +181,14 @@ class _State:
     corrected: tuple[str | None, float | None] = (None, None)
     # Pod name -> its measured start-up, the last STARTUP_SAMPLES pods seen Ready.
     startups: dict[str, float] = dataclasses.field(default_factory=dict)
-    # Whether metrics were there at this object's last step (None: no step since the
-    # start): a MetricsMissing Event goes out once per outage even when the body the step
-    # reads lags behind the status written before (a watch behind under load).
-    metrics_ok: bool | None = None
-    # The last MetricsMissing Event's message, and when the metrics came back after it
-    # (observation time): the same message again soon after is a flap.
-    missing_said: str | None = None
-    metrics_back: float | None = None
     # The last scrape missed only pods this process had not scraped before (new pods, or
     # any after its own start): a rate needs two scrapes. The step holds, but that is no
     # outage: no MetricsMissing Event, no MetricsAvailable=False.
     warming: bool = False
     written: dict[str, Any] | None = None  # the status fields this process last wrote
-    decisions: tuple[models.Decision, ...] | None = None  # status.decisions as last written
+    # The history written and the MetricsMissing Events said, which win over a body that
+    # lags behind them (a watch behind under load): one Event per outage.
+    recall: autoscale.Recall = dataclasses.field(default_factory=autoscale.Recall)
 
     def startup(self, pods: Iterable[PodView]) -> float | None:
         """Take in the start-up of pods newly seen Ready; the median of the kept ones."""
@@ -358,18 +350,11 @@ class Autoscaler:
             self._record_failure(work, error)
 
     def _record_failure(self, work: Work, error: Exception) -> None:
+        state = self._state.setdefault(work.key, _State())
         old = models.parse_status(work.body.get("status") or {})
-        conds = conditions.set_condition(
-            old.conditions,
-            conditions.METRICS_AVAILABLE,
-            "False",
-            "StepFailed",
-            f"the autoscaling step failed: {type(error).__name__}: {error}"[:300]
-            + "; holding replicas",
-            generation=work.body["metadata"].get("generation"),
-        )
+        generation = work.body["metadata"].get("generation")
+        new = autoscale.failed(old, generation, f"{type(error).__name__}: {error}", state.recall)
         try:
-            new = old.model_copy(update={"conditions": conds})
             self._write(work.key, work.body, new)
         except Exception as again:  # e.g. the object is gone: nothing to record on
             log.debug("%s/%s: could not record the failure: %s", *work.key, again)
@@ -479,16 +464,8 @@ class Autoscaler:
             ((c.type, c.status, c.reason) for c in old.conditions),
         )
         if not spec.autoscaling.enabled:
-            conds = conditions.set_condition(
-                old.conditions,
-                conditions.SCALING_ACTIVE,
-                "False",
-                "AutoscalingDisabled",
-                "spec.autoscaling.enabled is false: spec.replicas rules",
-                generation=generation,
-            )
-            new = old.model_copy(update={"conditions": conds})
-            self._write(work.key, body, new)
+            state = self._state.setdefault(work.key, _State())
+            self._write(work.key, body, autoscale.disabled(old, generation, state.recall))
             return None
         if old.observed_generation is None or old.selected_artifact is None or work.current is None:
             return None  # nothing deployed yet: the reconcile comes first
@@ -528,7 +505,7 @@ class Autoscaler:
         with the body alone rewrote the same status every tick (each write one more
         event for the index to catch up on)."""
         state = self._state.setdefault(key, _State())
-        mine = _timeless(status_io.AUTOSCALER.owned(status_io.dump(new)))
+        mine = autoscale.comparable(new)
         if mine != state.written:
             status_io.write(self.cluster, body, new, status_io.AUTOSCALER)
             state.written = mine
@@ -541,54 +518,29 @@ class Autoscaler:
         decision: policy.Decision,
         target: capacity.Target,
     ) -> None:
-        body, spec = work.body, work.spec
+        """Render the step's status and Events (`builders.autoscale`), write, post."""
         state = self._state.setdefault(work.key, _State())
-        conds = _conditions(
-            old, spec, observation, body["metadata"].get("generation"), target, state.warming
-        )
-        autoscaling = target.status()
-        if observation.startup_seconds is not None:
-            autoscaling = autoscaling.model_copy(
-                update={
-                    "pod_startup_seconds": round(observation.startup_seconds, 1),
-                    "pod_startup_samples": len(state.startups),
-                }
-            )
-        update: dict[str, Any] = {"conditions": conds, "autoscaling": autoscaling}
-        # The decisions as this process last wrote them, when the body lags behind.
-        history = list(old.decisions) if state.decisions is None else list(state.decisions)
-        last = history[-1] if history else old.last_decision
-        # A maintain is recorded once, when it replaces another kind of decision,
-        # so that status is not rewritten every tick with a new timestamp.
-        if decision.action != "maintain" or last is None or last.action != "maintain":
-            record = _decision_record(observation, decision)
-            history = [*history, record][-HISTORY:]
-            update["last_decision"] = record
-            update["decisions"] = history
-        elif state.decisions is not None:  # nothing new: what was written stays
-            update["last_decision"] = last
-            update["decisions"] = history
-        self._write(work.key, body, old.model_copy(update=update))
-        state.decisions = tuple(history)
-        back = state.metrics_back
-        recent = back is not None and observation.time - back < METRICS_FLAP_SECONDS
-        said = _post_events(
-            self.cluster,
-            body,
+        done = autoscale.record(
             old,
+            work.spec,
+            work.body["metadata"].get("generation"),
             observation,
             decision,
-            state.metrics_ok,
-            repeat=state.missing_said if recent else None,
+            target,
+            state.recall,
+            time=names.now(),
+            startup_samples=len(state.startups),
             warming=state.warming,
         )
-        ok = observation.missing is None
-        if said is not None:
-            state.missing_said = said
-        if ok and state.metrics_ok is False:
-            state.metrics_back = observation.time
-        if not state.warming:  # new pods' first scrape: no outage begins or ends
-            state.metrics_ok = ok
+        self._write(work.key, work.body, done.status)
+        state.recall = dataclasses.replace(state.recall, decisions=done.recall.decisions)
+        for type_, reason, message in done.events:
+            self.cluster.event(dict(work.body), type_, reason, message)
+            if reason == "MetricsMissing":
+                log.warning("%s/%s: metrics missing: %s", *work.key, observation.missing)
+        if done.flapping:
+            log.info("%s/%s: metrics missing again (flapping): %s", *work.key, observation.missing)
+        state.recall = done.recall
         if decision.action != "maintain":
             log.info(
                 "%s/%s: %s %d -> %d: %s",
@@ -631,119 +583,3 @@ def _export(
             telemetry.CACHE_HIT_RATIO.labels(*key).set(observation.cache_hit_ratio)
     else:
         telemetry.METRIC_ERRORS.labels(*key).inc()
-
-
-def _conditions(
-    old: models.GeoDeploymentStatus,
-    spec: models.GeoDeploymentSpec,
-    observation: policy.Observation,
-    generation: int | None,
-    target: capacity.Target,
-    warming: bool = False,
-) -> list[models.Condition]:
-    source = spec.autoscaling.metrics.source
-    aim = (
-        f"target {target.value:g} QPS/replica ({target.source})"
-        if target.value is not None
-        else "target unknown (nothing measured yet): p99 alone, never scaling in"
-    )
-    conds = conditions.set_condition(
-        old.conditions,
-        conditions.SCALING_ACTIVE,
-        "True",
-        "Active",
-        f"deciding every {spec.autoscaling.interval_seconds:g}s from {source} metrics; {aim}",
-        generation=generation,
-    )
-    ok = observation.missing is None
-    before = conditions.get(old.conditions, conditions.METRICS_AVAILABLE)
-    if warming and not ok:
-        if before is not None and before.status == "True":
-            return conds  # new pods' first scrape: the metrics are not missing, only late
-        return conditions.set_condition(
-            conds,
-            conditions.METRICS_AVAILABLE,
-            "Unknown",
-            "FirstScrape",
-            f"{observation.missing}; holding replicas until the next scrape",
-            generation=generation,
-        )
-    prometheus_source = source is models.MetricsSourceKind.PROMETHEUS
-    return conditions.set_condition(
-        conds,
-        conditions.METRICS_AVAILABLE,
-        "True" if ok else "False",
-        ("Queried" if prometheus_source else "Scraped") if ok else "MetricsMissing",
-        f"{observation.ready_replicas} ready pod(s) scraped"
-        if ok
-        else f"{observation.missing}; holding replicas (never scaling in blind)",
-        generation=generation,
-    )
-
-
-def _timeless(owned: dict[str, Any]) -> dict[str, Any]:
-    """The status fields without the conditions' transition times: a body that lags has
-    no condition yet, so each step would set it anew at a new time."""
-    conds = [
-        {k: v for k, v in c.items() if k != "lastTransitionTime"}
-        for c in owned.get("conditions") or []
-    ]
-    return {**owned, "conditions": conds}
-
-
-def _decision_record(observation: policy.Observation, decision: policy.Decision) -> models.Decision:
-    def rounded(value: float | None) -> float | None:
-        return round(value, 2) if value is not None else None
-
-    return models.Decision.model_validate(
-        {
-            "action": decision.action,
-            "from": observation.replicas,
-            "to": decision.replicas,
-            "qpsPerReplica": rounded(decision.qps_per_replica),
-            "p99LatencyMs": rounded(decision.p99_ms),
-            "rejectedQps": rounded(decision.rejected_qps),
-            "reason": decision.reason,
-            "time": names.now(),
-        }
-    )
-
-
-def _post_events(
-    cluster: Cluster,
-    body: Mapping[str, Any],
-    old: models.GeoDeploymentStatus,
-    observation: policy.Observation,
-    decision: policy.Decision,
-    metrics_ok: bool | None = None,
-    repeat: str | None = None,
-    warming: bool = False,
-) -> str | None:
-    """The Events of a step: a scale, and metrics going missing (once per outage: by
-    ``metrics_ok``, the last step's, else by the condition in the body; not when the
-    Event would say ``repeat`` again: the same outage, flapping; not while ``warming``:
-    only new pods' first scrape is missing, no outage). Returns the
-    MetricsMissing message posted, if one was."""
-    if decision.action in ("scale_out", "scale_in"):
-        cluster.event(
-            dict(body),
-            "Normal",
-            "ScaledOut" if decision.action == "scale_out" else "ScaledIn",
-            f"{observation.replicas} -> {decision.replicas}: {decision.reason}",
-        )
-    before = conditions.get(old.conditions, conditions.METRICS_AVAILABLE)
-    if metrics_ok is None:
-        metrics_ok = before is None or before.status == "True"
-    if observation.missing is None or not metrics_ok or warming:
-        return None
-    message = f"{observation.missing}; holding {observation.replicas} replicas"
-    if message == repeat:
-        log.info("%s/%s: metrics missing again (flapping): %s", *_key(body), observation.missing)
-        return None
-    cluster.event(dict(body), "Warning", "MetricsMissing", message)
-    log.warning("%s/%s: metrics missing: %s", *_key(body), observation.missing)
-    return message
-
-
-def _key(body: Mapping[str, Any]) -> Key:
-    return (body["metadata"]["namespace"], body["metadata"]["name"])
