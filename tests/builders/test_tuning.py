@@ -8,7 +8,9 @@ import os
 import pathlib
 from typing import Any
 
+import numpy as np
 import pytest
+import yaml
 
 from geo_operator.api import models, names, yamlio
 from geo_operator.artifacts import selection
@@ -426,3 +428,154 @@ def test_the_key_covers_what_the_accuracy_was_measured_on() -> None:
     assert len(set(keys)) == 4
     # The tolerance judges the figure; it doesn't change what is measured.
     assert tuning.key(tolerance.spec, tolerance.artifact) == keys[0]
+
+
+PYCODE = pathlib.Path(__file__).parents[2] / "manifests" / "examples" / "pycode.yaml"
+PYCODE_GOLDEN = pathlib.Path(__file__).parent / "golden" / "pycode-tuning-job.yaml"
+
+
+def _pycode(metric: str = "agreement") -> models.GeoDeploymentSpec:
+    raw = yaml.safe_load(PYCODE.read_text())["spec"]
+    raw["model"]["evaluation"] = {"uri": "http://h/heldout.txt", "metric": metric}
+    return models.parse_spec(raw)
+
+
+def test_a_generative_model_with_evaluation_measures_every_candidate_with_geo_tune_llm() -> None:
+    spec = _pycode()
+    decided = plan.plan(
+        name="pycode",
+        namespace="ml",
+        uid="uid-1",
+        spec=spec,
+        status=models.GeoDeploymentStatus(),
+        current_replicas=None,
+    )
+    # every artifact is a candidate (measurement decides); slots stay the spec's
+    assert list(decided.tuning_keys) == [a.name for a in spec.model.artifacts]
+    assert decided.batch_reason == "EngineBatches"
+    assert decided.target is not None
+    candidate = dataclasses.replace(decided.target, artifact=spec.model.artifacts[3])  # q4-k-m
+    key = decided.tuning_keys["q4-k-m"]
+    job = tuning.tuning_job(candidate, key_=key, attempt=1, image="geo:test")
+    rendered = yamlio.dump_all([job, tuning.tuning_config_map(candidate)])
+    if os.environ.get("UPDATE_GOLDEN"):
+        PYCODE_GOLDEN.write_text(rendered)
+    assert rendered == PYCODE_GOLDEN.read_text(), "run with UPDATE_GOLDEN=1 and review the diff"
+    pod = job["spec"]["template"]["spec"]
+    tuner = pod["containers"][0]
+    assert tuner["args"][:3] == ["tune-llm", "--url=127.0.0.1:8000", "--model=pycode"]
+    assert {"--slots=4", "--context=256", "--max-tokens=64", "--metric=agreement"} <= set(
+        tuner["args"]
+    )
+    assert "--reference-model=pycode-reference" in tuner["args"]  # the f16, fetched beside it
+    assert "--reference=f16" in tuner["args"]
+    repository = {"name": "model-repository", "mountPath": "/models", "readOnly": True}
+    assert repository in tuner["volumeMounts"]  # it reads the GGUFs itself
+    reference = plan.model_config.parse(
+        tuning.tuning_config_map(candidate)["data"][names.REFERENCE_CONFIG]
+    )
+    assert reference.name == "pycode-reference"
+    assert plan.model_config.artifact_format_of(reference) is models.ArtifactFormat.GGUF
+    # the engine's levers and the metric are inputs of the key; a predictive-only lever is not
+    slots = models.parse_spec(
+        {**spec.model_dump(by_alias=True, mode="json"), "triton": {"engine": {"slots": 2}}}
+    )
+    other = _pycode("perplexity")
+    keys = {tuning.key(s, s.model.artifacts[3]) for s in (spec, slots, other)}
+    assert len(keys) == 3
+    # without model.evaluation, a generative model has no tuning Job (nothing to measure)
+    bare = models.parse_spec(yaml.safe_load(PYCODE.read_text())["spec"])
+    assert not plan.measures(bare) and plan.measures(spec)
+
+
+def test_a_generative_result_is_described_in_tokens() -> None:
+    result = models.TunedBatch(
+        max_batch_size=4,
+        throughput=1711.4,
+        p99_ms=3.25,
+        concurrency=4,
+        measurements=2,
+        grid_size=1,
+        accuracy=models.MeasuredAccuracy(
+            metric=models.EvaluationMetric.AGREEMENT,
+            value=0.6289,
+            samples=1024,
+            reference="f16",
+            perplexity=65.8261,
+            kl_divergence=1.2,
+            agreement=0.6289,
+        ),
+    )
+    words = tuning.describe(result, 200, generative=True)
+    assert words == (
+        "4 slots: 1711 tokens/s with 4 streams at once, p99 3.25 ms between tokens; held-out "
+        "agreement with f16 0.6289 on 1024 tokens (perplexity 65.8261, KL divergence 1.2, "
+        "agreement 0.6289)"
+    )
+
+
+def _measured_family(metric: str) -> tuple[models.GeoDeploymentSpec, models.GeoDeploymentStatus]:
+    """The pycode family with its miscalibrated member (declaring f16's figures), each
+    artifact's tuning result as `geo tune-llm` measured the family (measurements.json)."""
+    raw = yaml.safe_load(PYCODE.read_text())["spec"]
+    raw["model"]["evaluation"] = {"uri": "http://h/heldout.txt", "metric": metric}
+    f16 = raw["model"]["artifacts"][0]
+    bad = {**f16, "name": "q2-k-miscalibrated", "precision": "int2", "latencyMs": 0.12}
+    bad["uri"] = "http://models.geo.local/pycode/q2_k-miscalibrated/model.gguf"
+    del bad["sha256"]
+    raw["model"]["artifacts"].append(bad)
+    spec = models.parse_spec(raw)
+    # (name, perplexity, KL divergence, agreement, decode tokens/s at 4 slots)
+    figures = [
+        ("f16", 20.9006, 0.0, 1.0, 900.0),
+        ("q8-0", 20.9045, 0.00014, 0.9863, 1100.0),
+        ("q5-k-m", 20.9223, 0.00213, 0.9434, 1050.0),
+        ("q4-k-m", 20.9301, 0.00808, 0.9102, 1200.0),
+        ("q3-k-m", 21.5578, 0.02895, 0.8418, 1100.0),
+        ("q2-k", 22.0518, 0.10489, 0.7178, 1150.0),
+        ("student", 24.8351, 0.3794, 0.5303, 1100.0),
+        ("q2-k-miscalibrated", 65.8261, 1.2, 0.6289, 1300.0),
+    ]
+    keys = tuning.keys(spec, selection.hardware_of(spec.triton))
+    runs = []
+    for name, ppl, kld, agree, speed in figures:
+        value = {"agreement": agree, "perplexity": min(1.0, 20.9006 / ppl)}.get(metric)
+        accuracy = models.MeasuredAccuracy(
+            metric=models.EvaluationMetric(metric),
+            value=round(value if value is not None else float(np.exp(-kld)), 4),
+            samples=1024,
+            reference="f16",
+            perplexity=ppl,
+            kl_divergence=kld,
+            agreement=agree,
+        )
+        result = models.TunedBatch(
+            max_batch_size=4,
+            throughput=speed,
+            p99_ms=1.5,
+            concurrency=4,
+            measurements=2,
+            grid_size=1,
+            accuracy=accuracy,
+        )
+        runs.append(models.TuningStatus(artifact=name, key=keys[name], attempts=1, result=result))
+    return spec, models.GeoDeploymentStatus(tuning=runs)
+
+
+@pytest.mark.parametrize("metric", ["agreement", "perplexity", "kl-divergence"])
+def test_the_miscalibrated_member_is_caught_by_its_measured_quality(metric: str) -> None:
+    spec, status = _measured_family(metric)
+    decided = plan.plan(
+        name="pycode", namespace="ml", uid="u", spec=spec, status=status, current_replicas=None
+    )
+    choice = decided.choice
+    assert choice.artifact is not None
+    rejected = dict(choice.rejected)
+    # it declared f16's quality and is the fastest: only the measurement keeps it out
+    assert "q2-k-miscalibrated" in rejected, choice.reason
+    assert "declared figure contradicted: excluded" in rejected["q2-k-miscalibrated"]
+    assert f"{metric} 0." in rejected["q2-k-miscalibrated"]
+    assert "measured on 1024 tokens" in rejected["q2-k-miscalibrated"]
+    assert choice.artifact.name != "q2-k-miscalibrated"
+    assert "tokens/s" in choice.reason or "best" in choice.reason
+    print(f"\n{metric}: {choice.artifact.name}: {choice.reason}")

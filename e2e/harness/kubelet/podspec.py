@@ -290,6 +290,7 @@ def tuner_command(
     url: str,
     result_file: pathlib.Path,
     heldout: pathlib.Path | None = None,
+    repository: pathlib.Path | None = None,
 ) -> list[str]:
     """`geo tune` with the container's args, pointed at this Triton, this result file and
     the held-out set fetched here."""
@@ -301,5 +302,7 @@ def tuner_command(
             arg = f"--result-file={result_file}"
         elif arg.startswith("--evaluate=") and heldout is not None:
             arg = f"--evaluate={heldout}"
+        elif arg.startswith("--repository=") and repository is not None:
+            arg = f"--repository={repository}"  # geo tune-llm reads the GGUFs there
         args.append(arg)
     return [str(geo), *args]

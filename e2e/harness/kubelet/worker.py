@@ -612,7 +612,9 @@ class PodWorker:
         result_file = self.pod_dir / "termination-log"
         result_file.unlink(missing_ok=True)
         heldout = self._heldout if self.spec.evaluation_uri else None
-        command = podspec.tuner_command(tuner, GEO, server.http_url, result_file, heldout)
+        command = podspec.tuner_command(
+            tuner, GEO, server.http_url, result_file, heldout, self.pod_dir / "models"
+        )
         log_path = self.pod_dir / "tune.log"
         started = time.time()
         with self._lock:

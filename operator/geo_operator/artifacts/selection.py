@@ -270,10 +270,11 @@ PRECISION_ORDER = (
 
 
 def reference(spec: models.ModelSpec) -> models.Artifact | None:
-    """metric agreement: the artifact whose answers count as right (evaluation.reference, else
-    the highest precision, first in spec order on a tie); None for metric accuracy."""
+    """metric agreement (perplexity, kl-divergence: what the candidate is scored against): the
+    artifact whose answers count as right (evaluation.reference, else the highest precision,
+    first in spec order on a tie); None for metric accuracy."""
     evaluation = spec.evaluation
-    if evaluation is None or evaluation.metric is not models.EvaluationMetric.AGREEMENT:
+    if evaluation is None or evaluation.metric is models.EvaluationMetric.ACCURACY:
         return None
     if evaluation.reference is not None:
         return next(a for a in spec.artifacts if a.name == evaluation.reference)
@@ -330,6 +331,7 @@ class _Field:
     contradicted: tuple[tuple[str, str], ...] = ()
     unmeasured: tuple[models.Artifact, ...] = ()  # runnable, accuracy neither declared nor measured
     word: str = "accuracy"  # what the floor is on, in words ("agreement": a generative model)
+    rate: str = "req/s"  # what a measured throughput counts (a generative model: tokens/s)
 
 
 def accuracies(
@@ -341,16 +343,43 @@ def accuracies(
     words: dict[str, str] = {}
     for a in spec.artifacts:
         m = measured.get(a.name)
+        declared_ = declared(spec, a)
         if m is not None and m.accuracy is not None:
             values[a.name] = m.accuracy.value
-            agreement = m.accuracy.metric is models.EvaluationMetric.AGREEMENT
-            words[a.name] = f"{m.accuracy.value:.4f} measured on {m.accuracy.samples} samples" + (
-                f" (agreement with {m.accuracy.reference})" if agreement else ""
-            )
-        elif a.accuracy is not None:
-            values[a.name] = a.accuracy
-            words[a.name] = f"{a.accuracy:.4f}" + (" declared" if measured else "")
+            words[a.name] = _measured_words(m.accuracy, spec.generative)
+        elif declared_ is not None:
+            values[a.name] = declared_
+            words[a.name] = f"{declared_:.4f}" + (" declared" if measured else "")
     return values, words
+
+
+def declared(spec: models.ModelSpec, artifact: models.Artifact) -> float | None:
+    """The declared figure comparable with what model.evaluation measures: the accuracy
+    (a generative model's: its agreement); for perplexity the reference's declared
+    perplexity / the artifact's, for kl-divergence exp(-its declared KL divergence), as
+    the tuner scores them (None when the figures for it are not declared)."""
+    metric = spec.evaluation.metric if spec.evaluation is not None else None
+    if metric is models.EvaluationMetric.PERPLEXITY:
+        ref = reference(spec)
+        if ref is None or ref.perplexity is None or artifact.perplexity is None:
+            return None
+        return min(1.0, ref.perplexity / artifact.perplexity)
+    if metric is models.EvaluationMetric.KL_DIVERGENCE:
+        kld = artifact.kl_divergence
+        return None if kld is None else math.exp(-kld)
+    return artifact.accuracy
+
+
+def _measured_words(accuracy: models.MeasuredAccuracy, generative: bool) -> str:
+    unit = "tokens" if generative else "samples"
+    words = f"{accuracy.value:.4f} measured on {accuracy.samples} {unit}"
+    if accuracy.metric is models.EvaluationMetric.AGREEMENT and not generative:
+        return words + f" (agreement with {accuracy.reference})"
+    if accuracy.reference is not None and generative:
+        words += f" against {accuracy.reference}"
+        if accuracy.perplexity is not None:
+            words += f" (perplexity {accuracy.perplexity:g})"
+    return words
 
 
 def contradictions(
@@ -360,16 +389,18 @@ def contradictions(
     if spec.evaluation is None:
         return ()
     out = []
+    unit = "tokens" if spec.generative else "samples"
     for a in spec.artifacts:
         m = measured.get(a.name)
-        if a.accuracy is None or m is None or m.accuracy is None:
+        declared_ = declared(spec, a)
+        if declared_ is None or m is None or m.accuracy is None:
             continue
-        if a.accuracy - m.accuracy.value > spec.evaluation.tolerance:
+        if declared_ - m.accuracy.value > spec.evaluation.tolerance:
             out.append(
                 (
                     a.name,
-                    f"{a.name} declared {a.accuracy:.4f}, measured {m.accuracy.value:.4f} on "
-                    f"{m.accuracy.samples} samples",
+                    f"{a.name} declared {declared_:.4f}, measured {m.accuracy.value:.4f} on "
+                    f"{m.accuracy.samples} {unit}",
                 )
             )
     return tuple(out)
@@ -385,7 +416,9 @@ def _field(
     floor = ratio * best
     floor_text = f"floor {floor:.4f} = {ratio:g} × best {best:.4f}"
     # a generative model's "accuracy" is its top-1 token agreement with the reference
-    word = "agreement" if spec.generative else "accuracy"
+    word = "accuracy"
+    if spec.generative:  # its held-out metric's score, else its declared agreement
+        word = str(spec.evaluation.metric) if spec.evaluation is not None else "agreement"
     problems = {a.name: _hardware_problem(a, hardware) for a in spec.artifacts}
     unrunnable = tuple((a.name, p) for a in spec.artifacts if (p := problems[a.name]))
     runnable = [a for a in spec.artifacts if not problems[a.name]]
@@ -413,6 +446,7 @@ def _field(
         contradicted,
         unmeasured,
         word,
+        "tokens/s" if spec.generative else "req/s",
     )
 
 
@@ -569,7 +603,7 @@ def _fastest(
     unit = " × fp32" if basis == "nominal" else " ms"
     speed = f"{basis} latency {value:g}{unit}"
     if basis == "measured throughput":
-        speed = f"measured throughput {1000.0 / value:.0f} req/s"
+        speed = f"measured throughput {1000.0 / value:.0f} {field.rate}"
     return Choice(
         chosen,
         f"fastest of {len(field.qualifying)} qualifying ({speed}); {field.word} "

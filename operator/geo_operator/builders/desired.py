@@ -170,7 +170,8 @@ def _finished_event(spec: models.GeoDeploymentSpec, run: models.TuningStatus) ->
         return (
             "Normal",
             "Tuned",
-            f"Job {run.job} ({run.artifact}): {tuning.describe(run.result, budget)}",
+            f"Job {run.job} ({run.artifact}): "
+            + tuning.describe(run.result, budget, generative=spec.model.generative),
         )
     return (
         "Warning",

@@ -127,6 +127,14 @@ def current_load(status: models.GeoDeploymentStatus) -> float | None:
     return decision.qps_per_replica * decision.from_replicas
 
 
+def measures(spec: models.GeoDeploymentSpec) -> bool:
+    """Whether each candidate gets a tuning Job: a predictive model's with maxBatchSize 0
+    (tune); a generative model's with model.evaluation (its quality and token speed)."""
+    if spec.model.generative:
+        return spec.model.evaluation is not None
+    return spec.triton.max_batch_size == 0
+
+
 def plan(
     *,
     name: str,
@@ -142,7 +150,7 @@ def plan(
     hardware = selection.hardware_of(spec.triton, gpu_arch)
     keys: dict[str, str] = {}
     measured: dict[str, selection.Measurement] = {}
-    if spec.triton.max_batch_size == 0 and not spec.model.generative:
+    if measures(spec):
         keys = tuning.keys(spec, hardware)
         measured = tuning.measured(status.tuning, keys)
     served = status.selected_artifact.name if status.selected_artifact else None

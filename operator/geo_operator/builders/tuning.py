@@ -80,6 +80,8 @@ def key(spec: models.GeoDeploymentSpec, artifact: models.Artifact) -> str:
         ]
     if triton.gpu != models.GpuOptimization():
         inputs["gpu"] = triton.gpu.model_dump(mode="json", by_alias=True)
+    if spec.model.generative:  # the engine's levers change the token speed measured
+        inputs["engine"] = dataclasses.asdict(model_config.EngineSettings.of(triton.engine))
     evaluation = spec.model.evaluation
     if evaluation is not None:
         # What the accuracy was measured on and against: a change re-measures.
@@ -131,6 +133,12 @@ def figures(runs: Sequence[models.TuningStatus] | None, keys_: Mapping[str, str]
         run = run_for(runs, artifact, key_)
         if run is not None and run.result is not None:
             r = run.result
+            if r.accuracy is not None and r.accuracy.perplexity is not None:  # tune-llm's
+                parts.append(
+                    f"{artifact}: {r.throughput:.0f} tokens/s with {r.max_batch_size} slots, "
+                    f"{r.accuracy.metric} {r.accuracy.value:.4f}"
+                )
+                continue
             scored = f", accuracy {r.accuracy.value:.4f}" if r.accuracy is not None else ""
             parts.append(
                 f"{artifact}: {r.throughput:.0f} req/s at p99 {r.p99_ms:.1f} ms "
@@ -194,12 +202,18 @@ def tuning_config_map(target: children.Target) -> dict[str, Any]:
     ref = reference_for(target)
     if ref is not None:
         spec = target.spec
-        config = model_config.build(
-            spec.model,
-            ref,
-            model_config.BatchSettings(max_batch_size=REFERENCE_MAX_BATCH_SIZE),
-            gpu=target.gpu,
-        )
+        if spec.model.generative:  # `geo tune-llm` reads its GGUF; Triton never loads it
+            config = model_config.build_generative(
+                reference_model(spec.model.name),
+                model_config.EngineSettings.of(spec.triton.engine),
+            )
+        else:
+            config = model_config.build(
+                spec.model,
+                ref,
+                model_config.BatchSettings(max_batch_size=REFERENCE_MAX_BATCH_SIZE),
+                gpu=target.gpu,
+            )
         config.name = reference_model(spec.model.name)
         data = config_map["data"]
         data[names.REFERENCE_CONFIG] = model_config.render(config)
@@ -223,6 +237,7 @@ def _evaluation_pieces(
     fetch_py = f"python3 {names.CONFIG_MOUNT}/fetch.py"
     lines = [f'{fetch_py} "${names.EVALUATION_URI_ENV}" {names.HELDOUT_FILE}']
     env = [{"name": names.EVALUATION_URI_ENV, "value": evaluation.uri}]
+    # (a generative model's held-out text lands at the same path, whatever its name says)
     args = [f"--evaluate={names.HELDOUT_FILE}", f"--metric={evaluation.metric}"]
     if evaluation.output:
         args.append(f"--scored-output={evaluation.output}")
@@ -239,7 +254,7 @@ def _evaluation_pieces(
             lines.append(f"cp {names.CONFIG_MOUNT}/model.py {model_dir}/1/model.py")
         env.append({"name": names.REFERENCE_URI_ENV, "value": ref.uri})
         args += [f"--reference-model={reference_model(target.spec.model.name)}"]
-    if evaluation.metric is models.EvaluationMetric.AGREEMENT:
+    if evaluation.metric is not models.EvaluationMetric.ACCURACY:
         reference = ref.name if ref is not None else target.artifact.name
         args.append(f"--reference={reference}")
     fetch["command"] = [*fetch["command"][:-1], fetch["command"][-1] + "\n".join(lines) + "\n"]
@@ -278,6 +293,8 @@ def delays(spec: models.GeoDeploymentSpec) -> list[int | None]:
 
 
 def tuner_args(spec: models.GeoDeploymentSpec) -> list[str]:
+    if spec.model.generative:
+        return generative_tuner_args(spec)
     tuning = spec.batch_tuning
 
     def joined(values: Sequence[int | None]) -> str:
@@ -293,6 +310,30 @@ def tuner_args(spec: models.GeoDeploymentSpec) -> list[str]:
         f"--concurrency={joined(tuning.concurrency)}",
         f"--seconds={tuning.seconds_per_level:g}",
         f"--wait-seconds={tuning.timeout_seconds}",
+        f"--result-file={names.TERMINATION_LOG}",
+    ]
+
+
+# Tokens each of `geo tune-llm`'s measuring streams asks for, at most (the cap bounds it).
+GENERATIVE_MEASURE_TOKENS = 64
+
+
+def generative_tuner_args(spec: models.GeoDeploymentSpec) -> list[str]:
+    """`geo tune-llm`: token speed at 1 and the spec's slots, quality in windows of the
+    context the pods serve (the GGUFs read from the repository the tuner mounts)."""
+    engine = model_config.EngineSettings.of(spec.triton.engine)
+    context = engine.context_length or 256
+    cap = engine.max_tokens_cap or context
+    return [
+        "tune-llm",
+        f"--url=127.0.0.1:{names.HTTP_PORT}",
+        f"--model={spec.model.name}",
+        f"--slots={engine.slots}",
+        f"--max-tokens={min(GENERATIVE_MEASURE_TOKENS, cap, context // 2)}",
+        f"--context={context}",
+        f"--threads={engine.n_threads}",
+        f"--repository={names.MODEL_REPOSITORY}",
+        f"--wait-seconds={spec.batch_tuning.timeout_seconds}",
         f"--result-file={names.TERMINATION_LOG}",
     ]
 
@@ -336,6 +377,11 @@ def tuning_job(target: children.Target, *, key_: str, attempt: int, image: str) 
         target, config_map_name(target.name, target.artifact.name)
     )
     volumes += _evaluation_pieces(target, fetch, tuner)
+    if spec.model.generative:  # `geo tune-llm` reads the GGUFs themselves (llama.cpp)
+        repository = next(
+            m for m in triton["volumeMounts"] if m["mountPath"] == names.MODEL_REPOSITORY
+        )
+        tuner["volumeMounts"] = [*tuner["volumeMounts"], {**repository, "readOnly": True}]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": children.pod_security(spec),
@@ -530,7 +576,9 @@ def _failed(
 # ------------------------------------------------------------------ words for BatchTuned
 
 
-def describe(result: models.TunedBatch, budget_ms: float) -> str:
+def describe(result: models.TunedBatch, budget_ms: float, *, generative: bool = False) -> str:
+    if generative:
+        return _describe_generative(result)
     delay = (
         "dynamic batching off"
         if result.max_queue_delay_microseconds is None
@@ -546,6 +594,23 @@ def describe(result: models.TunedBatch, budget_ms: float) -> str:
         f"p99 {result.p99_ms:.2f} ms (budget {budget_ms:g} ms), {result.measurements} "
         f"measurements of a {result.grid_size}-config grid{scored}"
     )
+
+
+def _describe_generative(result: models.TunedBatch) -> str:
+    """`geo tune-llm`'s figures in words (throughput tokens/s, p99 between tokens)."""
+    words = (
+        f"{result.max_batch_size} slots: {result.throughput:.0f} tokens/s with "
+        f"{result.concurrency or result.max_batch_size} streams at once, p99 "
+        f"{result.p99_ms:.2f} ms between tokens"
+    )
+    a = result.accuracy
+    if a is not None:
+        against = f" with {a.reference}" if a.reference else ""
+        words += f"; held-out {a.metric}{against} {a.value:.4f} on {a.samples} tokens"
+        if a.perplexity is not None:
+            words += f" (perplexity {a.perplexity:g}, KL divergence {a.kl_divergence:g}"
+            words += f", agreement {a.agreement:g})"
+    return words
 
 
 def result_json(result: models.TunedBatch) -> str:
