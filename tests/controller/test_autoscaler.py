@@ -431,16 +431,17 @@ def test_a_condition_flip_replaces_its_series_and_forget_drops_them() -> None:
         labels = {**who, "type": "MetricsAvailable", "status": status, "reason": reason}
         return REGISTRY.get_sample_value("geo_geodeployment_condition", labels)
 
-    telemetry.describe("alerts", "flip", 150, 6, [("MetricsAvailable", "True", "Scraped")])
+    described = telemetry.Descriptions()
+    described.describe("alerts", "flip", 150, 6, [("MetricsAvailable", "True", "Scraped")])
     assert value("True", "Scraped") == 1
-    telemetry.describe("alerts", "flip", 150, 6, [("MetricsAvailable", "False", "MetricsMissing")])
+    described.describe("alerts", "flip", 150, 6, [("MetricsAvailable", "False", "MetricsMissing")])
     assert value("True", "Scraped") is None  # one series per condition: no stale "True"
     assert value("False", "MetricsMissing") == 1
-    telemetry.describe(
+    described.describe(
         "alerts", "flip", 150, None, [("MetricsAvailable", "False", "MetricsMissing")]
     )
     assert REGISTRY.get_sample_value("geo_autoscaler_max_replicas", who) is None  # autoscaling off
-    telemetry.forget("alerts", "flip")
+    described.forget("alerts", "flip")
     assert value("False", "MetricsMissing") is None
     assert REGISTRY.get_sample_value("geo_objective_p99_milliseconds", who) is None
 

@@ -243,6 +243,8 @@ class Autoscaler:
         self.fetch = fetch
         self.clock = clock
         self.answers = _Answers(query, clock)
+        # Which condition series are exported for each object (flips replace them).
+        self.descriptions = telemetry.Descriptions()
         self._state: dict[Key, _State] = {}
         self._specs: dict[Key, tuple[Any, models.GeoDeploymentSpec | None]] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="geo-step")
@@ -267,7 +269,7 @@ class Autoscaler:
     def forget(self, key: Key) -> None:
         self._state.pop(key, None)
         self._specs.pop(key, None)
-        telemetry.forget(*key)
+        self.descriptions.forget(*key)
 
     def due(
         self,
@@ -457,7 +459,7 @@ class Autoscaler:
         body, spec = work.body, work.spec
         old = models.parse_status(body.get("status") or {})
         generation = body["metadata"].get("generation")
-        telemetry.describe(
+        self.descriptions.describe(
             *work.key,
             spec.target_p99_ms(),
             spec.autoscaling.max_replicas if spec.autoscaling.enabled else None,

@@ -5,8 +5,10 @@ Service and optional ServiceMonitor point at it). Labels are per
 GeoDeployment; the registry is prometheus_client's default one.
 
 Besides what the loop saw and did, each GeoDeployment's objective, its replica bound
-and its status conditions are exported (`describe`), so that alerting rules can
-follow each one's own SLO and state (`builders.alerts`, `geo alerts`).
+and its status conditions are exported (`Descriptions`, which the autoscaler holds:
+the process state of which condition series are exported lives there, not in this
+module), so that alerting rules can follow each one's own SLO and state
+(`builders.alerts`, `geo alerts`).
 """
 
 from __future__ import annotations
@@ -79,46 +81,59 @@ STEP_SECONDS = Histogram(
 )
 
 
-# (namespace, name) -> {condition type: (status, reason)} exported now: a flip removes
-# the old series, so each condition has one. Steps run on worker threads.
-_conditions: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
-_lock = threading.Lock()
+class Descriptions:
+    """Each GeoDeployment's objective, replica bound and conditions on /metrics, and the
+    conditions exported now: a flip removes the old series, so each condition has one.
+    The autoscaler holds one (its steps run on worker threads, hence the lock)."""
 
+    def __init__(self) -> None:
+        # (namespace, name) -> {condition type: (status, reason)} exported now.
+        self._conditions: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
+        self._lock = threading.Lock()
 
-def describe(
-    namespace: str,
-    name: str,
-    objective_p99_ms: float,
-    max_replicas: int | None,
-    conditions: Iterable[tuple[str, str, str]],
-) -> None:
-    """Export one GeoDeployment's objective, replica bound and conditions
-    (type, status, reason), replacing what was exported for it before."""
-    OBJECTIVE_P99.labels(namespace, name).set(objective_p99_ms)
-    if max_replicas is None:
-        with contextlib.suppress(KeyError):
-            MAX_REPLICAS.remove(namespace, name)
-    else:
-        MAX_REPLICAS.labels(namespace, name).set(max_replicas)
-    now = {type_: (status, reason) for type_, status, reason in conditions}
-    with _lock:
-        before = _conditions.get((namespace, name), {})
+    def describe(
+        self,
+        namespace: str,
+        name: str,
+        objective_p99_ms: float,
+        max_replicas: int | None,
+        conditions: Iterable[tuple[str, str, str]],
+    ) -> None:
+        """Export one GeoDeployment's objective, replica bound and conditions
+        (type, status, reason), replacing what was exported for it before."""
+        OBJECTIVE_P99.labels(namespace, name).set(objective_p99_ms)
+        if max_replicas is None:
+            with contextlib.suppress(KeyError):
+                MAX_REPLICAS.remove(namespace, name)
+        else:
+            MAX_REPLICAS.labels(namespace, name).set(max_replicas)
+        now = {type_: (status, reason) for type_, status, reason in conditions}
+        with self._lock:
+            before = self._conditions.get((namespace, name), {})
+            for type_, old in before.items():
+                if now.get(type_) != old:
+                    with contextlib.suppress(KeyError):
+                        CONDITION.remove(namespace, name, type_, *old)
+            for type_, (status, reason) in now.items():
+                CONDITION.labels(namespace, name, type_, status, reason).set(1)
+            self._conditions[(namespace, name)] = now
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop a deleted GeoDeployment's series, its conditions' included."""
+        with self._lock:
+            before = self._conditions.pop((namespace, name), {})
         for type_, old in before.items():
-            if now.get(type_) != old:
-                with contextlib.suppress(KeyError):
-                    CONDITION.remove(namespace, name, type_, *old)
-        for type_, (status, reason) in now.items():
-            CONDITION.labels(namespace, name, type_, status, reason).set(1)
-        _conditions[(namespace, name)] = now
+            with contextlib.suppress(KeyError):
+                CONDITION.remove(namespace, name, type_, *old)
+        forget(namespace, name)
 
 
 def forget(namespace: str, name: str) -> None:
-    """Drop a deleted GeoDeployment's series."""
-    describe(namespace, name, 0, None, ())
-    with _lock:
-        _conditions.pop((namespace, name), None)
+    """Drop a deleted GeoDeployment's series but its conditions' (`Descriptions.forget`
+    drops those too)."""
     for gauge in (
         OBJECTIVE_P99,
+        MAX_REPLICAS,
         OBSERVED_QPS,
         OBSERVED_P99,
         OBSERVED_REJECTED,
