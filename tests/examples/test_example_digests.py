@@ -46,6 +46,18 @@ def test_every_artifact_carries_its_files_sha256(
 
 
 @pytest.mark.parametrize(
+    "variant", ["digits-autoscaling", "digits-simulate", "digits-simulate-derived"]
+)
+def test_the_hand_written_digits_variants_carry_the_same_digests(
+    variant: str, artifacts: pathlib.Path
+) -> None:
+    generated = {a.name: a.sha256 for a in _artifacts(MANIFESTS / "digits.yaml")}
+    for a in _artifacts(MANIFESTS / f"{variant}.yaml"):
+        assert a.uri == f"http://models.geo.local/digits/{a.name}/model.onnx"
+        assert a.sha256 == generated[a.name] == _digest(artifacts / a.name / "model.onnx")
+
+
+@pytest.mark.parametrize(
     ("example", "fixture"), [("digits", "artifacts"), ("digits-family", "family")]
 )
 def test_manifest_only_writes_the_checked_in_manifest_and_refuses_another_build(
