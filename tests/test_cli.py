@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import yaml
+from tests.support.paths import FIXTURES, ROOT
 
-from conftest import FIXTURES, ROOT
 from geo_operator import cli
 
 EXAMPLE = FIXTURES / "digits.yaml"

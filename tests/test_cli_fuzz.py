@@ -26,8 +26,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
+from tests.support.paths import FIXTURES, ROOT
 
-from conftest import FIXTURES, ROOT
 from geo_operator import cli
 
 EXAMPLE = FIXTURES / "digits.yaml"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.support.paths import FIXTURES
 
-from conftest import FIXTURES
 from geo_operator import cli
 from geo_operator.api import models
 from geo_operator.artifacts import selection

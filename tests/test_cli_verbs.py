@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.support.paths import ROOT
 
-from conftest import ROOT
 from geo_operator import cli
 from geo_operator.api import models
 from geo_operator.builders import tuning

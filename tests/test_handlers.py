@@ -8,8 +8,8 @@ from typing import Any
 
 import kopf
 import prometheus_client
+from tests.support.kube import FakeKube
 
-from conftest import FakeKube
 from geo_operator import handlers
 from geo_operator.api import conditions, models, names
 from geo_operator.api import status as status_io

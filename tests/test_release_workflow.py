@@ -9,8 +9,7 @@ import subprocess
 import tomllib
 
 import yaml
-
-from conftest import ROOT
+from tests.support.paths import ROOT
 
 WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
 

@@ -7,8 +7,8 @@ import threading
 import time
 
 import pytest
+from tests.support.kube import FakeKube
 
-from conftest import FakeKube
 from geo_operator import handlers
 from geo_operator.controller import context, reconcile
 

@@ -9,8 +9,8 @@ import pathlib
 from typing import Any
 
 import pytest
+from tests.support.kube import FakeKube
 
-from conftest import FakeKube
 from geo_operator.api import models, names
 from geo_operator.builders import children
 from geo_operator.controller import canary, context, reconcile

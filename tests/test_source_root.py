@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 import sys
 
-from conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def test_stdlib_operator_wins() -> None:

@@ -11,8 +11,8 @@ import copy
 from typing import Any
 
 import pytest
+from tests.support.kube import FakeKube
 
-from conftest import FakeKube
 from geo_operator.api import models, names
 from geo_operator.builders import children, tuning
 from geo_operator.controller import context, reconcile

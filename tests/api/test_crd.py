@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import yaml
+from tests.support.paths import ROOT
 
-from conftest import ROOT
 from geo_operator.api import crd, models
 
 CHECKED_IN = ROOT / "crds" / "geodeployments.geo.ai.yaml"

@@ -7,8 +7,8 @@ from typing import Any
 import pydantic
 import pytest
 import yaml
+from tests.support.paths import FAMILY_MANIFEST
 
-from conftest import FAMILY_MANIFEST
 from geo_operator.api import models
 from geo_operator.artifacts import selection
 

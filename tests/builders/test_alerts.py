@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 import yaml
+from tests.support.series import exported_series, series_read
 
-from conftest import exported_series, series_read
 from geo_operator.builders import alerts
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

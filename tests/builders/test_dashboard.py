@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import pathlib
 
-from conftest import exported_series, series_read
+from tests.support.series import exported_series, series_read
+
 from geo_operator.builders import dashboard
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -87,8 +87,7 @@ def test_a_finished_tuning_job_is_read_and_a_failure_backs_off(body: dict[str, A
 
 def _family_body() -> dict[str, Any]:
     import yaml
-
-    from conftest import FAMILY_MANIFEST
+    from tests.support.paths import FAMILY_MANIFEST
 
     raw = yaml.safe_load(FAMILY_MANIFEST.read_text())
     raw["metadata"].update(

@@ -356,8 +356,7 @@ def test_tuning_config_map_holds_the_candidates_files(spec: models.GeoDeployment
 
 def _family_target(metric: str, artifact: str, **evaluation: Any) -> children.Target:
     import yaml
-
-    from conftest import FAMILY_MANIFEST
+    from tests.support.paths import FAMILY_MANIFEST
 
     body = yaml.safe_load(FAMILY_MANIFEST.read_text())
     body["spec"]["model"]["evaluation"] = {

@@ -8,8 +8,8 @@ import copy
 from typing import Any
 
 import pytest
+from tests.support.kube import SELECTED, FakeKube
 
-from conftest import SELECTED, FakeKube
 from geo_operator.api import models, names
 from geo_operator.controller import autoscaler, telemetry
 

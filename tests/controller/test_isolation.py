@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 import pytest
+from tests.support.kube import SELECTED, FakeKube
 
-from conftest import SELECTED, FakeKube
 from geo_operator.api import models
 from geo_operator.controller import autoscaler
 from geo_operator.scaling import policy

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 import yaml
+from tests.support.paths import ROOT
 
-from conftest import ROOT
 from geo_operator.api import models
 from geo_operator.scaling import capacity, policy
 

@@ -12,8 +12,8 @@ import sys
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.paths import FIXTURES, ROOT
 
-from conftest import FIXTURES, ROOT
 from geo_operator.api import models
 from geo_operator.scaling import policy
 

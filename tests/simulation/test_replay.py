@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from tests.support.paths import ROOT
 
-from conftest import ROOT
 from geo_operator.api import models
 from geo_operator.scaling import policy
 from geo_operator.simulation import autoscalers, engine, replay, replica

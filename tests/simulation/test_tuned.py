@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import yaml
+from tests.support.paths import ROOT
 
-from conftest import ROOT
 from geo_operator.api import models
 from geo_operator.scaling import capacity
 from geo_operator.simulation import autoscalers, replay, replica, tuned

@@ -31,9 +31,10 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 import yaml
 from e2e.prometheus_local import Prometheus
+from tests.support.examples import planned
+from tests.support.paths import ROOT
 from tritonclient.utils import InferenceServerException
 
-from conftest import ROOT, planned
 from geo_operator.api import models
 from geo_operator.builders import children
 from geo_operator.scaling import policy

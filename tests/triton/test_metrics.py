@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from tests.support.paths import FIXTURES
 
-from conftest import FIXTURES
 from geo_operator.triton import metrics
 
 TEXT = (FIXTURES / "triton_metrics.txt").read_text()

@@ -16,8 +16,8 @@ import numpy as np
 import onnxruntime
 import pytest
 import tritonclient.http as httpclient
+from tests.support.examples import example_target
 
-from conftest import example_target
 from geo_operator.triton import local, metrics
 
 pytestmark = pytest.mark.triton

@@ -6,8 +6,8 @@ import pathlib
 
 import numpy as np
 import pytest
+from tests.support.examples import example_target
 
-from conftest import example_target
 from geo_operator.api import models
 from geo_operator.triton import local
 from geo_operator.tuning import evaluate

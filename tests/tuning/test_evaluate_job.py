@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from tests.support.paths import FAMILY_MANIFEST, FAMILY_PREFIX
 
-from conftest import FAMILY_MANIFEST, FAMILY_PREFIX
 from geo_operator import cli
 from geo_operator.api import models, names
 from geo_operator.builders import children, tuning

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 import tritonclient.http as httpclient
+from tests.support.examples import example_repository
 
-from conftest import example_repository
 from geo_operator import cli
 from geo_operator.api import models
 from geo_operator.builders import tuning
