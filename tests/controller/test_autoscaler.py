@@ -420,6 +420,10 @@ def test_loop_exports_its_own_metrics(world: World) -> None:
     assert bound == spec.autoscaling.max_replicas
     active = {**labels, "type": "ScalingActive", "status": "True", "reason": "Active"}
     assert REGISTRY.get_sample_value("geo_geodeployment_condition", active) == 1
+    # A deleted GeoDeployment: the autoscaler drops its series, its conditions' too.
+    world.scaler.forget((NS, NAME))
+    assert REGISTRY.get_sample_value("geo_geodeployment_condition", active) is None
+    assert REGISTRY.get_sample_value("geo_autoscaler_desired_replicas", labels) is None
 
 
 def test_a_condition_flip_replaces_its_series_and_forget_drops_them() -> None:
