@@ -486,3 +486,34 @@ def test_geo_tune_llm_measures_token_speed_and_catches_the_miscalibrated_member(
     args[2] = "--model=nope"
     assert main(args) == 2
     assert "nope" in json.loads(result.read_text())["error"]
+
+
+def test_the_canary_gate_scores_next_token_agreement_through_the_serving_pods(
+    triton: Any, pycode: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """A generative canary's held-out gate: prompts cut from the held-out text, the greedy
+    next token through each pod's generate endpoint. The same engine agrees with itself;
+    the miscalibrated member, served under the same name by another Triton, does not."""
+    from geo_operator.tuning import llm_agreement
+
+    repo = tmp_path / "bad"
+    version = repo / MODEL / "1"
+    version.mkdir(parents=True)
+    shutil.copy(pycode / "q2_k-miscalibrated" / "model.gguf", version / "model.gguf")
+    shutil.copy(lm.__file__, version / "model.py")
+    engine = model_config.EngineSettings(slots=3, context_length=128, max_tokens_cap=64)
+    (repo / MODEL / "config.pbtxt").write_text(
+        model_config.render(model_config.build_generative(MODEL, engine))
+    )
+    held_out = str(pycode / "heldout.txt")
+    chars = llm_agreement.prompt_chars(128)  # the fixture's slots hold 128 tokens
+    same = llm_agreement.against(triton.http_url, triton.http_url, MODEL, held_out, chars=chars)
+    assert same.value == 1.0 and same.samples == llm_agreement.PROMPTS
+    with local.TritonServer(repo, log_path=tmp_path / "triton-bad.log") as bad:
+        wrong = llm_agreement.against(bad.http_url, triton.http_url, MODEL, held_out, chars=chars)
+    print(f"\nmiscalibrated canary against the q4_k_m stable: agreement {wrong.value}")
+    assert wrong.value < 0.8 and wrong.reference == "stable"
+    short = tmp_path / "short.txt"
+    short.write_text("def f(): pass\n")
+    with pytest.raises(llm_agreement.AgreementError, match="too short"):
+        llm_agreement.against(triton.http_url, triton.http_url, MODEL, str(short))

@@ -23,7 +23,9 @@ canary pod (its `geo.ai/inference-url` annotation, else `<podIP>:8000`), once pe
 canary configuration, as a background job (`controller.background`: the reconcile
 never waits on the download or the scoring): `accuracy` against the labels,
 `agreement` against the answers of one ready stable pod (what serves now; the
-reference artifact is not loaded beside the canary). The held-out file is read by the
+reference artifact is not loaded beside the canary); a generative model's, whatever its
+metric, as the next-token agreement with the stable on prompts cut from the held-out text
+(`tuning.llm_agreement`: Triton returns tokens, not logits). The held-out file is read by the
 operator itself (kept per URI for ten minutes): an http(s) or file URI; a pvc one is
 not mounted in the operator's pod, so the gate stays inconclusive with words that say
 so. What the score is held to (the accuracy floor the choice
@@ -53,7 +55,7 @@ from geo_operator.controller import background
 from geo_operator.controller.autoscaler import pod_view
 from geo_operator.rollout.analysis import Figures
 from geo_operator.triton import fetch, metrics
-from geo_operator.tuning import evaluate
+from geo_operator.tuning import evaluate, llm_agreement
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +227,12 @@ def live_score(
     """The canary's held-out score through its Triton (agreement: against the stable's)."""
     evaluation = spec.model.evaluation
     assert evaluation is not None
+    if spec.model.generative:  # whatever the metric: a serving pod gives tokens, not logits
+        if stable_url is None:
+            raise evaluate.EvaluationError("no ready stable pod to agree with")
+        engine = spec.triton.engine or models.EngineSpec()
+        chars = llm_agreement.prompt_chars(engine.context_length)
+        return llm_agreement.against(canary_url, stable_url, spec.model.name, path, chars=chars)
     if evaluation.metric is models.EvaluationMetric.AGREEMENT:
         if stable_url is None:
             raise evaluate.EvaluationError("no ready stable pod to agree with")
