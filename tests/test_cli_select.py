@@ -15,8 +15,8 @@ from tests.support.paths import FIXTURES
 from geo_operator import cli
 from geo_operator.api import models
 from geo_operator.artifacts import selection
-from geo_operator.builders import tuning
-from geo_operator.cli import inspect
+from geo_operator.builders import plan, tuning
+from geo_operator.cli import inspect, io
 
 
 def _body() -> dict[str, Any]:
@@ -178,7 +178,7 @@ def test_current_qps_sizes_unless_the_spec_expects_a_load(
     )
 
 
-def test_results_for_another_spec_are_used_and_said(
+def test_results_for_another_spec_are_ignored_as_the_operator_ignores_them(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Just .status, as JSON, its keys another spec's and one artifact the spec doesn't have.
@@ -192,18 +192,49 @@ def test_results_for_another_spec_are_used_and_said(
     path.write_text(json.dumps({"tuning": runs}))
     code, _ = _run(None, tmp_path, "--status", str(path), "--json", "--expected-qps", "1400")
     result = json.loads(capsys.readouterr().out)
-    assert code == 0 and result["artifact"] == "int8"
     keys = _keys()
     assert result["notes"] == [
-        f"fp32: its tuning result is for another spec (key 0000000000; this spec's is "
-        f"{keys['fp32']}): used as is",
-        f"fp16: its tuning result is for another spec (key 0000000000; this spec's is "
-        f"{keys['fp16']}): used as is",
-        f"int8: its tuning result is for another spec (key 0000000000; this spec's is "
-        f"{keys['int8']}): used as is",
         "status.tuning has retired, not an artifact of the spec: ignored",
+        f"fp32: its tuning result is for another spec (key 0000000000; this spec's is "
+        f"{keys['fp32']}): ignored, as the operator ignores it",
+        f"fp16: its tuning result is for another spec (key 0000000000; this spec's is "
+        f"{keys['fp16']}): ignored, as the operator ignores it",
+        f"int8: its tuning result is for another spec (key 0000000000; this spec's is "
+        f"{keys['int8']}): ignored, as the operator ignores it",
     ]
-    assert "capacity = measured throughput × targetUtilization 0.7" in result["reason"]
+    # Nothing measured for this spec: the declared latencies size the replicas, as the
+    # operator's plan does with the same status (int8's 2600 req/s would have won).
+    assert "capacity = 1000 / declared latencyMs" in result["reason"]
+    assert all(c["maxBatchSize"] is None for c in result["candidates"])
+    assert code == 0 and result["artifact"] == "fp32"
+    body = _body()
+    body["spec"]["objectives"] = {"expectedQps": 1400}
+    status = models.parse_status({"tuning": runs})
+    decided = plan.plan(
+        name="digits",
+        namespace="default",
+        uid="u",
+        spec=models.parse_spec(body["spec"]),
+        status=status,
+        current_replicas=None,
+    )
+    assert decided.choice.artifact is not None and decided.choice.artifact.name == "fp32"
+
+
+def test_a_spec_that_does_not_tune_ignores_every_tuning_result(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = _body()
+    body["spec"]["triton"]["maxBatchSize"] = 16
+    status = _status_file(tmp_path, _keys())
+    code, _ = _run(body, tmp_path, "--status", status, "--json", "--expected-qps", "1400")
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["artifact"] == "fp32"
+    assert result["notes"] == [
+        "status.tuning's results are ignored, as the operator ignores them: "
+        "spec.triton.maxBatchSize is 16, not 0 (tune)"
+    ]
+    assert "capacity = 1000 / declared latencyMs" in result["reason"]
 
 
 def test_measured_figures_on_the_command_line(
@@ -266,3 +297,51 @@ def test_bad_input_is_one_line_and_exit_2(
         assert code == 2 and words in err and "Traceback" not in err, err
     code, _ = _run(None, tmp_path, "--status", str(tmp_path / "missing.yaml"))
     assert code == 2 and "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("served", [None, "int8", "fp16"])
+def test_select_names_the_artifact_the_operators_plan_serves(
+    served: str | None, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # int8 costs 1.1 here: at 500 req/s (1 replica × 500 last seen) fp32 is the cheapest,
+    # $0.0225/h, int8 $0.02475/h within the 15 % switch margin (kept while it serves), fp16
+    # $0.045/h beyond it (replaced).
+    body = _body()
+    for a in body["spec"]["model"]["artifacts"]:
+        if a["name"] == "int8":
+            a["relativeCost"] = 1.1
+    spec = models.parse_spec(body["spec"])
+    keys = tuning.keys(spec, selection.hardware_of(spec.triton))
+    decision = {"action": "maintain", "from": 1, "to": 1, "qpsPerReplica": 500.0}
+    extra: dict[str, Any] = {
+        "lastDecision": {**decision, "reason": "steady", "time": "2026-01-01T00:00:00Z"}
+    }
+    if served is not None:
+        artifact = next(a for a in spec.model.artifacts if a.name == served)
+        extra["selectedArtifact"] = {
+            "name": served,
+            "precision": artifact.precision.value,
+            "format": artifact.format.value,
+            "uri": artifact.uri,
+            "reason": "chosen earlier",
+        }
+    status_path = _status_file(tmp_path, keys, **extra)
+    status = io.load_status(status_path)
+    decided = plan.plan(
+        name="digits",
+        namespace="default",
+        uid="u",
+        spec=spec,
+        status=status,
+        current_replicas=1,
+    )
+    assert decided.choice.artifact is not None
+    code, _ = _run(body, tmp_path, "--status", status_path, "--json")
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert result["artifact"] == decided.choice.artifact.name
+    # The same words, the load's source said as where geo select read it.
+    assert "(the load the autoscaler last saw, in --status)" in result["reason"]
+    assert result["reason"].replace(", in --status", "") == decided.choice.reason
+    assert result["demand"]["served"] == served
+    assert result["artifact"] == ("int8" if served == "int8" else "fp32")

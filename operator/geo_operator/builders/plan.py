@@ -135,6 +135,50 @@ def measures(spec: models.GeoDeploymentSpec) -> bool:
     return spec.triton.max_batch_size == 0
 
 
+@dataclasses.dataclass(frozen=True)
+class SelectionInputs:
+    """What artifact selection reads of a GeoDeployment, as the reconcile gathers it."""
+
+    hardware: selection.Hardware
+    # When the spec measures its candidates (`measures`): each one's tuning key; else empty.
+    keys: Mapping[str, str]
+    # The tuning results whose key is this spec's; none when the spec does not tune.
+    measured: Mapping[str, selection.Measurement]
+    demand: selection.Demand  # the load the autoscaler last saw, the artifact serving now
+
+
+def selection_inputs(
+    spec: models.GeoDeploymentSpec,
+    status: models.GeoDeploymentStatus,
+    gpu_arch: str | None = None,
+) -> SelectionInputs:
+    """Selection's inputs from the spec and the previous status: the reconcile's and
+    `geo select`'s one way to them, so that both name the same artifact."""
+    hardware = selection.hardware_of(spec.triton, gpu_arch)
+    keys: dict[str, str] = {}
+    measured: dict[str, selection.Measurement] = {}
+    if measures(spec):
+        keys = tuning.keys(spec, hardware)
+        measured = tuning.measured(status.tuning, keys)
+    served = status.selected_artifact.name if status.selected_artifact else None
+    return SelectionInputs(
+        hardware, keys, measured, selection.demand(spec, current_load(status), served)
+    )
+
+
+def choose(
+    spec: models.GeoDeploymentSpec, status: models.GeoDeploymentStatus, inputs: SelectionInputs
+) -> selection.Choice:
+    """The artifact to serve from ``inputs``; with tuning keys, its reason names the
+    status's tuning figures."""
+    choice = selection.select(spec.model, inputs.hardware, inputs.measured, demand=inputs.demand)
+    if choice.artifact is not None and inputs.keys:
+        choice = dataclasses.replace(
+            choice, reason=f"{choice.reason}; {tuning.figures(status.tuning, inputs.keys)}"
+        )
+    return choice
+
+
 def plan(
     *,
     name: str,
@@ -147,22 +191,12 @@ def plan(
 ) -> Plan:
     """The plan; with maxBatchSize 0, selection compares the candidates' tuning results in
     ``status.tuning`` (when every candidate has one) and its reason names the figures."""
-    hardware = selection.hardware_of(spec.triton, gpu_arch)
-    keys: dict[str, str] = {}
-    measured: dict[str, selection.Measurement] = {}
-    if measures(spec):
-        keys = tuning.keys(spec, hardware)
-        measured = tuning.measured(status.tuning, keys)
-    served = status.selected_artifact.name if status.selected_artifact else None
-    choice = selection.select(
-        spec.model, hardware, measured, demand=selection.demand(spec, current_load(status), served)
-    )
+    inputs = selection_inputs(spec, status, gpu_arch)
+    hardware, keys = inputs.hardware, dict(inputs.keys)
+    choice = choose(spec, status, inputs)
     key = None
     if choice.artifact is not None and keys:
         key = keys.get(choice.artifact.name) or tuning.key(spec, choice.artifact)
-        choice = dataclasses.replace(
-            choice, reason=f"{choice.reason}; {tuning.figures(status.tuning, keys)}"
-        )
     batch, tuned, reason, message = batch_settings(spec, status, key)
     target = None
     if choice.artifact is not None:

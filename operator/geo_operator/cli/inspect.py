@@ -4,9 +4,9 @@ would create and serve, offline.
 Called through `cli.main`; `make crd` writes crds/, the chart's CRD template, its
 alerting rules and its dashboard with `geo crd`, `geo alerts` and `geo dashboard`.
 render and select plan a GeoDeployment file exactly as the operator's reconcile does,
-without a cluster; select also takes what a cluster measured (`--status`, a
-GeoDeployment's status) or figures on the command line (`--measured`), and the load
-min-cost sizes for (`--expected-qps`, `--current-qps`).
+without a cluster; select reads a GeoDeployment's status (`--status`) through the
+reconcile's own `plan.selection_inputs`, and takes figures on the command line
+(`--measured`) and the load min-cost sizes for (`--expected-qps`, `--current-qps`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from geo_operator.api import crd, models, yamlio
 from geo_operator.artifacts import selection
-from geo_operator.builders import alerts, children, plan, tuning
+from geo_operator.builders import alerts, children, plan
 from geo_operator.cli import io, options
 
 if TYPE_CHECKING:
@@ -145,8 +145,10 @@ def _add_select(verbs: Verbs) -> None:
         "--status",
         metavar="FILE",
         help="a GeoDeployment's status, YAML or JSON (`kubectl get geod NAME -o yaml`, or "
-        "its .status alone): its tuning results are the measurements, its last decision "
-        "the current load",
+        "its .status alone), read as the operator reads it: its tuning results for this "
+        "spec are the measurements, its last decision the current load, its "
+        "selectedArtifact the one serving (min-cost keeps it unless another is clearly "
+        "cheaper)",
     )
     p.add_argument(
         "--measured",
@@ -227,38 +229,38 @@ def measured_figures(text: str) -> Figures:
     )
 
 
-def _from_result(result: models.TunedBatch) -> selection.Measurement:
-    return selection.Measurement(
-        latency_ms=result.p99_ms,
-        throughput=result.throughput,
-        max_batch_size=result.max_batch_size,
-        accuracy=result.accuracy,
-    )
-
-
-def status_measurements(
+def status_notes(
     spec: models.GeoDeploymentSpec,
-    hardware: selection.Hardware,
     status: models.GeoDeploymentStatus,
-) -> tuple[dict[str, selection.Measurement], list[str]]:
-    """The status's tuning results as measurements, as the operator reads them (the runs
-    whose key is this spec's); a run for another spec (another key) counts too, said so."""
-    keys = tuning.keys(spec, hardware)
-    measured = tuning.measured(status.tuning, keys)
+    inputs: plan.SelectionInputs,
+) -> list[str]:
+    """What of the status's tuning results the operator does not use, and why: the runs of
+    an artifact the spec lacks, of another spec (another key), or any when the spec does
+    not tune (selection then goes by the declared figures, as the operator's does)."""
     names = [a.name for a in spec.model.artifacts]
     notes = []
+    unused = [r for r in status.tuning or () if r.artifact in names and r.result is not None]
     for run in status.tuning or ():
         if run.artifact not in names:
             notes.append(f"status.tuning has {run.artifact}, not an artifact of the spec: ignored")
-        elif run.artifact not in measured and run.result is not None:
-            measured[run.artifact] = _from_result(run.result)
-            this = keys.get(run.artifact)
-            why = f"this spec's is {this}" if this else "not a tuning candidate of this spec"
-            notes.append(
-                f"{run.artifact}: its tuning result is for another spec (key {run.key}; {why}): "
-                "used as is"
-            )
-    return measured, notes
+    if unused and not inputs.keys:
+        why = (
+            "a generative model without model.evaluation is not measured"
+            if spec.model.generative
+            else f"spec.triton.maxBatchSize is {spec.triton.max_batch_size}, not 0 (tune)"
+        )
+        notes.append(f"status.tuning's results are ignored, as the operator ignores them: {why}")
+        return notes
+    for run in unused:
+        if run.artifact in inputs.measured:
+            continue
+        this = inputs.keys.get(run.artifact)
+        why = f"this spec's is {this}" if this else "not a tuning candidate of this spec"
+        notes.append(
+            f"{run.artifact}: its tuning result is for another spec (key {run.key}; {why}): "
+            "ignored, as the operator ignores it"
+        )
+    return notes
 
 
 def _apply_figures(
@@ -295,17 +297,16 @@ def _apply_figures(
 
 def cmd_select(args: argparse.Namespace) -> int:
     spec = io.load_spec(args.file)
-    hardware = selection.hardware_of(spec.triton, args.gpu_arch)
-    status = io.load_status(args.status) if args.status else None
-    measured: dict[str, selection.Measurement] = {}
-    notes: list[str] = []
-    if status is not None:
-        measured, notes = status_measurements(spec, hardware, status)
+    status = io.load_status(args.status) if args.status else models.GeoDeploymentStatus()
+    # The operator's own path to selection's inputs (plan.selection_inputs); the flags
+    # below then replace what they give, each said in the output.
+    inputs = plan.selection_inputs(spec, status, args.gpu_arch)
+    notes = status_notes(spec, status, inputs)
+    measured = dict(inputs.measured)
     _apply_figures(spec, measured, args.measured)
-    current = args.current_qps
-    if current is None and status is not None:
-        current = plan.current_load(status)
-    demand = selection.demand(spec, current)
+    demand = inputs.demand
+    if args.current_qps is not None:
+        demand = selection.demand(spec, args.current_qps, demand.served)
     if args.expected_qps is not None:
         demand = dataclasses.replace(
             demand, expected_qps=args.expected_qps, source="--expected-qps"
@@ -313,7 +314,9 @@ def cmd_select(args: argparse.Namespace) -> int:
     elif demand.expected_qps is not None and spec.objectives.expected_qps is None:
         where = "--current-qps" if args.current_qps is not None else f"{demand.source}, in --status"
         demand = dataclasses.replace(demand, source=where)
-    choice = selection.select(spec.model, hardware, measured, demand=demand)
+    inputs = dataclasses.replace(inputs, measured=measured, demand=demand)
+    choice = plan.choose(spec, status, inputs)
+    hardware = inputs.hardware
     result = {
         "artifact": choice.artifact.name if choice.artifact else None,
         "hardware": hardware.describe(),
@@ -327,6 +330,7 @@ def cmd_select(args: argparse.Namespace) -> int:
             "maxReplicas": demand.max_replicas,
             "replicaPricePerHour": demand.replica_price,
             "priceBasis": demand.price_basis,
+            "served": demand.served,
         },
         "candidates": [
             {
