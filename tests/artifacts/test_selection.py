@@ -158,23 +158,6 @@ def _min_cost(
     )
 
 
-def test_parse_quantity() -> None:
-    assert selection.parse_quantity("500m") == 0.5
-    assert selection.parse_quantity("2") == 2.0
-    assert selection.parse_quantity(3) == 3.0
-    assert selection.parse_quantity("1.5") == 1.5
-    assert selection.parse_quantity("1Gi") == 2**30
-    assert selection.parse_quantity("512Mi") == 2**29
-    assert selection.parse_quantity("1G") == 1e9
-    assert selection.parse_quantity("100M") == 1e8
-    assert selection.parse_quantity("4k") == 4000.0
-    assert selection.parse_quantity("1e3") == 1000.0
-    assert selection.parse_quantity(".5Ki") == 512.0
-    for bad in ("1Gb", "abc", "", "1.2.3", "2 Gi", "1mi"):
-        with pytest.raises(ValueError, match="is not a Kubernetes quantity"):
-            selection.parse_quantity(bad)
-
-
 def test_replica_price_from_requests_else_limits() -> None:
     resources: dict[str, dict[str, int | str]] = {
         "requests": {"cpu": "500m", "memory": "2Gi"},

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import enum
 import itertools
-import math
 import re
 from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import Field
 from pydantic.alias_generators import to_camel
+
+from geo_operator.api import quantity
 
 GROUP = "geo.ai"
 VERSION = "v1alpha1"
@@ -58,7 +59,7 @@ DnsSubdomain = Annotated[
 
 # Kubernetes' own syntax for what the pods carry (k8s.io/apimachinery validation):
 # a label key or resource name (optional DNS-subdomain prefix, then a name of at most
-# 63), a label value (at most 63), a quantity (CEL's isQuantity on the API server).
+# 63), a label value (at most 63); a quantity's is `api.quantity`'s (CEL's isQuantity).
 QUALIFIED_NAME = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
@@ -67,57 +68,6 @@ LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
 
 
 ResourceKind = Literal["limits", "requests"]
-
-
-# A non-negative quantity, as k8s.io/apimachinery's resource.Quantity parses it: a
-# number, then a binary (Ki..Ei) or decimal (n, u, m, k, M..E) suffix or an exponent.
-QUANTITY = r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"
-
-
-def _quantity(value: int | str) -> bool:
-    """A non-negative Kubernetes quantity (the API server's isQuantity, and no sign)."""
-    if isinstance(value, int):
-        return value >= 0
-    return re.match(QUANTITY, value) is not None
-
-
-# A Kubernetes quantity: a signed decimal number, then a binary (Ki..Ei), decimal-SI
-# (n, u, m, k, M, G, T, P, E) or exponent (e3, E-2) suffix, or none.
-_QUANTITY_PARTS = re.compile(
-    r"^(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
-    r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
-)
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
-_DECIMAL |= {"P": 1e15, "E": 1e18}
-
-
-def parse_quantity(value: int | float | str) -> float:
-    """A Kubernetes resource quantity as a number of base units: ``"500m"`` → 0.5 (cores),
-    ``"1Gi"`` → 1073741824.0 (bytes), ``"1G"`` → 1e9, ``"1e3"`` → 1000.0, ``2`` → 2.0.
-
-    Raises ValueError naming the value and the accepted forms when it is not one.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a Kubernetes quantity")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError(f"{value!r} is not a Kubernetes quantity")
-        return float(value)
-    match = _QUANTITY_PARTS.match(value.strip())
-    if match is None:
-        raise ValueError(
-            f"{value!r} is not a Kubernetes quantity (a number with an optional suffix: "
-            "m, k, M, G, T, Ki, Mi, Gi, Ti, or an exponent such as e3)"
-        )
-    number, suffix = float(match["number"]), match["suffix"]
-    if not suffix:
-        return number
-    if suffix in _BINARY:
-        return number * _BINARY[suffix]
-    if suffix in _DECIMAL:
-        return number * _DECIMAL[suffix]
-    return number * 10.0 ** int(suffix[1:])
 
 
 def _cel(rule: str, message: str, field_path: str | None = None) -> dict[str, pydantic.JsonValue]:
@@ -1139,7 +1089,7 @@ class TritonSpec(_Model):
                         f"triton.resources names must be resource names, e.g. cpu or "
                         f"nvidia.com/gpu; {kind}.{name!r} is not"
                     )
-                if not _quantity(value):
+                if not quantity.is_non_negative(value):
                     raise ValueError(
                         "triton.resources values must be non-negative quantities, e.g. 500m, "
                         f"2Gi or 1; {kind}.{name}: {value!r} is not"
@@ -1152,12 +1102,12 @@ class TritonSpec(_Model):
                 )
         memory = self.resources.get("limits", {}).get("memory")
         cache = self.response_cache
-        if cache.enabled and memory is not None and cache.size_bytes >= parse_quantity(memory):
+        if cache.enabled and memory is not None and cache.size_bytes >= quantity.parse(memory):
             raise ValueError(
                 f"triton.responseCache.sizeBytes {cache.size_bytes} "
                 f"({cache.size_bytes / 2**30:.3g} GiB) must be below "
                 f"triton.resources.limits.memory {memory} "
-                f"({parse_quantity(memory) / 2**30:.3g} GiB): Triton reserves the whole cache "
+                f"({quantity.parse(memory) / 2**30:.3g} GiB): Triton reserves the whole cache "
                 "at start, with the model beside it, and the kernel kills the pod over its limit"
             )
         preferred = self.dynamic_batching.preferred_batch_sizes or ()

@@ -26,7 +26,7 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
-from geo_operator.api import models
+from geo_operator.api import models, quantity
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_FAMILY_LABEL = "nvidia.com/gpu.family"
@@ -124,9 +124,6 @@ class Choice:
 
 # --------------------------------------------------------------- what min-cost sizes for
 
-# Kubernetes quantities as numbers: the API layer's parser (min-cost sizes with it).
-parse_quantity = models.parse_quantity
-
 
 @dataclasses.dataclass(frozen=True)
 class Demand:
@@ -154,12 +151,12 @@ def _resource(
         if value is None:
             continue
         try:
-            quantity = parse_quantity(value)
+            amount = quantity.parse(value)
         except ValueError as error:
             return None, f"triton.resources.{part}.{name}: {error}"
-        if quantity < 0:
+        if amount < 0:
             return None, f"triton.resources.{part}.{name}: {value!r} is negative"
-        return quantity, None
+        return amount, None
     return None, None
 
 
@@ -289,8 +286,9 @@ def hardware_of(triton: models.TritonSpec, gpu_arch: str | None = None) -> Hardw
     """
     if gpu_arch:
         return Hardware(gpu=True, gpu_arch=gpu_arch.lower())
-    limits = triton.resources.get("limits", {})
-    gpu = str(limits.get(GPU_RESOURCE, "0")) not in ("0", "")
+    # The GPU limit by the quantity grammar: "0", "0.0" and "0m" are no GPU, "1" one.
+    gpus = triton.resources.get("limits", {}).get(GPU_RESOURCE)
+    gpu = gpus is not None and quantity.parse(gpus) > 0
     arch = triton.node_selector.get(GPU_FAMILY_LABEL)
     return Hardware(gpu=gpu, gpu_arch=arch.lower() if (gpu and arch) else None)
 
