@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from geo_operator.api import models
-from geo_operator.artifacts import selection
+from geo_operator.artifacts import cost, selection
 
 CPU = selection.Hardware(gpu=False)
 HOPPER = selection.Hardware(gpu=True, gpu_arch="hopper")
@@ -154,51 +154,8 @@ def _min_cost(
         spec.model,
         CPU,
         PAIR_MEASURED if measured is None else measured,
-        demand=selection.demand(spec, current_qps),
+        demand=cost.demand(spec, current_qps),
     )
-
-
-def test_replica_price_from_requests_else_limits() -> None:
-    resources: dict[str, dict[str, int | str]] = {
-        "requests": {"cpu": "500m", "memory": "2Gi"},
-        "limits": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": 1},
-    }
-    price, words = selection.replica_price(resources, models.Prices())
-    # 0.5 × 0.04 + 2 × 0.005 + 1 × 2.5: the request, where set, is what is reserved.
-    assert price == pytest.approx(2.53)
-    assert words == "0.5 CPU, 2 GiB, 1 GPU"
-    price, words = selection.replica_price({"limits": {"memory": "1G"}}, models.Prices())
-    assert price == pytest.approx(0.04 + 1e9 / 2**30 * 0.005)
-    assert words == "1 CPU nominal, 0.931 GiB"
-
-
-def test_replica_price_nominal_and_bad_quantities_are_said() -> None:
-    price, words = selection.replica_price({}, models.Prices())
-    assert price == pytest.approx(0.045)
-    assert words == "1 CPU, 1 GiB nominal; triton.resources sets no cpu or memory"
-    price, words = selection.replica_price(
-        {"requests": {"cpu": "lots", "memory": "1Gi"}}, models.Prices(cpu_core_hour=1.0)
-    )
-    assert price == pytest.approx(1.0 + 0.005)
-    assert words.startswith("1 CPU nominal, 1 GiB; triton.resources.requests.cpu: 'lots' is not")
-
-
-def test_demand_sources() -> None:
-    assert selection.demand(_min_cost_spec(PAIR), 800.0).expected_qps == 800.0
-    assert (
-        selection.demand(_min_cost_spec(PAIR), 800.0).source == "the load the autoscaler last saw"
-    )
-    declared = selection.demand(_min_cost_spec(PAIR, objectives={"expectedQps": 50}), 800.0)
-    assert (declared.expected_qps, declared.source) == (50.0, "objectives.expectedQps")
-    start = selection.demand(_min_cost_spec(PAIR, autoscaling={"minReplicas": 2}))
-    assert (start.expected_qps, start.min_replicas, start.max_replicas) == (None, 2, 10)
-    assert (start.target_utilization, start.target_qps_per_replica, start.fixed) == (
-        0.7,
-        None,
-        False,
-    )
-    off = selection.demand(_min_cost_spec(PAIR, replicas=3, autoscaling={"enabled": False}))
-    assert (off.min_replicas, off.max_replicas, off.fixed) == (3, 3, True)
 
 
 def test_low_load_the_cheaper_artifact_wins() -> None:

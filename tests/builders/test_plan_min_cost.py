@@ -92,6 +92,7 @@ def test_plan_sizes_min_cost_for_the_load_last_seen(body: dict[str, Any]) -> Non
 
 def test_min_cost_keeps_the_served_artifact_within_the_switch_margin() -> None:
     from geo_operator.api import models as m
+    from geo_operator.artifacts import cost
     from geo_operator.artifacts import selection as sel
 
     spec = m.ModelSpec.model_validate(
@@ -124,7 +125,7 @@ def test_min_cost_keeps_the_served_artifact_within_the_switch_margin() -> None:
     }
 
     def choose(load: float, served: str | None, relative: float = 1.0) -> sel.Choice:
-        demand = sel.Demand(
+        demand = cost.Demand(
             expected_qps=load,
             source="test",
             min_replicas=1,

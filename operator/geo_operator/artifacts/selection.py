@@ -11,8 +11,8 @@ the returned reason:
    one; a declared figure the measurement contradicts beyond
    evaluation.tolerance is named in the reason (and `Choice.contradicted`);
 3. apply the policy: `best-score` (weighted, normalised accuracy, speed and
-   cheapness), `min-cost` (the fewest dollars an hour that carry the load, see
-   `Demand`), `smallest`, `fastest` or `pinned`.
+   cheapness), `min-cost` (the fewest dollars an hour that carry the load: the cost
+   model is `artifacts.cost`), `smallest`, `fastest` or `pinned`.
 
 Speed comes from measurements when the tuner has them, else from the declared
 `latencyMs`, else from a nominal factor per precision (said so in the reason).
@@ -27,8 +27,9 @@ import math
 from collections.abc import Mapping, Sequence
 
 from geo_operator.api import models, quantity
+from geo_operator.artifacts import cost
 
-GPU_RESOURCE = "nvidia.com/gpu"
+GPU_RESOURCE = cost.GPU_RESOURCE
 GPU_FAMILY_LABEL = "nvidia.com/gpu.family"
 
 # Nominal speed relative to fp32 and bytes per weight, used only when neither a
@@ -60,11 +61,6 @@ _BYTES_PER_WEIGHT = {
 GPU_ARCHS = ("pascal", "volta", "turing", "ampere", "ada", "hopper", "blackwell")
 # fp8 kernels exist on these architectures only (Ada, Hopper and later).
 _FP8_ARCHS = ("ada", "hopper", "blackwell")
-# min-cost prices a replica by triton.resources; one that names no cpu (no memory) is
-# priced as this many cores (GiB), and the reason says so: a free replica would make
-# every artifact cost nothing and the comparison mean nothing.
-NOMINAL_CPU_CORES = 1.0
-NOMINAL_MEMORY_GIB = 1.0
 # The ArtifactSelected message is a condition message: keep min-cost's comparison short.
 MAX_REASON_CHARS = 1500
 
@@ -93,19 +89,6 @@ class Measurement:
 
 
 @dataclasses.dataclass(frozen=True)
-class Cost:
-    """min-cost's figures for one qualifying artifact."""
-
-    name: str
-    accuracy: float
-    capacity: float  # req/s one replica is sized to carry
-    max_batch_size: int | None  # the measured (tuned) one, where measured
-    replicas: int  # what the load needs, within [minReplicas, maxReplicas] unless over
-    per_hour: float  # replicas × replica price × relativeCost
-    over: bool  # the load needs more than maxReplicas
-
-
-@dataclasses.dataclass(frozen=True)
 class Choice:
     """The outcome of selection: an artifact or none, and why."""
 
@@ -115,141 +98,11 @@ class Choice:
     scores: tuple[tuple[str, float], ...] = ()  # best-score: scores; min-cost: dollars/hour
     # Declared accuracies a measurement contradicts beyond evaluation.tolerance: (name, words).
     contradicted: tuple[tuple[str, str], ...] = ()
-    costs: tuple[Cost, ...] = ()  # min-cost: every qualifying artifact, cheapest first
+    costs: tuple[cost.Cost, ...] = ()  # min-cost: every qualifying artifact, cheapest first
     # The accuracy floor the choice was judged against (minAccuracyRatio × the best), and how
     # to say it; None when nothing had an accuracy. A rollout's canary is held to it.
     accuracy_floor: float | None = None
     floor_text: str = ""
-
-
-# --------------------------------------------------------------- what min-cost sizes for
-
-
-@dataclasses.dataclass(frozen=True)
-class Demand:
-    """What min-cost sizes for: the load, the replica bounds, the capacity rule, the price."""
-
-    expected_qps: float | None  # total req/s; None: minReplicas' worth (nothing known yet)
-    source: str  # where the load came from, in words
-    min_replicas: int
-    max_replicas: int
-    target_utilization: float
-    target_qps_per_replica: float | None  # declared: the capacity of every replica
-    replica_price: float  # dollars per replica-hour
-    price_basis: str  # how replica_price was computed, in words
-    fixed: bool = False  # autoscaling off: spec.replicas is both bounds
-    served: str | None = None  # the artifact serving now: kept unless another is clearly cheaper
-
-
-def _resource(
-    resources: Mapping[models.ResourceKind, Mapping[str, int | str]], name: str
-) -> tuple[float | None, str | None]:
-    """The quantity a replica asks for (requests, else limits, as the scheduler reads it),
-    or None; and what is wrong with it, if something is."""
-    for part in ("requests", "limits"):
-        value = (resources.get(part) or {}).get(name)
-        if value is None:
-            continue
-        try:
-            amount = quantity.parse(value)
-        except ValueError as error:
-            return None, f"triton.resources.{part}.{name}: {error}"
-        if amount < 0:
-            return None, f"triton.resources.{part}.{name}: {value!r} is negative"
-        return amount, None
-    return None, None
-
-
-def replica_price(
-    resources: Mapping[models.ResourceKind, Mapping[str, int | str]], prices: models.Prices
-) -> tuple[float, str]:
-    """Dollars per hour for one Triton replica, and how it was computed (in words).
-
-    cpu and memory from triton.resources (requests, else limits), priced by
-    objectives.prices; one not set, or not a quantity, counts as the nominal
-    NOMINAL_CPU_CORES / NOMINAL_MEMORY_GIB and the words say so; nvidia.com/gpu
-    not set counts as none.
-    """
-    cores, cpu_problem = _resource(resources, "cpu")
-    memory, memory_problem = _resource(resources, "memory")
-    gpus, gpu_problem = _resource(resources, GPU_RESOURCE)
-    problems = [p for p in (cpu_problem, memory_problem, gpu_problem) if p]
-    gib = None if memory is None else memory / 2**30
-    if cores is None and gib is None and not problems:
-        words = [f"{NOMINAL_CPU_CORES:g} CPU, {NOMINAL_MEMORY_GIB:g} GiB nominal"]
-        problems = ["triton.resources sets no cpu or memory"]
-    else:
-        words = [
-            f"{cores:g} CPU" if cores is not None else f"{NOMINAL_CPU_CORES:g} CPU nominal",
-            f"{gib:.3g} GiB" if gib is not None else f"{NOMINAL_MEMORY_GIB:g} GiB nominal",
-        ]
-    if gpus:
-        words.append(f"{gpus:g} GPU")
-    cores = NOMINAL_CPU_CORES if cores is None else cores
-    gib = NOMINAL_MEMORY_GIB if gib is None else gib
-    price = (
-        cores * prices.cpu_core_hour
-        + gib * prices.memory_gib_hour
-        + (gpus or 0.0) * prices.gpu_hour
-    )
-    return price, "; ".join([", ".join(words), *problems])
-
-
-# min-cost switches from the artifact serving now only to one cheaper by more than this
-# fraction: a load near a threshold must not roll the pods back and forth on every scale.
-SWITCH_MARGIN = 0.15
-
-
-def demand(
-    spec: models.GeoDeploymentSpec, current_qps: float | None = None, served: str | None = None
-) -> Demand:
-    """What to size for: objectives.expectedQps, else ``current_qps`` (the total req/s the
-    autoscaler last saw), else nothing (minReplicas' worth); the replica bounds (spec.replicas
-    for both when autoscaling is off); and one replica's price from triton.resources."""
-    return dataclasses.replace(
-        _demand(
-            spec.autoscaling,
-            spec.objectives,
-            spec.triton.resources,
-            current_qps,
-            None if spec.autoscaling.enabled else spec.replicas,
-        ),
-        served=served,
-    )
-
-
-def _demand(
-    scaling: models.Autoscaling,
-    objectives: models.Objectives,
-    resources: Mapping[models.ResourceKind, Mapping[str, int | str]],
-    current_qps: float | None,
-    fixed_replicas: int | None = None,
-) -> Demand:
-    if objectives.expected_qps is not None:
-        load, source = objectives.expected_qps, "objectives.expectedQps"
-    elif current_qps is not None:
-        load, source = current_qps, "the load the autoscaler last saw"
-    else:
-        load, source = None, "no load known yet"
-    price, basis = replica_price(resources, objectives.prices)
-    lo, hi = scaling.min_replicas, scaling.max_replicas
-    if fixed_replicas is not None:
-        lo = hi = fixed_replicas
-    return Demand(
-        expected_qps=load,
-        source=source,
-        min_replicas=lo,
-        max_replicas=hi,
-        target_utilization=scaling.target_utilization,
-        target_qps_per_replica=scaling.target_qps_per_replica,
-        replica_price=price,
-        price_basis=basis,
-        fixed=fixed_replicas is not None,
-    )
-
-
-# select's demand when the caller has none: minReplicas' worth at the default prices.
-DEFAULT_DEMAND = _demand(models.Autoscaling(), models.Objectives(), {}, None)
 
 
 # Highest precision first: agreement's default reference is the first of these present.
@@ -497,15 +350,15 @@ def select(
     hardware: Hardware,
     measured: Mapping[str, Measurement] | None = None,
     *,
-    demand: Demand | None = None,
+    demand: cost.Demand | None = None,
 ) -> Choice:
     """Choose the artifact to serve; a Choice with artifact None if none qualifies.
 
-    ``demand`` is what min-cost sizes for (`demand(spec, current_qps)`); None:
-    minReplicas' worth at the default prices (`DEFAULT_DEMAND`).
+    ``demand`` is what min-cost sizes for (`cost.demand(spec, current_qps)`); None:
+    minReplicas' worth at the default prices (`cost.DEFAULT_DEMAND`).
     """
     field = _field(spec, hardware, measured)
-    choice = _select(spec, hardware, measured or {}, demand or DEFAULT_DEMAND, field)
+    choice = _select(spec, hardware, measured or {}, demand or cost.DEFAULT_DEMAND, field)
     if field.accuracy:
         choice = dataclasses.replace(
             choice, accuracy_floor=field.floor, floor_text=field.floor_text
@@ -528,7 +381,7 @@ def _select(
     spec: models.ModelSpec,
     hardware: Hardware,
     measured: Mapping[str, Measurement],
-    demand: Demand,
+    demand: cost.Demand,
     field: _Field,
 ) -> Choice:
     policy = spec.selection.policy
@@ -651,24 +504,12 @@ def _rate(qps: float) -> str:
     return f"{qps:.0f}" if qps >= 100 else f"{qps:.3g}"
 
 
-def _replicas_needed(load: float | None, capacity: float, demand: Demand) -> tuple[int, bool]:
-    """Replicas that carry ``load`` at ``capacity`` each, within the bounds; and whether the
-    load needs more than the upper one (then the count is what it needs)."""
-    if load is None:
-        return demand.min_replicas, False
-    # round() first: 1200 / 400 may come out a hair above 3 in floating point.
-    need = math.ceil(round(load / capacity, 9)) if capacity > 0 else demand.max_replicas + 1
-    if need > demand.max_replicas:
-        return need, True
-    return max(demand.min_replicas, need), False
-
-
 def _min_cost(
     field: _Field,
     latencies: Mapping[str, float],
     latency_basis: str,
     measured: Mapping[str, Measurement],
-    demand: Demand,
+    demand: cost.Demand,
     dropped_text: str,
 ) -> Choice:
     """The qualifying artifact that carries the load for the fewest dollars an hour.
@@ -676,11 +517,8 @@ def _min_cost(
     One replica's capacity is the declared targetQpsPerReplica, else its throughput
     (measured within the p99 objective at its tuned max_batch_size; else 1000 /
     declared latencyMs; else nominal) × targetUtilization, the autoscaler's own
-    rule. Replicas = ceil(load / capacity) within [minReplicas, maxReplicas]; cost =
-    replicas × replica price × relativeCost (1 if undeclared). One that needs more
-    than maxReplicas can't carry the load: it loses to every one that can, and among
-    such the most capacity per replica wins. Ties: higher accuracy, then more capacity
-    (headroom at the same price), then spec order.
+    rule; `cost.priced` sizes and prices each on it and ranks them, `cost.kept` keeps
+    the one serving within the switch margin; this words the comparison.
     """
     qualifying = field.qualifying
     load = demand.expected_qps
@@ -695,55 +533,28 @@ def _min_cost(
             "declared)",
         }[latency_basis]
         capacity_rule = f"capacity = {throughput} × targetUtilization {demand.target_utilization:g}"
-    costs = []
-    for a in qualifying:
-        if demand.target_qps_per_replica is not None:
-            capacity = demand.target_qps_per_replica
-        else:
-            capacity = 1000.0 / latencies[a.name] * demand.target_utilization
-        replicas, over = _replicas_needed(load, capacity, demand)
-        per_hour = replicas * demand.replica_price * (a.relative_cost or 1.0)
-        m = measured.get(a.name)
-        costs.append(
-            Cost(
-                a.name,
-                field.accuracy[a.name],
-                capacity,
-                m.max_batch_size
-                if m is not None and latency_basis.startswith("measured")
-                else None,
-                replicas,
-                per_hour,
-                over,
-            )
-        )
-    order = {a.name: i for i, a in enumerate(qualifying)}
-    ranked = sorted(
-        costs,
-        # Over the bound, what counts is how much of the load the bound's replicas carry.
-        key=lambda c: (
-            c.over,
-            -c.capacity if c.over else 0.0,
-            round(c.per_hour, 9),
-            -c.accuracy,
-            -c.capacity,
-            order[c.name],
-        ),
-    )
+    if demand.target_qps_per_replica is not None:
+        capacity = {a.name: demand.target_qps_per_replica for a in qualifying}
+    else:
+        capacity = {
+            a.name: 1000.0 / latencies[a.name] * demand.target_utilization for a in qualifying
+        }
+    batch: dict[str, int] = {}
+    if latency_basis.startswith("measured"):
+        batch = {
+            n: m.max_batch_size
+            for n, m in measured.items()
+            if n in capacity and m.max_batch_size is not None
+        }
+    ranked = cost.priced(qualifying, field.accuracy, capacity, batch, demand)
     best = ranked[0]
     kept = ""
-    serving = next((c for c in costs if c.name == demand.served), None)
-    if (
-        serving is not None
-        and serving is not best
-        and not serving.over
-        and not best.over
-        and serving.per_hour <= best.per_hour * (1 + SWITCH_MARGIN)
-    ):
+    serving = cost.kept(ranked, demand)
+    if serving is not None:
         kept = (
             f"; keeps serving {serving.name}: {best.name} would cost {_money(best.per_hour)}/h "
-            f"against {_money(serving.per_hour)}/h, within the {SWITCH_MARGIN:.0%} switch "
-            "margin (a switch rolls the pods)"
+            f"against {_money(serving.per_hour)}/h, within the {cost.SWITCH_MARGIN:.0%} "
+            "switch margin (a switch rolls the pods)"
         )
         best = serving
     by_name = {a.name: a for a in qualifying}
@@ -754,7 +565,7 @@ def _min_cost(
         else f"maxReplicas {demand.max_replicas}"
     )
 
-    def line(c: Cost) -> str:
+    def line(c: cost.Cost) -> str:
         batch = f" b{c.max_batch_size}" if c.max_batch_size is not None else ""
         plural = "" if c.replicas == 1 else "s"
         over = " (over)" if c.over else ""
@@ -777,7 +588,7 @@ def _min_cost(
     tail = f"{kept}; {field.word} {field.floor_text}{dropped_text}"
     if best.over:
         tail = f"; no artifact carries the load within {bound}: the most capacity wins{tail}"
-    elif any(c.over for c in costs):
+    elif any(c.over for c in ranked):
         tail = f"; over: needs more than {bound}{tail}"
     lines = [line(c) for c in ranked]
     shown = len(lines)
@@ -788,6 +599,6 @@ def _min_cost(
         chosen,
         head + "; ".join(lines[:shown]) + more + tail,
         field.rejected,
-        tuple(sorted((c.name, c.per_hour) for c in costs)),
+        tuple(sorted((c.name, c.per_hour) for c in ranked)),
         costs=tuple(ranked),
     )

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from geo_operator.api import models, names
-from geo_operator.artifacts import selection
+from geo_operator.artifacts import cost, selection
 from geo_operator.builders import children, tuning
 from geo_operator.triton import model_config
 
@@ -144,7 +144,7 @@ class SelectionInputs:
     keys: Mapping[str, str]
     # The tuning results whose key is this spec's; none when the spec does not tune.
     measured: Mapping[str, selection.Measurement]
-    demand: selection.Demand  # the load the autoscaler last saw, the artifact serving now
+    demand: cost.Demand  # the load the autoscaler last saw, the artifact serving now
 
 
 def selection_inputs(
@@ -162,7 +162,7 @@ def selection_inputs(
         measured = tuning.measured(status.tuning, keys)
     served = status.selected_artifact.name if status.selected_artifact else None
     return SelectionInputs(
-        hardware, keys, measured, selection.demand(spec, current_load(status), served)
+        hardware, keys, measured, cost.demand(spec, current_load(status), served)
     )
 
 

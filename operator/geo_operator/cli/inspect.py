@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from geo_operator.api import crd, models, yamlio
-from geo_operator.artifacts import selection
+from geo_operator.artifacts import cost, selection
 from geo_operator.builders import alerts, children, plan
 from geo_operator.cli import io, options
 
@@ -306,7 +306,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     _apply_figures(spec, measured, args.measured)
     demand = inputs.demand
     if args.current_qps is not None:
-        demand = selection.demand(spec, args.current_qps, demand.served)
+        demand = cost.demand(spec, args.current_qps, demand.served)
     if args.expected_qps is not None:
         demand = dataclasses.replace(
             demand, expected_qps=args.expected_qps, source="--expected-qps"
