@@ -285,7 +285,10 @@ def test_bad_input_is_one_line_and_exit_2(
     assert exited.value.code == 2
     assert "argument --measured: fp32: throughput 'fast' is not a number" in capsys.readouterr().err
     for text, words in {
-        "- 1\n- 2\n": "must hold a GeoDeployment or its status, a mapping",
+        "- 1\n- 2\n": "must hold a GeoDeployment or its status, a mapping; it holds a YAML "
+        "list of 2 items",
+        "": "a mapping; it holds nothing (the file is empty)",
+        "just words\n": "a mapping; it holds a YAML string ('just words')",
         "kind: List\nitems: []\n": "is a List: give one GeoDeployment",
         "readyReplicas: many\n": "status.readyReplicas: Input should be a valid integer",
         "a: [unclosed": "is not valid YAML or JSON",

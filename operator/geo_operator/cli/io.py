@@ -118,7 +118,10 @@ def load_status(path: str) -> models.GeoDeploymentStatus:
     are ignored, as the operator ignores them."""
     document = _read_yaml(path, "YAML or JSON", all_documents=False)
     if not isinstance(document, dict):
-        raise UsageError(f"{path} must hold a {models.KIND} or its status, a mapping")
+        holds = "nothing (the file is empty)" if document is None else _document(document)
+        raise UsageError(
+            f"{path} must hold a {models.KIND} or its status, a mapping; it holds {holds}"
+        )
     if document.get("kind") == "List":
         raise UsageError(f"{path} is a List: give one {models.KIND}")
     whole = "status" in document and ({"kind", "apiVersion", "metadata", "spec"} & set(document))
