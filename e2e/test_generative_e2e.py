@@ -4,7 +4,13 @@ what the operator built: config.pbtxt, llama_model.py, the GGUF fetched and veri
 a client streams tokens through generate_stream and through gRPC, measures its time to
 first token and the gaps between tokens, and finds them within what the engine exports
 (vllm:* metrics). Two cores: the figures are asserted against each other, not against
-an objective."""
+an objective.
+
+With model.evaluation, every quantization is measured in its own tuning Job (`geo
+tune-llm`: token speed through the pod's Triton, quality on the held-out text with
+llama.cpp against the f16) and the miscalibrated member, which declares f16's quality, is
+excluded by its measurement; pinned anyway, it goes out as a canary and the held-out gate
+(next-token agreement with the stable, through the pods) rolls it back."""
 
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ from geo_operator.triton import model_config
 
 NAME = "pycode"
 EXAMPLE = ROOT / "manifests" / "examples" / "pycode.yaml"
+ARTIFACTS = ROOT / "examples" / "pycode" / "artifacts"
+BAD = "q2-k-miscalibrated"
 PROMPT = "import os\n\n\ndef main("
 
 
@@ -38,6 +46,47 @@ def _metric(text: str, name: str) -> float:
 def _scrape(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:
         return str(response.read().decode())
+
+
+class _Streams:
+    """Short streams to every ready pod of the namespace, round robin, until stopped; a
+    failure counts unless its pod left meanwhile (a Service stops routing to it)."""
+
+    def __init__(self, runner: KubeletRunner, namespace: str) -> None:
+        self.runner, self.namespace = runner, namespace
+        self.failures: list[str] = []
+        self.streamed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Streams:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            servers = [
+                i
+                for (ns, _), i in self.runner.servers().items()
+                if ns == self.namespace and i.ready
+            ]
+            for info in servers:
+                try:
+                    got = list(
+                        llmclient.stream(info.http, NAME, PROMPT, parameters={"max_tokens": 8})
+                    )
+                    self.streamed += 1
+                    if not got:
+                        self.failures.append(f"{info.pod}: no tokens")
+                except Exception as error:
+                    now = self.runner.servers().get((self.namespace, info.pod))
+                    if not self._stop.is_set() and now is not None and now.ready:
+                        self.failures.append(f"{info.pod}: {error}")
+            time.sleep(0.05)
 
 
 def test_the_generative_example_streams_through_generate_stream_and_grpc(
@@ -84,7 +133,9 @@ def test_the_generative_example_streams_through_generate_stream_and_grpc(
 
     client = grpcclient.InferenceServerClient(info.grpc)
     got: queue.Queue[Any] = queue.Queue()
-    client.start_stream(callback=lambda result, error: got.put((result, error)))
+    client.start_stream(
+        callback=lambda result, error: got.put((result, error, time.perf_counter()))
+    )
     prompt = grpcclient.InferInput("text_input", [1], "BYTES")
     prompt.set_data_from_numpy(np.array([PROMPT.encode()], dtype=np.object_))
     stream = grpcclient.InferInput("stream", [1], "BOOL")
@@ -95,8 +146,10 @@ def test_the_generative_example_streams_through_generate_stream_and_grpc(
     pieces = [got.get(timeout=60) for _ in range(16)]
     client.stop_stream()
     client.close()
-    assert all(error is None for _, error in pieces), pieces
-    assert all(result.as_numpy("text_output") is not None for result, _ in pieces)
+    assert all(error is None for _, error, _ in pieces), pieces
+    assert all(result.as_numpy("text_output") is not None for result, _, _ in pieces)
+    # the engine's counters cover both streams: so do the client's gaps compared with them
+    gaps = np.concatenate([gaps, np.diff([when for _, _, when in pieces])])
 
     time.sleep(1.5)  # the engine's reporter pushes its figures every 0.5 s
     after = _scrape(info.metrics_url)
@@ -141,31 +194,7 @@ def test_a_change_to_a_generative_model_goes_out_as_a_canary(
         )
 
     wait_for(available, "pycode Available", timeout=120)
-    failures: list[str] = []
-    streamed = {"n": 0}
-    stop = threading.Event()
-
-    def traffic() -> None:
-        while not stop.is_set():
-            servers = [i for (ns, _), i in runner.servers().items() if ns == namespace and i.ready]
-            for info in servers:
-                try:
-                    got = list(
-                        llmclient.stream(info.http, NAME, PROMPT, parameters={"max_tokens": 8})
-                    )
-                    streamed["n"] += 1
-                    if not got:
-                        failures.append(f"{info.pod}: no tokens")
-                except Exception as error:  # a failed stream is what this test counts,
-                    # unless its pod left meanwhile (a Service stops routing to it)
-                    now = runner.servers().get((namespace, info.pod))
-                    if not stop.is_set() and now is not None and now.ready:
-                        failures.append(f"{info.pod}: {error}")
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=traffic, daemon=True)
-    thread.start()
-    try:
+    with _Streams(runner, namespace) as streams:
         body["spec"]["triton"]["engine"]["slots"] = 2
         cluster.apply(body)
 
@@ -181,12 +210,101 @@ def test_a_change_to_a_generative_model_goes_out_as_a_canary(
             "the canary gone",
             timeout=60,
         )
-    finally:
-        stop.set()
-        thread.join(timeout=30)
     assert final["phase"] == "Promoted", final
     assert "passed every step" in final["history"][-1]["reason"], final["history"][-1]
     served = cluster.get("configmap", f"{NAME}-model", namespace) or {}
     config = model_config.parse(served["data"]["config.pbtxt"])
     assert config.parameters["slots"].string_value == "2", config.parameters
-    assert streamed["n"] >= 10 and not failures, (streamed, failures[:5])
+    assert streams.streamed >= 10 and not streams.failures, (streams.streamed, streams.failures[:5])
+
+
+def test_the_family_is_measured_and_the_miscalibrated_member_caught_twice(
+    operator: OperatorProcess, runner: KubeletRunner, namespace: str
+) -> None:
+    cluster = operator.cluster
+    body = yaml.safe_load(EXAMPLE.read_text())
+    body["metadata"]["namespace"] = namespace
+    spec = body["spec"]
+    f16 = spec["model"]["artifacts"][0]
+    bad = {**f16, "name": BAD, "precision": "int2"}  # declares f16's figures
+    bad["uri"] = "http://models.geo.local/pycode/q2_k-miscalibrated/model.gguf"
+    del bad["sha256"]
+    spec["model"]["artifacts"].append(bad)
+    # the held-out text: read by the tuning pods (through the runner) and by the operator
+    # itself for the canary gate, so a file on this machine (in a cluster: an http(s) URL)
+    spec["model"]["evaluation"] = {
+        "uri": (ARTIFACTS / "heldout.txt").as_uri(),
+        "metric": "agreement",
+    }
+    spec["batchTuning"] = {"timeoutSeconds": 300, "retryBackoffSeconds": 5}
+    spec["rollout"] = {"steps": [50, 100], "analysisIntervalSeconds": 5, "minRequests": 5}
+    artifacts = [a["name"] for a in spec["model"]["artifacts"]]
+    started = time.monotonic()
+    cluster.apply(body)
+
+    def measured() -> dict[str, Any] | None:
+        status = (cluster.get("geod", NAME, namespace) or {}).get("status") or {}
+        runs = status.get("tuning") or []
+        done = len(runs) == len(artifacts) and all(
+            (r.get("result") or {}).get("accuracy") for r in runs
+        )
+        conditions = {c["type"]: c for c in status.get("conditions", [])}
+        ready = conditions.get("Ready", {}).get("reason") == "Available"
+        return status if done and ready else None
+
+    status = wait_for(measured, "every quantization measured, one serving", timeout=420)
+    took = time.monotonic() - started
+    runs = {r["artifact"]: r["result"] for r in status["tuning"]}
+    print(f"\nthe family measured in {took:.0f} s (one Job at a time):")
+    for name, result in runs.items():
+        a = result["accuracy"]
+        print(
+            f"  {name:20s} {result['throughput']:7.0f} tokens/s at {result['maxBatchSize']} "
+            f"slots, inter-token p99 {result['p99Ms']:.2f} ms; agreement {a['agreement']:.4f} "
+            f"perplexity {a['perplexity']:.2f} KLD {a['klDivergence']:.4f} ({a['samples']} tokens)"
+        )
+    recorded = yaml.safe_load((ARTIFACTS / "measurements.json").read_text())["artifacts"]
+    assert runs[BAD]["accuracy"]["agreement"] < 0.7  # it declared 1.0
+    assert (
+        abs(runs[BAD]["accuracy"]["perplexity"] - recorded["q2_k-miscalibrated"]["perplexity"])
+        < 0.1
+    )
+    assert runs["f16"]["accuracy"]["agreement"] == 1.0
+    selected = {c["type"]: c for c in status["conditions"]}["ArtifactSelected"]
+    # which qualifying one is fastest is the two cores' noise; only those at the floor qualify
+    qualifying = {n for n, r in runs.items() if r["accuracy"]["value"] >= 0.9 and n != BAD}
+    assert qualifying == {"f16", "q8-0", "q5-k-m", "q4-k-m"}, qualifying
+    assert status["selectedArtifact"]["name"] in qualifying, selected
+    assert f"{BAD}: agreement 0.6" in selected["message"] and "contradicted" in selected["message"]
+    assert "tokens/s" in selected["message"]
+    events = cluster.json("get", "events", "-n", namespace)["items"]
+    assert any(e["reason"] == "AccuracyContradicted" and BAD in e["message"] for e in events), [
+        e["reason"] for e in events
+    ]
+
+    # pinned anyway: the pinned one is measured already (same key), so it goes out as a
+    # canary, and the held-out gate, through one canary pod and one stable pod, stops it
+    with _Streams(runner, namespace) as streams:
+        spec["model"]["selection"] = {"policy": "pinned", "pinned": BAD}
+        changed = time.monotonic()
+        cluster.apply(body)
+
+        def verdict() -> dict[str, Any] | None:
+            r = ((cluster.get("geod", NAME, namespace) or {}).get("status") or {}).get("rollout")
+            return r if (r or {}).get("phase") in ("Promoted", "RolledBack") else None
+
+        rollout = wait_for(verdict, "the canary's verdict", timeout=150)
+        detected = time.monotonic() - changed
+        wait_for(
+            lambda: cluster.get("deployment", f"{NAME}-canary", namespace) is None,
+            "the canary gone",
+            timeout=60,
+        )
+    print(
+        f"miscalibrated canary: {rollout['phase']} {detected:.0f} s after the pin: "
+        f"{rollout['reason']}"
+    )
+    assert rollout["phase"] == "RolledBack" and rollout["verdict"]["hard"] is True, rollout
+    assert "accuracy" in rollout["reason"] and rollout["canary"]["accuracy"] < 0.8, rollout
+    assert rollout["rejected"][-1]["artifact"] == BAD
+    assert not streams.failures, streams.failures[:5]

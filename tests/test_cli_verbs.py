@@ -16,7 +16,7 @@ from tests.support.paths import ROOT
 
 from geo_operator import cli
 from geo_operator.api import models
-from geo_operator.builders import tuning
+from geo_operator.builders import plan, tuning
 from geo_operator.cli import decide
 
 VERBS = (
@@ -28,12 +28,13 @@ VERBS = (
     "select",
     "decide",
     "tune",
+    "tune-llm",
     "simulate",
     "rollout",
 )
 SHARED = {
     "--file": {"render", "select", "decide", "simulate"},
-    "--json": {"select", "tune", "simulate", "decide", "rollout"},
+    "--json": {"select", "tune", "tune-llm", "simulate", "decide", "rollout"},
     "--gpu-arch": {"render", "select"},
 }
 
@@ -145,6 +146,41 @@ def test_the_operators_tuner_args_parse_at_the_models_bounds(
     raw["triton"]["dynamicBatching"]["enabled"] = False
     args = cli.parser().parse_args(tuning.tuner_args(models.parse_spec(raw)))
     assert args.delays == [None]
+
+
+def test_the_generative_tuner_args_parse_at_the_models_bounds() -> None:
+    """What builders.tuning puts in a generative candidate's Job must pass geo tune-llm's."""
+    raw: dict[str, Any] = {
+        "model": {
+            "name": "m",
+            "kind": "generative",
+            "artifacts": [
+                {"name": "a", "precision": "int4", "format": "gguf", "uri": "http://h/a"},
+                {"name": "b", "precision": "fp16", "format": "gguf", "uri": "http://h/b"},
+            ],
+            "evaluation": {"uri": "http://h/t.txt", "metric": "kl-divergence"},
+        },
+        "triton": {
+            "engine": {"slots": 64, "contextLength": 131072, "maxTokensCap": 1, "threads": 256}
+        },
+        "batchTuning": {"timeoutSeconds": 30},
+    }
+    spec = models.parse_spec(raw)
+    decided = plan.plan(
+        name="m",
+        namespace="ns",
+        uid="u",
+        spec=spec,
+        status=models.GeoDeploymentStatus(),
+        current_replicas=None,
+    )
+    assert decided.target is not None
+    job = tuning.tuning_job(decided.target, key_="k" * 10, attempt=1, image="geo:test")
+    argv = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = cli.parser().parse_args(argv)
+    assert (args.verb, args.func.__module__) == ("tune-llm", "geo_operator.cli.tune_llm")
+    assert (args.slots, args.context, args.threads, args.max_tokens) == (64, 131072, 256, 1)
+    assert (args.metric, args.wait_seconds, args.repository) == ("kl-divergence", 30.0, "/models")
 
 
 def test_observation_from_args_names_what_is_missing() -> None:

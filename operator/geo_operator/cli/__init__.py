@@ -7,6 +7,8 @@
     geo decide -f gd.yaml ...     one autoscaling decision, as JSON
     geo tune --url H:P --model M --latency-budget-ms B
                                   measure batching configurations on a live Triton
+    geo tune-llm --url H:P --model M [--evaluate heldout.txt]
+                                  a generative model's token speed and held-out quality
     geo simulate -f gd.yaml --trace T.csv --policy geo|hpa|keda|kpa|oracle|all
                                   replay a traffic trace through simulated replicas
     geo rollout status|promote|abort|pause|resume NAME [-n NS]

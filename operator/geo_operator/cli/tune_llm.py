@@ -181,6 +181,14 @@ def _quality(args: argparse.Namespace) -> models.MeasuredAccuracy | None:
 
     if args.evaluate is None:
         return None
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError as error:
+        raise io.UsageError(
+            "the held-out evaluation of a GGUF runs llama.cpp in the tuner, and this image has "
+            "no llama-cpp-python: install geo-operator[llm] in it (the Triton image serving "
+            f"the GGUF needs it too): {error}"
+        ) from error
     candidate = _gguf(args.repository, args.model)
     reference = _gguf(args.repository, args.reference_model or args.model)
     text = _text(args.evaluate)
