@@ -517,3 +517,58 @@ def test_the_canary_gate_scores_next_token_agreement_through_the_serving_pods(
     short.write_text("def f(): pass\n")
     with pytest.raises(llm_agreement.AgreementError, match="too short"):
         llm_agreement.against(triton.http_url, triton.http_url, MODEL, str(short))
+
+
+def test_geo_tune_llm_measures_slots_through_triton_and_leaves_the_chosen_serving(
+    pycode: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """triton.engine.slots 0: the tuning Job's search, for real. Triton in explicit model
+    control (as in the Job), the model reloaded with each slot count; the kept one
+    (within a generous objective here: two cores) is what Triton serves afterwards."""
+    from geo_operator.builders import tuning
+    from geo_operator.cli import main
+
+    version = tmp_path / "repo" / MODEL / "1"
+    version.mkdir(parents=True)
+    shutil.copy(pycode / "q4_k_m" / "model.gguf", version / "model.gguf")
+    shutil.copy(lm.__file__, version / "model.py")
+    engine = model_config.EngineSettings(slots=3, context_length=128, max_tokens_cap=64)
+    (version.parent / "config.pbtxt").write_text(
+        model_config.render(model_config.build_generative(MODEL, engine))
+    )
+    result = tmp_path / "result.json"
+    with local.TritonServer(
+        tmp_path / "repo",
+        log_path=tmp_path / "triton.log",
+        model_control_mode="explicit",
+        load_models=[MODEL],
+    ) as server:
+        argv = [
+            "tune-llm",
+            f"--url={server.http_url}",
+            f"--model={MODEL}",
+            "--slots=3",
+            "--slot-candidates=1,3",
+            "--ttft-budget-ms=5000",
+            "--itl-budget-ms=2000",
+            "--max-tokens=8",
+            "--rounds=1",
+            f"--result-file={result}",
+        ]
+        assert main(argv) == 0
+        parsed = tuning.parse_result(result.read_text())
+        assert not isinstance(parsed, str), parsed
+        assert parsed.max_batch_size in (1, 3) and parsed.grid_size == 2
+        assert parsed.measurements == 3  # two slot counts and the confirmation
+        config = json.loads(
+            urllib.request.urlopen(
+                f"http://{server.http_url}/v2/models/{MODEL}/config", timeout=10
+            ).read()
+        )
+        assert config["parameters"]["slots"]["string_value"] == str(parsed.max_batch_size)
+        # an objective nothing meets: exit 2, the figures of each in the result's error
+        argv[5] = "--ttft-budget-ms=0.001"
+        assert main(argv) == 2
+        error = json.loads(result.read_text())["error"]
+        assert "no slot count kept the time to first token p99 within 0.001 ms" in error
+        assert "1 slots: first token p99" in error and "3 slots" in error

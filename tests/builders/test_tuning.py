@@ -578,3 +578,47 @@ def test_the_miscalibrated_member_is_caught_by_its_measured_quality(metric: str)
     assert choice.artifact.name != "q2-k-miscalibrated"
     assert "tokens/s" in choice.reason or "best" in choice.reason
     print(f"\n{metric}: {choice.artifact.name}: {choice.reason}")
+
+
+def test_slots_0_measures_the_slots_and_serves_the_measured_count() -> None:
+    raw = yaml.safe_load(PYCODE.read_text())["spec"]
+    raw["triton"]["engine"]["slots"] = 0
+    raw["batchTuning"] = {"candidates": [1, 2, 4, 8, 128]}
+    spec = models.parse_spec(raw)
+    assert plan.measures(spec)  # no model.evaluation: the slots alone are measured
+
+    def planned(status: models.GeoDeploymentStatus) -> plan.Plan:
+        return plan.plan(
+            name="pycode", namespace="ml", uid="u", spec=spec, status=status, current_replicas=None
+        )
+
+    first = planned(models.GeoDeploymentStatus())
+    assert first.target is not None and first.asked is spec
+    assert (first.batch_reason, first.batch_tuned) == ("NotMeasured", False)
+    assert "triton.engine.slots is 0 (measure)" in first.batch_message
+    assert "serving 4 slots meanwhile" in first.batch_message
+    served = first.target.spec.triton.engine
+    assert served is not None and served.slots == plan.UNTUNED_SLOTS
+    # the Job measures the spec as asked: the candidates an engine takes, the objectives
+    candidate = dataclasses.replace(first.target, spec=spec)
+    key = first.tuning_keys[first.target.artifact.name]
+    job = tuning.tuning_job(candidate, key_=key, attempt=1, image="geo:test")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--slot-candidates=1,2,4,8" in args and "--slots=8" in args
+    assert "--ttft-budget-ms=200" in args and "--itl-budget-ms=50" in args
+    data = tuning.tuning_config_map(candidate)["data"]
+    assert plan.model_config.parse(data["config.pbtxt"]).parameters["slots"].string_value == "8"
+    result = models.TunedBatch(
+        max_batch_size=2, throughput=900, p99_ms=4, concurrency=2, measurements=5, grid_size=4
+    )
+    run = models.TuningStatus(
+        artifact=first.target.artifact.name, key=key, job="j", attempts=1, result=result
+    )
+    measured = planned(models.GeoDeploymentStatus(tuning=[run]))
+    assert measured.target is not None
+    assert (measured.batch_reason, measured.batch_tuned) == ("Measured", True)
+    assert "measured by Job j: 2 slots: 900 tokens/s" in measured.batch_message
+    engine = measured.target.spec.triton.engine
+    assert engine is not None and engine.slots == 2
+    served_config = children.config_map_data(measured.target)["config.pbtxt"]
+    assert plan.model_config.parse(served_config).parameters["slots"].string_value == "2"

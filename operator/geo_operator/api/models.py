@@ -939,11 +939,14 @@ class EngineSpec(_Model):
 
     slots: int = Field(
         default=4,
-        ge=1,
+        ge=0,
         le=64,
         description=(
             "Sequences decoded together in one batch per step (continuous batching), each "
-            "with its own KV cache of contextLength tokens: a request beyond them waits."
+            "with its own KV cache of contextLength tokens: a request beyond them waits. 0: "
+            "measure it: each candidate's tuning Job tries batchTuning.candidates (up to 64) "
+            "as slots and keeps the highest token throughput whose time to first token and "
+            "inter-token p99 stay within the objectives."
         ),
     )
     context_length: int | None = Field(

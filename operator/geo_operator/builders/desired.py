@@ -216,7 +216,11 @@ def _serving(
     objects = list(both.objects)
     starts = [s for s in steps.values() if s.action == "start"]
     for step in starts:
-        candidate = dataclasses.replace(target, artifact=_artifact(target, step.tuning.artifact))
+        candidate = dataclasses.replace(
+            target,
+            spec=decided.asked or target.spec,  # measured levers as asked, not as resolved
+            artifact=_artifact(target, step.tuning.artifact),
+        )
         job = tuning.tuning_job(
             candidate, key_=step.tuning.key, attempt=step.tuning.attempts, image=tuner_image
         )

@@ -21,6 +21,9 @@ from geo_operator.triton import model_config
 # measured yet: small enough to keep p99 low on any backend, large enough that
 # the dynamic batcher has something to do.
 UNTUNED_MAX_BATCH_SIZE = 8
+# A generative model's slots while triton.engine.slots is 0 and nothing is measured yet:
+# EngineSpec's default.
+UNTUNED_SLOTS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,9 @@ class Plan:
     tuning_key: str | None = None  # set when spec.triton.maxBatchSize is 0 (tune)
     # maxBatchSize 0: every candidate artifact's tuning key, by name (each is measured).
     tuning_keys: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The spec as asked, where the target's resolves a measured lever (a generative model's
+    # triton.engine.slots 0): what the tuning Jobs measure.
+    asked: models.GeoDeploymentSpec | None = None
 
 
 def batch_settings(
@@ -48,20 +54,19 @@ def batch_settings(
     its key is ``tuning_key`` (what the spec asks for now); until then
     `UNTUNED_MAX_BATCH_SIZE` and the spec's batcher settings serve.
     """
-    if spec.model.generative:
-        engine = spec.triton.engine or models.EngineSpec()
-        return (
-            model_config.BatchSettings(max_batch_size=0, dynamic_batching=False),
-            True,
-            "EngineBatches",
-            f"a generative model: decoupled, llama.cpp decodes up to {engine.slots} sequences "
-            f"together, one batch of up to {engine.batch_tokens} tokens per step",
-        )
-    batching = spec.triton.dynamic_batching
-    enabled, delay = batching.enabled, batching.max_queue_delay_microseconds
     run = None
     if tuning_key is not None:
         run = next((r for r in status.tuning or () if r.key == tuning_key), None)
+    if spec.model.generative:
+        _, tuned, reason, message = engine_slots(spec, run)
+        return (
+            model_config.BatchSettings(max_batch_size=0, dynamic_batching=False),
+            tuned,
+            reason,
+            message,
+        )
+    batching = spec.triton.dynamic_batching
+    enabled, delay = batching.enabled, batching.max_queue_delay_microseconds
     if spec.triton.max_batch_size > 0:
         size, tuned = spec.triton.max_batch_size, True
         reason = "SetBySpec"
@@ -75,23 +80,11 @@ def batch_settings(
         message = f"measured by Job {run.job}: " + tuning.describe(result, spec.tuning_budget_ms())
     else:
         size, tuned = UNTUNED_MAX_BATCH_SIZE, False
-        meanwhile = f"; serving max_batch_size {size} meanwhile"
-        if run is not None and run.failure_reason and run.failures >= run.attempts:
-            reason = run.failure_reason
-            message = (
-                f"attempt {run.attempts} failed: {run.failure_message}; next attempt after "
-                f"{run.next_retry_time}{meanwhile}"
-            )
-        elif run is not None and run.attempts:
-            reason = "Tuning"
-            message = f"Job {run.job} is measuring (attempt {run.attempts}){meanwhile}"
-            if run.failure_reason:
-                message += f"; the previous attempt failed: {run.failure_message}"
-        else:
-            reason = "NotMeasured"
-            message = (
-                f"spec.triton.maxBatchSize is 0 (tune) and no measurement exists yet{meanwhile}"
-            )
+        reason, message = _unmeasured(
+            run,
+            f"; serving max_batch_size {size} meanwhile",
+            "spec.triton.maxBatchSize is 0 (tune)",
+        )
     settings = model_config.BatchSettings(
         max_batch_size=size,
         dynamic_batching=enabled,
@@ -100,6 +93,53 @@ def batch_settings(
         preferred_batch_sizes=tuple(p for p in batching.preferred_batch_sizes or () if p <= size),
     )
     return settings, tuned, reason, message
+
+
+def _unmeasured(run: models.TuningStatus | None, meanwhile: str, asked: str) -> tuple[str, str]:
+    """The BatchTuned reason and message while the measurement ``asked`` for has no result."""
+    if run is not None and run.failure_reason and run.failures >= run.attempts:
+        return run.failure_reason, (
+            f"attempt {run.attempts} failed: {run.failure_message}; next attempt after "
+            f"{run.next_retry_time}{meanwhile}"
+        )
+    if run is not None and run.attempts:
+        message = f"Job {run.job} is measuring (attempt {run.attempts}){meanwhile}"
+        if run.failure_reason:
+            message += f"; the previous attempt failed: {run.failure_message}"
+        return "Tuning", message
+    return "NotMeasured", f"{asked} and no measurement exists yet{meanwhile}"
+
+
+def engine_slots(
+    spec: models.GeoDeploymentSpec, run: models.TuningStatus | None
+) -> tuple[int, bool, str, str]:
+    """A generative model's slots, whether final, and the BatchTuned reason/message: the
+    spec's, or with triton.engine.slots 0 the measured ones (``run``: the served
+    candidate's tuning run for the current key), `UNTUNED_SLOTS` until then."""
+    engine = spec.triton.engine or models.EngineSpec()
+    how = f"one batch of up to {engine.batch_tokens} tokens per step"
+    if engine.slots > 0:
+        return (
+            engine.slots,
+            True,
+            "EngineBatches",
+            f"a generative model: decoupled, llama.cpp decodes up to {engine.slots} sequences "
+            f"together, {how}",
+        )
+    if run is not None and run.result is not None:
+        words = tuning.describe(run.result, spec.tuning_budget_ms(), generative=True)
+        return run.result.max_batch_size, True, "Measured", f"measured by Job {run.job}: {words}"
+    reason, message = _unmeasured(
+        run, f"; serving {UNTUNED_SLOTS} slots meanwhile", "triton.engine.slots is 0 (measure)"
+    )
+    return UNTUNED_SLOTS, False, reason, message
+
+
+def with_slots(spec: models.GeoDeploymentSpec, slots: int) -> models.GeoDeploymentSpec:
+    """``spec`` with triton.engine.slots set: what the pods run when it was 0 (measure)."""
+    engine = (spec.triton.engine or models.EngineSpec()).model_copy(update={"slots": slots})
+    triton = spec.triton.model_copy(update={"engine": engine})
+    return spec.model_copy(update={"triton": triton})
 
 
 def desired_replicas(spec: models.GeoDeploymentSpec, current: int | None) -> int:
@@ -131,7 +171,8 @@ def measures(spec: models.GeoDeploymentSpec) -> bool:
     """Whether each candidate gets a tuning Job: a predictive model's with maxBatchSize 0
     (tune); a generative model's with model.evaluation (its quality and token speed)."""
     if spec.model.generative:
-        return spec.model.evaluation is not None
+        engine = spec.triton.engine or models.EngineSpec()
+        return spec.model.evaluation is not None or engine.slots == 0
     return spec.triton.max_batch_size == 0
 
 
@@ -198,19 +239,23 @@ def plan(
     if choice.artifact is not None and keys:
         key = keys.get(choice.artifact.name) or tuning.key(spec, choice.artifact)
     batch, tuned, reason, message = batch_settings(spec, status, key)
+    served = spec
+    if spec.model.generative and spec.triton.engine is not None and spec.triton.engine.slots == 0:
+        run = next((r for r in status.tuning or () if key and r.key == key), None)
+        served = with_slots(spec, engine_slots(spec, run)[0])
     target = None
     if choice.artifact is not None:
         target = children.Target(
             name=name,
             namespace=namespace,
             uid=uid,
-            spec=spec,
+            spec=served,
             artifact=choice.artifact,
             batch=batch,
             replicas=desired_replicas(spec, current_replicas),
             gpu=hardware.gpu,
         )
-    return Plan(choice, target, tuned, reason, message, key, keys)
+    return Plan(choice, target, tuned, reason, message, key, keys, asked=spec)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -184,7 +184,17 @@ def as_measured(target: children.Target) -> children.Target:
     would be refused instead of measured); the other levers stay, they change capacity."""
     triton = target.spec.triton.unbounded()
     triton = triton.model_copy(update={"response_cache": models.ResponseCache()})
+    if triton.engine is not None and triton.engine.slots == 0:
+        # slots measured: loaded with the most, so the KV cache holds every candidate's
+        engine = triton.engine.model_copy(update={"slots": max(slot_candidates(target.spec))})
+        triton = triton.model_copy(update={"engine": engine})
     return dataclasses.replace(target, spec=target.spec.model_copy(update={"triton": triton}))
+
+
+def slot_candidates(spec: models.GeoDeploymentSpec) -> list[int]:
+    """The slot counts `geo tune-llm` tries when triton.engine.slots is 0: batchTuning's
+    candidates an engine can take (at most 64)."""
+    return sorted({c for c in spec.batch_tuning.candidates if c <= MAX_SLOTS}) or [1]
 
 
 def tuning_config_map(target: children.Target) -> dict[str, Any]:
@@ -316,6 +326,7 @@ def tuner_args(spec: models.GeoDeploymentSpec) -> list[str]:
 
 # Tokens each of `geo tune-llm`'s measuring streams asks for, at most (the cap bounds it).
 GENERATIVE_MEASURE_TOKENS = 64
+MAX_SLOTS = 64  # EngineSpec.slots' bound
 
 
 def generative_tuner_args(spec: models.GeoDeploymentSpec) -> list[str]:
@@ -324,11 +335,20 @@ def generative_tuner_args(spec: models.GeoDeploymentSpec) -> list[str]:
     engine = model_config.EngineSettings.of(spec.triton.engine)
     context = engine.context_length or 256
     cap = engine.max_tokens_cap or context
+    search = []
+    if engine.slots == 0:  # measure them, within the token objectives
+        objectives = spec.objectives
+        search = [f"--slot-candidates={','.join(map(str, slot_candidates(spec)))}"]
+        if objectives.time_to_first_token_p99_ms is not None:
+            search.append(f"--ttft-budget-ms={objectives.time_to_first_token_p99_ms:g}")
+        if objectives.inter_token_latency_p99_ms is not None:
+            search.append(f"--itl-budget-ms={objectives.inter_token_latency_p99_ms:g}")
     return [
         "tune-llm",
         f"--url=127.0.0.1:{names.HTTP_PORT}",
         f"--model={spec.model.name}",
-        f"--slots={engine.slots}",
+        f"--slots={engine.slots or max(slot_candidates(spec))}",
+        *search,
         f"--max-tokens={min(GENERATIVE_MEASURE_TOKENS, cap, context // 2)}",
         f"--context={context}",
         f"--threads={engine.n_threads}",
@@ -340,6 +360,7 @@ def generative_tuner_args(spec: models.GeoDeploymentSpec) -> list[str]:
 
 def tuning_job(target: children.Target, *, key_: str, attempt: int, image: str) -> dict[str, Any]:
     """The Job that measures the batching grid for ``target``'s artifact."""
+    asked = target.spec  # the tuner's args follow the spec as asked (slots 0: search them)
     target = as_measured(target)
     spec = target.spec
     name = job_name(target.name, key_, attempt)
@@ -365,7 +386,7 @@ def tuning_job(target: children.Target, *, key_: str, attempt: int, image: str) 
     tuner: dict[str, Any] = {
         "name": names.TUNER_CONTAINER,
         "image": image,
-        "args": tuner_args(spec),
+        "args": tuner_args(asked),
         # A crash with no result written still says why (the log's tail).
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},

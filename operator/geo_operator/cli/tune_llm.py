@@ -57,6 +57,23 @@ def register(verbs: Verbs) -> None:
         "--slots", type=options.positive_int, default=4, help="streams at once (default: 4)"
     )
     p.add_argument(
+        "--slot-candidates",
+        type=options.int_list(1),
+        help="measure these slot counts instead (each reloaded through Triton's repository "
+        "API: explicit model control), each with that many streams at once, and keep the "
+        "highest token throughput within --ttft-budget-ms and --itl-budget-ms",
+    )
+    p.add_argument(
+        "--ttft-budget-ms",
+        type=options.positive_float,
+        help="the time to first token p99 a kept slot count stays within (default: any)",
+    )
+    p.add_argument(
+        "--itl-budget-ms",
+        type=options.positive_float,
+        help="the inter-token p99 a kept slot count stays within (default: any)",
+    )
+    p.add_argument(
         "--max-tokens",
         type=options.positive_int,
         default=64,
@@ -150,30 +167,64 @@ def _text(path: str) -> str:
         raise io.UsageError(f"the held-out text {path} is not UTF-8: {error}") from error
 
 
-def _speeds(args: argparse.Namespace) -> list[llm_speed.Speed]:
+def _measure(args: argparse.Namespace, concurrency: int, label: str = "") -> llm_speed.Speed:
     from geo_operator.tuning import llm_speed
 
-    out = []
-    for concurrency in sorted({1, args.slots}):
-        try:
-            speed = llm_speed.measure(
-                args.url,
-                args.model,
-                _prompt(args),
-                max_tokens=args.max_tokens,
-                concurrency=concurrency,
-                rounds=args.rounds,
-            )
-        except Exception as error:  # refused, reset, no tokens: say so, no traceback
-            raise io.UsageError(f"streaming from {args.model} on {args.url}: {error}") from error
-        print(
-            f"[speed] {concurrency} at once: {speed.tokens_per_second:g} tokens/s, first token "
-            f"p99 {speed.ttft_p99_ms:g} ms, between tokens p99 {speed.inter_token_p99_ms:g} ms",
-            file=sys.stderr,
-            flush=True,
+    try:
+        speed = llm_speed.measure(
+            args.url,
+            args.model,
+            _prompt(args),
+            max_tokens=args.max_tokens,
+            concurrency=concurrency,
+            rounds=args.rounds,
         )
-        out.append(speed)
-    return out
+    except Exception as error:  # refused, reset, no tokens: say so, no traceback
+        raise io.UsageError(f"streaming from {args.model} on {args.url}: {error}") from error
+    print(
+        f"[speed]{label} {concurrency} at once: {speed.tokens_per_second:g} tokens/s, first "
+        f"token p99 {speed.ttft_p99_ms:g} ms, between tokens p99 {speed.inter_token_p99_ms:g} ms",
+        file=sys.stderr,
+        flush=True,
+    )
+    return speed
+
+
+def _speeds(args: argparse.Namespace) -> tuple[int, list[llm_speed.Speed]]:
+    """The slots to record and the figures measured: one stream, then the slots full; with
+    --slot-candidates, the search's (`llm_speed.search_slots`), Triton left serving the
+    chosen slots."""
+    from geo_operator.tuning import llm_speed
+
+    if not args.slot_candidates:
+        return args.slots, [_measure(args, c) for c in sorted({1, args.slots})]
+
+    def at(slots: int) -> llm_speed.Speed:
+        try:
+            llm_speed.load_slots(args.url, args.model, slots)
+        except Exception as error:
+            raise io.UsageError(f"reloading {args.model} with {slots} slots: {error}") from error
+        return _measure(args, slots, f" slots {slots}:")
+
+    found = llm_speed.search_slots(
+        at, args.slot_candidates, args.ttft_budget_ms, args.itl_budget_ms
+    )
+    if found.chosen is None or found.speed is None:
+        tried = ", ".join(
+            f"{c} slots: first token p99 {s.ttft_p99_ms:g} ms, between tokens "
+            f"{s.inter_token_p99_ms:g} ms"
+            for c, s in found.measured
+        )
+        raise io.UsageError(
+            f"no slot count kept the time to first token p99 within "
+            f"{args.ttft_budget_ms or 'any'} ms and between tokens within "
+            f"{args.itl_budget_ms or 'any'} ms ({tried})"
+        )
+    if found.measured[-1][0] != found.chosen:  # the confirmation missed: the next best
+        at(found.chosen)
+    else:
+        llm_speed.load_slots(args.url, args.model, found.chosen)  # leave it serving
+    return found.chosen, [s for _, s in found.measured]
 
 
 def _quality(args: argparse.Namespace) -> models.MeasuredAccuracy | None:
@@ -216,16 +267,16 @@ def _tune(args: argparse.Namespace) -> int:
 
     if args.wait_seconds > 0:
         tune._wait_ready(args.url, args.model, args.wait_seconds)
-    speeds = _speeds(args)
+    slots, speeds = _speeds(args)
     scored = _quality(args)
-    at_slots = speeds[-1]
+    at_slots = next(s for s in reversed(speeds) if s.concurrency == slots)
     result = models.TunedBatch(
-        max_batch_size=args.slots,
+        max_batch_size=slots,
         throughput=at_slots.tokens_per_second,
         p99_ms=at_slots.inter_token_p99_ms,
         concurrency=at_slots.concurrency,
         measurements=len(speeds),
-        grid_size=1,
+        grid_size=len(set(args.slot_candidates or [args.slots])),
         accuracy=scored,
     )
     io.write_result(args.result_file, tuning.result_json(result))

@@ -13,7 +13,8 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -80,3 +81,62 @@ def measure(
         inter_token_p99_ms=round(_p99(gaps), 2) if gaps else 0.0,
         inter_token_mean_ms=round(float(np.mean(gaps)) * 1000.0, 3) if gaps else 0.0,
     )
+
+
+def within(speed: Speed, ttft_budget_ms: float | None, itl_budget_ms: float | None) -> bool:
+    """Whether ``speed`` keeps both token objectives (an unset one bounds nothing)."""
+    return (ttft_budget_ms is None or speed.ttft_p99_ms <= ttft_budget_ms) and (
+        itl_budget_ms is None or speed.inter_token_p99_ms <= itl_budget_ms
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotSearch:
+    measured: tuple[tuple[int, Speed], ...]  # in the order measured, the confirmation last
+    chosen: int | None  # the slots kept; None: none kept the objectives
+    speed: Speed | None  # the chosen one's figures (its confirmation's)
+
+
+def search_slots(
+    measure_at: Callable[[int], Speed],
+    candidates: Sequence[int],
+    ttft_budget_ms: float | None,
+    itl_budget_ms: float | None,
+) -> SlotSearch:
+    """The generative max_batch_size search: each slot count measured with that many
+    streams at once (the engine full), the highest token throughput within the objectives
+    kept, then measured again (a confirmation round, as the classifiers' search has): if
+    the repeat misses the objectives, the next best is taken (its one measurement)."""
+    measured: list[tuple[int, Speed]] = [(c, measure_at(c)) for c in sorted(set(candidates))]
+    fitting = sorted(
+        (m for m in measured if within(m[1], ttft_budget_ms, itl_budget_ms)),
+        key=lambda m: m[1].tokens_per_second,
+        reverse=True,
+    )
+    if not fitting:
+        return SlotSearch(tuple(measured), None, None)
+    best, _ = fitting[0]
+    again = measure_at(best)
+    measured.append((best, again))
+    if within(again, ttft_budget_ms, itl_budget_ms) or len(fitting) == 1:
+        return SlotSearch(tuple(measured), best, again)
+    return SlotSearch(tuple(measured), fitting[1][0], fitting[1][1])
+
+
+def load_slots(http: str, model: str, slots: int) -> None:
+    """Reload ``model`` with ``slots`` (Triton in explicit model control: its own config
+    with the engine's ``slots`` parameter replaced); the engine sizes its KV cache anew."""
+    import json
+
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(http)
+    try:
+        config: dict[str, Any] = client.get_model_config(model)
+        config.setdefault("parameters", {})["slots"] = {"string_value": str(slots)}
+        client.load_model(model, config=json.dumps(config))
+        loaded = client.get_model_config(model)["parameters"]["slots"]["string_value"]
+        if loaded != str(slots):
+            raise RuntimeError(f"loaded {slots} slots but Triton reports {loaded}")
+    finally:
+        client.close()
