@@ -43,6 +43,20 @@ How far one decision moves (the anchors are HPA and KPA):
   stabilization), never below minReplicas, at most halving in one step; the
   window keeps its evidence, so the next ticks may halve again (20 -> 10 -> 5
   in two intervals) instead of waiting a whole window per step.
+
+**A generative model** (an `Observation` with `tokens`: its TTFT and inter-token
+objectives and the measured engine-seconds per prompt and per generated token) is sized
+in tokens, not requests (`_decide_tokens`): the demand is the prompt and generated tokens
+per second weighted by their measured cost (busy engines), plus the waiting requests'
+growth and backlog at the mean request's cost; the target is ``targetUtilization`` of
+an engine. It scales out when that demand needs more engines than are ordered, or when
+requests wait (every slot, and so its KV cache, taken) and the queue grows or the cache
+is nearly full; a TTFT or inter-token p99 over its objective is a reason only with a
+queue or a full cache behind it: a slow first token with an empty queue and free KV
+cache is a long prompt's prefill, which more replicas do not shorten (the reason says
+so). It scales in as above (the same window, halving, bursts kept warm), when the demand
+is below ``scaleInRatio`` of the target, nothing waits and both p99s are within
+``latencyHeadroom`` of their objectives. Missing numbers hold, as above.
 """
 
 from __future__ import annotations
@@ -114,6 +128,18 @@ RHYTHM_SLACK = 1.5
 
 
 @dataclasses.dataclass(frozen=True)
+class TokenTargets:
+    """A generative model's objectives and measured costs: what turns token signals into
+    engines (the loop and the simulator fill it from the spec and the tuning result)."""
+
+    ttft_p99_ms: float  # objectives.timeToFirstTokenP99Ms
+    itl_p99_ms: float  # objectives.interTokenLatencyP99Ms
+    prompt_token_seconds: float  # engine-seconds per prompt token (prefill)
+    generated_token_seconds: float  # engine-seconds per generated token, slots all decoding
+    slots: int = 1  # sequences one engine decodes together
+
+
+@dataclasses.dataclass(frozen=True)
 class Observation:
     """What the loop saw at `time` (seconds, any monotonic origin)."""
 
@@ -130,6 +156,15 @@ class Observation:
     rejected_qps: float | None = None  # requests refused after a queue timeout, per second
     queue_bound: float | None = None  # most requests the ready pods' queues hold; None: no bound
     cache_hit_ratio: float | None = None  # shown in the figures; the policy doesn't use it
+    # A generative model's signals (vLLM's metric names), None where not known or not
+    # generative; `tokens` set makes the decision one in tokens (`_decide_tokens`).
+    prompt_tps: float | None = None  # vllm:prompt_tokens_total per second, ready pods
+    generated_tps: float | None = None  # vllm:generation_tokens_total per second
+    waiting: float | None = None  # vllm:num_requests_waiting, summed over the ready pods
+    kv_usage: float | None = None  # vllm:kv_cache_usage_perc, the ready pods' mean, 0..1
+    ttft_p99_ms: float | None = None  # vllm:time_to_first_token_seconds p99
+    itl_p99_ms: float | None = None  # vllm:time_per_output_token_seconds p99
+    tokens: TokenTargets | None = None
 
 
 def _finite(value: float | None) -> float | None:
@@ -150,6 +185,13 @@ def observation(
     rejected_qps: float | None = None,
     queue_bound: float | None = None,
     cache_hit_ratio: float | None = None,
+    prompt_tps: float | None = None,
+    generated_tps: float | None = None,
+    waiting: float | None = None,
+    kv_usage: float | None = None,
+    ttft_p99_ms: float | None = None,
+    itl_p99_ms: float | None = None,
+    tokens: TokenTargets | None = None,
 ) -> Observation:
     """The one rule that turns measured numbers into an Observation (the loop, the
     simulator and `geo decide` all call it).
@@ -160,6 +202,15 @@ def observation(
     (``no_p99`` says why), and so is no request rate.
     """
     qps, p99_ms, queued = _finite(qps), _finite(p99_ms), _finite(queued)
+    prompt_tps, generated_tps = _finite(prompt_tps), _finite(generated_tps)
+    ttft_p99_ms, itl_p99_ms = _finite(ttft_p99_ms), _finite(itl_p99_ms)
+    if tokens is not None:
+        # A generative model's p99 is its first token's; its load, tokens.
+        p99_ms = ttft_p99_ms if p99_ms is None else p99_ms
+        if missing is None and (prompt_tps is None or generated_tps is None):
+            missing = "no token rates yet"
+        if missing is None and qps == 0 and ttft_p99_ms is None and itl_p99_ms is None:
+            ttft_p99_ms = itl_p99_ms = 0.0  # idle: no token was slow
     startup = _finite(startup_seconds)
     startup = startup if startup is not None and startup >= 0 else None
     if missing is None and qps is None:
@@ -184,6 +235,13 @@ def observation(
         rejected_qps=_finite(rejected_qps),
         queue_bound=queue_bound,
         cache_hit_ratio=_finite(cache_hit_ratio),
+        prompt_tps=prompt_tps,
+        generated_tps=generated_tps,
+        waiting=_finite(waiting),
+        kv_usage=_finite(kv_usage),
+        ttft_p99_ms=ttft_p99_ms,
+        itl_p99_ms=itl_p99_ms,
+        tokens=tokens,
     )
 
 
@@ -357,6 +415,10 @@ def _decide(spec: models.Autoscaling, obs: Observation, memory: Memory) -> tuple
             Decision("maintain", current, "no ready replica to measure: holding", None, obs.p99_ms),
             Memory(bursts=memory.bursts),
         )
+    if obs.tokens is not None:
+        decision, kept = _decide_tokens(spec, obs, obs.tokens, memory)
+        # The decision's figure stays requests per ready replica (status.lastDecision).
+        return dataclasses.replace(decision, qps_per_replica=obs.qps / obs.ready_replicas), kept
     breach = obs.p99_ms > target_p99_of(spec)
     if breach and memory.bursts and not memory.bursts[-1][2]:
         start, height, _ = memory.bursts[-1]
@@ -512,19 +574,22 @@ def _keep_warm(
 
 
 def _in(
-    spec: models.Autoscaling, obs: Observation, memory: Memory, load: _Load
+    spec: models.Autoscaling,
+    obs: Observation,
+    memory: Memory,
+    load: _Load,
+    calm: bool | None = None,
 ) -> tuple[Decision, Memory]:
-    """Scale in once the load has been low for the whole window, at most halving."""
+    """Scale in once the load has been low for the whole window, at most halving.
+    ``calm``: the latencies are within headroom (None: p99 against the p99 target)."""
     assert obs.p99_ms is not None
     current, numbers = obs.replicas, load.numbers
     # No target: a load is never "low" (never scale in on a number nobody measured).
     target_qps = spec.target_qps_per_replica
     floor_qps = -math.inf if target_qps is None else target_qps * spec.scale_in_ratio
-    low = (
-        load.qps_pr < floor_qps
-        and load.projected / max(current, 1) < floor_qps
-        and obs.p99_ms < target_p99_of(spec) * spec.latency_headroom
-    )
+    if calm is None:
+        calm = obs.p99_ms < target_p99_of(spec) * spec.latency_headroom
+    low = load.qps_pr < floor_qps and load.projected / max(current, 1) < floor_qps and calm
     # Every tick since the last scale-out (or gap) is evidence, low or within band:
     # the window holds their recommendations.
     window = spec.scale_in_stabilization_seconds
@@ -559,3 +624,141 @@ def _in(
         f"recommendation {stable}{because}): {numbers}; {current} -> {wanted}"
     )
     return Decision("scale_in", wanted, reason, load.qps_pr, obs.p99_ms), kept
+
+
+# --------------------------------------------------------------------- generative
+
+# A KV cache this full (the ready pods' mean) admits no more long sequences soon.
+KV_FULL = 0.9
+# The backlog of waiting requests is to be served within this long (at the mean
+# request's measured cost): a generative request waits for a slot, not a batch.
+TOKEN_DRAIN_SECONDS = 30.0
+
+
+def _decide_tokens(
+    spec: models.Autoscaling, obs: Observation, tokens: TokenTargets, memory: Memory
+) -> tuple[Decision, Memory]:
+    """A generative model's decision: demand in busy engines, from its token rates."""
+    assert obs.qps is not None and obs.p99_ms is not None
+    current, ready = obs.replicas, obs.ready_replicas
+    target = spec.target_utilization  # of one engine's time
+    prompt_tps = max(0.0, obs.prompt_tps or 0.0)
+    generated_tps = max(0.0, obs.generated_tps or 0.0)
+    busy = prompt_tps * tokens.prompt_token_seconds + generated_tps * tokens.generated_token_seconds
+    per_request = busy / obs.qps if obs.qps > 0 else 0.0
+    waiting = obs.waiting
+    growth = 0.0
+    if waiting is not None and memory.queued is not None and obs.time > memory.queued[0]:
+        growth = max(0.0, (waiting - memory.queued[1]) / (obs.time - memory.queued[0]))
+    backlog = max(0.0, waiting or 0.0) / TOKEN_DRAIN_SECONDS
+    # Arrivals beyond what was served (the queue's growth) and the backlog, at the mean
+    # request's cost; with no request served yet, a waiting request costs a whole engine
+    # for the drain time (a floor, not a guess of its length).
+    cost = per_request if per_request > 0 else TOKEN_DRAIN_SECONDS / max(tokens.slots, 1)
+    arrivals = busy + growth * cost
+    demand = arrivals + backlog * cost
+    samples = (
+        *(s for s in memory.samples if s[0] >= obs.time - TREND_SECONDS and s[0] < obs.time),
+        (obs.time, arrivals),
+    )
+    lead = _lead(obs)
+    trend = min(max(0.0, _slope(samples)) * lead, MAX_TREND_GAIN * arrivals)
+    projected = demand + trend
+    ttft, itl = obs.ttft_p99_ms, obs.itl_p99_ms
+    ttft_over = ttft is not None and ttft > tokens.ttft_p99_ms
+    itl_over = itl is not None and itl > tokens.itl_p99_ms
+    kv = obs.kv_usage
+    queue = waiting is not None and waiting > 0
+    full = kv is not None and kv >= KV_FULL
+    numbers = (
+        f"{prompt_tps:.0f} prompt + {generated_tps:.0f} generated tokens/s = {busy:.2f} busy "
+        f"engines over {ready} ready (target {target:g} each)"
+    )
+    if demand > busy:
+        numbers += f", {demand:.2f} with the queue's growth and backlog"
+    if projected > demand:
+        numbers += f", rising to {projected:.2f} in {lead:.0f}s"
+    numbers += f"; {waiting or 0:.0f} waiting" if waiting is not None else "; queue unknown"
+    numbers += f", KV cache {kv:.0%}" if kv is not None else ""
+    numbers += (
+        f"; TTFT p99 {ttft if ttft is not None else float('nan'):.0f} ms "
+        f"(objective {tokens.ttft_p99_ms:g}), inter-token p99 "
+        f"{itl if itl is not None else float('nan'):.0f} ms (objective {tokens.itl_p99_ms:g})"
+    )
+    by_load = _needed(demand, target)
+    by_trend = _needed(projected, target)
+    queued_at = None if waiting is None else (obs.time, waiting)
+    kept = Memory(samples=samples, queued=queued_at, bursts=memory.bursts)
+    load = _Load(
+        qps_pr=demand / max(ready, 1),
+        growth=growth,
+        demand=demand,
+        projected=projected,
+        by_load=by_load,
+        by_trend=by_trend,
+        saturated=queue and (growth > 0 or full),
+        numbers=numbers,
+        kept=kept,
+    )
+    tspec = spec.model_copy(update={"target_qps_per_replica": target})
+    pressure = load.saturated
+    overloaded = by_load > current
+    rising = by_trend > current and not overloaded
+    breach = ttft_over or itl_over
+    if overloaded or rising or pressure or (breach and queue):
+        return _out_tokens(tspec, obs, memory, load, overloaded, rising, pressure, breach)
+    if breach:
+        which = " and ".join(
+            w for w, on in (("TTFT p99", ttft_over), ("inter-token p99", itl_over)) if on
+        )
+        cache = "free" if kv is None or kv < KV_FULL else "nearly full"
+        return _hold(
+            obs,
+            load,
+            f"{which} over the objective, but no request waits and the KV cache is {cache}: "
+            f"the latency is the prompts' own (prefill, batch), which more replicas do not "
+            f"shorten: {numbers}",
+        )
+    calm = (ttft or 0.0) < tokens.ttft_p99_ms * spec.latency_headroom and (
+        itl or 0.0
+    ) < tokens.itl_p99_ms * spec.latency_headroom
+    return _in(tspec, obs, memory, load, calm=calm and not queue)
+
+
+def _out_tokens(
+    spec: models.Autoscaling,
+    obs: Observation,
+    memory: Memory,
+    load: _Load,
+    overloaded: bool,
+    rising: bool,
+    pressure: bool,
+    breach: bool,
+) -> tuple[Decision, Memory]:
+    """Scale out to the engines the token demand needs (at least one more), unless the
+    replicas already ordered cover it or maxReplicas is reached."""
+    current, starting = obs.replicas, obs.replicas - obs.ready_replicas
+    needed = max(load.by_load, load.by_trend)
+    wanted = _clamp(spec, max(needed, current + 1))
+    causes = [
+        c
+        for c, on in (
+            ("token demand above the replicas' capacity", overloaded),
+            ("token demand trend will exceed the replicas' capacity", rising),
+            ("requests waiting for a slot with the queue growing or the KV cache full", pressure),
+            ("latency over its objective with requests waiting", breach and not pressure),
+        )
+        if on
+    ]
+    cause, numbers = " and ".join(causes), load.numbers
+    if wanted <= current:
+        return _hold(obs, load, f"{cause} but at maxReplicas {spec.max_replicas}: {numbers}")
+    if starting > 0 and needed <= current:
+        return _hold(
+            obs,
+            load,
+            f"{cause}; waiting for {starting} starting replica(s) already ordered: {numbers}",
+        )
+    kept = dataclasses.replace(load.kept, bursts=_burst(memory.bursts, obs.time, wanted, breach))
+    reason = f"{cause}: {numbers}; {current} -> {wanted}"
+    return Decision("scale_out", wanted, reason, load.qps_pr, obs.p99_ms), kept

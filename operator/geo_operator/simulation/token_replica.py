@@ -125,6 +125,7 @@ class _Seq:
     prompt: int
     output: int  # tokens to generate (at least 1)
     cached: int = 0  # prompt tokens processed
+    waited: bool = False  # found every slot taken at a step boundary
     generated: int = 0
 
     @property
@@ -153,6 +154,7 @@ class TokenReplica:
         self.now = ready_at
         self.waiting: collections.deque[_Seq] = collections.deque()
         self.active: list[_Seq] = []
+        self.waited = 0  # requests that found every slot taken (waited for one)
 
     # ------------------------------------------------------------------ requests
 
@@ -235,7 +237,8 @@ class TokenReplica:
         n = len(self.active)
         step = self.profile.step_ms(n, 0) / 1000.0
         k = min(s.output - s.generated for s in self.active)
-        k = min(k, max(1, math.ceil((horizon - self.now) / step)))
+        if math.isfinite(horizon):
+            k = min(k, max(1, math.ceil((horizon - self.now) / step)))
         if self.waiting and len(self.active) < self.slots:
             # an arrival joins at the first step boundary at or after it
             k = min(k, max(1, math.ceil((self.waiting[0].arrival - self.now) / step)))
