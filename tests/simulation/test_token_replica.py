@@ -77,6 +77,7 @@ def test_a_queue_forms_when_slots_are_full_and_ttft_includes_the_wait() -> None:
         replica.submit(i, 0.0, 100, 200)
     replica.advance(0.001, sink)
     assert replica.running == 2 and replica.queued(0.001) == 1
+    assert replica.waited == 1
     assert replica.kv_usage() > 0
     replica.advance(100.0, sink)
     # the third waited for a slot: its first token after the first two finished

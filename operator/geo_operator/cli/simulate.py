@@ -40,7 +40,27 @@ DESCRIPTION = (
 )
 EPILOG = (
     "example: geo simulate -f manifests/examples/digits-simulate.yaml "
-    "--trace traces/azure-llm-2023-code.csv --policy all --plot out/azure.png"
+    "--trace traces/azure-llm-2023-code.csv --policy all --plot out/azure.png\n"
+    "A generative spec (model.kind generative) is replayed token by token: each request's "
+    "ContextTokens and GeneratedTokens through replicas of its engine (slots, a KV cache "
+    "per slot, chunked prefill beside decoding; prefill and decode step costs calibrated "
+    "on the real llama.cpp engine by e2e/calibrate_llm_replica.py), each 10-second window "
+    "scored on TTFT p99 and inter-token p99 against the objectives, under geo, "
+    "keda-waiting, aibrix-kpa, llmd-wva, dynamo-planner, hpa or oracle: "
+    "geo simulate -f manifests/examples/simulate-pycode.yaml "
+    "--trace traces/azure-llm-2023-code.csv --policy all -o json"
+)
+
+# simulation.token_trace.MIXES and token_autoscalers.POLICIES (not imported: numpy).
+MIXES = ("long-prompt", "long-answer", "shift", "burst")
+GENERATIVE_POLICIES = (
+    "geo",
+    "keda-waiting",
+    "aibrix-kpa",
+    "llmd-wva",
+    "dynamo-planner",
+    "hpa",
+    "oracle",
 )
 
 
@@ -74,6 +94,21 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
         help="a synthetic trace instead of --trace: a shape, or stationary load whose "
         "10-second windows vary with a coefficient of variation of 0.1, 0.25 or 0.4 "
         "(steady-low|mid|high)",
+    )
+    p.add_argument(
+        "--mix",
+        choices=MIXES,
+        help="a generative spec: a synthetic token trace instead of --trace: long prompts "
+        "and short answers, short prompts and long answers, a shift from one to the other "
+        "mid-trace, or a burst",
+    )
+    p.add_argument(
+        "--rate-factor",
+        type=options.positive_float,
+        default=1.0,
+        metavar="FACTOR",
+        help="a generative spec: replay the trace at FACTOR times its recorded rate (its "
+        "windows' mix kept; default: %(default)s); --mix: requests/s on average (default 2)",
     )
     p.add_argument(
         "--peak-replicas",
@@ -186,10 +221,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     spec = io.load_spec(args.file)
     if spec.model.generative:
+        return _simulate_generative(args, spec)
+    if args.mix is not None:
         raise io.UsageError(
-            f"{args.file}: model.kind is generative; geo simulate models request/response "
-            "replicas (batches of requests), not token streams: the token-level simulator "
-            "(prefill and decode cost, slots, KV cache) is not built yet"
+            f"--mix is a generative spec's synthetic token trace; {args.file} is predictive: "
+            "give --synthetic SHAPE or --trace"
         )
     if args.plot:
         _check_plot(args.plot)
@@ -448,3 +484,101 @@ def _replay_one(
         flush=True,
     )
     return result, scaler
+
+
+def _simulate_generative(args: argparse.Namespace, spec: models.GeoDeploymentSpec) -> int:
+    """A generative spec's replay: token replicas, TTFT and inter-token windows."""
+    import time
+
+    import numpy as np
+
+    from geo_operator.simulation import token_autoscalers, token_engine, token_replica, token_trace
+    from geo_operator.simulation import trace as traces
+
+    if args.synthetic is not None:
+        raise io.UsageError(
+            f"{args.file}: model.kind is generative; --synthetic {args.synthetic} is a "
+            "request-rate shape, and the token-level simulator replays requests with their "
+            "prompt and output lengths: give --trace (TIMESTAMP,ContextTokens,"
+            "GeneratedTokens) or --mix " + "|".join(MIXES)
+        )
+    if args.plot:
+        raise io.UsageError("--plot is not drawn for a generative replay yet; drop --plot")
+    if (args.trace is None) == (args.mix is None):
+        raise io.UsageError("a generative spec: give exactly one of --trace FILE.csv or --mix")
+    names = list(GENERATIVE_POLICIES) if args.policy == "all" else args.policy.split(",")
+    unknown = [n for n in names if n not in GENERATIVE_POLICIES]
+    if unknown:
+        raise io.UsageError(
+            f"unknown policy {', '.join(unknown)} for a generative spec: "
+            f"choose from {', '.join(GENERATIVE_POLICIES)} or all"
+        )
+    try:
+        token_autoscalers.objectives(spec)
+        profile = (
+            token_replica.TokenProfile.load(args.profile)
+            if args.profile
+            else token_replica.TokenProfile.load()
+        )
+        if args.trace is not None:
+            requests = traces.load_token_csv(args.trace)
+            traces.check_span(args.trace, requests.arrivals)
+            if args.rate_factor != 1.0:
+                requests = token_trace.rescale(requests, args.rate_factor, args.seed)
+        else:
+            rate = args.rate_factor if args.rate_factor != 1.0 else 2.0
+            requests = token_trace.synthetic(
+                args.mix, duration=args.duration or 1800, rate=rate, seed=args.seed
+            )
+    except ValueError as error:
+        raise io.UsageError(str(error)) from error
+    if args.duration:
+        keep = requests.arrivals < args.duration
+        requests = dataclasses.replace(
+            requests,
+            arrivals=requests.arrivals[keep],
+            context_tokens=requests.context_tokens[keep],
+            generated_tokens=requests.generated_tokens[keep],
+        )
+    if len(requests.arrivals) < 2:
+        raise io.UsageError(f"{requests.name}: fewer than 2 requests to replay")
+    replay_options = token_engine.Options(
+        startup_seconds=args.startup_seconds,
+        metrics_lag_seconds=args.metrics_lag_seconds,
+        seed=args.seed,
+        profile=profile,
+    )
+    serving = token_engine.serving(spec, profile)
+    ttft, itl = token_autoscalers.objectives(spec)
+    print(
+        f"[simulate] {requests.name}: {len(requests.arrivals)} requests over "
+        f"{requests.arrivals[-1]:.0f} s, prompts median {np.median(requests.context_tokens):.0f} "
+        f"tokens, outputs median {np.median(requests.generated_tokens):.0f}; replica: "
+        f"{serving.slots} slots x {serving.context_length} tokens, prefill "
+        f"{profile.prefill_ms_per_token:g} ms/token, decode step {profile.step_base_ms:g} + "
+        f"{profile.decode_ms_per_sequence:g} ms x sequences ({profile.measured}); objectives "
+        f"TTFT p99 {ttft:g} ms, inter-token p99 {itl:g} ms; start-up "
+        f"{args.startup_seconds:g} s, metrics lag {args.metrics_lag_seconds} s, seed {args.seed}",
+        file=sys.stderr,
+    )
+    results = []
+    for name in names:
+        started = time.monotonic()
+        result = token_engine.replay(spec, requests, name, replay_options)
+        print(
+            f"[simulate] {name}: replayed in {time.monotonic() - started:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        results.append(result)
+    if args.output != "text":
+        rows = [r.summary() for r in results]
+        io.emit(rows[0] if len(rows) == 1 else rows, args.output)
+        return 0
+    columns = ("policy", "sloViolationSeconds", "replicaSeconds", "scalingActions",
+               "worstTtftP99Ms", "worstItlP99Ms", "refusedRequests", "queuedRequests")  # fmt: skip
+    print("  ".join(f"{c:>20}" for c in columns))
+    for r in results:
+        row = r.summary()
+        print("  ".join(f"{row[c]!s:>20}" for c in columns))
+    return 0

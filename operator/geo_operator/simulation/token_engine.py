@@ -37,13 +37,13 @@ from geo_operator.api import models
 from geo_operator.simulation import engine as request_engine
 from geo_operator.simulation import token_replica
 from geo_operator.simulation.replica import BoolArray, FloatArray, IntArray
-from geo_operator.simulation.trace import TokenRequests
+from geo_operator.simulation.trace import MAX_SPAN_SECONDS, TokenRequests
 
 SLO_WINDOW = request_engine.SLO_WINDOW
 _NBINS = request_engine._NBINS
 # A replay holds per-second arrays over the trace's span: a span longer than this is
-# refused (trace.check_span) rather than allocated.
-MAX_SECONDS = 14 * 24 * 3600
+# refused, naming it, rather than allocated.
+MAX_SECONDS = MAX_SPAN_SECONDS
 
 
 def _bin(seconds: float) -> int:

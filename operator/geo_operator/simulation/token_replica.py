@@ -192,6 +192,12 @@ class TokenReplica:
             self.waiting and len(self.active) < self.slots and self.waiting[0].arrival <= self.now
         ):
             self.active.append(self.waiting.popleft())
+        for seq in self.waiting:
+            if seq.arrival > self.now:
+                break
+            if not seq.waited:
+                seq.waited = True
+                self.waited += 1
 
     def advance(self, horizon: float, sink: Sink) -> None:
         """Run every step that starts before ``horizon`` (the last may end after it)."""

@@ -176,10 +176,30 @@ def load_token_csv(path: pathlib.Path | str) -> TokenRequests:
     return TokenRequests(path.stem, arrivals - arrivals[0], table[:, 0], table[:, 1])
 
 
+# A replay keeps per-second series over the trace's span (the rate, the engine's
+# counters): a span beyond this is refused, naming it, rather than allocated (two rows ten
+# years apart would ask for gigabytes). Two weeks hold the week-long production traces.
+MAX_SPAN_SECONDS = 14 * 24 * 3600
+
+
+def check_span(name: str, arrivals: FloatArray) -> None:
+    """A TraceError naming the span when the trace's rows are further apart than a
+    replay holds (`MAX_SPAN_SECONDS`)."""
+    span = float(arrivals[-1] - arrivals[0]) if len(arrivals) else 0.0
+    if span > MAX_SPAN_SECONDS:
+        raise TraceError(
+            f"{name} spans {span:.0f} s ({span / 86400:.1f} days) from its first request to "
+            f"its last, over {len(arrivals)} requests: a replay holds at most "
+            f"{MAX_SPAN_SECONDS} s ({MAX_SPAN_SECONDS // 86400} days) per second; cut the "
+            "trace (or fix its timestamps)"
+        )
+
+
 def rate_from_arrivals(arrivals: FloatArray, resolution: int = 10) -> FloatArray:
     """Per-second rate: arrivals counted per ``resolution``-second span, spread evenly."""
     if resolution < 1:
         raise ValueError("resolution must be at least 1 second")
+    check_span("the trace", arrivals)
     seconds = math.floor(arrivals[-1]) + 1
     spans = -(-seconds // resolution)
     counts = np.bincount((arrivals // resolution).astype(np.int64), minlength=spans)
@@ -188,6 +208,7 @@ def rate_from_arrivals(arrivals: FloatArray, resolution: int = 10) -> FloatArray
 
 def from_csv(path: pathlib.Path | str, resolution: int = 10) -> Trace:
     arrivals = load_csv(path)
+    check_span(str(path), arrivals)
     return Trace(pathlib.Path(path).stem, rate_from_arrivals(arrivals, resolution))
 
 
