@@ -308,3 +308,46 @@ def test_the_family_is_measured_and_the_miscalibrated_member_caught_twice(
     assert "accuracy" in rollout["reason"] and rollout["canary"]["accuracy"] < 0.8, rollout
     assert rollout["rejected"][-1]["artifact"] == BAD
     assert not streams.failures, streams.failures[:5]
+
+
+def test_slots_0_are_measured_by_the_tuning_job_and_served(
+    operator: OperatorProcess, runner: KubeletRunner, namespace: str
+) -> None:
+    """triton.engine.slots 0: the served candidate's Job reloads the model with 1, 2 and 4
+    slots, each with that many streams at once, and keeps the highest tokens/s within the
+    objectives (generous here: two cores); BatchTuned says Measured and the pods serve the
+    measured count."""
+    cluster = operator.cluster
+    body = yaml.safe_load(EXAMPLE.read_text())
+    body["metadata"]["namespace"] = namespace
+    spec = body["spec"]
+    spec["model"]["artifacts"] = [a for a in spec["model"]["artifacts"] if a["name"] == "q4-k-m"]
+    spec["triton"]["engine"]["slots"] = 0
+    spec["objectives"] = {"timeToFirstTokenP99Ms": 2000, "interTokenLatencyP99Ms": 500}
+    spec["batchTuning"] = {"candidates": [1, 2, 4], "timeoutSeconds": 300}
+    # the measured slots replace the 4 served meanwhile at once (a canary needs traffic)
+    spec["rollout"] = {"strategy": "rolling"}
+    cluster.apply(body)
+
+    def measured() -> dict[str, Any] | None:
+        status = (cluster.get("geod", NAME, namespace) or {}).get("status") or {}
+        conditions = {c["type"]: c for c in status.get("conditions", [])}
+        batch = conditions.get("BatchTuned", {})
+        ready = conditions.get("Ready", {}).get("reason") == "Available"
+        return status if batch.get("reason") == "Measured" and ready else None
+
+    status = wait_for(measured, "the slots measured and served", timeout=300)
+    batch = {c["type"]: c for c in status["conditions"]}["BatchTuned"]
+    result = status["tuning"][0]["result"]
+    print(f"\nslots measured: {batch['message']}")
+    assert result["maxBatchSize"] in (1, 2, 4) and result["gridSize"] == 3
+    assert result["measurements"] == 4  # three slot counts and the confirmation
+    assert f"{result['maxBatchSize']} slots: " in batch["message"]
+
+    def slots_served() -> str | None:
+        served = cluster.get("configmap", f"{NAME}-model", namespace) or {}
+        config = model_config.parse(served["data"]["config.pbtxt"])
+        slots = config.parameters["slots"].string_value
+        return slots if slots == str(result["maxBatchSize"]) else None
+
+    wait_for(slots_served, "the measured slots served", timeout=60)
