@@ -482,6 +482,7 @@ def test_geo_tune_llm_measures_token_speed_and_catches_the_miscalibrated_member(
     assert accuracy.perplexity == pytest.approx(recorded["q2_k-miscalibrated"]["perplexity"], 1e-3)
     assert parsed.max_batch_size == 3 and parsed.concurrency == 3
     assert parsed.throughput > 0 and parsed.p99_ms > 0  # 3 streams x 16 tokens, measured
+    assert parsed.prefill_tokens_per_second is not None and parsed.prefill_tokens_per_second > 0
     # a model Triton doesn't serve: the verb says so, exit 2, and the result file too
     args[2] = "--model=nope"
     assert main(args) == 2

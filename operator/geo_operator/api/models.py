@@ -156,6 +156,7 @@ _TEXT_METRICS = (EvaluationMetric.PERPLEXITY, EvaluationMetric.KL_DIVERGENCE)
 # Triton's vLLM backend instead (builders.children.triton_image).
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"
 VLLM_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-vllm-python-py3"
+TRTLLM_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.08-trtllm-python-py3"
 
 # The p99 latency objective when none is given (tuning's budget and the autoscaler's target).
 DEFAULT_P99_LATENCY_MS = 200.0
@@ -937,6 +938,51 @@ class PodSecurity(_Model):
 class EngineSpec(_Model):
     """The generative engine's levers (llama.cpp in Triton's python backend)."""
 
+    model_config = _rules(
+        _cel(
+            "self.backend != 'tensorrtllm' || has(self.tensorrtllmEngine)",
+            "triton.engine.backend tensorrtllm needs triton.engine.tensorrtllmEngine "
+            "(a trtllm-build engine directory; a GGUF file is not an engine)",
+            ".tensorrtllmEngine",
+        ),
+        _cel(
+            "!has(self.tensorrtllmEngine) || self.backend == 'tensorrtllm'",
+            "triton.engine.tensorrtllmEngine applies only to triton.engine.backend tensorrtllm",
+            ".tensorrtllmEngine",
+        ),
+    )
+
+    backend: Literal["vllm", "tensorrtllm"] = Field(
+        default="vllm",
+        description=(
+            "On a GPU, the Triton backend that serves: vllm (Triton's vLLM backend, the "
+            "artifact's GGUF) or tensorrtllm (Triton's TensorRT-LLM backend, the built engine "
+            "in tensorrtllmEngine). On CPU llama.cpp serves either way."
+        ),
+    )
+    tensorrtllm_engine: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description=(
+            "URI of a TensorRT-LLM engine directory archive (trtllm-build's output for the "
+            "target GPU, with the model's Hugging Face tokenizer under tokenizer/)."
+        ),
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _trtllm_engine(self) -> EngineSpec:
+        if self.backend == "tensorrtllm" and self.tensorrtllm_engine is None:
+            raise ValueError(
+                "triton.engine.backend tensorrtllm needs triton.engine.tensorrtllmEngine "
+                "(a trtllm-build engine directory; a GGUF file is not an engine)"
+            )
+        if self.tensorrtllm_engine is not None and self.backend != "tensorrtllm":
+            raise ValueError(
+                "triton.engine.tensorrtllmEngine applies only to triton.engine.backend "
+                "tensorrtllm"
+            )
+        return self
     slots: int = Field(
         default=4,
         ge=0,
@@ -1815,8 +1861,18 @@ class TunedBatch(_Model):
     max_queue_delay_microseconds: int | None = Field(
         default=None, description="The chosen queue delay; absent: dynamic batching off."
     )
-    throughput: float = Field(description="Its measured throughput, requests/s.")
-    p99_ms: float = Field(description="Its client-side p99 latency at that throughput.")
+    throughput: float = Field(
+        description="Its measured throughput, requests/s (a generative model: generated "
+        "tokens/s with every slot streaming)."
+    )
+    p99_ms: float = Field(
+        description="Its client-side p99 latency at that throughput (a generative model: "
+        "between tokens)."
+    )
+    prefill_tokens_per_second: float | None = Field(
+        default=None,
+        description="A generative model's prompt tokens/s, one request alone (its prefill).",
+    )
     concurrency: int | None = Field(default=None, description="In-flight requests it ran at.")
     measurements: int = Field(description="Measurements the search took.")
     grid_size: int = Field(description="Configurations in the grid (a full sweep's count).")

@@ -624,6 +624,8 @@ def _describe_generative(result: models.TunedBatch) -> str:
         f"{result.concurrency or result.max_batch_size} streams at once, p99 "
         f"{result.p99_ms:.2f} ms between tokens"
     )
+    if result.prefill_tokens_per_second is not None:
+        words += f", prefill {result.prefill_tokens_per_second:.0f} prompt tokens/s"
     a = result.accuracy
     if a is not None:
         against = f" with {a.reference}" if a.reference else ""

@@ -227,6 +227,24 @@ def _speeds(args: argparse.Namespace) -> tuple[int, list[llm_speed.Speed]]:
     return found.chosen, [s for _, s in found.measured]
 
 
+def _prefill(args: argparse.Namespace) -> float:
+    """Prompt tokens/s of one request alone, on a prompt of about half a slot's context
+    (--context tokens at 1.5 characters a token: the held-out text's, else code)."""
+    from geo_operator.tuning import llm_speed
+
+    chars = args.context * 3 // 4
+    text = _text(args.evaluate) if args.evaluate else _CODE * (chars // len(_CODE) + 1)
+    try:
+        speed = llm_speed.prefill(args.url, args.model, text[:chars])
+    except Exception as error:  # refused (a prompt over the context?), reset: say so
+        raise io.UsageError(f"prefill on {args.model} at {args.url}: {error}") from error
+    print(f"[speed] prefill: {speed:g} prompt tokens/s, one request alone", file=sys.stderr)
+    return speed
+
+
+_CODE = "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1)\n"
+
+
 def _quality(args: argparse.Namespace) -> models.MeasuredAccuracy | None:
     from geo_operator.tuning import llm_quality
 
@@ -268,6 +286,7 @@ def _tune(args: argparse.Namespace) -> int:
     if args.wait_seconds > 0:
         tune._wait_ready(args.url, args.model, args.wait_seconds)
     slots, speeds = _speeds(args)
+    prefill = _prefill(args)
     scored = _quality(args)
     at_slots = next(s for s in reversed(speeds) if s.concurrency == slots)
     result = models.TunedBatch(
@@ -277,10 +296,12 @@ def _tune(args: argparse.Namespace) -> int:
         concurrency=at_slots.concurrency,
         measurements=len(speeds),
         grid_size=len(set(args.slot_candidates or [args.slots])),
+        prefill_tokens_per_second=prefill,
         accuracy=scored,
     )
     io.write_result(args.result_file, tuning.result_json(result))
     if args.output == "text":
+        print(f"prefill: {prefill:g} prompt tokens/s, one request alone")
         for s in speeds:
             print(
                 f"{s.concurrency} at once: {s.tokens_per_second:g} tokens/s, first token p99 "

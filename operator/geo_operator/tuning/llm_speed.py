@@ -140,3 +140,31 @@ def load_slots(http: str, model: str, slots: int) -> None:
             raise RuntimeError(f"loaded {slots} slots but Triton reports {loaded}")
     finally:
         client.close()
+
+
+def prefill(http: str, model: str, prompt: str, rounds: int = 3) -> float:
+    """Prompt tokens per second of one request alone: a ``max_tokens`` 1 request (its time is
+    the prefill and one decode step), the prompt's tokens as the engine counted them
+    (``return_num_input_tokens``); the median of ``rounds``."""
+    import json
+    import urllib.request
+
+    body = {
+        "text_input": prompt,
+        "exclude_input_in_output": True,
+        "return_num_input_tokens": True,
+        "parameters": {"max_tokens": 1, "temperature": 0},
+    }
+    speeds = []
+    for _ in range(rounds):
+        request = urllib.request.Request(
+            f"http://{http}/v2/models/{model}/generate",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = json.loads(response.read())
+        took = time.perf_counter() - started
+        speeds.append(float(answer["num_input_tokens"]) / took)
+    return round(float(np.median(speeds)), 1)
