@@ -170,3 +170,35 @@ def test_the_builders_serve_a_gguf_with_llama_cpp_decoupled_and_tune_no_batch() 
     assert config.output[0].name == "text_output"
     script = children._init_script(decided.target)
     assert "model.gguf" in script and "model.py" in script and "--sha256" in script
+
+
+@pytest.mark.parametrize(
+    ("engine", "words"),
+    [
+        ({"backend": "tensorrtllm"}, r"needs triton\.engine\.tensorrtllmEngine"),
+        ({"tensorrtllmEngine": "http://h/e.tar"}, r"tensorrtllmEngine applies only to"),
+        ({"backend": "tensorrt"}, "'vllm' or 'tensorrtllm'"),
+    ],
+)
+def test_the_tensorrtllm_backend_needs_a_built_engine_not_the_gguf(
+    engine: dict[str, Any], words: str
+) -> None:
+    spec = _changed(triton__engine=engine)
+    with pytest.raises(pydantic.ValidationError, match=words):
+        models.parse_spec(spec)
+    if "backend" not in engine or engine["backend"] == "tensorrtllm":
+        schema = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        engine_schema = schema["properties"]["spec"]["properties"]["triton"]["properties"]["engine"]
+        env = celpy.Environment()
+        failed = [
+            rule
+            for rule in _rules(engine_schema)
+            if not bool(
+                env.program(env.compile(rule["rule"])).evaluate(
+                    {"self": celpy.json_to_cel({"backend": "vllm", **engine})}
+                )
+            )
+        ]
+        assert failed and all(r["fieldPath"] == ".tensorrtllmEngine" for r in failed)
+    ok = _changed(triton__engine={"backend": "tensorrtllm", "tensorrtllmEngine": "http://h/e.tar"})
+    assert models.parse_spec(ok).triton.engine is not None

@@ -368,3 +368,28 @@ def test_golden_generative(gpu: bool, golden: pathlib.Path) -> None:
         )
         assert pod["containers"][0]["image"] == models.DEFAULT_TRITON_IMAGE
         assert "model.py" in script
+
+
+PYCODE_TRTLLM_GOLDEN = pathlib.Path(__file__).parent / "golden" / "pycode-gpu-trtllm.yaml"
+
+
+def test_golden_generative_tensorrtllm() -> None:
+    """The pycode example on a GPU with triton.engine.backend tensorrtllm: the ensemble
+    under the model's name, its three steps beside it, Triton's TensorRT-LLM image."""
+    body = yaml.safe_load(PYCODE.read_text())
+    body["spec"]["triton"]["resources"]["limits"]["nvidia.com/gpu"] = 1
+    engine = body["spec"]["triton"].setdefault("engine", {})
+    engine.update(backend="tensorrtllm", tensorrtllmEngine="https://example.com/pycode-engine.tar")
+    target = _target(models.parse_spec(body["spec"]), name="pycode")
+    rendered = yamlio.dump_all(_no_llama_source(children.all_children(target)[:2]))
+    if os.environ.get("UPDATE_GOLDEN"):
+        PYCODE_TRTLLM_GOLDEN.write_text(rendered)
+    assert rendered == PYCODE_TRTLLM_GOLDEN.read_text(), "run with UPDATE_GOLDEN=1"
+    data = children.config_map_data(target)
+    assert (
+        'platform: "ensemble"' in data["config.pbtxt"] and 'name: "pycode"' in data["config.pbtxt"]
+    )
+    assert 'backend: "tensorrtllm"' in data["trtllm-tensorrt_llm.pbtxt"]
+    assert "model.json" not in data and "model.py" not in data
+    pod = children.deployment(target)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == models.TRTLLM_TRITON_IMAGE

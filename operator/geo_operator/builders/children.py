@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from geo_operator.api import models, names
-from geo_operator.triton import model_config
+from geo_operator.triton import model_config, trtllm_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,16 +127,35 @@ def triton_image(target: Target) -> str:
     image = target.spec.triton.image
     generative_gpu = target.artifact.format is models.ArtifactFormat.GGUF and target.gpu
     if generative_gpu and image == models.DEFAULT_TRITON_IMAGE:
+        if _trtllm(target):
+            return models.TRTLLM_TRITON_IMAGE
         return models.VLLM_TRITON_IMAGE
     return image
 
 
+def _trtllm(target: Target) -> bool:
+    engine = target.spec.triton.engine
+    return engine is not None and engine.backend == "tensorrtllm"
+
+
+TRTLLM_CONFIG = "trtllm-{}.pbtxt"  # ConfigMap key of each model beside the ensemble
+
+
 def _generative_data(target: Target) -> dict[str, str]:
-    """A GGUF's repository files: llama_model.py on CPU, Triton's vLLM backend on a GPU."""
+    """A GGUF's repository files: llama_model.py on CPU, Triton's vLLM backend on a GPU, or
+    there Triton's TensorRT-LLM backend's ensemble (triton.engine.backend tensorrtllm)."""
     model = target.spec.model.name
     engine = model_config.EngineSettings.of(target.spec.triton.engine)
     data = {"fetch.py": _package_text("fetch")}
-    if target.gpu:
+    if target.gpu and _trtllm(target):
+        # The ensemble is the model the user calls; its three steps are models of their own.
+        repo = trtllm_config.repository(
+            model, engine, names.MODEL_REPOSITORY, instances=target.spec.triton.instance_count
+        )
+        config = repo.pop(model)
+        for step, step_config in repo.items():
+            data[TRTLLM_CONFIG.format(step)] = model_config.render(step_config)
+    elif target.gpu:
         filename = model_config.FILENAMES[target.artifact.format]
         path = posixpath.join(names.MODEL_REPOSITORY, model, "1", filename)
         config, data[model_config.VLLM_ENGINE_ARGS] = model_config.build_vllm(model, engine, path)
