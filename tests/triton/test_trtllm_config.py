@@ -27,11 +27,15 @@ def test_the_levers_land_where_the_backend_reads_them() -> None:
     assert config.model_transaction_policy.decoupled  # streaming: one response per step
     assert params["gpt_model_type"] == "inflight_fused_batching"
     assert params["gpt_model_path"] == "/models/tensorrt_llm/1"
-    assert params["max_num_tokens"] == "1024"
+    assert "max_num_tokens" not in params  # a build-time limit of the engine
+    scalars = {t.name for t in config.input if t.HasField("reshape")}
+    assert scalars >= {"input_lengths", "end_id", "temperature"}
+    assert "request_output_len" not in scalars
     assert params["max_tokens_in_paged_kv_cache"] == str(8 * 2048)
     assert params["max_attention_window_size"] == "2048"
     assert params["max_beam_width"] == "1" and params["exclude_input_in_output"] == "true"
     assert config.dynamic_batching.max_queue_delay_microseconds == 0
+    assert list(config.dynamic_batching.preferred_batch_size) == [8]
     for name in ("preprocessing", "postprocessing"):
         step = model_config.parse(_repo()[name])
         assert step.parameters["tokenizer_dir"].string_value == "/models/pycode/tokenizer"

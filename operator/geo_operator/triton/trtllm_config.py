@@ -45,11 +45,19 @@ def _params(config: pb.ModelConfig, values: dict[str, str]) -> None:
         config.parameters[key].string_value = value
 
 
+_SCALARS = frozenset(
+    {"input_lengths", "end_id", "pad_id", "temperature", "runtime_top_k", "runtime_top_p"}
+)
+
+
 def tensorrt_llm(engine: model_config.EngineSettings, repository: str) -> pb.ModelConfig:
     """The ``tensorrt_llm`` model: in-flight (continuous) batching over ``slots`` sequences,
     decoupled (one response per step when a request streams), the engine read from its
     version directory. ``KIND_CPU``: the backend places itself on the GPUs, as in the
-    upstream template."""
+    upstream template. ``batch_tokens`` has no runtime parameter here: it is the engine's
+    ``trtllm-build --max_num_tokens``, baked in with ``--max_batch_size`` (>= slots) and
+    ``--max_seq_len`` (the context; it caps max_tokens), so the engine must be built for
+    the spec's levers."""
     config = pb.ModelConfig(
         name=TRTLLM,
         backend="tensorrtllm",
@@ -71,10 +79,12 @@ def tensorrt_llm(engine: model_config.EngineSettings, repository: str) -> pb.Mod
         ],
         instance_group=[pb.ModelInstanceGroup(kind=pb.ModelInstanceGroup.KIND_CPU, count=1)],
     )
-    config.input[1].reshape.shape[:] = []
-    config.input[2].reshape.shape[:] = []
+    for tensor in config.input:  # the template's scalars per request: reshape to []
+        if tensor.name in _SCALARS:
+            tensor.reshape.SetInParent()
     config.model_transaction_policy.decoupled = True
     # No queue delay: the batch manager admits requests between steps itself.
+    config.dynamic_batching.preferred_batch_size.append(engine.slots)
     config.dynamic_batching.max_queue_delay_microseconds = 0
     params = {
         "gpt_model_type": "inflight_fused_batching",
@@ -84,7 +94,6 @@ def tensorrt_llm(engine: model_config.EngineSettings, repository: str) -> pb.Mod
         "kv_cache_free_gpu_mem_fraction": str(KV_CACHE_FREE_GPU_MEM_FRACTION),
         "exclude_input_in_output": "true",
         "enable_chunked_context": "true",
-        "max_num_tokens": str(engine.n_batch),
         "FORCE_CPU_ONLY_INPUT_TENSORS": "no",
     }
     if engine.context_length:
