@@ -12,6 +12,7 @@ from tests.support.kube import SELECTED, FakeKube
 
 from geo_operator.api import models, names
 from geo_operator.controller import autoscaler, telemetry
+from geo_operator.scaling import policy
 
 NS, NAME = "ml", "digits"
 
@@ -573,3 +574,94 @@ def test_during_a_rollout_the_canary_p99_is_not_the_loops_and_the_split_is_kept(
         world.counters["pod1"] = (world.counters["pod1"][0] + 200, 5_000.0)
         tick()
     assert (NS, NAME, 2) in world.kube.scaled and (NS, f"{NAME}-canary", 2) in world.kube.scaled
+
+
+# ---- a generative model: the loop reads the engines' vLLM-named metrics
+
+
+def _engine_text(prompt: float, generated: float, waiting: float, kv: float, slow: float) -> str:
+    """Triton's counters and llama_model.py's vllm:* families for model pycode; ``slow``
+    first tokens of 0.4 s, the rest 0.02 s (cumulative histogram)."""
+    lines = [triton_text(prompt / 100, None, model="pycode").rstrip("\n")]
+    for name, value in (
+        ("vllm:prompt_tokens_total", prompt),
+        ("vllm:generation_tokens_total", generated),
+    ):
+        lines += [f"# TYPE {name} counter", f'{name}{{model="pycode",version="1"}} {value}']
+    for name, value in (("vllm:num_requests_waiting", waiting), ("vllm:kv_cache_usage_perc", kv)):
+        lines += [f"# TYPE {name} gauge", f'{name}{{model="pycode",version="1"}} {value}']
+    fast = prompt / 100
+    for name in ("vllm:time_to_first_token_seconds", "vllm:time_per_output_token_seconds"):
+        base = name.removesuffix("_seconds") + "_seconds"
+        lines.append(f"# TYPE {base} histogram")
+        for le, count in (("0.05", fast), ("0.5", fast + slow), ("+Inf", fast + slow)):
+            lines.append(f'{base}_bucket{{model="pycode",version="1",le="{le}"}} {count}')
+        lines.append(f'{base}_sum{{model="pycode",version="1"}} {fast * 0.02 + slow * 0.4}')
+        lines.append(f'{base}_count{{model="pycode",version="1"}} {fast + slow}')
+    return "\n".join(lines) + "\n"
+
+
+def test_a_generative_model_is_observed_in_tokens_queue_and_cache() -> None:
+    import yaml
+    from tests.support.paths import ROOT
+
+    from geo_operator.scaling import capacity
+
+    body = yaml.safe_load((ROOT / "manifests" / "examples" / "pycode.yaml").read_text())
+    body["metadata"]["namespace"] = NS
+    body["spec"]["autoscaling"] = {"enabled": True, "minReplicas": 1, "maxReplicas": 4}
+    result = {
+        "maxBatchSize": 4,
+        "throughput": 1600.0,
+        "p99Ms": 5.0,
+        "measurements": 2,
+        "gridSize": 1,
+        "prefillTokensPerSecond": 8000.0,
+    }
+    body["status"] = {
+        "observedGeneration": 1,
+        "selectedArtifact": {
+            "name": "q4-k-m",
+            "precision": "int4",
+            "format": "gguf",
+            "uri": "http://h/q4",
+            "reason": "x",
+        },
+        "tuning": [{"artifact": "q4-k-m", "key": "k", "attempts": 1, "result": result}],
+    }
+    spec = models.parse_spec(body["spec"])
+    tokens = capacity.token_targets(spec, models.parse_status(body["status"]))
+    assert tokens is not None
+    assert (tokens.prompt_token_seconds, tokens.generated_token_seconds) == (1 / 8000, 1 / 1600)
+    assert (tokens.ttft_p99_ms, tokens.itl_p99_ms, tokens.slots) == (200, 50, 4)
+    texts = {"pod0": _engine_text(0, 0, 0, 0.0, 0)}
+    kube = FakeKube()
+    scaler = autoscaler.Autoscaler(kube, fetch=lambda url: texts[url.split("/")[2]])
+    pod = autoscaler.pod_view(
+        {
+            "metadata": {
+                "name": "pod0",
+                "namespace": NS,
+                "labels": {names.OWNER_LABEL: "pycode"},
+                "annotations": {names.METRICS_URL_ANNOTATION: "http://pod0/m"},
+            },
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+        }
+    )
+    work = autoscaler.Work((NS, "pycode"), body, spec, (pod,), 1)
+    first = scaler.observe(work, 100.0)
+    assert first.tokens is None and first.missing is not None  # a rate needs two scrapes
+    # 10 s later: 20,000 prompt and 16,000 generated tokens, 3 waiting, the cache 95 % full
+    texts["pod0"] = _engine_text(20_000, 16_000, 3, 0.95, 5)
+    seen = scaler.observe(work, 110.0)
+    assert seen.tokens == tokens and seen.missing is None
+    assert (seen.prompt_tps, seen.generated_tps) == (2000.0, 1600.0)
+    assert (seen.waiting, seen.kv_usage) == (3, 0.95)
+    assert seen.ttft_p99_ms is not None and 50 < seen.ttft_p99_ms <= 500  # in the slow bucket
+    decision, _ = policy.decide(spec.autoscaling, seen)
+    print(f"\n{decision.action} to {decision.replicas}: {decision.reason}")
+    assert decision.action == "scale_out"  # a queue behind a full cache
+    assert "token" in decision.reason or "queue" in decision.reason
+    # without the measured prefill, no token targets: requests, as before
+    del body["status"]["tuning"][0]["result"]["prefillTokensPerSecond"]
+    assert capacity.token_targets(spec, models.parse_status(body["status"])) is None

@@ -57,7 +57,7 @@ from geo_operator.controller import telemetry
 from geo_operator.rollout import split
 from geo_operator.rollout.policy import ACTIVE
 from geo_operator.scaling import capacity, policy
-from geo_operator.triton import metrics, prometheus
+from geo_operator.triton import llm_metrics, metrics, prometheus
 
 log = logging.getLogger(__name__)
 
@@ -169,11 +169,47 @@ class Work:
         return self.current + (self.canary or 0)
 
 
+@dataclasses.dataclass(frozen=True)
+class EngineLoad:
+    """The ready pods' generative engines between two scrapes (None: not known)."""
+
+    prompt_tps: float | None
+    generated_tps: float | None
+    waiting: float | None
+    kv_usage: float | None
+    ttft_p99_ms: float | None
+    itl_p99_ms: float | None
+
+
+def engine_load(pods: list[llm_metrics.EngineRates]) -> EngineLoad:
+    """Summed token rates and queues, the mean KV-cache use, the worst pod's p99s."""
+
+    def total(values: list[float | None]) -> float | None:
+        return None if not values or None in values else sum(v for v in values if v is not None)
+
+    def worst_ms(values: list[float | None]) -> float | None:
+        seen = [v for v in values if v is not None]
+        return max(seen) * 1000.0 if seen else None
+
+    kv = [p.kv_usage for p in pods if p.kv_usage is not None]
+    return EngineLoad(
+        prompt_tps=total([p.prompt_tokens_per_second for p in pods]),
+        generated_tps=total([p.generation_tokens_per_second for p in pods]),
+        waiting=total([p.waiting for p in pods]),
+        kv_usage=sum(kv) / len(kv) if kv else None,
+        ttft_p99_ms=worst_ms([p.p99_ttft_s for p in pods]),
+        itl_p99_ms=worst_ms([p.p99_tpot_s for p in pods]),
+    )
+
+
 @dataclasses.dataclass
 class _State:
     memory: policy.Memory = dataclasses.field(default_factory=policy.Memory)
     last_step: float | None = None
     scrapes: dict[str, metrics.Scrape] = dataclasses.field(default_factory=dict)
+    # A generative model's engine metrics (vLLM's names), per pod, and the last reading.
+    engines: dict[str, llm_metrics.EngineScrape] = dataclasses.field(default_factory=dict)
+    engine: EngineLoad | None = None
     running: concurrent.futures.Future[None] | None = None
     failing: bool = False
     # What production taught about the served artifact's capacity, and for which capacity.
@@ -373,6 +409,10 @@ class Autoscaler:
 
         startup = state.startup(ready)
         bound = work.spec.triton.queue_bound()
+        tokens = capacity.token_targets(
+            work.spec, models.parse_status(work.body.get("status") or {})
+        )
+        state.engine = None
 
         def obs(
             load: prometheus.Load | metrics.Aggregate | None,
@@ -393,6 +433,8 @@ class Autoscaler:
                 rejected_qps=None if load is None else load.rejected_qps,
                 queue_bound=None if bound is None else bound * len(ready),
                 cache_hit_ratio=None if load is None else load.cache_hit_ratio,
+                **_engine_fields(state.engine if tokens is not None else None),
+                tokens=tokens if state.engine is not None else None,
             )
 
         state.warming = False
@@ -403,7 +445,9 @@ class Autoscaler:
             answer = self.answers.get(source.prometheus_url or "", source.rate_window_seconds)
             load, missing = _prometheus_load(answer, work.key, len(ready))
             return obs(load, missing, no_p99="no p99 summary in Prometheus")
-        total, missing = self._scrape(state, ready, work.spec.model.name, now, p99_track)
+        total, missing = self._scrape(
+            state, ready, work.spec.model.name, now, p99_track, generative=tokens is not None
+        )
         return obs(total, missing, no_p99="no p99 summary (is summary_latencies on?)")
 
     def _scrape(
@@ -413,9 +457,11 @@ class Autoscaler:
         model: str,
         now: float,
         p99_track: str | None = None,
+        generative: bool = False,
     ) -> tuple[metrics.Aggregate | None, str | None]:
         """Scrape the ready pods at once: their summed rates, or why there are none
-        (the p99 of ``p99_track``'s pods alone when given)."""
+        (the p99 of ``p99_track``'s pods alone when given); ``generative``: the engines'
+        token rates too, into ``state.engine``."""
         futures = {
             p.name: self._scrapes.submit(self.fetch, p.metrics_url) for p in ready if p.metrics_url
         }
@@ -424,15 +470,25 @@ class Autoscaler:
         problems: list[str] = []
         new = 0  # of the problems: pods with no scrape before this one
         fresh: dict[str, metrics.Scrape] = {}
+        engines: dict[str, llm_metrics.EngineScrape] = {}
+        per_engine: list[llm_metrics.EngineRates] = []
         for pod in ready:
             if pod.name not in futures:
                 problems.append(f"{pod.name}: no address")
                 continue
             try:
-                scrape = metrics.parse(futures[pod.name].result(), model, now)
+                text = futures[pod.name].result()
+                scrape = metrics.parse(text, model, now)
+                engine = llm_metrics.parse(text, model, now) if generative else None
             except (OSError, ValueError) as error:
                 problems.append(f"{pod.name}: {error}")
                 continue
+            if engine is not None:
+                engines[pod.name] = engine
+                earlier = state.engines.get(pod.name)
+                engine_rates = llm_metrics.rates(earlier, engine) if earlier else None
+                if engine_rates is not None:
+                    per_engine.append(engine_rates)
             fresh[pod.name] = scrape
             before = state.scrapes.get(pod.name)
             rates = metrics.rates(before, scrape) if before else None
@@ -446,6 +502,9 @@ class Autoscaler:
                 if p99_track is None or pod.track == p99_track:
                     p99_pods.append(rates)
         state.scrapes = fresh  # pods that went away are forgotten
+        state.engines = engines
+        if generative and per_engine and len(per_engine) == len(ready):
+            state.engine = engine_load(per_engine)
         state.warming = bool(problems) and new == len(problems)
         if problems:
             return None, f"{len(problems)} of {len(ready)} ready pods: " + "; ".join(problems)[:300]
@@ -473,7 +532,8 @@ class Autoscaler:
             return None  # nothing deployed yet: the reconcile comes first
         observation = self.observe(work, now)
         state = self._state.setdefault(work.key, _State())
-        measured = capacity.measured_capacity(old)
+        # a generative model's measured throughput is tokens/s, not a request target
+        measured = None if spec.model.generative else capacity.measured_capacity(old)
         served = (old.selected_artifact.name, measured)
         if state.corrected != served:  # another artifact or a new measurement: start afresh
             state.correction, state.corrected = capacity.Correction(), served
@@ -554,6 +614,13 @@ class Autoscaler:
             )
         else:
             log.debug("%s/%s: maintain %d: %s", *work.key, decision.replicas, decision.reason)
+
+
+def _engine_fields(load: EngineLoad | None) -> dict[str, float | None]:
+    """The Observation's generative fields from an engine reading (all None without)."""
+    if load is None:
+        return {}
+    return dataclasses.asdict(load)
 
 
 def _prometheus_load(

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 
 from geo_operator.api import models
-from geo_operator.scaling.policy import BACKLOG_FRACTION, Observation
+from geo_operator.scaling.policy import BACKLOG_FRACTION, Observation, TokenTargets
 
 MIN_FACTOR = 0.25
 MAX_FACTOR = 1.5
@@ -90,6 +90,31 @@ def measured_capacity(status: models.GeoDeploymentStatus) -> float | None:
     for run in status.tuning or ():
         if run.artifact == served and run.result is not None and run.result.throughput > 0:
             return run.result.throughput
+    return None
+
+
+def token_targets(
+    spec: models.GeoDeploymentSpec, status: models.GeoDeploymentStatus
+) -> TokenTargets | None:
+    """A generative model's token targets for the loop: its two objectives and the served
+    artifact's measured engine costs (`geo tune-llm`: 1 / prefill tokens/s a prompt
+    token, 1 / tokens/s with every slot streaming a generated one). None when either
+    objective or either measurement is missing: then the loop decides on requests and
+    its p99 as before, and says so in its target's reason."""
+    objectives = spec.objectives
+    ttft, itl = objectives.time_to_first_token_p99_ms, objectives.inter_token_latency_p99_ms
+    served = status.selected_artifact.name if status.selected_artifact else None
+    if not spec.model.generative or ttft is None or itl is None:
+        return None
+    for run in status.tuning or ():
+        result = run.result
+        if run.artifact != served or result is None:
+            continue
+        prefill = result.prefill_tokens_per_second
+        if prefill and prefill > 0 and result.throughput > 0:
+            return TokenTargets(
+                ttft, itl, 1.0 / prefill, 1.0 / result.throughput, result.max_batch_size
+            )
     return None
 
 
