@@ -201,4 +201,28 @@ def test_the_tensorrtllm_backend_needs_a_built_engine_not_the_gguf(
         ]
         assert failed and all(r["fieldPath"] == ".tensorrtllmEngine" for r in failed)
     ok = _changed(triton__engine={"backend": "tensorrtllm", "tensorrtllmEngine": "http://h/e.tar"})
+    ok["triton"]["resources"]["limits"]["nvidia.com/gpu"] = 1
     assert models.parse_spec(ok).triton.engine is not None
+
+
+def test_the_tensorrtllm_backend_refuses_a_cpu_pod_naming_the_field() -> None:
+    engine = {"backend": "tensorrtllm", "tensorrtllmEngine": "http://h/e.tar"}
+    triton = copy.deepcopy(_spec()["triton"])
+    triton["engine"] = engine
+    schema = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    triton_schema = schema["properties"]["spec"]["properties"]["triton"]
+    env = celpy.Environment()
+    (rule,) = [r for r in _rules(triton_schema) if r["fieldPath"] == ".engine.backend"]
+    program = env.program(env.compile(rule["rule"]))
+    for gpus, admitted in ((None, False), ("0", False), (1, True)):
+        limits = triton.setdefault("resources", {}).setdefault("limits", {})
+        limits.pop("nvidia.com/gpu", None)
+        if gpus is not None:
+            limits["nvidia.com/gpu"] = gpus
+        spec = _changed(triton=copy.deepcopy(triton))
+        assert bool(program.evaluate({"self": celpy.json_to_cel(triton)})) == admitted
+        if admitted:
+            models.parse_spec(spec)
+        else:
+            with pytest.raises(pydantic.ValidationError, match=r"tensorrtllm needs a GPU"):
+                models.parse_spec(spec)

@@ -969,20 +969,6 @@ class EngineSpec(_Model):
             "target GPU, with the model's Hugging Face tokenizer under tokenizer/)."
         ),
     )
-
-    @pydantic.model_validator(mode="after")
-    def _trtllm_engine(self) -> EngineSpec:
-        if self.backend == "tensorrtllm" and self.tensorrtllm_engine is None:
-            raise ValueError(
-                "triton.engine.backend tensorrtllm needs triton.engine.tensorrtllmEngine "
-                "(a trtllm-build engine directory; a GGUF file is not an engine)"
-            )
-        if self.tensorrtllm_engine is not None and self.backend != "tensorrtllm":
-            raise ValueError(
-                "triton.engine.tensorrtllmEngine applies only to triton.engine.backend "
-                "tensorrtllm"
-            )
-        return self
     slots: int = Field(
         default=4,
         ge=0,
@@ -1015,6 +1001,19 @@ class EngineSpec(_Model):
     )
     threads: int = Field(default=2, ge=1, le=256, description="llama.cpp's CPU threads.")
 
+    @pydantic.model_validator(mode="after")
+    def _trtllm_engine(self) -> EngineSpec:
+        if self.backend == "tensorrtllm" and self.tensorrtllm_engine is None:
+            raise ValueError(
+                "triton.engine.backend tensorrtllm needs triton.engine.tensorrtllmEngine "
+                "(a trtllm-build engine directory; a GGUF file is not an engine)"
+            )
+        if self.tensorrtllm_engine is not None and self.backend != "tensorrtllm":
+            raise ValueError(
+                "triton.engine.tensorrtllmEngine applies only to triton.engine.backend tensorrtllm"
+            )
+        return self
+
 
 class TritonSpec(_Model):
     """The Triton Inference Server that serves the model."""
@@ -1043,6 +1042,15 @@ class TritonSpec(_Model):
             "self.dynamicBatching.preferredBatchSizes.all(b, b <= self.maxBatchSize)",
             "triton.dynamicBatching.preferredBatchSizes must be <= triton.maxBatchSize",
             ".dynamicBatching.preferredBatchSizes",
+        ),
+        _cel(
+            "!has(self.engine) || !has(self.engine.backend) || "
+            "self.engine.backend != 'tensorrtllm' || (has(self.resources) && "
+            "'limits' in self.resources && 'nvidia.com/gpu' in self.resources.limits && "
+            "!(string(self.resources.limits['nvidia.com/gpu']) in ['0', '0.0', '0m']))",
+            "triton.engine.backend tensorrtllm needs a GPU: "
+            "triton.resources.limits['nvidia.com/gpu']",
+            ".engine.backend",
         ),
     )
 
@@ -1149,6 +1157,16 @@ class TritonSpec(_Model):
                     "triton.nodeSelector needs label keys (prefix/name) and values of at most "
                     f"63 characters; {key!r}: {label!r} is not"
                 )
+        gpus = self.resources.get("limits", {}).get("nvidia.com/gpu")
+        if (
+            self.engine is not None
+            and self.engine.backend == "tensorrtllm"
+            and (gpus is None or quantity.parse(gpus) <= 0)
+        ):
+            raise ValueError(
+                "triton.engine.backend tensorrtllm needs a GPU: "
+                "triton.resources.limits['nvidia.com/gpu']"
+            )
         memory = self.resources.get("limits", {}).get("memory")
         cache = self.response_cache
         if cache.enabled and memory is not None and cache.size_bytes >= quantity.parse(memory):
