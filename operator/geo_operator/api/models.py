@@ -1046,8 +1046,7 @@ class TritonSpec(_Model):
         _cel(
             "!has(self.engine) || !has(self.engine.backend) || "
             "self.engine.backend != 'tensorrtllm' || (has(self.resources) && "
-            "'limits' in self.resources && 'nvidia.com/gpu' in self.resources.limits && "
-            "!(string(self.resources.limits['nvidia.com/gpu']) in ['0', '0.0', '0m']))",
+            "'limits' in self.resources && 'nvidia.com/gpu' in self.resources.limits)",
             "triton.engine.backend tensorrtllm needs a GPU: "
             "triton.resources.limits['nvidia.com/gpu']",
             ".engine.backend",
@@ -1157,6 +1156,8 @@ class TritonSpec(_Model):
                     "triton.nodeSelector needs label keys (prefix/name) and values of at most "
                     f"63 characters; {key!r}: {label!r} is not"
                 )
+        # (the CRD's rule checks the limit is there; a zero one is the operator's to refuse:
+        # reading the value in CEL costs more than the API server's budget allows)
         gpus = self.resources.get("limits", {}).get("nvidia.com/gpu")
         if (
             self.engine is not None
