@@ -351,3 +351,94 @@ def test_slots_0_are_measured_by_the_tuning_job_and_served(
         return slots if slots == str(result["maxBatchSize"]) else None
 
     wait_for(slots_served, "the measured slots served", timeout=60)
+
+
+def test_long_completions_scale_out_on_tokens_and_in_when_they_end(
+    operator: OperatorProcess, runner: KubeletRunner, namespace: str
+) -> None:
+    """The closed loop in tokens, real llama.cpp Tritons: once the Job has measured the
+    engine's prefill and decode costs, a load of long completions (more streams than
+    slots) makes the loop scale out, its reason in tokens, queue or cache; scale-in
+    follows the load's end. Two cores: a second replica adds little real capacity, so
+    the decisions and their reasons are asserted, the client's latencies printed."""
+    cluster = operator.cluster
+    body = yaml.safe_load(EXAMPLE.read_text())
+    body["metadata"]["namespace"] = namespace
+    spec = body["spec"]
+    spec["model"]["artifacts"] = [a for a in spec["model"]["artifacts"] if a["name"] == "q4-k-m"]
+    spec["triton"]["engine"] = {"slots": 0, "contextLength": 512, "maxTokensCap": 256}
+    spec["batchTuning"] = {"candidates": [2], "timeoutSeconds": 300}
+    spec["rollout"] = {"strategy": "rolling"}
+    spec["autoscaling"] = {
+        "enabled": True,
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "intervalSeconds": 2,
+        "scaleInStabilizationSeconds": 20,
+    }
+    del spec["replicas"]
+    cluster.apply(body)
+
+    def measured() -> dict[str, Any] | None:
+        status = (cluster.get("geod", NAME, namespace) or {}).get("status") or {}
+        conditions = {c["type"]: c for c in status.get("conditions", [])}
+        done = conditions.get("BatchTuned", {}).get("reason") == "Measured"
+        return status if done and conditions.get("Ready", {}).get("reason") == "Available" else None
+
+    wait_for(measured, "the engine measured and serving", timeout=300)
+    ttfts: list[float] = []
+    gaps: list[float] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        while not stop.is_set():
+            servers = [i for (ns, _), i in runner.servers().items() if ns == namespace and i.ready]
+            if not servers:
+                time.sleep(0.2)
+                continue
+            info = servers[int(time.monotonic() * 1000) % len(servers)]
+            sent = time.perf_counter()
+            try:
+                arrivals = [
+                    at
+                    for at, _ in llmclient.stream(
+                        info.http, NAME, PROMPT, parameters={"max_tokens": 200, "ignore_eos": True}
+                    )
+                ]
+            except Exception:  # a pod leaving mid-stream: the next stream goes elsewhere
+                continue
+            if arrivals:
+                ttfts.append(arrivals[0] - sent)
+                gaps.extend(np.diff(arrivals))
+
+    threads = [threading.Thread(target=stream, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+
+    def decisions() -> list[dict[str, Any]]:
+        status = (cluster.get("geod", NAME, namespace) or {}).get("status") or {}
+        return list(status.get("decisions") or [])
+
+    try:
+        out = wait_for(
+            lambda: next((d for d in decisions() if d.get("action") == "scale_out"), None),
+            "a scale-out on token demand",
+            timeout=120,
+        )
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    print(f"\nscale-out: {out['reason']}")
+    if ttfts and gaps:
+        print(
+            f"client: TTFT p99 {np.percentile(ttfts, 99) * 1000:.0f} ms over {len(ttfts)} "
+            f"streams, inter-token p99 {np.percentile(gaps, 99) * 1000:.1f} ms"
+        )
+    assert any(w in out["reason"] for w in ("tokens/s", "waiting", "KV cache")), out
+    back = wait_for(
+        lambda: next((d for d in decisions() if d.get("action") == "scale_in"), None),
+        "a scale-in once the completions ended",
+        timeout=150,
+    )
+    print(f"scale-in: {back['reason']}")

@@ -165,9 +165,15 @@ class TokenView:
         return None if not per_pod else sum(per_pod) / len(per_pod)
 
     def _p99_ms(self, hist: IntArray, window: int) -> float | None:
-        slots = [s % self._sim.ring for s in self._seconds(window)]
-        if not slots:
+        seconds = self._seconds(window)
+        if len(seconds) == 0:
             return None
+        # a slot not written since the ring came round holds an older second: skip it
+        slots = [
+            s % self._sim.ring for s in seconds if self._sim._ring_second[s % self._sim.ring] == s
+        ]
+        if not slots:
+            return request_engine._quantile_ms(np.zeros(_NBINS, np.int64), 0.99)
         return request_engine._quantile_ms(hist[slots].sum(axis=0), 0.99)
 
     def ttft_p99_ms(self, window: int) -> float | None:
