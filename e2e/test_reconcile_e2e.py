@@ -127,6 +127,14 @@ def test_each_writer_owns_its_status_fields(operator: OperatorProcess, namespace
     assert 'k:{"type":"MetricsAvailable"}' in scaler
     assert "f:lastDecision" in scaler and "f:lastDecision" not in reconcile
     assert "f:readyReplicas" in reconcile and "f:readyReplicas" not in scaler
+    # Deployment.spec.replicas has one owner, written through the scale subresource.
+    stored = cluster.json("get", "deployment", "digits", "-n", namespace, "--show-managed-fields")
+    owners = [
+        (m["manager"], m.get("subresource"))
+        for m in stored["metadata"]["managedFields"]
+        if "f:replicas" in (m.get("fieldsV1") or {}).get("f:spec", {})
+    ]
+    assert owners == [("geo-operator/replicas", "scale")], owners
 
 
 def test_junk_in_kopfs_bookkeeping_is_reported_and_the_edit_still_acted_on(

@@ -131,6 +131,87 @@ def test_autoscaled_replicas_survive_reconcile(kube: FakeKube, body: dict[str, A
     assert kube.objects[("Deployment", "ml", "digits")]["spec"]["replicas"] == 3
 
 
+def _replica_owners(kube: FakeKube) -> list[str]:
+    deployment = kube.objects[("Deployment", "ml", "digits")]
+    return [
+        e["manager"]
+        for e in deployment["metadata"]["managedFields"]
+        if "f:replicas" in e["fieldsV1"]["f:spec"]
+    ]
+
+
+def test_replicas_have_one_writer_the_scale(kube: FakeKube, body: dict[str, Any]) -> None:
+    """The Deployment is applied without replicas and scaled: the field's one owner is
+    the replicas manager, so a template change made from a gather the autoscaler has
+    since overtaken keeps the autoscaler's count (it used to apply the stale one)."""
+    body["spec"]["autoscaling"] = {"enabled": True, "minReplicas": 2, "maxReplicas": 4}
+    _run(kube, body)
+    applied = next(o for o in kube.applied if o["kind"] == "Deployment")
+    assert "replicas" not in applied["spec"]
+    assert kube.scaled == [("ml", "digits", 2)]  # after the create, which started at 1
+    assert kube.objects[("Deployment", "ml", "digits")]["spec"]["replicas"] == 2
+    assert _replica_owners(kube) == [names.REPLICAS_MANAGER]
+    body["status"] = _status(kube)
+    body["spec"]["model"]["selection"] = {"policy": "pinned", "pinned": "fp32"}
+    body["metadata"]["generation"] = 2
+    get = kube.get
+
+    def overtaken(api_version: str, kind: str, namespace: str, name: str) -> Any:
+        """The gather reads 2; the autoscaler scales to 3 right after."""
+        found = get(api_version, kind, namespace, name)
+        if (kind, name) == ("Deployment", "digits") and found["spec"]["replicas"] == 2:
+            kube.scale_deployment(namespace, name, 3)
+        return found
+
+    kube.get = overtaken  # type: ignore[method-assign]
+    _run(kube, body)
+    deployment = kube.objects[("Deployment", "ml", "digits")]
+    assert (
+        deployment["spec"]["template"]["metadata"]["annotations"][names.ARTIFACT_ANNOTATION]
+        == "fp32"
+    )  # the template change went out
+    assert deployment["spec"]["replicas"] == 3  # and the autoscaler's scale stayed
+    assert kube.scaled[1:] == [("ml", "digits", 3)]  # the autoscaler's alone
+
+
+def test_replicas_an_older_apply_owned_are_scaled_before_it_lets_go(
+    kube: FakeKube, body: dict[str, Any]
+) -> None:
+    """A Deployment whose replicas an older operator's apply owns alone: the reconcile
+    scales it first (sharing the field), then applies without replicas; applying first
+    would drop the field to 1 and restart pods."""
+    body["spec"]["autoscaling"] = {"enabled": True, "minReplicas": 2, "maxReplicas": 4}
+    _run(kube, body)
+    deployment = kube.objects[("Deployment", "ml", "digits")]
+    deployment["spec"]["replicas"] = 3
+    deployment["metadata"]["managedFields"] = [
+        {"manager": names.CHILDREN_MANAGER, "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    ]
+    order: list[tuple[str, int]] = []
+    scale, apply = kube.scale_deployment, kube.apply
+
+    def scaled(namespace: str, name: str, replicas: int) -> None:
+        scale(namespace, name, replicas)
+        order.append(("scale", kube.objects[("Deployment", namespace, name)]["spec"]["replicas"]))
+
+    def applied(obj: dict[str, Any]) -> dict[str, Any]:
+        stored = apply(obj)
+        if obj["kind"] == "Deployment":
+            order.append(("apply", stored["spec"]["replicas"]))
+        return stored
+
+    kube.scale_deployment, kube.apply = scaled, applied  # type: ignore[method-assign]
+    body["status"] = _status(kube)
+    body["spec"]["model"]["selection"] = {"policy": "pinned", "pinned": "fp32"}
+    body["metadata"]["generation"] = 2
+    _run(kube, body)
+    assert order == [("scale", 3), ("apply", 3)]
+    assert _replica_owners(kube) == [names.REPLICAS_MANAGER]
+    body["status"] = _status(kube)
+    _run(kube, body)  # owned and at its count: nothing more to scale
+    assert order == [("scale", 3), ("apply", 3)]
+
+
 def test_deployment_readiness_reaches_status(kube: FakeKube, body: dict[str, Any]) -> None:
     _run(kube, body)
     deployment = kube.objects[("Deployment", "ml", "digits")]

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 
+import kopf
 import pytest
 from tests.support.kube import FakeKube
 
@@ -42,3 +43,19 @@ def test_a_slow_reconcile_delays_no_other_due_one(
 
     asyncio.run(main())
     assert [name for _, name, _ in ran] == ["quick", "slow"]
+
+
+def test_a_deleted_objects_back_off_is_forgotten() -> None:
+    """Failures step the back-off up; deleting the GeoDeployment forgets it, so one
+    created again under the same name retries at the first step."""
+    requeues = context.Requeues()
+    key = ("ml", "digits")
+    assert [requeues.failed(key, now) for now in (0.0, 10.0, 30.0)] == [5.0, 10.0, 20.0]
+    ctx = context.Context(FakeKube())
+    ctx.requeues = requeues
+    scaler = type("Scaler", (), {"forget": lambda self, key: None})()
+    memo = type("Memo", (), {"geo": ctx, "autoscaler": scaler})()
+    body = {"metadata": {"namespace": "ml", "name": "digits"}}
+    handlers.on_geodeployment_event(body=kopf.Body(body), memo=memo, type="DELETED")
+    assert requeues.pending(key) is None
+    assert requeues.failed(key, 100.0) == 5.0

@@ -360,7 +360,7 @@ def on_geodeployment_event(body: kopf.Body, memo: Any, type: str, **_: Any) -> N
         key = (str(body.metadata.namespace), str(body.metadata.name))
         memo.autoscaler.forget(key)
         _context(memo).locks.forget(key)
-        _context(memo).requeues.set(key, None)
+        _context(memo).requeues.forget(key)
 
 
 @kopf.index(*RESOURCE)

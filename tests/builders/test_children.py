@@ -299,7 +299,7 @@ def test_an_unchanged_child_is_not_applied_again(spec: models.GeoDeploymentSpec)
     shorter["spec"]["template"]["spec"]["volumes"].pop()
     assert not children.unchanged(shorter, desired)
     retyped = copy.deepcopy(stored)
-    retyped["spec"]["replicas"] = str(retyped["spec"]["replicas"])
+    retyped["spec"]["revisionHistoryLimit"] = str(retyped["spec"]["revisionHistoryLimit"])
     assert not children.unchanged(retyped, desired)
     # A field GEO stops setting (no nodeSelector any more): another hash, so applied,
     # and server-side apply removes it.

@@ -54,8 +54,9 @@ def test_at_a_100_percent_step_the_canary_serving_is_ready(body: dict[str, Any])
     body["spec"]["triton"]["maxBatchSize"] = 16
     body["metadata"]["generation"] = 2
     started = desired.decide(desired.Observed(body, stable), NOW + 1, IMAGE)
-    assert started.scale == (("digits", 1),)
     canary_name = children.canary_name("digits")
+    # Both counts go through the scale subresource, the canary's once it is created.
+    assert started.scale == (("digits", 1), (canary_name, 1))
     stable = _stored(stable, 1, 1)
     canary = _stored(_deployment(started, canary_name), 1, 1)
     at_half = desired.settle(started, stable, None, canary=canary)
@@ -70,8 +71,8 @@ def test_at_a_100_percent_step_the_canary_serving_is_ready(body: dict[str, Any])
     observed = desired.Observed(body, stable, canary=canary, figures=good)
     advanced = desired.decide(observed, NOW + 12, IMAGE)
     assert advanced.status.rollout is not None and advanced.status.rollout.weight == 100
-    assert advanced.scale == (("digits", 0),)
-    assert _deployment(advanced, canary_name)["spec"]["replicas"] == 2
+    assert advanced.scale == (("digits", 0), (canary_name, 2))
+    assert "replicas" not in _deployment(advanced, canary_name)["spec"]  # one writer: the scale
 
     final = desired.settle(advanced, _stored(stable, 0, 0), None, canary=_stored(canary, 2, 2))
     ready = _ready(final)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from geo_operator.api import models
+from geo_operator.api import models, names
 from geo_operator.k8s import client as k8s
 
 
@@ -21,6 +21,26 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             merged[k] = merge_patch(merged.get(k), v)
     return merged
+
+
+def _replica_owners(deployment: dict[str, Any]) -> list[str]:
+    return [
+        entry["manager"]
+        for entry in (deployment.get("metadata") or {}).get("managedFields") or ()
+        if "f:replicas" in (entry.get("fieldsV1") or {}).get("f:spec", {})
+    ]
+
+
+def _set_replica_owners(deployment: dict[str, Any], owners: set[str]) -> None:
+    deployment.setdefault("metadata", {})["managedFields"] = [
+        {
+            "manager": owner,
+            "operation": "Apply",
+            **({"subresource": "scale"} if owner == names.REPLICAS_MANAGER else {}),
+            "fieldsV1": {"f:spec": {"f:replicas": {}}},
+        }
+        for owner in sorted(owners)
+    ]
 
 
 class FakeKube:
@@ -48,12 +68,14 @@ class FakeKube:
         key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
         old = self.objects.get(key)
         stored = copy.deepcopy(obj)
+        if obj["kind"] == "Deployment":
+            self._apply_replicas(stored, old)
         if old is not None:
             stored["status"] = old.get("status", {})
             same = {k: v for k, v in old.items() if k != "status"} == {
-                **obj,
+                **stored,
                 "metadata": {
-                    **obj["metadata"],
+                    **stored["metadata"],
                     "resourceVersion": old["metadata"]["resourceVersion"],
                 },
             }
@@ -109,11 +131,33 @@ class FakeKube:
             int(stored["metadata"].get("resourceVersion", "0")) + 1
         )
 
+    def _apply_replicas(self, stored: dict[str, Any], old: dict[str, Any] | None) -> None:
+        """spec.replicas as server-side apply keeps it: a forced apply that sets it takes
+        it over; one that leaves it out gives up its share, and the field falls back to 1
+        when nobody else owns it (or when nothing was stored); the owners are in
+        metadata.managedFields, as the API server writes them."""
+        owners = set(_replica_owners(old)) if old is not None else set()
+        spec = stored["spec"]
+        if "replicas" in spec:
+            owners = {names.CHILDREN_MANAGER}
+        else:
+            owners.discard(names.CHILDREN_MANAGER)
+            kept = old is not None and owners and "replicas" in old["spec"]
+            spec["replicas"] = old["spec"]["replicas"] if kept and old else 1
+        _set_replica_owners(stored, owners)
+
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        """Server-side apply of the scale subresource as `names.REPLICAS_MANAGER` (forced:
+        a new count takes the field from every other owner, the same count shares it)."""
         self.scaled.append((namespace, name, replicas))
         deployment = self.objects.get(("Deployment", namespace, name))
-        if deployment is not None:
-            deployment["spec"]["replicas"] = replicas
+        if deployment is None:
+            return
+        owners = set(_replica_owners(deployment))
+        if deployment["spec"].get("replicas") != replicas:
+            owners = set()
+        _set_replica_owners(deployment, owners | {names.REPLICAS_MANAGER})
+        deployment["spec"]["replicas"] = replicas
 
     def annotate(
         self,

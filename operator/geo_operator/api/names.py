@@ -83,6 +83,11 @@ DEFAULT_TUNER_IMAGE = "ghcr.io/geo-ai/geo-operator:0.1.0"
 CHILDREN_MANAGER = "geo-operator"
 RECONCILE_MANAGER = "geo-operator/reconcile"
 AUTOSCALER_MANAGER = "geo-operator/autoscaler"
+# Deployment.spec.replicas has this one owner, written through the scale subresource
+# only (the autoscaler's scale, a rollout's split, spec.replicas when autoscaling is
+# off); the children's apply leaves the field out, so a template change made from a
+# stale gather never undoes a scale.
+REPLICAS_MANAGER = "geo-operator/replicas"
 
 # ---- time, as Kubernetes writes it (RFC 3339, seconds, UTC)
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"

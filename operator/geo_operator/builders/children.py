@@ -414,8 +414,9 @@ def deployment(target: Target, track: str = names.STABLE_TRACK) -> dict[str, Any
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata,
+        # No replicas: the field's one owner is `names.REPLICAS_MANAGER`, through the
+        # scale subresource (`replicas_owned`; the reconcile scales what it creates).
         "spec": {
-            "replicas": target.replicas,
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": match},
             # Never fewer ready servers than asked for while rolling.
@@ -462,9 +463,25 @@ def service(target: Target) -> dict[str, Any]:
     }
 
 
-def all_children(target: Target) -> list[dict[str, Any]]:
-    """The children in apply order: config first, so new pods find it."""
-    return [config_map(target), deployment(target), service(target)]
+def all_children(target: Target, replicas: bool = False) -> list[dict[str, Any]]:
+    """The children in apply order: config first, so new pods find it. ``replicas``: the
+    Deployment with ``target.replicas`` in it, as `geo render` shows it (the reconcile
+    applies it without, and scales)."""
+    made = deployment(target)
+    if replicas:
+        made["spec"] = {"replicas": target.replicas, **made["spec"]}
+    return [config_map(target), made, service(target)]
+
+
+def replicas_owned(deployment: Mapping[str, Any]) -> bool:
+    """Whether the stored ``deployment``'s spec.replicas is (also) `names.REPLICAS_MANAGER`'s,
+    by its managedFields: only then may the children's apply leave the field out (when
+    the apply alone owned it, leaving it out resets it to 1)."""
+    for entry in (deployment.get("metadata") or {}).get("managedFields") or ():
+        fields = (entry.get("fieldsV1") or {}).get("f:spec") or {}
+        if entry.get("manager") == names.REPLICAS_MANAGER and "f:replicas" in fields:
+            return True
+    return False
 
 
 def canary_children(target: Target) -> list[dict[str, Any]]:

@@ -446,7 +446,10 @@ def _canary(desired: Desired, stored: Mapping[str, Any] | None) -> plan.Canary |
     found = applied if applied is not None else stored
     if found is None:
         return None
-    replicas = int((found.get("spec") or {}).get("replicas") or 0)
+    # The count this reconcile scales it to (the scale subresource: the apply leaves
+    # replicas out), else the count stored.
+    scaled = dict(desired.scale).get(name)
+    replicas = scaled if scaled is not None else int((found.get("spec") or {}).get("replicas") or 0)
     state = policy.State.of(desired.status.rollout)
     weight = state.weight(desired.target.spec.rollout) if state.active else None
     return plan.Canary(stored, replicas, weight)

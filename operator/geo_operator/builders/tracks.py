@@ -20,6 +20,10 @@ with ``replicas`` the total across both tracks) is known. It asks
   as soon as one stable pod is ready (at once on a rollback below 100 %: a bad canary
   stops serving on the tick it is judged).
 
+Replicas are never applied: every count goes out as a scale (`Tracks.scale`), the
+field's one writer (`names.REPLICAS_MANAGER`), and only where the stored count differs,
+the Deployment is new, or an older operator's apply still owns the field.
+
 The stable's configuration, as the policy compares it, is the hash on the stable
 Deployment's pod template; "nothing stable serves" is no Deployment, or one with no
 ready pod whose template is not the desired one.
@@ -152,7 +156,10 @@ def tracks(
             children.service(target),
             *children.canary_children(dataclasses.replace(target, replicas=canary_n)),
         )
-        scale = ((name, stable_n),) if stable is not None and _replicas(stable) != stable_n else ()
+        scale = (
+            *_scale(name, stable, stable_n, applied=False),
+            *_scale(children.canary_name(name), canary, canary_n, applied=True),
+        )
         return Tracks(
             decision, new, objects, scale, (), events, condition, _next_tick(spec, new, now)
         )
@@ -166,14 +173,29 @@ def tracks(
         drained = canary is None or rolled(stable, desired.config_hash)
         delete = canary_refs if canary is not None and drained else ()
         after = None if drained else SETTLE_SECONDS
-        return Tracks(decision, new, objects, (), delete, events, condition, after, True)
+        scale = _scale(name, stable, total, applied=True)
+        return Tracks(decision, new, objects, scale, delete, events, condition, after, True)
     # The stable keeps its template: a rollback, or a change that waits (rejected, paused).
-    scale = ((name, total),) if stable is not None and _replicas(stable) != total else ()
+    scale = _scale(name, stable, total, applied=False)
     drained = canary is None or _ready(stable) > 0
     delete = canary_refs if canary is not None and drained else ()
     after = None if drained else SETTLE_SECONDS
     objects = (children.service(target),)
     return Tracks(decision, new, objects, scale, delete, events, condition, after)
+
+
+def _scale(
+    name: str, stored: Mapping[str, Any] | None, replicas: int, applied: bool
+) -> tuple[tuple[str, int], ...]:
+    """Scale Deployment ``name`` to ``replicas``, or not: one this reconcile creates
+    (``applied`` and not ``stored``: applied without replicas, it starts at 1); one
+    stored with another count, or whose count `names.REPLICAS_MANAGER` does not own yet
+    (created by an older operator: the apply owned it and leaving it out would reset it)."""
+    if stored is None:
+        return ((name, replicas),) if applied else ()
+    if _replicas(stored) != replicas or not children.replicas_owned(stored):
+        return ((name, replicas),)
+    return ()
 
 
 def _next_tick(spec: models.Rollout, state: policy.State, now: float) -> float:

@@ -87,6 +87,13 @@ class Requeues:
         with self._guard:
             return self._at.get(key)
 
+    def forget(self, key: Key) -> None:
+        """A deleted object: its retry and its back-off go (one made again under the same
+        name starts at the first step, not where the deleted one's failures left it)."""
+        with self._guard:
+            self._at.pop(key, None)
+            self._failures.pop(key, None)
+
 
 class Seen:
     """The last digest of each child whose events re-run its owner: an event that changes

@@ -331,6 +331,17 @@ def act(
         if taken is not None:
             return None, taken
         stored_now.append(existing)
+    # Deployments are applied without replicas: a stored one is scaled first (an apply
+    # that leaves out a field it owned alone would reset it to 1), a new one after.
+    created = {
+        obj["metadata"]["name"]
+        for obj, existing in zip(stamped, stored_now, strict=True)
+        if obj["kind"] == "Deployment" and not existing
+    }
+    later = [(name, n) for name, n in wanted.scale if name in created]
+    for name, replicas in wanted.scale:
+        if name not in created:
+            kube.scale_deployment(namespace, name, replicas)
     for obj, existing in zip(stamped, stored_now, strict=True):
         if children.unchanged(existing, obj):  # applied before, as it is: no request
             stored: Mapping[str, Any] | None = existing
@@ -341,13 +352,13 @@ def act(
                 return deployment, str(refusal)
         if obj["kind"] == "Deployment" and obj["metadata"]["name"] == stable:
             deployment = stored
-    gathered = observed.deployment if observed else None
-    for name, replicas in wanted.scale:
+    for name, replicas in later:
         kube.scale_deployment(namespace, name, replicas)
-        if name == stable and deployment is None and gathered is not None:
+    base = deployment if deployment is not None else (observed.deployment if observed else None)
+    for name, replicas in wanted.scale:
+        if name == stable and base is not None:
             # As stored but for the replicas just set: no read back.
-            spec = {**(gathered.get("spec") or {}), "replicas": replicas}
-            deployment = {**gathered, "spec": spec}
+            deployment = {**base, "spec": {**(base.get("spec") or {}), "replicas": replicas}}
     for api_version, kind, name in wanted.delete:
         if children.foreign(_stored(kube, known, api_version, kind, namespace, name), uid) is None:
             kube.delete(api_version, kind, namespace, name)

@@ -103,7 +103,9 @@ class Kube(Protocol):
         the object was deleted meanwhile."""
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
-        """Set a Deployment's replicas (the autoscaler's write, and a rollout's split)."""
+        """Set a Deployment's replicas (the autoscaler's write, a rollout's split, and
+        spec.replicas): server-side apply of the scale subresource as
+        `names.REPLICAS_MANAGER`, the field's one owner."""
 
     def annotate(
         self,
@@ -218,8 +220,19 @@ class KubeClient:
             raise
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        scale = {
+            "apiVersion": "autoscaling/v1",
+            "kind": "Scale",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": replicas},
+        }
         kubernetes.client.AppsV1Api(self._api).patch_namespaced_deployment_scale(
-            name, namespace, {"spec": {"replicas": replicas}}
+            name,
+            namespace,
+            scale,
+            field_manager=names.REPLICAS_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
         )
 
     def annotate(
