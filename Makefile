@@ -50,6 +50,8 @@ artifacts: setup
 crd: setup
 	$(VENV)/bin/geo crd > crds/geodeployments.geo.ai.yaml
 	$(VENV)/bin/geo crd --chart > charts/geo-operator/templates/crd.yaml
+	@mkdir -p docs/reference
+	$(VENV)/bin/geo crd --reference > docs/reference/api.md
 	$(VENV)/bin/geo alerts > charts/geo-operator/files/geo-alerts.rules.yaml
 	$(VENV)/bin/geo dashboard > charts/geo-operator/files/geo-dashboard.json
 

@@ -8,9 +8,10 @@ from typing import Any
 import yaml
 from tests.support.paths import ROOT
 
-from geo_operator.api import crd, models
+from geo_operator.api import crd, models, reference
 
 CHECKED_IN = ROOT / "crds" / "geodeployments.geo.ai.yaml"
+REFERENCE = ROOT / "docs" / "reference" / "api.md"
 
 
 def _version() -> dict[str, Any]:
@@ -32,6 +33,24 @@ def test_checked_in_crd_matches_geo_crd() -> None:
     assert CHECKED_IN.read_text() == crd.crd_yaml(), (
         "crds/ drifted from the models: run `geo crd > crds/geodeployments.geo.ai.yaml`"
     )
+
+
+def test_checked_in_api_reference_matches_the_models() -> None:
+    assert REFERENCE.read_text() == reference.reference(), (
+        "docs/reference/api.md drifted from the models: run `make crd`"
+    )
+
+
+def test_the_reference_lists_every_field_with_its_type_and_every_rule() -> None:
+    page = reference.reference()
+    spec = _version()["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for path, node in _walk(spec, "spec"):
+        for name in node.get("properties") or {}:
+            assert f"| `{name}`" in page, f"{path}.{name} is missing from the reference"
+        for rule in node.get("x-kubernetes-validations") or []:
+            words = " ".join(str(rule.get("message") or rule["rule"]).split())
+            assert words.replace("|", "\\|") in page, f"{path}: rule not in words: {words}"
+    assert "| `replicas` | integer | `1` | >= 0; <= 1000 |" in page  # type, default and bounds
 
 
 def test_names_are_the_fixed_ones() -> None:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from geo_operator.api import crd, models, yamlio
+from geo_operator.api import crd, models, reference, yamlio
 from geo_operator.artifacts import cost, selection
 from geo_operator.builders import alerts, children, plan
 from geo_operator.cli import io, options
@@ -43,11 +43,22 @@ def _add_crd(verbs: Verbs) -> None:
         action="store_true",
         help="print it as the Helm chart's templates/crd.yaml (what `make crd` writes)",
     )
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="print the API reference (Markdown: every field's type, default, bounds and "
+        "meaning, and the admission rules) that `make crd` writes to docs/reference/api.md",
+    )
     p.set_defaults(func=cmd_crd)
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
-    sys.stdout.write(crd.helm_template() if args.chart else crd.crd_yaml())
+    if args.reference and args.chart:
+        raise io.UsageError("--chart and --reference print different things: pick one")
+    if args.reference:
+        sys.stdout.write(reference.reference())
+    else:
+        sys.stdout.write(crd.helm_template() if args.chart else crd.crd_yaml())
     return 0
 
 
@@ -125,7 +136,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         f"# artifact {decided.target.artifact.name}: {decided.choice.reason}\n"
         f"# ownerReferences carry a placeholder uid; the API server assigns the real one.\n"
     )
-    sys.stdout.write(yamlio.dump_all(children.all_children(decided.target)))
+    sys.stdout.write(yamlio.dump_all(children.all_children(decided.target, replicas=True)))
     return 0
 
 
