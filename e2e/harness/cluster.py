@@ -252,7 +252,15 @@ def free_port() -> int:
 class OperatorProcess:
     """`geo run` as the chart's ServiceAccount, restartable and killable; free ports."""
 
-    def __init__(self, cluster: Cluster, workdir: pathlib.Path, log_level: str = "debug") -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        workdir: pathlib.Path,
+        log_level: str = "debug",
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.args, self.extra_env = args, dict(env or {})
         self.cluster = cluster
         self.workdir = workdir
         self.log_level = log_level
@@ -292,6 +300,7 @@ class OperatorProcess:
             self.write_kubeconfig()
         env = self.cluster.env(self.kubeconfig)
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -303,6 +312,7 @@ class OperatorProcess:
                     f"--liveness=http://127.0.0.1:{self.port}/healthz",
                     f"--metrics-port={self.metrics_port}",
                     "--metrics-address=127.0.0.1",
+                    *self.args,
                 ],
                 env=env,
                 stdout=log,

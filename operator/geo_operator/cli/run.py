@@ -9,8 +9,13 @@ for them, and importing `geo_operator.handlers` is what registers the handlers.
 from __future__ import annotations
 
 import argparse
+import http.server
 import logging
 import os
+import secrets
+import socket
+import threading
+import urllib.parse
 from typing import TYPE_CHECKING
 
 from geo_operator.api import names
@@ -18,6 +23,11 @@ from geo_operator.cli import options
 
 if TYPE_CHECKING:
     from geo_operator.cli.options import Verbs
+    from geo_operator.controller import leader
+
+
+# `geo run`'s exit status when it lost the Lease while leading (kubelet restarts it).
+LOST_LEASE_EXIT = 3
 
 
 def register(verbs: Verbs) -> None:
@@ -47,6 +57,33 @@ def register(verbs: Verbs) -> None:
         help="image the batch-tuning Jobs run `geo tune` in: the operator's own "
         "(default: $GEO_TUNER_IMAGE, else %(default)s)",
     )
+    election = p.add_argument_group(
+        "high availability",
+        "Run two or more replicas with --leader-elect: one holds the Lease and acts, the "
+        "others stand by (no watches) and take over when it stops renewing.",
+    )
+    election.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="act only while holding the Lease (default: act at once, the only replica)",
+    )
+    election.add_argument(
+        "--leader-elect-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the Lease (default: $POD_NAMESPACE, else %(default)s)",
+    )
+    election.add_argument(
+        "--leader-elect-name",
+        default="geo-operator",
+        help="the Lease's name (default: %(default)s)",
+    )
+    election.add_argument(
+        "--lease-duration",
+        type=options.int_in(2, 3600),
+        default=15,
+        help="seconds a standby waits after the last renewal before taking over "
+        "(default: %(default)s)",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -62,14 +99,53 @@ def cmd_run(args: argparse.Namespace) -> int:
     namespaces = args.namespace or ()
     if args.metrics_port:
         _serve_metrics(args.metrics_address, args.metrics_port)
-    kopf.run(
-        standalone=True,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=args.liveness,
-        memo=handlers.memo(tuner_image=args.tuner_image),
-    )
+    elector = _elect(args) if args.leader_elect else None
+    try:
+        kopf.run(
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=args.liveness,
+            memo=handlers.memo(tuner_image=args.tuner_image),
+        )
+    finally:
+        if elector is not None:
+            elector.release()
     return 0
+
+
+def _elect(args: argparse.Namespace) -> leader.Elector:
+    """Wait for the Lease (a standby waits here), then keep it renewed; a leader that
+    loses it exits at once, so that it never acts beside the new one (its pod restarts
+    as a standby)."""
+    from geo_operator.controller import leader
+    from geo_operator.k8s import client as k8s
+    from geo_operator.k8s import lease
+
+    k8s.load_config()
+    identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{secrets.token_hex(3)}"
+    renew_deadline = max(1.0, args.lease_duration * 2 / 3)
+    elector = leader.Elector(
+        lease.LeaseClient(),
+        args.leader_elect_namespace,
+        args.leader_elect_name,
+        identity,
+        leader.Timing(args.lease_duration, renew_deadline, max(0.5, renew_deadline / 5)),
+    )
+    health = _standby_health(args.liveness)
+    try:
+        elector.acquire()
+    finally:
+        health.shutdown()
+        health.server_close()  # kopf's liveness endpoint takes the port from here
+
+    def lost(reason: str) -> None:
+        logging.getLogger(__name__).error("%s: exiting, a standby takes over", reason)
+        logging.shutdown()
+        os._exit(LOST_LEASE_EXIT)
+
+    elector.keep(lost)
+    return elector
 
 
 def _serve_metrics(address: str, port: int) -> None:
@@ -78,3 +154,29 @@ def _serve_metrics(address: str, port: int) -> None:
 
     prometheus_client.start_http_server(port, addr=address)
     logging.getLogger(__name__).info("operator metrics on http://%s:%d/metrics", address, port)
+
+
+def _standby_health(url: str) -> http.server.ThreadingHTTPServer:
+    """The liveness endpoint while standing by (kopf serves it once leading): a standby
+    is alive, and the kubelet must not restart it for waiting."""
+    parsed = urllib.parse.urlsplit(url)
+    path = parsed.path or "/"
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path.split("?")[0] == path
+            body = b'{"standby": true}' if found else b""
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        (parsed.hostname or "0.0.0.0", parsed.port or 80), Health
+    )
+    threading.Thread(target=server.serve_forever, name="standby-health", daemon=True).start()
+    return server
