@@ -971,4 +971,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/
+    import _reproducible  # the same bytes on any x86-64 machine: see its docstring
+
+    _reproducible.pin_arithmetic()
     raise SystemExit(main())
