@@ -1,5 +1,5 @@
 """tuning/llm_speed's slot search: pure, on made-up figures (the real engine's in
-tests/test_llama_model.py)."""
+tests/triton/test_llama_model.py)."""
 
 from __future__ import annotations
 

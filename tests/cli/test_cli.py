@@ -102,7 +102,7 @@ def test_a_file_without_one_geodeployment_says_what_it_holds(
 
 
 def test_simulate_refuses_a_generative_model_rather_than_model_it_as_requests() -> None:
-    pycode = pathlib.Path(__file__).resolve().parents[1] / "manifests" / "examples" / "pycode.yaml"
+    pycode = pathlib.Path(__file__).resolve().parents[2] / "manifests" / "examples" / "pycode.yaml"
     out = geo("simulate", "-f", str(pycode), "--synthetic", "spike", "--policy", "geo")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "model.kind is generative" in out.stderr and "token-level simulator" in out.stderr
