@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import datetime as dt
 import http.server
 import json
 import math
@@ -286,6 +287,36 @@ def _ready_count(cluster: Cluster, namespaces: list[str]) -> int:
     return ready
 
 
+def _stamp(text: str) -> float:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+
+
+def _creation_to_ready(cluster: Cluster, namespaces: list[str]) -> list[float]:
+    """Each object's seconds from its creationTimestamp to its Ready=True transition (the
+    API server's one-second resolution)."""
+    out = []
+    for body in cluster.json("get", "geod", "-A")["items"]:
+        if body["metadata"]["namespace"] not in namespaces:
+            continue
+        for c in (body.get("status") or {}).get("conditions", []):
+            if c["type"] == "Ready" and c["status"] == "True":
+                created = _stamp(body["metadata"]["creationTimestamp"])
+                out.append(_stamp(c["lastTransitionTime"]) - created)
+    return out
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)] if ordered else math.nan
+
+
+def _control_plane_pid(cluster: Cluster, name: str) -> int | None:
+    try:
+        return int((cluster.directory / "pids" / f"{name}.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _triton_pods(cluster: Cluster, namespaces: list[str]) -> list[tuple[str, str, str]]:
     """(namespace, pod, geodeployment) of every serving Triton pod."""
     found = []
@@ -391,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     operator.start()
     assert operator.process is not None
     sampler = Sampler(operator.process.pid)
+    # What the control plane itself costs on these cores, so the operator's share shows.
+    plane = {
+        name: Sampler(pid)
+        for name in ("kube-apiserver", "etcd")
+        if (pid := _control_plane_pid(cluster, name)) is not None
+    }
     try:
         time.sleep(3)
         idle_rss = sampler.samples[-1][1]
@@ -422,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
 
         wait_for(all_ready, f"{args.count} Ready", timeout=1200, every=10)
         to_ready = time.monotonic() - t0
+        per_object = _creation_to_ready(cluster, namespaces)
         settle_events = audit.since(start_offset)
         reconciles = _metric(_operator_metrics(operator), "geo_reconciles_total")
         if prom is None:
@@ -442,6 +480,15 @@ def main(argv: list[str] | None = None) -> int:
         steady_events = audit.since(steady_offset)
         steady_rss, steady_cpu = sampler.between(steady_start, steady_end)
         _, settle_cpu = sampler.between(t0, t0 + to_ready)
+        _, apply_cpu = sampler.between(t0, t0 + applied)
+        plane_cpu = {
+            name: (
+                plane_sampler.between(t0, t0 + applied)[1],
+                plane_sampler.between(t0, t0 + to_ready)[1],
+                plane_sampler.between(steady_start, steady_end)[1],
+            )
+            for name, plane_sampler in plane.items()
+        }
         ticks = [
             _metric(m, "geo_autoscaler_tick_seconds_" + k)
             for m in (metrics_before, metrics_after)
@@ -463,11 +510,27 @@ def main(argv: list[str] | None = None) -> int:
             ),
             ("kubectl apply of all", f"{applied:.1f} s"),
             ("all Ready after the apply", f"{to_ready:.1f} s"),
+            ("all Ready after the last object was applied", f"{to_ready - applied:.1f} s"),
+            (
+                "each object, creation -> Ready: p50 / p99 / max",
+                f"{_quantile(per_object, 0.5):.0f} / {_quantile(per_object, 0.99):.0f} / "
+                f"{max(per_object, default=math.nan):.0f} s ({len(per_object)} objects)",
+            ),
             (
                 "operator RSS: idle / peak / steady",
                 f"{idle_rss:.0f} / {sampler.peak_rss():.0f} / {steady_rss:.0f} MiB",
             ),
-            ("operator CPU: settling / steady", f"{settle_cpu:.2f} / {steady_cpu:.2f} cores"),
+            (
+                "operator CPU: during the apply / settling / steady",
+                f"{apply_cpu:.2f} / {settle_cpu:.2f} / {steady_cpu:.2f} cores",
+            ),
+            *(
+                (
+                    f"{name} CPU: during the apply / settling / steady",
+                    " / ".join(f"{v:.2f}" for v in cpu) + " cores",
+                )
+                for name, cpu in plane_cpu.items()
+            ),
             ("operator API requests until all Ready", f"{len(settle_events)}"),
             (
                 "  per reconcile",
@@ -512,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         sampler.running = False
+        for plane_sampler in plane.values():
+            plane_sampler.running = False
         operator.stop()
         exposition.stop()
         if prom is not None:
