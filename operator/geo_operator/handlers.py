@@ -365,9 +365,15 @@ def on_geodeployment_event(body: kopf.Body, memo: Any, type: str, **_: Any) -> N
 
 @kopf.index(*RESOURCE)
 def geodeployments(body: kopf.Body, **_: Any) -> Any:
-    """The autoscaler's view of each GeoDeployment: its latest body."""
+    """The autoscaler's view of each GeoDeployment: its spec and status, and of its metadata
+    only what the loop and its Events read (not managedFields nor the annotations, where
+    kopf keeps a copy of the spec: held for every object, they were most of its size)."""
     key = (body.metadata.namespace, body.metadata.name)
-    return {key: {k: dict(body.get(k) or {}) for k in ("metadata", "spec", "status")}}
+    metadata = {k: body.metadata[k] for k in INDEXED_METADATA if k in body.metadata}
+    return {key: {"metadata": metadata, "spec": dict(body.spec), "status": dict(body.status)}}
+
+
+INDEXED_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "labels")
 
 
 # ------------------------------------------------------------------ children re-run the owner

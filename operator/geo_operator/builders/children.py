@@ -17,6 +17,7 @@ labelled with the canary track, behind the same Service.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.resources
 import json
@@ -97,7 +98,9 @@ def owned_metadata(target: Target, name: str) -> dict[str, Any]:
     }
 
 
+@functools.cache
 def _package_text(module: str) -> str:
+    """A file GEO ships into the ConfigMap, read once per process."""
     return (importlib.resources.files("geo_operator.triton") / f"{module}.py").read_text()
 
 

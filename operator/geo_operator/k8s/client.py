@@ -140,6 +140,13 @@ def load_config() -> None:
     kubernetes.client.Configuration.set_default(config)
 
 
+def _json(response: Any) -> dict[str, Any]:
+    """The body of a dynamic-client response read with ``serialize=False``: plain JSON, not
+    the client's ResourceInstance converted back with to_dict() (two recursive passes over
+    every object, about a tenth of the operator's CPU at 1,000 GeoDeployments)."""
+    return dict(json.loads(response.data))
+
+
 class KubeClient:
     """`Kube` on the official client. Thread-safe: kopf runs sync handlers in threads."""
 
@@ -162,6 +169,7 @@ class KubeClient:
                 namespace=obj["metadata"].get("namespace"),
                 field_manager=names.CHILDREN_MANAGER,
                 force_conflicts=True,
+                serialize=False,
             )
         except exceptions.ApiException as error:
             message = _api_message(error)
@@ -170,12 +178,12 @@ class KubeClient:
             if error.status in REFUSALS or (error.status == 500 and UNCONVERTIBLE in message):
                 raise Refused(obj, message) from None
             raise
-        return dict(result.to_dict())
+        return _json(result)
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         resource = self._resource(api_version, kind)
         try:
-            return dict(resource.get(name=name, namespace=namespace).to_dict())
+            return _json(resource.get(name=name, namespace=namespace, serialize=False))
         except exceptions.ApiException as error:
             if error.status == 404:
                 return None
@@ -185,7 +193,9 @@ class KubeClient:
         self, api_version: str, kind: str, namespace: str, label_selector: str
     ) -> list[dict[str, Any]]:
         resource = self._resource(api_version, kind)
-        found = resource.get(namespace=namespace, label_selector=label_selector).to_dict()
+        found = _json(
+            resource.get(namespace=namespace, label_selector=label_selector, serialize=False)
+        )
         return [dict(item) for item in found.get("items") or []]
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
