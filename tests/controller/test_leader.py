@@ -139,3 +139,29 @@ def test_a_leader_overtaken_lets_go_at_once(leases: FakeLeases) -> None:
     lost: list[str] = []
     a.renew(lost.append)
     assert lost == [lost[0]] and "now held by b" in lost[0]
+
+
+def test_a_standby_outlives_an_outage_but_a_refusal_of_its_rights_stops_it(
+    leases: FakeLeases,
+) -> None:
+    clock = Clock()
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.now += seconds
+        if len(sleeps) == 3:
+            leases.down = False  # the API server is back
+
+    leases.down = True
+    elector = leader.Elector(leases, "geo-system", "geo", "a", clock=clock, sleep=sleep)
+    elector.acquire()  # no raise: it waited through the outage and took the Lease
+    assert len(sleeps) == 3 and leases.stored[("geo-system", "geo")].holder == "a"
+
+    class Refusing(FakeLeases):
+        def read(self, namespace: str, name: str) -> lease.Record | None:
+            raise lease.Forbidden("get", namespace, name)
+
+    refused = leader.Elector(Refusing(), "geo-system", "geo", "b", clock=clock, sleep=sleep)
+    with pytest.raises(lease.Forbidden, match="needs get, create and update"):
+        refused.acquire()

@@ -135,6 +135,9 @@ def _elect(args: argparse.Namespace) -> leader.Elector:
     health = _standby_health(args.liveness)
     try:
         elector.acquire()
+    except lease.Forbidden as refused:  # the operator's RBAC, not a crash: one line
+        logging.getLogger(__name__).error("%s", refused)
+        raise SystemExit(2) from None
     finally:
         health.shutdown()
         health.server_close()  # kopf's liveness endpoint takes the port from here

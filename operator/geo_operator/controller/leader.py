@@ -92,7 +92,7 @@ class Elector:
     def acquire(self) -> None:
         """Wait until we hold the Lease (a standby waits here, saying so once per holder)."""
         told = None
-        while not self.try_take():
+        while not self._try_take_waiting():
             holder = self._seen.holder if self._seen else ""
             if holder != told:
                 log.info(
@@ -106,6 +106,17 @@ class Elector:
                 told = holder
             self.sleep(self.timing.retry_s)
         log.info("leading: holding lease %s/%s as %s", self.namespace, self.name, self.identity)
+
+    def _try_take_waiting(self) -> bool:
+        """`try_take`, where an API server that can't be reached is tried again (a standby
+        outlives an outage); a refusal of the operator's rights (`lease.Forbidden`) raises."""
+        try:
+            return self.try_take()
+        except lease.Forbidden:
+            raise
+        except Exception as error:
+            log.warning("reading lease %s/%s failed: %s", self.namespace, self.name, error)
+            return False
 
     def renew(self, on_lost: Callable[[str], object]) -> None:
         """Renew every retry period until `release`; ``on_lost`` (with the reason) when no

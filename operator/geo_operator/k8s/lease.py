@@ -2,7 +2,8 @@
 
 Written with optimistic concurrency: a create that finds the Lease there, or a replace
 whose resourceVersion is no longer the stored one, answers False (someone else wrote
-first) instead of raising; anything else the API server answers raises as usual.
+first) instead of raising; a refusal of the operator's rights raises `Forbidden` with
+what it needs; anything else the API server answers raises as usual.
 """
 
 from __future__ import annotations
@@ -15,6 +16,24 @@ import kubernetes
 from kubernetes.client import exceptions
 
 CONFLICT = 409
+UNAUTHORIZED = (401, 403)
+
+
+class Forbidden(Exception):
+    """The API server refuses the operator the Lease: a setup mistake, not a transient."""
+
+    def __init__(self, verb: str, namespace: str, name: str) -> None:
+        super().__init__(
+            f"the operator may not {verb} Lease {namespace}/{name}: --leader-elect needs get, "
+            f"create and update on coordination.k8s.io leases in {namespace} (the chart's "
+            "role-leader-election.yaml grants them in the release's namespace; "
+            "--leader-elect-namespace names another)"
+        )
+
+
+def _refused(error: exceptions.ApiException, verb: str, namespace: str, name: str) -> None:
+    if error.status in UNAUTHORIZED:
+        raise Forbidden(verb, namespace, name) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +77,7 @@ class LeaseClient:
         except exceptions.ApiException as error:
             if error.status == 404:
                 return None
+            _refused(error, "get", namespace, name)
             raise
         spec = lease.spec or kubernetes.client.V1LeaseSpec()
         metadata = lease.metadata or kubernetes.client.V1ObjectMeta()
@@ -94,6 +114,7 @@ class LeaseClient:
         except exceptions.ApiException as error:
             if error.status == CONFLICT:
                 return False
+            _refused(error, "create", namespace, name)
             raise
         return True
 
@@ -104,5 +125,6 @@ class LeaseClient:
         except exceptions.ApiException as error:
             if error.status == CONFLICT:
                 return False
+            _refused(error, "update", namespace, name)
             raise
         return True
