@@ -363,6 +363,10 @@ def on_geodeployment_event(body: kopf.Body, memo: Any, type: str, **_: Any) -> N
         _context(memo).requeues.forget(key)
 
 
+# What the GeoDeployment index keeps of each object's metadata.
+INDEXED_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "labels")
+
+
 @kopf.index(*RESOURCE)
 def geodeployments(body: kopf.Body, **_: Any) -> Any:
     """The autoscaler's view of each GeoDeployment: its spec and status, and of its metadata
@@ -371,9 +375,6 @@ def geodeployments(body: kopf.Body, **_: Any) -> Any:
     key = (body.metadata.namespace, body.metadata.name)
     metadata = {k: body.metadata[k] for k in INDEXED_METADATA if k in body.metadata}
     return {key: {"metadata": metadata, "spec": dict(body.spec), "status": dict(body.status)}}
-
-
-INDEXED_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "labels")
 
 
 # ------------------------------------------------------------------ children re-run the owner

@@ -165,3 +165,8 @@ def test_a_standby_outlives_an_outage_but_a_refusal_of_its_rights_stops_it(
     refused = leader.Elector(Refusing(), "geo-system", "geo", "b", clock=clock, sleep=sleep)
     with pytest.raises(lease.Forbidden, match="needs get, create and update"):
         refused.acquire()
+
+
+def test_another_lease_keeps_client_gos_proportions() -> None:
+    assert leader.Timing.for_lease(15) == leader.Timing()
+    assert leader.Timing.for_lease(6) == leader.Timing(6, 4.0, 0.8)

@@ -124,13 +124,12 @@ def _elect(args: argparse.Namespace) -> leader.Elector:
 
     k8s.load_config()
     identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{secrets.token_hex(3)}"
-    renew_deadline = max(1.0, args.lease_duration * 2 / 3)
     elector = leader.Elector(
         lease.LeaseClient(),
         args.leader_elect_namespace,
         args.leader_elect_name,
         identity,
-        leader.Timing(args.lease_duration, renew_deadline, max(0.5, renew_deadline / 5)),
+        leader.Timing.for_lease(args.lease_duration),
     )
     health = _standby_health(args.liveness)
     try:

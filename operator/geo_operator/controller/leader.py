@@ -37,6 +37,13 @@ class Timing:
     renew_deadline_s: float = 10.0  # a leader that could not renew for this long lets go
     retry_s: float = 2.0  # between tries to take or renew
 
+    @classmethod
+    def for_lease(cls, duration_s: int) -> Timing:
+        """client-go's proportions for another lease: the renew deadline 2/3 of it, the
+        retry period a fifth of that (15 s gives the defaults: 10 s, 2 s)."""
+        deadline = max(1.0, duration_s * 2 / 3)
+        return cls(duration_s, deadline, max(0.5, deadline / 5))
+
 
 def may_take(
     record: lease.Record | None, identity: str, unchanged_since: float, now: float
