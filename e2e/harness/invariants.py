@@ -11,8 +11,8 @@ invariant as a sentence (an empty list: all hold):
 * each GeoDeployment is reconciled to its latest generation, with a Ready condition
   that has a reason;
 * its status agrees with its children: a GeoDeployment Ready=True serves its
-  status.configHash from its stable Deployment, with the ready replicas the
-  Deployment has;
+  status.configHash from its stable Deployment, with the ready replicas its
+  Deployments have (the stable's and, while a rollout runs, the canary's: both serve);
 * no Event about a GeoDeployment was posted twice (the same reason and message
   as two Events), but for those that tell of a change which may recur (`RECURRING`);
 * no pod was refused (FailedCreate: the restricted Pod Security Standard).
@@ -110,9 +110,14 @@ def _one(name: str, body: Mapping[str, Any], deployments: list[dict[str, Any]]) 
         said = status.get("configHash")
         if serving != said:
             found.append(f"{name}: status.configHash {said} but its Deployment serves {serving}")
-        have = (stable.get("status") or {}).get("readyReplicas", 0)
-        if status.get("readyReplicas", 0) != have:
-            found.append(f"{name}: status.readyReplicas {status.get('readyReplicas')} != {have}")
+        # Both tracks serve behind the Service while a canary runs: status counts both.
+        live = [d for d in deployments if not d["metadata"].get("deletionTimestamp")]
+        have = sum(int((d.get("status") or {}).get("readyReplicas") or 0) for d in live)
+        if int(status.get("readyReplicas") or 0) != have:
+            tracks = "+".join(sorted(d["metadata"]["name"] for d in live))
+            found.append(
+                f"{name}: status.readyReplicas {status.get('readyReplicas')} != {have} ({tracks})"
+            )
     return found
 
 
