@@ -197,3 +197,49 @@ def test_generative_decisions_are_bounded_explained_and_never_blind(
         assert not waiting  # never scale in with requests waiting
     if decision.action == "scale_out":
         assert decision.replicas > replicas
+
+
+def test_a_queue_one_engine_serves_within_the_ttft_objective_is_no_reason() -> None:
+    # 10 000 prompt tokens/s x 0.04 ms = 0.4 busy engines over 3, 5 requests/s: 0.08
+    # engine-seconds a request; 2 waiting (grown from 0) are 0.16 s of one engine's work,
+    # well within the 500 ms TTFT objective: a moment's queue, not load beyond the replicas
+    _, memory = policy.decide(SPEC, _obs(3, prompt_tps=10_000, qps=5, waiting=0, time=985.0))
+    decision, _ = policy.decide(SPEC, _obs(3, prompt_tps=10_000, qps=5, waiting=2), memory)
+    assert decision.action == "maintain"
+    assert "2 waiting" in decision.reason
+    assert "within the TTFT objective" in decision.reason
+    # the same queue with a full KV cache is a reason (admission waits for cache)
+    full, _ = policy.decide(SPEC, _obs(3, prompt_tps=10_000, qps=5, waiting=2, kv=0.95), memory)
+    assert full.action == "scale_out" and "KV cache full" in full.reason
+
+
+def test_a_growing_queue_more_than_one_engine_serves_in_time_scales_out() -> None:
+    # 20 waiting x 0.08 engine-seconds = 1.6 s of work, over the 500 ms objective
+    _, memory = policy.decide(SPEC, _obs(3, prompt_tps=10_000, qps=5, waiting=0, time=985.0))
+    decision, _ = policy.decide(SPEC, _obs(3, prompt_tps=10_000, qps=5, waiting=20), memory)
+    assert decision.action == "scale_out" and decision.replicas == 4
+    assert "queue growing" in decision.reason and "20 waiting" in decision.reason
+
+
+def test_scale_in_leaves_the_window_peak_within_the_target() -> None:
+    # 18 750 prompt tokens/s x 0.04 ms = 0.75 busy engines: low on 4 replicas (0.19 each,
+    # below 0.7 x 0.7), but one replica would run at 107 % of the 0.7 target: the
+    # scale-in stops at 2 (0.375 each), not at the tolerance's 1
+    memory, replicas = policy.Memory(), 4
+    actions = []
+    for i in range(60):
+        decision, memory = policy.decide(
+            SPEC, _obs(replicas, prompt_tps=18_750, qps=8, time=1000.0 + 15 * i), memory
+        )
+        actions.append(decision.action)
+        replicas = decision.replicas
+    assert "scale_in" in actions and "scale_out" not in actions
+    assert replicas == 2
+    assert "the window max" in decision.reason
+
+
+def test_a_latency_breach_without_a_queue_is_not_named_as_one_with_requests_waiting() -> None:
+    # demand over capacity is the reason; the slow first token behind no queue is not
+    decision, _ = policy.decide(SPEC, _obs(2, prompt_tps=75_000, qps=30, ttft=900.0, waiting=0))
+    assert decision.action == "scale_out" and "token demand" in decision.reason
+    assert "with requests waiting" not in decision.reason

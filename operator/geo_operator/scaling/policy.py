@@ -50,13 +50,18 @@ in tokens, not requests (`_decide_tokens`): the demand is the prompt and generat
 per second weighted by their measured cost (busy engines), plus the waiting requests'
 growth and backlog at the mean request's cost; the target is ``targetUtilization`` of
 an engine. It scales out when that demand needs more engines than are ordered, or when
-requests wait (every slot, and so its KV cache, taken) and the queue grows or the cache
-is nearly full; a TTFT or inter-token p99 over its objective is a reason only with a
-queue or a full cache behind it: a slow first token with an empty queue and free KV
-cache is a long prompt's prefill, which more replicas do not shorten (the reason says
-so). It scales in as above (the same window, halving, bursts kept warm), when the demand
-is below ``scaleInRatio`` of the target, nothing waits and both p99s are within
-``latencyHeadroom`` of their objectives. Missing numbers hold, as above.
+requests wait (every slot taken) with the KV cache nearly full, or with the queue growing
+beyond what one engine serves within the TTFT objective (the waiting requests at the
+mean request's cost: a queue of a few requests that arrived together is served in time
+and is no reason; its figures are in the reason); a TTFT or inter-token p99 over its
+objective is a reason only with a queue or a full cache behind it: a slow first token
+with an empty queue and free KV cache is a long prompt's prefill, which more replicas do
+not shorten (the reason says so). It scales in as above (the same window, halving, bursts
+kept warm), when the demand is below ``scaleInRatio`` of the target, nothing waits and
+both p99s are within ``latencyHeadroom`` of their objectives, to no fewer replicas than
+carry the window's highest projected demand at the target (without the scale-out
+tolerance, which would leave them at 111 % of it, one rise from the next scale-out).
+Missing numbers hold, as above.
 """
 
 from __future__ import annotations
@@ -326,6 +331,9 @@ class _Load:
     saturated: bool  # bounded queues at their bound: refusals Triton does not count
     numbers: str  # the figures, for every reason
     kept: Memory  # the memory a tick that does not scale in keeps
+    # The fewest replicas a scale-in may leave for this tick's load (its recommendation
+    # to the stabilization window); None: by_trend.
+    settle: int | None = None
 
 
 def _load(spec: models.Autoscaling, obs: Observation, memory: Memory) -> _Load:
@@ -594,7 +602,8 @@ def _in(
     # the window holds their recommendations.
     window = spec.scale_in_stabilization_seconds
     since = memory.low_since if memory.low_since is not None else obs.time
-    recommendation = _clamp(spec, max(load.by_trend, 1))
+    settle = load.by_trend if load.settle is None else load.settle
+    recommendation = _clamp(spec, max(settle, 1))
     recent = tuple(
         (t, r)
         for t, r in (*memory.recommendations, (obs.time, recommendation))
@@ -646,6 +655,8 @@ def _decide_tokens(
     generated_tps = max(0.0, obs.generated_tps or 0.0)
     busy = prompt_tps * tokens.prompt_token_seconds + generated_tps * tokens.generated_token_seconds
     per_request = busy / obs.qps if obs.qps > 0 else 0.0
+    if not math.isfinite(per_request):  # a rate too small to divide by: unknown
+        per_request = 0.0
     waiting = obs.waiting
     growth = 0.0
     if waiting is not None and memory.queued is not None and obs.time > memory.queued[0]:
@@ -670,6 +681,13 @@ def _decide_tokens(
     kv = obs.kv_usage
     queue = waiting is not None and waiting > 0
     full = kv is not None and kv >= KV_FULL
+    # The waiting requests' work, at the mean request's cost: one engine serves it all
+    # within the TTFT objective (the most a queue of one pod could hold), so the queue
+    # is a moment's, not arrivals beyond the replicas.
+    queue_work = max(0.0, waiting or 0.0) * cost
+    in_time = queue_work * 1000.0 <= tokens.ttft_p99_ms
+    cache_bound = queue and full  # admission waits for KV cache
+    outgrown = queue and growth > 0 and not in_time  # arrivals beyond the replicas
     numbers = (
         f"{prompt_tps:.0f} prompt + {generated_tps:.0f} generated tokens/s = {busy:.2f} busy "
         f"engines over {ready} ready (target {target:g} each)"
@@ -679,6 +697,9 @@ def _decide_tokens(
     if projected > demand:
         numbers += f", rising to {projected:.2f} in {lead:.0f}s"
     numbers += f"; {waiting or 0:.0f} waiting" if waiting is not None else "; queue unknown"
+    if queue:
+        numbers += f" (~{queue_work:.2f} engine-seconds of work"
+        numbers += ", one engine serves it within the TTFT objective)" if in_time else ")"
     numbers += f", KV cache {kv:.0%}" if kv is not None else ""
     numbers += (
         f"; TTFT p99 {ttft if ttft is not None else float('nan'):.0f} ms "
@@ -696,9 +717,12 @@ def _decide_tokens(
         projected=projected,
         by_load=by_load,
         by_trend=by_trend,
-        saturated=queue and (growth > 0 or full),
+        saturated=cache_bound or outgrown,
         numbers=numbers,
         kept=kept,
+        # A scale-in leaves the projected load at or under the target on every replica
+        # (not the scale-out tolerance's 111 %, where the next rise orders one back).
+        settle=math.ceil(projected / target - 1e-9),
     )
     tspec = spec.model_copy(update={"target_qps_per_replica": target})
     pressure = load.saturated
@@ -706,7 +730,9 @@ def _decide_tokens(
     rising = by_trend > current and not overloaded
     breach = ttft_over or itl_over
     if overloaded or rising or pressure or (breach and queue):
-        return _out_tokens(tspec, obs, memory, load, overloaded, rising, pressure, breach)
+        return _out_tokens(
+            tspec, obs, memory, load, overloaded, rising, (cache_bound, outgrown, queue), breach
+        )
     if breach:
         which = " and ".join(
             w for w, on in (("TTFT p99", ttft_over), ("inter-token p99", itl_over)) if on
@@ -732,11 +758,14 @@ def _out_tokens(
     load: _Load,
     overloaded: bool,
     rising: bool,
-    pressure: bool,
+    queues: tuple[bool, bool, bool],
     breach: bool,
 ) -> tuple[Decision, Memory]:
     """Scale out to the engines the token demand needs (at least one more), unless the
-    replicas already ordered cover it or maxReplicas is reached."""
+    replicas already ordered cover it or maxReplicas is reached. ``queues``: requests wait
+    with the KV cache full, the queue grows beyond what one engine serves within the TTFT
+    objective, any request waits."""
+    cache_bound, outgrown, queue = queues
     current, starting = obs.replicas, obs.replicas - obs.ready_replicas
     needed = max(load.by_load, load.by_trend)
     wanted = _clamp(spec, max(needed, current + 1))
@@ -745,8 +774,15 @@ def _out_tokens(
         for c, on in (
             ("token demand above the replicas' capacity", overloaded),
             ("token demand trend will exceed the replicas' capacity", rising),
-            ("requests waiting for a slot with the queue growing or the KV cache full", pressure),
-            ("latency over its objective with requests waiting", breach and not pressure),
+            ("requests waiting with the KV cache full", cache_bound),
+            (
+                "the queue growing beyond what one engine serves within the TTFT objective",
+                outgrown,
+            ),
+            (
+                "latency over its objective with requests waiting",
+                breach and queue and not (cache_bound or outgrown),
+            ),
         )
         if on
     ]
