@@ -74,6 +74,16 @@ P99_US = 4000
 PROMETHEUS_SCRAPE_SECONDS = 10.0  # 1,000 targets: 100 scrapes/s of the one stand-in
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    """The stand-in's HTTP server. socketserver's listen backlog is 5: the autoscaler's
+    eight concurrent scrapes overflowed it, a dropped SYN is retried after a second, and
+    the scrape timed out (2 s) now and then: a MetricsMissing flap, two status writes, in
+    what should be a steady state."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+
+
 class Exposition:
     """STAND-IN: one process serving Triton's /metrics text for every pod (`/p/NS/POD`),
     counters growing at QPS from the moment a pod is first asked for. A load generator
@@ -97,8 +107,7 @@ class Exposition:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -129,34 +138,251 @@ class Exposition:
         self.server.shutdown()
 
 
-# --tracemalloc: a sitecustomize the operator's interpreter loads (a bench tool, not the
-# operator's): it traces allocations and writes the biggest live ones on SIGUSR2.
-TRACEMALLOC_HOOK = """
-import os, pathlib, signal, tracemalloc
-tracemalloc.start(10)
+# --census / --tracemalloc: a sitecustomize the operator's interpreter loads (a bench
+# tool, not the operator's). On SIGUSR2 it writes where the memory is: glibc's heap in use
+# and free-but-kept (mallinfo2), pymalloc's arenas, the live objects by type (count and
+# shallow size), cheap enough for 1,000 objects; with --tracemalloc also the biggest live
+# allocations by file and traceback (that slows the operator several times over).
+MEMORY_HOOK = """
+import collections, ctypes, enum, gc, os, pathlib, signal, sys, tempfile, threading
+TRACE = os.environ.get("GEO_BENCH_TRACEMALLOC") == "1"
+if TRACE:
+    import tracemalloc
+    tracemalloc.start(10)
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+def _heap():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _Mallinfo2
+        m = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return ["glibc mallinfo2: not available"]
+    mib = lambda n: f"{n / 2**20:.1f} MiB"
+    return [
+        f"glibc heap: main arena + others {mib(m.arena)}, mmapped {mib(m.hblkhd)}; "
+        f"in use {mib(m.uordblks)}, free but kept {mib(m.fordblks)}",
+    ]
+
+def _pymalloc():
+    with tempfile.TemporaryFile("w+") as f:
+        saved = os.dup(2)
+        try:
+            sys.stderr.flush()
+            os.dup2(f.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        text = f.read()
+    keep = ("# arenas allocated current", "# arenas highwater", "Total",
+            "bytes in allocated blocks", "bytes in available blocks", "unused pools")
+    return ["pymalloc: " + line.strip() for line in text.splitlines()
+            if any(k in line for k in keep)]
+
+def _census():
+    gc.collect()
+    count, size = collections.Counter(), collections.Counter()
+    for o in gc.get_objects():
+        t = type(o)
+        name = f"{t.__module__}.{t.__qualname__}"
+        count[name] += 1
+        try:
+            size[name] += sys.getsizeof(o)
+        except TypeError:
+            pass
+    lines = [f"live gc-tracked objects: {sum(count.values())}, threads {threading.active_count()}",
+             "--- by type, shallow size (str, int, float, bytes are not gc-tracked)"]
+    for name, n in size.most_common(25):
+        lines.append(f"{n / 2**20:8.1f} MiB {count[name]:9d} {name}")
+    models = [o for o in gc.get_objects()
+              if isinstance(o, type) and type(o).__name__ == "ModelMetaclass"]
+    modules = collections.Counter(str(o.__module__) for o in models)
+    lines.append(f"--- pydantic model classes: {len(models)}, by module")
+    lines += [f"{n:9d} {name}" for name, n in modules.most_common(8)]
+    named = collections.Counter(o.__qualname__ for o in models)
+    lines.append("    most repeated: " + ", ".join(f"{k} x{n}" for k, n in named.most_common(5)))
+    if os.environ.get("GEO_BENCH_MEMORY_WHO") == "1":  # slow: minutes at 1,000 objects
+        lines += _holders(("dict", "set", "list")) + _chains()
+    return lines + _deep()
+
+# The structures that live as long as the operator, in the order their shared parts are
+# attributed (an object reached from two is counted under the first).
+ROOTS = (
+    "geo_operator.controller.autoscaler.Autoscaler",
+    "geo_operator.controller.context.Context",
+    "geo_operator.controller.background.Jobs",
+    "kopf._core.engines.indexing.Index",
+    "kopf._core.reactor.inventory.ResourceMemories",
+    "prometheus_client.registry.CollectorRegistry",
+    "kubernetes.dynamic.client.DynamicClient",
+    "kubernetes.client.api_client.ApiClient",
+)
+
+def _deep():
+    # Deep sizes (strings and numbers included, classes, modules and code not).
+    stop = (type, type(sys), type(_deep), type(_deep.__code__), type(print))
+    objects = gc.get_objects()
+    roots = [(f"{type(o).__module__}.{type(o).__qualname__}", o) for o in objects
+             if f"{type(o).__module__}.{type(o).__qualname__}" in ROOTS]
+    del objects
+    roots.sort(key=lambda r: ROOTS.index(r[0]))
+    # GEO's own roots are split by attribute: each holds what the others can reach.
+    roots = [
+        (f"{label}.{attr}", value)
+        for label, root in roots
+        for attr, value in (vars(root).items() if label.startswith("geo_operator") else [])
+    ] + [(label, root) for label, root in roots if not label.startswith("geo_operator")]
+    seen = set()
+    lines = ["--- deep size of what lives as long as the operator (shared parts counted once)"]
+    for label, root in roots:
+        total, n, todo = 0, 0, [root]
+        while todo:
+            o = todo.pop()
+            if id(o) in seen or isinstance(o, stop):
+                continue
+            seen.add(id(o))
+            try:
+                total += sys.getsizeof(o)
+            except TypeError:
+                pass
+            n += 1
+            todo.extend(gc.get_referents(o))
+        extra = ""
+        if label.endswith(".Index"):
+            extra = f" ({len(root)} keys)"
+        if total >= 2**19 or not label.startswith("geo_operator"):
+            lines.append(f"{total / 2**20:8.1f} MiB {n:9d} objects  {label}{extra}")
+    frames = list(sys._current_frames().values())
+    for label, group in (("the threads' running frames", frames), ("everything else", None)):
+        total, n = 0, 0
+        todo = list(group) if group is not None else gc.get_objects()
+        while todo:
+            o = todo.pop()
+            if id(o) in seen or isinstance(o, stop):
+                continue
+            seen.add(id(o))
+            try:
+                total += sys.getsizeof(o)
+            except TypeError:
+                pass
+            n += 1
+            todo.extend(gc.get_referents(o))
+        lines.append(f"{total / 2**20:8.1f} MiB {n:9d} objects  {label}")
+    return lines
+
+def _chains(samples=3):
+    # For the commonest instances of GEO's own classes: what keeps a few of them alive,
+    # as the shortest chain of referrers up to a module, a class or a running frame.
+    objects = gc.get_objects()
+    mine = collections.Counter(
+        type(o) for o in objects
+        if str(getattr(type(o), "__module__", "")).startswith("geo_operator")
+        and not isinstance(o, (enum.Enum, type)))
+    lines = ["--- GEO's own instances, and what keeps them alive"]
+    for cls, n in mine.most_common(6):
+        lines.append(f"{n:9d} {cls.__module__}.{cls.__qualname__}")
+        for o in [o for o in objects if type(o) is cls][:samples]:
+            lines.append("          " + " <- ".join(_chain(o, objects)))
+    del objects
+    return lines
+
+def _chain(target, objects, limit=300):
+    def label(o):
+        if isinstance(o, type(sys)):
+            return f"module {o.__name__}"
+        if isinstance(o, type):
+            return f"class {o.__module__}.{o.__qualname__}"
+        if type(o).__name__ == "frame":
+            return f"frame {o.f_code.co_name} ({o.f_code.co_filename}:{o.f_lineno})"
+        return f"{type(o).__module__}.{type(o).__qualname__}"
+    parents = {id(target): None}
+    queue, seen = [target], 0
+    skip = {id(objects), id(queue), id(parents)}
+    while queue and seen < limit:
+        o = queue.pop(0)
+        seen += 1
+        if o is not target and (isinstance(o, (type, type(sys))) or type(o).__name__ == "frame"):
+            path = []
+            while o is not None:
+                path.append(label(o))
+                o = parents[id(o)]
+            return list(reversed(path))
+        for r in gc.get_referrers(o):
+            if id(r) in parents or id(r) in skip or r is sys._getframe():
+                continue
+            parents[id(r)] = o
+            queue.append(r)
+    return [label(target), "... (no root within the search)"]
+
+def _holders(kinds, sample=150):
+    # Who holds a sample of the commonest containers: the referrer's type (for an
+    # instance's __dict__, the instance's), two levels up.
+    def name(o):
+        return f"{type(o).__module__}.{type(o).__qualname__}"
+    def up(o):
+        mine = (objects, found, picked)
+        refs = [r for r in gc.get_referrers(o)
+                if not any(r is m for m in mine) and type(r).__name__ != "frame"]
+        for r in refs:
+            if isinstance(r, dict):
+                owners = [x for x in gc.get_referrers(r) if getattr(x, "__dict__", None) is r]
+                if owners:
+                    return owners[0]
+            return r
+        return None
+    import random
+    objects = gc.get_objects()
+    found, picked = [], []
+    lines = []
+    for kind in kinds:
+        found = [o for o in objects
+                 if type(o).__name__ == kind and type(o).__module__ == "builtins"]
+        picked = random.Random(0).sample(found, min(sample, len(found)))
+        chains = collections.Counter()
+        for o in picked:
+            a = up(o)
+            b = up(a) if a is not None and not isinstance(a, type) else None
+            names = [name(x) if x is not None else "-" for x in (a, b)]
+            chains[" <- ".join(names)] += 1
+        lines.append(f"--- who holds {kind}s (a sample of {len(picked)} of {len(found)}):"
+                     " holder <- its holder")
+        lines += [f"{n:9d} {chain}" for chain, n in chains.most_common(10)]
+    del objects
+    return lines
+
 def _dump(*_):
-    snapshot = tracemalloc.take_snapshot()
-    lines = [f"traced live total {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MiB"]
-    for kind in ("filename", "traceback"):
-        lines.append(f"--- by {kind}")
-        for stat in snapshot.statistics(kind)[:20]:
-            lines.append(f"{stat.size / 2**20:8.1f} MiB {stat.count:9d} blocks")
-            lines += ["        " + line for line in stat.traceback.format()[-8:]]
-    pathlib.Path(os.environ["GEO_BENCH_TRACEMALLOC_OUT"]).write_text("\\n".join(lines))
+    lines = _heap() + _pymalloc() + _census()
+    if TRACE:
+        snapshot = tracemalloc.take_snapshot()
+        lines.append(f"traced live total {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MiB")
+        for kind in ("filename", "traceback"):
+            lines.append(f"--- by {kind}")
+            for stat in snapshot.statistics(kind)[:20]:
+                lines.append(f"{stat.size / 2**20:8.1f} MiB {stat.count:9d} blocks")
+                lines += ["        " + line for line in stat.traceback.format()[-8:]]
+    pathlib.Path(os.environ["GEO_BENCH_MEMORY_OUT"]).write_text("\\n".join(lines))
 signal.signal(signal.SIGUSR2, _dump)
 """
 
 
-def _trace_allocations(workdir: pathlib.Path) -> pathlib.Path:
-    """The operator started after this traces its allocations; returns where they go."""
+def _trace_memory(workdir: pathlib.Path, allocations: bool) -> pathlib.Path:
+    """The operator started after this writes where its memory is on SIGUSR2 (with
+    ``allocations``, tracemalloc's biggest too); returns the file it writes."""
     site = workdir / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(TRACEMALLOC_HOOK)
+    (site / "sitecustomize.py").write_text(MEMORY_HOOK)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p
     )
-    out = workdir / "tracemalloc.txt"
-    os.environ["GEO_BENCH_TRACEMALLOC_OUT"] = str(out)
+    out = workdir / "memory.txt"
+    os.environ["GEO_BENCH_MEMORY_OUT"] = str(out)
+    os.environ["GEO_BENCH_TRACEMALLOC"] = "1" if allocations else "0"
     return out
 
 
@@ -394,12 +620,21 @@ def main(argv: list[str] | None = None) -> int:
         f"stand-in every {PROMETHEUS_SCRAPE_SECONDS:g} s",
     )
     parser.add_argument(
+        "--census",
+        action="store_true",
+        help="print at the end where the operator's memory is: glibc's heap in use and "
+        "kept free, pymalloc's arenas, live objects by type (cheap)",
+    )
+    parser.add_argument(
         "--tracemalloc",
         action="store_true",
-        help="trace the operator's allocations (slows it) and print the biggest at the end",
+        help="--census and the biggest allocations by traceback (slows the operator "
+        "several times over: use a small --count)",
     )
     parser.add_argument("--keep", action="store_true", help="leave the namespaces")
     args = parser.parse_args(argv)
+    # A stopped bench (kill, timeout) stops its operator too: the `finally` below runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     cluster = up()
     audit = Audit(cluster)
@@ -417,7 +652,9 @@ def main(argv: list[str] | None = None) -> int:
         prom = Prometheus(workdir / "prometheus", file_sd, scrape_seconds=PROMETHEUS_SCRAPE_SECONDS)
         prom.start()
         metrics = {"source": "prometheus", "prometheusUrl": prom.url, "rateWindowSeconds": 60}
-    traced = _trace_allocations(workdir) if args.tracemalloc else None
+    traced = (
+        _trace_memory(workdir, args.tracemalloc) if args.census or args.tracemalloc else None
+    )
     operator = OperatorProcess(cluster, workdir, log_level=args.log_level)
     operator.start()
     assert operator.process is not None
@@ -462,6 +699,7 @@ def main(argv: list[str] | None = None) -> int:
         per_object = _creation_to_ready(cluster, namespaces)
         settle_events = audit.since(start_offset)
         reconciles = _metric(_operator_metrics(operator), "geo_reconciles_total")
+        ticked = _metric(_operator_metrics(operator), "geo_autoscaler_tick_seconds_count")
         if prom is None:
             annotated = _annotate_pods(cluster, namespaces, exposition)
             time.sleep(30)  # the autoscaler scrapes them: its decisions and status settle
@@ -469,6 +707,18 @@ def main(argv: list[str] | None = None) -> int:
             annotated = _scrape_targets(cluster, namespaces, exposition, file_sd)
             # two scrapes for a rate, then the decisions and status settle
             time.sleep(30 + 2 * PROMETHEUS_SCRAPE_SECONDS)
+        # Steady means every object had its first decisions: three ticks ended since the
+        # scrape targets were there (the first may have begun before), so two whole ticks
+        # saw each object's pods (a rate needs two scrapes). At 1,000 objects a tick is
+        # about 45 s, longer than the fixed wait above.
+        wait_for(
+            lambda: _metric(_operator_metrics(operator), "geo_autoscaler_tick_seconds_count")
+            >= ticked + 3,
+            "three autoscaler ticks after the scrape targets",
+            timeout=600,
+            every=2,
+        )
+        time.sleep(5)  # the last tick's status writes land
         metrics_before = _operator_metrics(operator)
         steady_offset = audit.offset()
         steady_start = time.monotonic()
