@@ -652,9 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         prom = Prometheus(workdir / "prometheus", file_sd, scrape_seconds=PROMETHEUS_SCRAPE_SECONDS)
         prom.start()
         metrics = {"source": "prometheus", "prometheusUrl": prom.url, "rateWindowSeconds": 60}
-    traced = (
-        _trace_memory(workdir, args.tracemalloc) if args.census or args.tracemalloc else None
-    )
+    traced = _trace_memory(workdir, args.tracemalloc) if args.census or args.tracemalloc else None
     operator = OperatorProcess(cluster, workdir, log_level=args.log_level)
     operator.start()
     assert operator.process is not None
@@ -712,8 +710,10 @@ def main(argv: list[str] | None = None) -> int:
         # saw each object's pods (a rate needs two scrapes). At 1,000 objects a tick is
         # about 45 s, longer than the fixed wait above.
         wait_for(
-            lambda: _metric(_operator_metrics(operator), "geo_autoscaler_tick_seconds_count")
-            >= ticked + 3,
+            lambda: (
+                _metric(_operator_metrics(operator), "geo_autoscaler_tick_seconds_count")
+                >= ticked + 3
+            ),
             "three autoscaler ticks after the scrape targets",
             timeout=600,
             every=2,
