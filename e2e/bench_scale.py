@@ -144,7 +144,7 @@ class Exposition:
 # shallow size), cheap enough for 1,000 objects; with --tracemalloc also the biggest live
 # allocations by file and traceback (that slows the operator several times over).
 MEMORY_HOOK = """
-import collections, ctypes, enum, gc, os, pathlib, signal, sys, tempfile, threading
+import asyncio, collections, ctypes, enum, gc, os, pathlib, signal, sys, tempfile, threading
 TRACE = os.environ.get("GEO_BENCH_TRACEMALLOC") == "1"
 if TRACE:
     import tracemalloc
@@ -227,52 +227,46 @@ ROOTS = (
 def _deep():
     # Deep sizes (strings and numbers included, classes, modules and code not).
     stop = (type, type(sys), type(_deep), type(_deep.__code__), type(print))
+    seen = set()
+
+    def size(todo):
+        total, n = 0, 0
+        while todo:
+            o = todo.pop()
+            if id(o) in seen or isinstance(o, stop):
+                continue
+            seen.add(id(o))
+            try:
+                total += sys.getsizeof(o)
+            except TypeError:
+                pass
+            n += 1
+            todo.extend(gc.get_referents(o))
+        return total, n
+
     objects = gc.get_objects()
     roots = [(f"{type(o).__module__}.{type(o).__qualname__}", o) for o in objects
              if f"{type(o).__module__}.{type(o).__qualname__}" in ROOTS]
     del objects
     roots.sort(key=lambda r: ROOTS.index(r[0]))
-    # GEO's own roots are split by attribute: each holds what the others can reach.
+    # GEO's own roots are split by attribute: each holds what the others can reach. A
+    # running task is left to the end: it reaches the whole event loop, kopf's included.
     roots = [
         (f"{label}.{attr}", value)
         for label, root in roots
         for attr, value in (vars(root).items() if label.startswith("geo_operator") else [])
+        if not isinstance(value, asyncio.Task)
     ] + [(label, root) for label, root in roots if not label.startswith("geo_operator")]
-    seen = set()
     lines = ["--- deep size of what lives as long as the operator (shared parts counted once)"]
     for label, root in roots:
-        total, n, todo = 0, 0, [root]
-        while todo:
-            o = todo.pop()
-            if id(o) in seen or isinstance(o, stop):
-                continue
-            seen.add(id(o))
-            try:
-                total += sys.getsizeof(o)
-            except TypeError:
-                pass
-            n += 1
-            todo.extend(gc.get_referents(o))
-        extra = ""
-        if label.endswith(".Index"):
-            extra = f" ({len(root)} keys)"
+        total, n = size([root])
+        extra = f" ({len(root)} keys)" if label.endswith(".Index") else ""
         if total >= 2**19 or not label.startswith("geo_operator"):
             lines.append(f"{total / 2**20:8.1f} MiB {n:9d} objects  {label}{extra}")
     frames = list(sys._current_frames().values())
-    for label, group in (("the threads' running frames", frames), ("everything else", None)):
-        total, n = 0, 0
-        todo = list(group) if group is not None else gc.get_objects()
-        while todo:
-            o = todo.pop()
-            if id(o) in seen or isinstance(o, stop):
-                continue
-            seen.add(id(o))
-            try:
-                total += sys.getsizeof(o)
-            except TypeError:
-                pass
-            n += 1
-            todo.extend(gc.get_referents(o))
+    for label, todo in (("the threads' running frames", frames),
+                        ("everything else", gc.get_objects())):
+        total, n = size(todo)
         lines.append(f"{total / 2**20:8.1f} MiB {n:9d} objects  {label}")
     return lines
 
