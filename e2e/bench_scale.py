@@ -444,6 +444,16 @@ def _metric(text: str, name: str) -> float:
     )
 
 
+def _causes(text: str) -> dict[str, int]:
+    """`geo_reconcile_causes_total` by cause (coalesced: asked while one ran)."""
+    return {
+        m.group(1): int(float(m.group(2)))
+        for m in re.finditer(
+            r'^geo_reconcile_causes_total\{cause="([^"]+)"\}\s+(\S+)$', text, re.MULTILINE
+        )
+    }
+
+
 def _operator_metrics(operator: OperatorProcess) -> str:
     import urllib.request
 
@@ -690,7 +700,9 @@ def main(argv: list[str] | None = None) -> int:
         to_ready = time.monotonic() - t0
         per_object = _creation_to_ready(cluster, namespaces)
         settle_events = audit.since(start_offset)
-        reconciles = _metric(_operator_metrics(operator), "geo_reconciles_total")
+        settle_metrics = _operator_metrics(operator)
+        reconciles = _metric(settle_metrics, "geo_reconciles_total")
+        causes = _causes(settle_metrics)
         ticked = _metric(_operator_metrics(operator), "geo_autoscaler_tick_seconds_count")
         if prom is None:
             annotated = _annotate_pods(cluster, namespaces, exposition)
@@ -781,6 +793,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(settle_events) / max(1.0, reconciles):.1f} ({reconciles:.0f} reconciles)",
             ),
             ("  by verb", json.dumps(_by(settle_events, "verb"), sort_keys=True)),
+            ("reconciles asked for, by cause", json.dumps(causes, sort_keys=True)),
             (
                 "cluster apiserver_request_total: apply..steady / steady window",
                 f"{api_mid - api_before:.0f} / {api_after - api_mid:.0f}",

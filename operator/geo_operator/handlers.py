@@ -332,7 +332,7 @@ async def _requeues(ctx: context.Context) -> None:
     while True:
         await asyncio.sleep(REQUEUE_PERIOD)
         for key in ctx.requeues.keys_due(ctx.clock()):
-            task = asyncio.create_task(asyncio.to_thread(reconcile.run, ctx, *key))
+            task = asyncio.create_task(asyncio.to_thread(reconcile.run, ctx, *key, "requeue"))
             running.add(task)
             task.add_done_callback(running.discard)
 
@@ -350,7 +350,7 @@ def _labels(body: kopf.Body) -> dict[str, str]:
 @kopf.on.update(*RESOURCE, field=("metadata", "annotations", names.ROLLOUT_ANNOTATION))
 def on_change(body: kopf.Body, memo: Any, **_: Any) -> None:
     """Create, edit and operator restart all converge the same way."""
-    reconcile.run(_context(memo), str(body.metadata.namespace), str(body.metadata.name))
+    reconcile.run(_context(memo), str(body.metadata.namespace), str(body.metadata.name), "change")
 
 
 @kopf.on.event(*RESOURCE)
@@ -380,10 +380,10 @@ def geodeployments(body: kopf.Body, **_: Any) -> Any:
 # ------------------------------------------------------------------ children re-run the owner
 
 
-def _owner_event(memo: Any, body: kopf.Body, label: str) -> None:
+def _owner_event(memo: Any, body: kopf.Body, label: str, cause: str) -> None:
     owner = _labels(body).get(label)
     if owner:
-        reconcile.run(_context(memo), str(body.metadata.namespace), owner)
+        reconcile.run(_context(memo), str(body.metadata.namespace), owner, cause)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
@@ -396,7 +396,7 @@ def on_deployment_event(body: kopf.Body, memo: Any, type: str, **_: Any) -> None
         seen.forget(key)
     elif not seen.changed(key, reconcile.deployment_digest(dict(body))):
         return
-    _owner_event(memo, body, names.OWNER_LABEL)
+    _owner_event(memo, body, names.OWNER_LABEL, "deployment")
 
 
 @kopf.on.event("", "v1", "pods", labels={**MANAGED, names.OWNER_LABEL: kopf.PRESENT})
@@ -404,7 +404,7 @@ def on_triton_pod_event(body: kopf.Body, memo: Any, **_: Any) -> None:
     """A Triton pod's artifact fetch failed (a wrong key, a missing object or Secret): the
     owner's reconcile puts the words in Ready. Other pod changes reach it via the Deployment."""
     if plan.fetch_failure([dict(body)]) is not None:
-        _owner_event(memo, body, names.OWNER_LABEL)
+        _owner_event(memo, body, names.OWNER_LABEL, "pod")
 
 
 @kopf.on.event("", "v1", "services", labels=MANAGED)
@@ -412,14 +412,14 @@ def on_triton_pod_event(body: kopf.Body, memo: Any, **_: Any) -> None:
 def on_child_deleted(body: kopf.Body, memo: Any, type: str, **_: Any) -> None:
     """A Service or ConfigMap has no state of its own to report: only its loss is repaired."""
     if type == "DELETED":
-        _owner_event(memo, body, names.OWNER_LABEL)
+        _owner_event(memo, body, names.OWNER_LABEL, "child-deleted")
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={names.COMPONENT_LABEL: names.TUNING_COMPONENT})
 def on_tuning_job_event(body: kopf.Body, memo: Any, **_: Any) -> None:
     """A tuning Job finished: its GeoDeployment takes the result in (or backs off)."""
     if tuning.finished(body):
-        _owner_event(memo, body, names.TUNING_FOR_LABEL)
+        _owner_event(memo, body, names.TUNING_FOR_LABEL, "tuning-job")
 
 
 # ------------------------------------------------------------------ the autoscaler's view

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import importlib
+import threading
 from typing import Any
 
 import kopf
 import prometheus_client
+import pytest
 from tests.support.kube import FakeKube
 
 from geo_operator import handlers
@@ -566,7 +568,7 @@ def test_a_deployment_event_re_runs_the_owner_only_when_what_it_reads_changed(
     availableReplicas); only the replica counts, observedGeneration, the spec and its
     identity matter to the owner's reconcile."""
     runs: list[tuple[str, str]] = []
-    monkeypatch.setattr(reconcile, "run", lambda ctx, ns, name: runs.append((ns, name)))
+    monkeypatch.setattr(reconcile, "run", lambda ctx, ns, name, cause: runs.append((ns, name)))
     memo = type("Memo", (), {"geo": context.Context(kube)})()
     labels = {names.MANAGED_BY_LABEL: names.MANAGER, names.OWNER_LABEL: "digits"}
     deployment: dict[str, Any] = {
@@ -591,3 +593,88 @@ def test_a_deployment_event_re_runs_the_owner_only_when_what_it_reads_changed(
     event("DELETED")  # gone: the owner runs (and recreates it)
     event()  # the new one: first sight again
     assert runs == [("ml", "digits")] * 5
+
+
+def test_causes_that_come_while_a_reconcile_runs_are_served_by_one_more_run(
+    kube: FakeKube, body: dict[str, Any]
+) -> None:
+    """Five events for one object while its reconcile runs: each caller returns at once
+    (kopf's threads are not held in line), and one more reconcile runs after the first,
+    not five; it reads what the events said (a spec edited meanwhile is applied)."""
+    kube.objects[(models.KIND, "ml", "digits")] = copy.deepcopy(body)
+    ctx = context.Context(kube)
+    inside, release = threading.Event(), threading.Event()
+    gets: list[int] = []
+    real_get = kube.get
+
+    def slow_get(api_version: str, kind: str, namespace: str, name: str) -> Any:
+        if kind == models.KIND:
+            gets.append(1)
+            if len(gets) == 1:
+                inside.set()
+                assert release.wait(timeout=10)
+        return real_get(api_version, kind, namespace, name)
+
+    kube.get = slow_get  # type: ignore[method-assign]
+    before = _causes("coalesced")
+    first = threading.Thread(target=reconcile.run, args=(ctx, "ml", "digits", "change"))
+    first.start()
+    assert inside.wait(timeout=10)
+    edited = kube.objects[(models.KIND, "ml", "digits")]
+    edited["spec"]["triton"] = {**(edited["spec"].get("triton") or {}), "image": "triton:edited"}
+    for _ in range(5):
+        reconcile.run(ctx, "ml", "digits", "deployment")  # returns at once: one runs
+    assert ctx.pending.running() == 1
+    release.set()
+    first.join(timeout=10)
+    assert not first.is_alive()
+    assert len(gets) == 2  # the first run and one more, for all five
+    assert _causes("coalesced") - before == 5
+    assert ctx.pending.running() == 0
+    stored = kube.objects[("Deployment", "ml", "digits")]["spec"]["template"]["spec"]
+    assert stored["containers"][0]["image"] == "triton:edited"
+    reconcile.run(ctx, "ml", "digits", "requeue")  # nothing running: it runs, here and now
+    assert len(gets) == 3
+
+
+def test_a_reconcile_that_raises_past_its_handling_lets_the_object_go(
+    kube: FakeKube, body: dict[str, Any], monkeypatch: Any
+) -> None:
+    """Not even an interrupt leaves the object marked as running (it would never be
+    reconciled again)."""
+    ctx = context.Context(kube)
+
+    def interrupted(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reconcile, "reconcile", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reconcile.run(ctx, "ml", "digits", "change")
+    assert ctx.pending.running() == 0
+
+
+def test_the_reconciles_own_deployment_write_re_runs_nothing(
+    kube: FakeKube, body: dict[str, Any], monkeypatch: Any
+) -> None:
+    """The reconcile that creates (or re-applies) the Deployment has read it back: the
+    watch event of that very version re-runs nothing; the next one that changes what the
+    reconcile reads (its readiness) does."""
+    kube.objects[(models.KIND, "ml", "digits")] = copy.deepcopy(body)
+    ctx = context.Context(kube)
+    reconcile.run(ctx, "ml", "digits", "change")
+    runs: list[str] = []
+    monkeypatch.setattr(reconcile, "run", lambda ctx, ns, name, cause: runs.append(cause))
+    memo = type("Memo", (), {"geo": ctx})()
+    stored = copy.deepcopy(kube.objects[("Deployment", "ml", "digits")])
+    handlers.on_deployment_event(body=kopf.Body(copy.deepcopy(stored)), memo=memo, type="ADDED")
+    assert runs == []
+    stored["status"] = {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1}
+    handlers.on_deployment_event(body=kopf.Body(stored), memo=memo, type="MODIFIED")
+    assert runs == ["deployment"]
+
+
+def _causes(cause: str) -> float:
+    value = prometheus_client.REGISTRY.get_sample_value(
+        "geo_reconcile_causes_total", {"cause": cause}
+    )
+    return value or 0.0

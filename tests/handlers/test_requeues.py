@@ -21,7 +21,7 @@ def test_a_slow_reconcile_delays_no_other_due_one(
     release = threading.Event()
     ran: list[tuple[str, str, float]] = []
 
-    def run(ctx_: context.Context, namespace: str, name: str) -> None:
+    def run(ctx_: context.Context, namespace: str, name: str, cause: str) -> None:
         if name == "slow":  # a reconcile stuck on something slow (was: a held-out fetch)
             release.wait(timeout=10)
         ran.append((namespace, name, time.monotonic()))

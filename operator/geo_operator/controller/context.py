@@ -95,6 +95,47 @@ class Requeues:
             self._failures.pop(key, None)
 
 
+class Pending:
+    """Which GeoDeployments' reconciles run now, and whether another was asked for meanwhile:
+    the causes that come while one runs (its own Deployment's events, a retry, a spec
+    edit) are served by one more run after it, however many came (as controller-runtime's
+    work queue does). The thread that asked returns at once; kopf's handler threads no
+    longer wait in line on an object's lock, and a burst of a child's events is one
+    reconcile, not one each."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._again: dict[Key, bool] = {}  # running; True: asked for again meanwhile
+
+    def enter(self, key: Key) -> bool:
+        """True: the caller runs the reconcile. False: one runs; it will run once more."""
+        with self._guard:
+            if key in self._again:
+                self._again[key] = True
+                return False
+            self._again[key] = False
+            return True
+
+    def leave(self, key: Key) -> bool:
+        """After a run: True when asked for again meanwhile (run again), else False (the
+        key is released)."""
+        with self._guard:
+            if self._again.get(key):
+                self._again[key] = False
+                return True
+            self._again.pop(key, None)
+            return False
+
+    def release(self, key: Key) -> None:
+        """Let go whatever happened (a run that raised past its own handling)."""
+        with self._guard:
+            self._again.pop(key, None)
+
+    def running(self) -> int:
+        with self._guard:
+            return len(self._again)
+
+
 class Seen:
     """The last digest of each child whose events re-run its owner: an event that changes
     nothing the reconcile reads (a Deployment's condition timestamps, its availableReplicas
@@ -127,6 +168,7 @@ class Context:
     locks: KeyLocks = dataclasses.field(default_factory=KeyLocks)
     requeues: Requeues = dataclasses.field(default_factory=Requeues)
     seen: Seen = dataclasses.field(default_factory=Seen)  # children's events: what changed
+    pending: Pending = dataclasses.field(default_factory=Pending)  # reconciles running
     # The canary analysis' open windows (their counters' baselines), read through ``fetch``.
     windows: canary.Windows = dataclasses.field(default_factory=lambda: canary.Windows(http_fetch))
     # Each canary configuration's held-out score (model.evaluation), measured once, off

@@ -45,10 +45,41 @@ from geo_operator.triton import prometheus
 log = logging.getLogger(__name__)
 
 
-def run(ctx: context.Context, namespace: str, name: str) -> None:
+# Why a reconcile is asked for (`telemetry.RECONCILE_CAUSES`' label).
+CAUSES = (
+    "change",  # the GeoDeployment created, its spec edited, a rollout action, a resume
+    "deployment",  # its Deployment's spec, readiness or replica counts changed, or it went
+    "pod",  # a Triton pod's artifact fetch failed
+    "child-deleted",  # its Service or ConfigMap was deleted
+    "tuning-job",  # a tuning Job finished
+    "requeue",  # a retry's or an analysis step's time came
+)
+
+
+def run(ctx: context.Context, namespace: str, name: str, cause: str = "requeue") -> None:
     """`reconcile`, for kopf's handlers: a failure (the API server unreachable or
-    answering 5xx) is one log line and a retry with back-off, never a traceback per try."""
+    answering 5xx) is one log line and a retry with back-off, never a traceback per try.
+    Asked for while the object's reconcile runs, it returns at once and that one runs
+    again after (`context.Pending`): what it gathers then is at least as new as the
+    cause."""
     key = (namespace, name)
+    if not ctx.pending.enter(key):
+        telemetry.RECONCILE_CAUSES.labels("coalesced").inc()
+        log.debug("%s/%s: reconcile asked for (%s) while one runs: it runs again", *key, cause)
+        return
+    telemetry.RECONCILE_CAUSES.labels(cause).inc()
+    log.debug("%s/%s: reconcile (%s)", *key, cause)
+    try:
+        _run_once(ctx, key)
+        while ctx.pending.leave(key):
+            _run_once(ctx, key)
+    except BaseException:
+        ctx.pending.release(key)
+        raise
+
+
+def _run_once(ctx: context.Context, key: tuple[str, str]) -> None:
+    namespace, name = key
     try:
         reconcile(ctx, namespace, name)
     except k8s.Gone as gone:  # deleted meanwhile, or its namespace is going: nothing to do
@@ -84,6 +115,10 @@ def reconcile(ctx: context.Context, namespace: str, name: str) -> float | None:
         deployment, refused = act(ctx.kube, wanted, observed)
         if deployment is None:  # refused before the Deployment: what runs is the old one
             deployment = observed.deployment
+        elif deployment is not observed.deployment:
+            # What this reconcile just wrote and read back: its own watch event (the ADDED
+            # of a new Deployment, the MODIFIED of an apply) re-runs nothing.
+            ctx.seen.changed((namespace, name), deployment_digest(deployment))
         # Both tracks serve behind the Service: at a 100 % step only the canary has pods.
         serving = (deployment, observed.canary)
         idle = deployment is not None and not any(

@@ -70,6 +70,14 @@ RECONCILES = Counter(
     (*_LABELS, "outcome"),
 )
 RECONCILE_OUTCOMES = ("ok", "failed")
+# Why reconciles were asked for, all objects together (a label per object would multiply
+# the series by the causes): `reconcile.CAUSES`. ``coalesced`` counts the asks that came
+# while the object's reconcile ran, served by one more run after it (however many came).
+RECONCILE_CAUSES = Counter(
+    "geo_reconcile_causes",
+    "Reconciles asked for, by cause; coalesced: asked while one ran, served by one rerun.",
+    ("cause",),
+)
 _BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LOOP_SECONDS = Histogram(
     "geo_autoscaler_tick_seconds",
