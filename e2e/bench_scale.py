@@ -427,13 +427,29 @@ class Audit:
                 "flags; run e2e/cluster/down.sh and try again"
             )
 
-    def offset(self) -> int:
-        return self.path.stat().st_size
+    def offset(self) -> tuple[int, int]:
+        """Where the log is now: its file (inode) and size."""
+        stat = self.path.stat()
+        return stat.st_ino, stat.st_size
 
-    def since(self, offset: int) -> list[dict[str, Any]]:
-        with self.path.open("rb") as stream:
-            stream.seek(offset)
-            events = [json.loads(line) for line in stream if line.strip()]
+    def since(self, offset: tuple[int, int]) -> list[dict[str, Any]]:
+        """The operator's requests logged after ``offset``. The API server rotates the log
+        at 100 MB (`--audit-log-maxsize`, one backup kept): the rest of the rotated file is
+        read first, then the new one from its start."""
+        inode, size = offset
+        parts: list[tuple[pathlib.Path, int]] = []
+        if self.path.stat().st_ino != inode:
+            rotated = [
+                f for f in self.path.parent.glob("audit-*.log") if f.stat().st_ino == inode
+            ]
+            parts += [(f, size) for f in rotated]
+            size = 0
+        parts.append((self.path, size))
+        events: list[dict[str, Any]] = []
+        for path, start in parts:
+            with path.open("rb") as stream:
+                stream.seek(start)
+                events += [json.loads(line) for line in stream if line.strip()]
         return [e for e in events if e.get("user", {}).get("username") == OPERATOR_USER]
 
 

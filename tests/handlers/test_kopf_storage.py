@@ -194,3 +194,43 @@ def test_the_api_server_sends_only_geos_children() -> None:
     assert selector("batch", "jobs", "Job") == [f"{names.COMPONENT_LABEL}={names.TUNING_COMPONENT}"]
     assert selector("geo.ai", "geodeployments", "GeoDeployment") == []
     assert selector("", "secrets", "Secret") == []
+
+
+@pytest.mark.parametrize(
+    "extra", [EXTRA, None, [("status", "phase")], [("metadata", "generation")]]
+)
+def test_the_essence_is_kopfs_own_without_copying_the_status(extra: Any) -> None:
+    """The diff-base is built from the spec, labels and annotations only (kopf copied the
+    whole body, status and managedFields, for every event): the essence is the same as
+    kopf's own storage builds from the whole body, extra fields included."""
+    full = kopf.Body(
+        {
+            "apiVersion": "geo.ai/v1alpha1",
+            "kind": "GeoDeployment",
+            "metadata": {
+                "name": "d",
+                "namespace": "n",
+                "uid": "u",
+                "generation": 3,
+                "labels": {"team": "a"},
+                "annotations": {
+                    ROLLOUT: "promote",
+                    "kopf.geo.ai/last-handled-configuration": _essence_json(SPEC),
+                    "geo.ai/last-handled-configuration": _essence_json(SPEC),
+                    "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                    "note": "kept",
+                },
+                "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+            },
+            "spec": SPEC,
+            "status": {"phase": "Ready", "conditions": [{"type": "Ready"}]},
+        }
+    )
+    storage = _settings().persistence.diffbase_storage
+    expected = kopf.AnnotationsDiffBaseStorage(
+        prefix=handlers.KOPF_PREFIX, key=handlers.DIFFBASE_KEY
+    ).build(body=full, extra_fields=extra)
+    expected["metadata"]["annotations"].pop("geo.ai/last-handled-configuration")
+    assert storage.build(body=full, extra_fields=extra) == expected
+    # The rollout handler's field (what kopf passes in production) takes the short way.
+    assert handlers._within_essence(extra) == (extra in (EXTRA, None))

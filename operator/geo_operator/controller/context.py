@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from geo_operator.api import names
 from geo_operator.controller import canary
@@ -136,6 +137,62 @@ class Pending:
             return len(self._again)
 
 
+class Written:
+    """The Services and ConfigMaps the reconcile wrote (or read and found as it wants them),
+    at the resourceVersion the API server gave them, beside the latest version the watch
+    delivered for each. While the two are the same, nothing has touched the object since:
+    a reconcile that would apply the same content (the same `names.APPLIED_ANNOTATION`
+    hash) for the same owner skips its GET and its apply. Any other write (a user's edit,
+    a deletion, another owner's apply) moves the watch's version on, and the next
+    reconcile reads and repairs it as before. A child the watch has not delivered yet is
+    always read. At 1,000 GeoDeployments these were two of the reconcile's nine requests."""
+
+    KINDS = frozenset({"Service", "ConfigMap"})
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._wrote: dict[tuple[str, str, str], tuple[str, str, str]] = {}
+        self._watched: dict[tuple[str, str, str], str] = {}
+
+    @staticmethod
+    def _identity(obj: Mapping[str, Any]) -> tuple[tuple[str, str, str], tuple[str, str, str]]:
+        meta = obj.get("metadata") or {}
+        key = (str(obj.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
+        owners = meta.get("ownerReferences") or []
+        owner: Mapping[str, Any] = next((o for o in owners if o.get("controller")), {})
+        applied = (meta.get("annotations") or {}).get(names.APPLIED_ANNOTATION, "")
+        return key, (str(meta.get("resourceVersion")), str(applied), str(owner.get("uid", "")))
+
+    def wrote(self, stored: Mapping[str, Any]) -> None:
+        """``stored``: the object as the API server returned it (an apply's answer, a GET)."""
+        key, version = self._identity(stored)
+        if key[0] in self.KINDS:
+            with self._guard:
+                self._wrote[key] = version
+
+    def watched(self, kind: str, namespace: str, name: str, version: str | None) -> None:
+        """The watch delivered ``version`` of the object (None: it was deleted)."""
+        key = (kind, namespace, name)
+        with self._guard:
+            if version is None:
+                self._watched.pop(key, None)
+                self._wrote.pop(key, None)
+            else:
+                self._watched[key] = version
+
+    def current(self, wanted: Mapping[str, Any], uid: str) -> bool:
+        """Whether ``wanted`` (stamped) is stored as it is, for owner ``uid``, untouched since."""
+        key, (_, applied, _) = self._identity(wanted)
+        with self._guard:
+            wrote = self._wrote.get(key)
+            return (
+                key[0] in self.KINDS
+                and wrote is not None
+                and wrote[0] == self._watched.get(key)
+                and wrote[1:] == (applied, uid)
+            )
+
+
 class Seen:
     """The last digest of each child whose events re-run its owner: an event that changes
     nothing the reconcile reads (a Deployment's condition timestamps, its availableReplicas
@@ -169,6 +226,7 @@ class Context:
     requeues: Requeues = dataclasses.field(default_factory=Requeues)
     seen: Seen = dataclasses.field(default_factory=Seen)  # children's events: what changed
     pending: Pending = dataclasses.field(default_factory=Pending)  # reconciles running
+    written: Written = dataclasses.field(default_factory=Written)  # children as last written
     # The canary analysis' open windows (their counters' baselines), read through ``fetch``.
     windows: canary.Windows = dataclasses.field(default_factory=lambda: canary.Windows(http_fetch))
     # Each canary configuration's held-out score (model.evaluation), measured once, off

@@ -27,6 +27,7 @@ canary draining), which the caller records in `Context.requeues`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -112,7 +113,7 @@ def reconcile(ctx: context.Context, namespace: str, name: str) -> float | None:
         pods = _Pods(ctx.kube, namespace, name)
         observed = _analysed(ctx, observed, spec, pods, now)
         wanted = desired_.decide(observed, now, ctx.tuner_image)
-        deployment, refused = act(ctx.kube, wanted, observed)
+        deployment, refused = act(ctx.kube, wanted, observed, ctx.written)
         if deployment is None:  # refused before the Deployment: what runs is the old one
             deployment = observed.deployment
         elif deployment is not observed.deployment:
@@ -160,7 +161,10 @@ def deployment_digest(deployment: Mapping[str, Any]) -> str:
             for k in ("observedGeneration", "replicas", "readyReplicas", "updatedReplicas")
         },
     }
-    return json.dumps(read, sort_keys=True, default=str)
+    # A hash, not the text: it is kept for every Deployment (the text held the whole spec).
+    return hashlib.blake2b(
+        json.dumps(read, sort_keys=True, default=str).encode(), digest_size=16
+    ).hexdigest()
 
 
 def gather(kube: k8s.Kube, namespace: str, name: str) -> desired_.Observed | None:
@@ -342,13 +346,21 @@ def _open_window(
         ctx.windows.open(key, since, pods.get(), spec.model.name)
 
 
+# A child `context.Written` vouches for: stored as wanted, untouched since (not read).
+_CURRENT: Mapping[str, Any] = {"current": True}
+
+
 def act(
-    kube: k8s.Kube, wanted: desired_.Desired, observed: desired_.Observed | None = None
+    kube: k8s.Kube,
+    wanted: desired_.Desired,
+    observed: desired_.Observed | None = None,
+    written: context.Written | None = None,
 ) -> tuple[Mapping[str, Any] | None, str | None]:
     """Apply what ``wanted`` says; the (stable) Deployment as stored (the one gathered,
     when it was only scaled), and a refusal if one came: the API server's, or ours for an
     object under a child's name that another owner controls (never applied over nor
-    deleted)."""
+    deleted). A Service or ConfigMap that ``written`` vouches for is neither read nor
+    applied."""
     namespace = wanted.target.namespace if wanted.target else ""
     uid = str(((observed.body if observed else {}).get("metadata") or {}).get("uid", ""))
     known = _gathered(observed)
@@ -359,6 +371,9 @@ def act(
     stamped = [children.stamp(obj) for obj in wanted.objects]
     stored_now: list[Mapping[str, Any] | None] = []
     for obj in stamped:  # all checked before any is applied: a conflict changes nothing
+        if written is not None and written.current(obj, uid):
+            stored_now.append(_CURRENT)
+            continue
         existing = _stored(
             kube, known, obj["apiVersion"], obj["kind"], namespace, obj["metadata"]["name"]
         )
@@ -378,6 +393,8 @@ def act(
         if name not in created:
             kube.scale_deployment(namespace, name, replicas)
     for obj, existing in zip(stamped, stored_now, strict=True):
+        if existing is _CURRENT:
+            continue
         if children.unchanged(existing, obj):  # applied before, as it is: no request
             stored: Mapping[str, Any] | None = existing
         else:
@@ -385,6 +402,8 @@ def act(
                 stored = kube.apply(obj)
             except k8s.Refused as refusal:
                 return deployment, str(refusal)
+        if written is not None and stored:
+            written.wrote(stored)
         if obj["kind"] == "Deployment" and obj["metadata"]["name"] == stable:
             deployment = stored
     for name, replicas in later:
