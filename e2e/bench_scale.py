@@ -439,9 +439,7 @@ class Audit:
         inode, size = offset
         parts: list[tuple[pathlib.Path, int]] = []
         if self.path.stat().st_ino != inode:
-            rotated = [
-                f for f in self.path.parent.glob("audit-*.log") if f.stat().st_ino == inode
-            ]
+            rotated = [f for f in self.path.parent.glob("audit-*.log") if f.stat().st_ino == inode]
             parts += [(f, size) for f in rotated]
             size = 0
         parts.append((self.path, size))
