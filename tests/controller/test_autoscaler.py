@@ -665,3 +665,18 @@ def test_a_generative_model_is_observed_in_tokens_queue_and_cache() -> None:
     # without the measured prefill, no token targets: requests, as before
     del body["status"]["tuning"][0]["result"]["prefillTokensPerSecond"]
     assert capacity.token_targets(spec, models.parse_status(body["status"])) is None
+
+
+def test_a_spec_is_parsed_once_and_held_once(body: dict[str, Any]) -> None:
+    """Every GeoDeployment event brings the same spec anew (a status write is one): it is
+    not parsed again, and the copy from the older event is let go (two per object were
+    held at 1,000 objects)."""
+    scaler = autoscaler.Autoscaler(FakeKube())
+    key = ("ml", "digits")
+    first = scaler.spec_of(key, copy.deepcopy(body))
+    newer = copy.deepcopy(body)
+    assert scaler.spec_of(key, newer) is first
+    assert scaler._specs[key][0] is newer["spec"]
+    edited = copy.deepcopy(body)
+    edited["spec"]["autoscaling"] = {**edited["spec"].get("autoscaling", {}), "maxReplicas": 7}
+    assert scaler.spec_of(key, edited) is not first

@@ -294,6 +294,8 @@ class Autoscaler:
         raw = body.get("spec") or {}
         known = self._specs.get(key)
         if known is not None and known[0] == raw:
+            if known[0] is not raw:  # the same spec from a newer event: keep one copy, not two
+                self._specs[key] = (raw, known[1])
             return known[1]
         try:
             spec: models.GeoDeploymentSpec | None = models.parse_spec(raw)
