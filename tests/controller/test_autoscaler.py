@@ -667,16 +667,27 @@ def test_a_generative_model_is_observed_in_tokens_queue_and_cache() -> None:
     assert capacity.token_targets(spec, models.parse_status(body["status"])) is None
 
 
-def test_a_spec_is_parsed_once_and_held_once(body: dict[str, Any]) -> None:
-    """Every GeoDeployment event brings the same spec anew (a status write is one): it is
-    not parsed again, and the copy from the older event is let go (two per object were
-    held at 1,000 objects)."""
+def test_a_spec_is_parsed_once_per_change_and_not_held(
+    body: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every GeoDeployment event brings the same spec anew (a status write is one): the
+    loop's per-tick check parses it once per change and keeps only its interval (and the
+    newest event's spec, not a copy beside it); a step parses the spec when it is due."""
+    parsed: list[int] = []
+    real = models.parse_spec
+    monkeypatch.setattr(models, "parse_spec", lambda raw: parsed.append(1) or real(raw))
     scaler = autoscaler.Autoscaler(FakeKube())
     key = ("ml", "digits")
-    first = scaler.spec_of(key, copy.deepcopy(body))
+    interval = scaler.interval_of(key, copy.deepcopy(body))
+    assert interval == models.parse_spec(body["spec"]).autoscaling.interval_seconds
+    parsed.clear()
     newer = copy.deepcopy(body)
-    assert scaler.spec_of(key, newer) is first
-    assert scaler._specs[key][0] is newer["spec"]
+    for _ in range(5):
+        assert scaler.interval_of(key, newer) == interval
+    assert parsed == [] and scaler._specs[key] == (newer["spec"], interval)
     edited = copy.deepcopy(body)
-    edited["spec"]["autoscaling"] = {**edited["spec"].get("autoscaling", {}), "maxReplicas": 7}
-    assert scaler.spec_of(key, edited) is not first
+    edited["spec"]["autoscaling"] = {**edited["spec"].get("autoscaling", {}), "intervalSeconds": 7}
+    assert scaler.interval_of(key, edited) == 7 and parsed == [1]
+    broken = copy.deepcopy(body)
+    broken["spec"]["autoscaling"] = {"intervalSeconds": "soon"}
+    assert scaler.interval_of(key, broken) is None
