@@ -153,6 +153,21 @@ class Churn:
         self.thread.join(timeout=30)
 
 
+def _watch_events(operator: OperatorProcess) -> dict[str, int]:
+    """`geo_watch_events_total` summed by owner (geo, other) off the operator's /metrics."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    totals = {"geo": 0, "other": 0}
+    for m in re.finditer(r"^geo_watch_events_total\{([^}]*)\}\s+(\S+)$", text, re.MULTILINE):
+        owner = re.search(r'owner="([^"]+)"', m.group(1))
+        if owner:
+            totals[owner.group(1)] = totals.get(owner.group(1), 0) + int(float(m.group(2)))
+    return totals
+
+
 def _phase(
     label: str,
     cluster: Cluster,
@@ -165,6 +180,7 @@ def _phase(
     time.sleep(args.settle)
     pid = operator.process.pid
     cpu0, _, _ = _proc(pid)
+    events0 = _watch_events(operator)
     requests0 = _apiserver_requests(cluster)
     if churn:
         with Churn(cluster, churn, args.churn) as c:
@@ -174,6 +190,7 @@ def _phase(
         time.sleep(args.seconds)
         churned = 0
     cpu1, rss, peak = _proc(pid)
+    events1 = _watch_events(operator)
     row = {
         "phase": label,
         "startup_cpu_seconds": round(cpu0, 2),
@@ -182,6 +199,10 @@ def _phase(
         "peak_rss_mib": round(peak / 2**20, 1),
         "apiserver_requests": int(_apiserver_requests(cluster) - requests0),
         "churned": churned,
+        # Watch events the operator received: since its start (the initial lists) and in
+        # the window, GEO's own and the neighbours' (the aim: none of theirs).
+        "startup_events": events0,
+        "events": {k: events1.get(k, 0) - events0.get(k, 0) for k in events1},
     }
     print(json.dumps(row), flush=True)
     return row
@@ -230,14 +251,17 @@ def main(argv: list[str] | None = None) -> int:
         cluster.kubectl("delete", "namespace", OURS, "--wait=false", check=False)
     print(
         f"\n{'phase':28s}{'start CPU s':>12s}{'CPU s':>8s}{'RSS MiB':>9s}{'peak MiB':>9s}"
-        f"{'API reqs':>10s}{'churned':>9s}"
+        f"{'API reqs':>10s}{'churned':>9s}{'events: start':>16s}{'window':>16s}"
     )
     for r in rows:
+        start, window = r["startup_events"], r["events"]
         print(
             f"{r['phase']:28s}{r['startup_cpu_seconds']:>12.2f}{r['cpu_seconds']:>8.2f}"
             f"{r['rss_mib']:>9.1f}"
             f"{r['peak_rss_mib']:>9.1f}{r['apiserver_requests']:>10d}{r['churned']:>9d}"
+            f"{start['geo']:>8d}/{start['other']:<7d}{window['geo']:>8d}/{window['other']:<7d}"
         )
+    print("(events: GEO's / the neighbours', as the operator received them)")
     print(
         f"({args.configmaps} ConfigMaps, {args.pods} pods, {args.jobs} Jobs beside "
         f"{args.own} GeoDeployments; {args.seconds:g} s windows after {args.settle:g} s)"

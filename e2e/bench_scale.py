@@ -535,18 +535,28 @@ def _stamp(text: str) -> float:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
 
 
-def _creation_to_ready(cluster: Cluster, namespaces: list[str]) -> list[float]:
+def _creation_to_ready(
+    cluster: Cluster, namespaces: list[str]
+) -> tuple[list[float], list[tuple[float, float, str, bool]]]:
     """Each object's seconds from its creationTimestamp to its Ready=True transition (the
-    API server's one-second resolution)."""
-    out = []
+    API server's one-second resolution); and the slowest 1 % (at least 5): their seconds,
+    when each was created (seconds after the first), name, and whether it tunes."""
+    rows = []
     for body in cluster.json("get", "geod", "-A")["items"]:
         if body["metadata"]["namespace"] not in namespaces:
             continue
         for c in (body.get("status") or {}).get("conditions", []):
             if c["type"] == "Ready" and c["status"] == "True":
                 created = _stamp(body["metadata"]["creationTimestamp"])
-                out.append(_stamp(c["lastTransitionTime"]) - created)
-    return out
+                # tuned: see _documents
+                tunes = (body["spec"].get("triton") or {}).get("maxBatchSize") == 0
+                rows.append((_stamp(c["lastTransitionTime"]) - created, created, body, tunes))
+    first = min((r[1] for r in rows), default=0.0)
+    slowest = sorted(rows, key=lambda r: -r[0])[: max(5, len(rows) // 100)]
+    return [r[0] for r in rows], [
+        (seconds, created - first, f"{b['metadata']['namespace']}/{b['metadata']['name']}", t)
+        for seconds, created, b, t in slowest
+    ]
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -712,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
 
         wait_for(all_ready, f"{args.count} Ready", timeout=1200, every=10)
         to_ready = time.monotonic() - t0
-        per_object = _creation_to_ready(cluster, namespaces)
+        per_object, slowest = _creation_to_ready(cluster, namespaces)
         settle_events = audit.since(start_offset)
         settle_metrics = _operator_metrics(operator)
         reconciles = _metric(settle_metrics, "geo_reconciles_total")
@@ -785,6 +795,12 @@ def main(argv: list[str] | None = None) -> int:
                 "each object, creation -> Ready: p50 / p99 / max",
                 f"{_quantile(per_object, 0.5):.0f} / {_quantile(per_object, 0.99):.0f} / "
                 f"{max(per_object, default=math.nan):.0f} s ({len(per_object)} objects)",
+            ),
+            (
+                "  the slowest: seconds (created at +s, tunes)",
+                ", ".join(
+                    f"{sec:.0f} ({at:+.0f}{', tunes' if t else ''})" for sec, at, _, t in slowest
+                ),
             ),
             (
                 "operator RSS: idle / peak / steady",

@@ -41,7 +41,7 @@ import kopf
 from geo_operator.api import models, names
 from geo_operator.builders import children, plan, tuning
 from geo_operator.controller import autoscaler as autoscaler_
-from geo_operator.controller import context, reconcile
+from geo_operator.controller import context, reconcile, telemetry
 from geo_operator.k8s import client as k8s
 
 log = logging.getLogger(__name__)
@@ -276,6 +276,25 @@ WATCH_SELECTORS = {
     ("", "v1", "configmaps"): MANAGED,
     ("batch", "v1", "jobs"): {names.COMPONENT_LABEL: names.TUNING_COMPONENT},
 }
+
+
+def _event_counter(plural: str, labels: dict[str, str]) -> Any:
+    """A handler counting every event of ``plural`` the watch brings (no filter of its own):
+    geo when the object carries the selector's labels, other when it does not (only ever
+    with the selectors off). In the event loop, no thread: a counter's cost."""
+
+    async def count(body: kopf.Body, **_: Any) -> None:
+        found = body.metadata.labels or {}
+        mine = all(found.get(k) == v for k, v in labels.items())
+        telemetry.WATCH_EVENTS.labels(plural, "geo" if mine else "other").inc()
+
+    return count
+
+
+for (_group, _version, _plural), _labels_of in WATCH_SELECTORS.items():
+    kopf.on.event(_group, _version, _plural, id=f"count_{_plural}_events")(
+        _event_counter(_plural, _labels_of)
+    )
 
 
 def watch_selectors(settings: kopf.OperatorSettings) -> None:

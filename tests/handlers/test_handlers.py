@@ -308,6 +308,8 @@ def test_handlers_register_with_kopf(kopf_registry: kopf.OperatorRegistry) -> No
         "on_tuning_job_event",
         "on_triton_pod_event",
     } <= watching
+    counted = {f"count_{plural}_events" for _, _, plural in handlers.WATCH_SELECTORS}
+    assert counted <= watching
     indexing = {h.id for h in kopf_registry._indexing.get_all_handlers()}
     assert indexing == {"geodeployments", "triton_pods", "triton_replicas"}
     # No handler needs a finalizer: deleting a GeoDeployment never waits for the operator.
@@ -678,3 +680,21 @@ def _causes(cause: str) -> float:
         "geo_reconcile_causes_total", {"cause": cause}
     )
     return value or 0.0
+
+
+def test_watch_events_are_counted_by_whose_object_they_are() -> None:
+    """geo_watch_events_total: with the selectors, only "geo"; a neighbour's object (which
+    only a watch without them brings) counts as "other"."""
+    import asyncio
+
+    count = handlers._event_counter("pods", dict(handlers.MANAGED))
+
+    def sample(owner: str) -> float:
+        labels = {"resource": "pods", "owner": owner}
+        return prometheus_client.REGISTRY.get_sample_value("geo_watch_events_total", labels) or 0
+
+    before = sample("geo"), sample("other")
+    asyncio.run(count(body=kopf.Body({"metadata": {"labels": dict(handlers.MANAGED)}})))
+    asyncio.run(count(body=kopf.Body({"metadata": {"labels": {"app": "neighbour"}}})))
+    asyncio.run(count(body=kopf.Body({"metadata": {}})))
+    assert (sample("geo") - before[0], sample("other") - before[1]) == (1, 2)

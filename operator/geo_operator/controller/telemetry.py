@@ -78,6 +78,13 @@ RECONCILE_CAUSES = Counter(
     "Reconciles asked for, by cause; coalesced: asked while one ran, served by one rerun.",
     ("cause",),
 )
+# What the watches bring in: GEO's own children, or (only with the server-side selectors
+# off) the neighbours' objects the client-side filters then drop (e2e/bench_neighbours.py).
+WATCH_EVENTS = Counter(
+    "geo_watch_events",
+    "Watch events the operator received, by resource and whose object: geo, or other.",
+    ("resource", "owner"),
+)
 _BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LOOP_SECONDS = Histogram(
     "geo_autoscaler_tick_seconds",
