@@ -184,8 +184,8 @@ def _within_essence(fields: Any) -> bool:
         top = path[0] if path else ""
         if (
             top == "status"
-            or (top == "metadata" and path[1:2] != [] and path[1] not in _ESSENCE_METADATA)
-            or path == ["metadata"]
+            or (top == "metadata" and path[1:2] == [])
+            or (top == "metadata" and path[1] not in _ESSENCE_METADATA)
         ):
             return False
     return True

@@ -46,17 +46,6 @@ from geo_operator.triton import prometheus
 log = logging.getLogger(__name__)
 
 
-# Why a reconcile is asked for (`telemetry.RECONCILE_CAUSES`' label).
-CAUSES = (
-    "change",  # the GeoDeployment created, its spec edited, a rollout action, a resume
-    "deployment",  # its Deployment's spec, readiness or replica counts changed, or it went
-    "pod",  # a Triton pod's artifact fetch failed
-    "child-deleted",  # its Service or ConfigMap was deleted
-    "tuning-job",  # a tuning Job finished
-    "requeue",  # a retry's or an analysis step's time came
-)
-
-
 def run(ctx: context.Context, namespace: str, name: str, cause: str = "requeue") -> None:
     """`reconcile`, for kopf's handlers: a failure (the API server unreachable or
     answering 5xx) is one log line and a retry with back-off, never a traceback per try.
@@ -416,6 +405,8 @@ def act(
     for api_version, kind, name in wanted.delete:
         if children.foreign(_stored(kube, known, api_version, kind, namespace, name), uid) is None:
             kube.delete(api_version, kind, namespace, name)
+            if written is not None:  # gone: vouched for no more, before the watch says so
+                written.watched(kind, namespace, name, None)
     return deployment, None
 
 

@@ -71,8 +71,10 @@ RECONCILES = Counter(
 )
 RECONCILE_OUTCOMES = ("ok", "failed")
 # Why reconciles were asked for, all objects together (a label per object would multiply
-# the series by the causes): `reconcile.CAUSES`. ``coalesced`` counts the asks that came
-# while the object's reconcile ran, served by one more run after it (however many came).
+# the series by the causes): change (created, edited, a rollout action, a resume),
+# deployment, pod (a fetch failed), child-deleted, tuning-job, requeue (a retry's time).
+# ``coalesced`` counts the asks that came while the object's reconcile ran, served by
+# one more run after it (however many came).
 RECONCILE_CAUSES = Counter(
     "geo_reconcile_causes",
     "Reconciles asked for, by cause; coalesced: asked while one ran, served by one rerun.",
