@@ -291,7 +291,14 @@ def test_the_family_is_measured_and_the_miscalibrated_member_caught_twice(
 
         def verdict() -> dict[str, Any] | None:
             r = ((cluster.get("geod", NAME, namespace) or {}).get("status") or {}).get("rollout")
-            return r if (r or {}).get("phase") in ("Promoted", "RolledBack") else None
+            # the first serving's rollout (Promoted: nothing stable to judge against) stays
+            # until the pin's reconcile starts the canary: the verdict is the one on BAD
+            r = r or {}
+            on_bad = [
+                e.get("artifact") for e in r.get("rejected", [])[-1:] + r.get("history", [])[-1:]
+            ]
+            ended = r.get("phase") in ("Promoted", "RolledBack")
+            return r if ended and BAD in on_bad else None
 
         rollout = wait_for(verdict, "the canary's verdict", timeout=150)
         detected = time.monotonic() - changed
