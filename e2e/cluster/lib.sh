@@ -22,6 +22,11 @@ GEO_KCM_PORT="${GEO_KCM_PORT:-16257}"          # kube-controller-manager secure 
 GEO_SCHEDULER_PORT="${GEO_SCHEDULER_PORT:-16259}" # kube-scheduler secure port
 GEO_KWOK_PORT="${GEO_KWOK_PORT:-16280}"        # kwok health/metrics port
 GEO_KWOK_NODES="${GEO_KWOK_NODES:-2}"
+# kube-controller-manager's client rate limit, Kubernetes' defaults (20 / 30): its
+# Deployment controller then creates about 5 ReplicaSets a second, which bounds how fast a
+# burst of GeoDeployments can become Ready whatever the operator does (e2e/bench_scale.py).
+GEO_KCM_API_QPS="${GEO_KCM_API_QPS:-20}"
+GEO_KCM_API_BURST="${GEO_KCM_API_BURST:-30}"
 
 geo_bin() { # geo_bin NAME -> path of the cached binary
   local name=$1 version

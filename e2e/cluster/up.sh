@@ -190,6 +190,8 @@ geo_start kube-controller-manager "$(geo_bin kube-controller-manager)" \
   --cluster-signing-key-file="$P/ca.key" \
   --service-cluster-ip-range=10.96.0.0/16 \
   --flex-volume-plugin-dir="$D/conf/flexvolume" \
+  --kube-api-qps="$GEO_KCM_API_QPS" \
+  --kube-api-burst="$GEO_KCM_API_BURST" \
   --profiling=false \
   --v=1
 
