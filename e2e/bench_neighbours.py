@@ -24,7 +24,6 @@ kwok and the churn run on them too.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import pathlib
@@ -43,11 +42,11 @@ from e2e.harness import (  # noqa: E402
     Cluster,
     OperatorProcess,
     chart_as_installed,
+    delete_namespaces,
     example,
     fresh_namespace,
     install_chart,
     up,
-    wait_for,
 )
 
 NEIGHBOURS = "neighbours"
@@ -249,11 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.environ.pop("GEO_WATCH_SELECTORS", None)
         cluster.kubectl("delete", "namespace", NEIGHBOURS, "--wait=false", check=False)
-        cluster.kubectl("delete", "namespace", OURS, "--wait=false", check=False)
-        # GEO's objects carry its finalizer: gone while the operator runs, or the next
-        # operator (the next bench's) would do that work and count it
-        with contextlib.suppress(AssertionError):
-            wait_for(lambda: cluster.get("namespace", OURS, "default") is None, OURS, timeout=120)
+        delete_namespaces(cluster, [OURS], timeout=120)  # while the operator runs
         operator.stop()
     print(
         f"\n{'phase':28s}{'start CPU s':>12s}{'CPU s':>8s}{'RSS MiB':>9s}{'peak MiB':>9s}"

@@ -56,6 +56,7 @@ from e2e.harness import (
     Cluster,
     OperatorProcess,
     chart_as_installed,
+    delete_namespaces,
     example,
     fresh_namespace,
     install_chart,
@@ -905,31 +906,14 @@ def main(argv: list[str] | None = None) -> int:
         sampler.running = False
         for plane_sampler in plane.values():
             plane_sampler.running = False
-        if not args.keep:
-            _delete_namespaces(cluster, namespaces)  # the operator still runs: its finalizers
+        if not args.keep:  # while the operator runs: the GeoDeployments' finalizers
+            took = delete_namespaces(cluster, namespaces, timeout=900)
+            said = "not deleted within 900 s" if took is None else f"deleted in {took:.0f} s"
+            print(f"[bench] namespaces {said}", flush=True)
         operator.stop()
         exposition.stop()
         if prom is not None:
             prom.stop()
-
-
-def _delete_namespaces(cluster: Cluster, namespaces: list[str]) -> None:
-    """Delete the bench's namespaces and wait until they are gone, while the operator runs:
-    each GeoDeployment carries its finalizer, so a namespace deleted after the operator
-    stops waits for the next operator, and the next bench would count that work."""
-    for namespace in namespaces:
-        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-    started = time.monotonic()
-    try:
-        wait_for(
-            lambda: not any(cluster.get("namespace", n, "default") for n in namespaces),
-            "the bench's namespaces deleted",
-            timeout=900,
-            every=5,
-        )
-        print(f"[bench] namespaces deleted in {time.monotonic() - started:.0f} s", flush=True)
-    except AssertionError as e:  # wait_for's timeout: said, not raised over the figures
-        print(f"[bench] {e}", file=sys.stderr)
 
 
 if __name__ == "__main__":

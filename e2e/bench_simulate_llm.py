@@ -57,12 +57,18 @@ class Verdict:
         return " ".join(f"{name}:{'ok' if on else 'MISS'}" for name, on in marks)
 
 
+def bounds(rows: dict[str, tuple[int, float]]) -> tuple[float, float]:
+    """The violation seconds allowed (half the best anchor's, zero where it has zero) and
+    the anchors' median replica-seconds."""
+    best = min(rows[a][0] for a in ANCHORS)
+    return best / 2, statistics.median(rows[a][1] for a in ANCHORS)
+
+
 def judge(rows: dict[str, tuple[int, float]]) -> Verdict:
     geo_v, geo_rs = rows["geo"]
-    best = min(rows[a][0] for a in ANCHORS)
-    median = statistics.median(rows[a][1] for a in ANCHORS)
+    allowed, median = bounds(rows)
     return Verdict(
-        violations_ok=geo_v == 0 if best == 0 else geo_v <= best / 2,
+        violations_ok=geo_v <= allowed,
         median_ok=geo_rs <= median,
         oracle_ok=geo_rs <= 1.3 * rows["oracle"][1],
     )
@@ -90,14 +96,11 @@ def frontier(
 def reachable(rows: dict[str, tuple[int, float]], points: list[tuple[float, int, float]]) -> str:
     """The cheapest foresight plan within the violation aim, and whether it is also within
     the anchors' median."""
-    best = min(rows[a][0] for a in ANCHORS)
-    allowed = 0 if best == 0 else best / 2
-    median = statistics.median(rows[a][1] for a in ANCHORS)
-    within = [(rs, v, -t) for t, v, rs in points if v <= allowed]
+    allowed, median = bounds(rows)
+    within = [p for p in points if p[1] <= allowed]
     if not within:
         return f"no plan within {allowed:g} s"
-    rs, v, t = min(within)
-    t = -t
+    t, v, rs = min(within, key=lambda p: (p[2], p[1], -p[0]))  # cheapest, most utilized
     verdict = "within" if rs <= median else f"{rs / median:.2f}x"
     return f"target {t:g}: {v} / {rs:.0f}; the median {median:.0f}: {verdict}"
 

@@ -235,6 +235,26 @@ def fresh_namespace(cluster: Cluster, name: str) -> str:
     return restricted(cluster, name)
 
 
+def delete_namespaces(cluster: Cluster, names: list[str], timeout: float) -> float | None:
+    """Delete the namespaces and wait until they are gone: the seconds it took, or None
+    past ``timeout``. Call it while the operator runs: each GeoDeployment carries its
+    finalizer, so a namespace deleted after the operator stops waits for the next operator,
+    and a bench after it would count that work as its own."""
+    started = time.monotonic()
+    for name in names:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    try:
+        wait_for(
+            lambda: not any(cluster.get("namespace", n, "default") for n in names),
+            f"namespaces {', '.join(names)} deleted",
+            timeout=timeout,
+            every=5,
+        )
+    except AssertionError:
+        return None
+    return time.monotonic() - started
+
+
 def example(namespace: str, **spec_over: Any) -> dict[str, Any]:
     """The example GeoDeployment, in `namespace`, with top-level spec overrides."""
     body = yaml.safe_load(EXAMPLE.read_text())
