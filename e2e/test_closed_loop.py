@@ -395,6 +395,26 @@ ALERT_OBJECTIVE_MS = 12  # full CI runs peaked at 55 and 15 ms in Prometheus (id
 ALERT_HOLD_S = 3  # `geo alerts --for-seconds 3`: the shipped hold is 5 minutes
 
 
+def _runs_above(series: list[tuple[float, float]], limit: float) -> list[tuple[float, float]]:
+    """The (first, last) seconds of each run of consecutive samples above ``limit``."""
+    runs: list[tuple[float, float]] = []
+    start: float | None = None
+    last: float | None = None
+    for t, value in series:
+        if value > limit:
+            if start is None or last is None or t - last > 1:
+                if start is not None and last is not None:
+                    runs.append((start, last))
+                start = t
+            last = t
+        elif start is not None and last is not None:
+            runs.append((start, last))
+            start = last = None
+    if start is not None and last is not None:
+        runs.append((start, last))
+    return runs
+
+
 def test_the_p99_alert_fires_under_overload_and_clears(
     operator: OperatorProcess, runner: KubeletRunner, namespace: str, tmp_path: pathlib.Path
 ) -> None:
@@ -447,7 +467,7 @@ def test_the_p99_alert_fires_under_overload_and_clears(
             timeline.append((now, mine[0]["state"] if mine else None))
             value = float(record[0]["value"][1]) if record else math.nan  # type: ignore[index]
             if math.isfinite(value):  # NaN: no requests in Triton's summary window
-                p99_seen.append((round(now), round(value)))
+                p99_seen.append((round(now), round(value, 1)))
             fired.extend(a for a in mine if a["state"] == "firing")  # type: ignore[misc]
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -491,16 +511,26 @@ def test_the_p99_alert_fires_under_overload_and_clears(
         f"(load fell at {fall:.0f}s; {'before' if cleared_at and cleared_at < fall else 'after'}"
         f" it);\n  client p99 by second {p99s};\n  Prometheus' p99 {p99_seen}"
     )
+    # Judged against the series the rule reads, not against when the load generator managed
+    # a breach: on two cores the overload's p99 may stay under the objective (one run: 13 ms
+    # for one second) and a breach may come after the load falls (one CI run: 15 ms from
+    # 99 s to 110 s, a late slow request in Triton's summary window).
+    breaches = _runs_above(p99_seen, ALERT_OBJECTIVE_MS)
+    # Held a second past the hold: one that ends as the wait does may not have fired yet.
+    held = [(t0, t1) for t0, t1 in breaches if t1 - t0 >= ALERT_HOLD_S + 1]
     peak_p99 = max((v for _, v in p99_seen), default=0)
-    if fired_at is None and peak_p99 <= ALERT_OBJECTIVE_MS:
-        # No breach, so no alert to fire: one Triton kept its p99 under the objective at
-        # all the load generator could offer on these two cores (a full CI run: 15 ms).
+    if fired_at is None and not held:
+        # No breach held for the rule's hold, so no alert to fire: one Triton kept its p99
+        # under the objective at all the load generator could offer on these two cores.
         # The rules' firing and clearing are promtool-tested (tests/builders/test_alerts.py).
         pytest.skip(
-            f"no breach: Prometheus' p99 peaked at {peak_p99} ms, objective {ALERT_OBJECTIVE_MS} ms"
+            f"no breach held {ALERT_HOLD_S} s: Prometheus' p99 peaked at {peak_p99} ms, "
+            f"objective {ALERT_OBJECTIVE_MS} ms, above it {breaches}"
         )
-    assert fired_at is not None, f"never fired: {timeline}"
-    assert 8 <= fired_at < fall, (fired_at, fall)  # under the overload, not before it
+    assert fired_at is not None, f"never fired though the p99 was above for {held}: {timeline}"
+    # Not before the record was above the objective for the hold (1 s: the watcher's rounding
+    # and Prometheus' 1 s evaluation).
+    assert breaches and fired_at >= breaches[0][0] + ALERT_HOLD_S - 1, (fired_at, breaches)
     labels = fired[0]["labels"]
     assert labels["geodeployment"] == "digits" and labels["severity"] == "warning", labels
     assert fired[0]["annotations"]["summary"] == f"{namespace}/digits: p99 above its objective"
