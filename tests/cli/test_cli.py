@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -107,3 +108,48 @@ def test_simulate_refuses_a_generative_model_rather_than_model_it_as_requests() 
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "model.kind is generative" in out.stderr and "token-level simulator" in out.stderr
     assert geo("select", "-f", str(pycode)).returncode == 0
+
+
+ARENA_PROBE = """
+import ctypes, sys, threading
+from geo_operator.cli import run
+print(run.limit_malloc_arenas() if sys.argv[1] == "limit" else None, flush=True)
+barrier = threading.Barrier(16)
+def work():
+    barrier.wait()  # all 16 allocate at once: each would take an arena of its own
+    keep = [bytearray(200) for _ in range(20000)]
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(16)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc = ctypes.CDLL(None)
+libc.fflush(None)
+libc.malloc_info(0, ctypes.c_void_p.in_dll(libc, "stdout"))
+libc.fflush(None)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's arenas")
+@pytest.mark.parametrize(
+    ("how", "env", "limited", "most"),
+    [("limit", {}, "True", 2), ("limit", {"MALLOC_ARENA_MAX": "3"}, "False", 3)],
+)
+def test_geo_run_caps_mallocs_arenas_unless_the_environment_chose(
+    how: str, env: dict[str, str], limited: str, most: int
+) -> None:
+    def arenas(arg: str, extra: dict[str, str]) -> tuple[str, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", ARENA_PROBE, arg],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **extra},
+        ).stdout
+        return out.splitlines()[0], out.count("<heap nr=")
+
+    said, count = arenas(how, env)
+    assert said == limited and 1 <= count <= most, (said, count)
+    _, free = arenas("none", {})
+    assert free > most, free  # without the cap the same threads take more

@@ -9,6 +9,7 @@ for them, and importing `geo_operator.handlers` is what registers the handlers.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import http.server
 import logging
 import os
@@ -28,6 +29,13 @@ if TYPE_CHECKING:
 
 # `geo run`'s exit status when it lost the Lease while leading (kubelet restarts it).
 LOST_LEASE_EXIT = 3
+
+# glibc gives each thread that allocates an arena of its own, up to eight per core, and
+# each keeps what it freed: kopf's handler pool (24 threads) settling 1,000 objects left
+# 293 MiB steady RSS, two arenas 269 MiB (e2e/bench_scale.py, docs/reliability-and-
+# security.md). What MALLOC_ARENA_MAX=2 does; that variable, where set, wins.
+MALLOC_ARENAS = 2
+M_ARENA_MAX = -8  # glibc's <malloc.h>
 
 
 def register(verbs: Verbs) -> None:
@@ -92,6 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from geo_operator import handlers  # registers the handlers
 
+    limit_malloc_arenas()
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -112,6 +121,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         if elector is not None:
             elector.release()
     return 0
+
+
+def limit_malloc_arenas() -> bool:
+    """Cap glibc's malloc arenas at MALLOC_ARENAS, before kopf starts its threads; False
+    where MALLOC_ARENA_MAX is set (glibc has read it) or the C library is not glibc."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the running process's C library
+    except (OSError, AttributeError):
+        return False  # no mallopt (macOS): its allocator has no arenas to cap
+    return bool(mallopt(M_ARENA_MAX, MALLOC_ARENAS))
 
 
 def _elect(args: argparse.Namespace) -> leader.Elector:
