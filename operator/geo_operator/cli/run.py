@@ -32,7 +32,7 @@ LOST_LEASE_EXIT = 3
 
 # glibc gives each thread that allocates an arena of its own, up to eight per core, and
 # each keeps what it freed: kopf's handler pool (24 threads) settling 1,000 objects left
-# 293 MiB steady RSS, two arenas 269 MiB (e2e/bench_scale.py, docs/reliability-and-
+# 323 MiB steady RSS, two arenas 242-269 MiB (e2e/bench_scale.py, docs/reliability-and-
 # security.md). What MALLOC_ARENA_MAX=2 does; that variable, where set, wins.
 MALLOC_ARENAS = 2
 M_ARENA_MAX = -8  # glibc's <malloc.h>
