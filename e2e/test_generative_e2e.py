@@ -177,8 +177,9 @@ def test_a_change_to_a_generative_model_goes_out_as_a_canary(
     operator: OperatorProcess, runner: KubeletRunner, namespace: str
 ) -> None:
     """The rollout machinery for a generative model: a change of its engine levers (4 slots
-    to 2) goes out as a canary beside the stable, judged on the tracks' Triton counters
-    under streaming traffic, and is promoted; no stream fails meanwhile."""
+    to 2) goes out as a canary beside the stable, judged on the tracks' Triton counters and
+    the engines' time to first token and inter-token gaps under streaming traffic, and is
+    promoted; no stream fails meanwhile."""
     cluster = operator.cluster
     body = yaml.safe_load(EXAMPLE.read_text())
     body["metadata"]["namespace"] = namespace
@@ -198,9 +199,13 @@ def test_a_change_to_a_generative_model_goes_out_as_a_canary(
         body["spec"]["triton"]["engine"]["slots"] = 2
         cluster.apply(body)
 
+        judged: dict[str, str] = {}  # each gate's last outcome, as the analyses said
+
         def rollout() -> dict[str, Any] | None:
             status = (cluster.get("geod", NAME, namespace) or {}).get("status", {})
             r = status.get("rollout") or {}
+            for gate in (r.get("verdict") or {}).get("gates") or ():
+                judged[gate["gate"]] = gate["outcome"]
             decided = r.get("phase") in ("Promoted", "RolledBack")
             return r if decided and len(r.get("history") or []) == 2 else None
 
@@ -212,6 +217,9 @@ def test_a_change_to_a_generative_model_goes_out_as_a_canary(
         )
     assert final["phase"] == "Promoted", final
     assert "passed every step" in final["history"][-1]["reason"], final["history"][-1]
+    # judged on the engine's first tokens and inter-token gaps, not the request p99
+    assert {"ttft-objective", "itl-objective"} <= judged.keys(), judged
+    assert "p99-objective" not in judged, judged
     served = cluster.get("configmap", f"{NAME}-model", namespace) or {}
     config = model_config.parse(served["data"]["config.pbtxt"])
     assert config.parameters["slots"].string_value == "2", config.parameters

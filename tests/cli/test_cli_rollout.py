@@ -51,6 +51,29 @@ def test_status_in_words() -> None:
     assert "ssssssssssssssss" in revision and "int8" in revision and "32" in revision
 
 
+def test_a_generative_canarys_token_latencies_in_words() -> None:
+    status = _status().model_copy(
+        update={
+            "canary": models.TrackFigures.model_validate(
+                {
+                    "requests": 40,
+                    "errors": 0,
+                    "p99Ms": 900.0,
+                    "firstTokens": 40,
+                    "ttftP99Ms": 31.5,
+                    "tokens": 1240,
+                    "itlP99Ms": 4.2,
+                }
+            )
+        }
+    )
+    text = rollout.describe("ml", "pycode", status)
+    assert (
+        "canary  40 requests, 0 failed, p99 900.0 ms, TTFT p99 31.5 ms, "
+        "inter-token p99 4.2 ms over 1240 tokens"
+    ) in text
+
+
 def test_no_history_yet() -> None:
     text = rollout.describe("ml", "digits", models.RolloutStatus())
     assert "rollout Idle" in text and "(none yet)" in text

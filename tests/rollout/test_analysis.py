@@ -3,6 +3,7 @@ counts (numbers worked by hand), and inconclusive at small counts."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from fractions import Fraction
 
@@ -204,3 +205,94 @@ def test_a_pass_names_every_gate_with_its_figures() -> None:
 def test_figures_round_trip_through_status() -> None:
     figures = Figures(1000, 3, 21.5, 0.97, 540)
     assert Figures.of(figures.status()) == figures
+
+
+# ---- a generative model: time to first token and inter-token gates (issue 28)
+
+TOKENS = (200.0, 50.0)  # objectives: TTFT p99 200 ms, inter-token p99 50 ms
+GEN_STABLE = Figures(
+    requests=900, p99_ms=4000.0, first_tokens=900, ttft_p99_ms=40.0, tokens=27_000, itl_p99_ms=9.0
+)
+
+
+def _generative(**fields: object) -> Figures:
+    base = {"requests": 300, "p99_ms": 9000.0, "first_tokens": 300, "ttft_p99_ms": 45.0}
+    base |= {"tokens": 9000, "itl_p99_ms": 10.0}
+    return Figures(**(base | fields))  # type: ignore[arg-type]
+
+
+def test_a_generative_canary_is_judged_on_first_tokens_and_inter_token_gaps() -> None:
+    # Its request p99 (9 s: the whole answer) is no objective: the p99 gates give way.
+    verdict = analysis.analyse(SPEC, _generative(), GEN_STABLE, OBJECTIVE, tokens=TOKENS)
+    assert verdict.outcome == "pass", verdict.reason
+    names = [g.gate for g in verdict.gates]
+    assert names == [
+        "traffic",
+        "error-rate",
+        "ttft-objective",
+        "ttft-relative",
+        "itl-objective",
+        "itl-relative",
+    ]
+    assert "canary TTFT p99 45.0 ms against the objective 200 ms" in verdict.reason
+    # 9 ms x 1.2 + 5 % of 50 ms = 13.3 ms
+    assert "inter-token p99 10.0 ms against the stable's 9.0 ms" in verdict.reason
+    assert "13.3 ms" in _gate(verdict, "itl-relative").message
+
+
+def test_a_generative_canary_slower_between_tokens_fails_while_the_stable_keeps_it() -> None:
+    slow = _generative(itl_p99_ms=70.0)
+    verdict = analysis.analyse(SPEC, slow, GEN_STABLE, OBJECTIVE, tokens=TOKENS)
+    assert verdict.outcome == "fail" and not verdict.hard
+    assert _gate(verdict, "itl-objective").outcome == "fail"
+    assert "inter-token p99 70.0 ms against the objective 50 ms" in verdict.reason
+    # within its objective but three times the stable's first-token time: relative fails
+    late = _generative(ttft_p99_ms=130.0)
+    verdict = analysis.analyse(SPEC, late, GEN_STABLE, OBJECTIVE, tokens=TOKENS)
+    assert _gate(verdict, "ttft-objective").outcome == "pass"
+    assert _gate(verdict, "ttft-relative").outcome == "fail" and verdict.outcome == "fail"
+    # both tracks over the objective: the load, not the canary
+    both = dataclasses.replace(GEN_STABLE, itl_p99_ms=65.0)
+    verdict = analysis.analyse(SPEC, slow, both, OBJECTIVE, tokens=TOKENS)
+    assert _gate(verdict, "itl-objective").outcome == "inconclusive"
+
+
+def test_inter_token_latency_waits_for_tokens_not_requests() -> None:
+    # 300 requests (over minRequests) of one token each: 0 gaps, no p99 of them to judge
+    short = _generative(tokens=60, itl_p99_ms=80.0)
+    verdict = analysis.analyse(SPEC, short, GEN_STABLE, OBJECTIVE, tokens=TOKENS)
+    assert verdict.outcome == "inconclusive"
+    assert _gate(verdict, "itl-objective").message == "not judged under 100 tokens"
+    assert _gate(verdict, "ttft-objective").outcome == "pass"
+    # the stable's own gaps too few: the relative gate cannot compare yet
+    thin = dataclasses.replace(GEN_STABLE, tokens=50)
+    verdict = analysis.analyse(SPEC, _generative(), thin, OBJECTIVE, tokens=TOKENS)
+    assert _gate(verdict, "itl-relative").message == (
+        "the stable's inter-token p99 is from only 50 tokens"
+    )
+    assert verdict.outcome == "inconclusive"
+
+
+def test_an_unset_token_objective_skips_its_gate_and_keeps_the_relative_one() -> None:
+    verdict = analysis.analyse(SPEC, _generative(), GEN_STABLE, OBJECTIVE, tokens=(None, 50.0))
+    assert _gate(verdict, "ttft-objective").outcome == "skipped"
+    assert _gate(verdict, "ttft-relative").outcome == "pass"
+    assert verdict.outcome == "pass"
+
+
+def test_an_engine_without_latency_histograms_is_judged_by_the_p99_gates() -> None:
+    # TensorRT-LLM's metrics have no TTFT or inter-token histograms: first_tokens None
+    canary = Figures(requests=300, p99_ms=45.0)
+    stable = Figures(requests=900, p99_ms=40.0)
+    verdict = analysis.analyse(SPEC, canary, stable, OBJECTIVE, tokens=TOKENS)
+    assert [g.gate for g in verdict.gates][2:] == ["p99-objective", "p99-relative"]
+    assert verdict.outcome == "pass"
+    assert "the engine reports no token latencies: p99 gates" in verdict.reason
+
+
+def test_track_figures_keep_the_token_fields_through_the_status() -> None:
+    figures = _generative()
+    status = figures.status()
+    assert status.model_dump(by_alias=True, exclude_none=True)["itlP99Ms"] == 10.0
+    assert Figures.of(status) == figures
+    assert "inter-token p99 10.0 ms over 9000 tokens" in figures.words()

@@ -207,7 +207,11 @@ def _events(text: str) -> list[dict[str, Any]]:
 
 
 def _metrics(server: Any) -> str:
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+    return _get(server.metrics_url)
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
         return str(response.read().decode())
 
 
@@ -573,3 +577,71 @@ def test_geo_tune_llm_measures_slots_through_triton_and_leaves_the_chosen_servin
         error = json.loads(result.read_text())["error"]
         assert "no slot count kept the time to first token p99 within 0.001 ms" in error
         assert "1 slots: first token p99" in error and "3 slots" in error
+
+
+@pytest.mark.triton
+def test_the_canary_analysis_reads_the_engines_token_latencies_directly_and_via_prometheus(
+    triton: Any, tmp_path: pathlib.Path
+) -> None:
+    """A generative canary's figures from the real engine's histograms, the one server
+    playing a canary pod: the direct source (`controller.canary.Windows`, exact over the
+    window) and a real Prometheus (`triton.prometheus.track_figures`, `increase`
+    extrapolated to the window's edges) count its first tokens and inter-token gaps, and
+    give the p99 of each."""
+    from e2e.prometheus_local import Prometheus
+
+    from geo_operator.api import names
+    from geo_operator.controller import canary
+    from geo_operator.triton import prometheus
+
+    pod = {
+        "metadata": {
+            "name": "pycode-canary-0",
+            "labels": {names.TRACK_LABEL: names.CANARY_TRACK},
+            "annotations": {names.METRICS_URL_ANNOTATION: triton.metrics_url},
+        },
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    labels = {"namespace": "ml", "geodeployment": MODEL, "pod": "pycode-canary-0"}
+    file_sd = tmp_path / "targets.json"
+    target = {"targets": [f"127.0.0.1:{triton.metrics_port}"], "labels": labels}
+    file_sd.write_text(json.dumps([{**target, "labels": {**labels, "track": "canary"}}]))
+    windows, key, sent = canary.Windows(_get), ("ml", MODEL), 12
+    params = {"max_tokens": 20, "ignore_eos": True, "temperature": 0}
+    with Prometheus(tmp_path / "prom", file_sd) as prom:
+        _settled(triton)
+        # two scrapes before the requests: increase() needs the counters' values before
+        scraped = 'count_over_time(nv_inference_request_success{pod="pycode-canary-0"}[1m])'
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            answer = prom.query(scraped)
+            if answer and float(answer[0]["value"][1]) >= 2:  # type: ignore[index]
+                break
+            time.sleep(0.5)
+        started = time.monotonic()
+        windows.open(key, 0.0, [pod], MODEL, generative=True)
+        for _ in range(sent):
+            status, body = _post(triton, "generate", {"text_input": PROMPT, "parameters": params})
+            assert status == 200, body
+        _settled(triton)
+        got = windows.figures(key, 0.0, [pod], MODEL, 1.0, generative=True)
+        assert got is not None
+        mine, stable = got
+        # 20 tokens each: one first token, 19 gaps
+        assert (mine.requests, mine.first_tokens, mine.tokens) == (sent, sent, sent * 19)
+        assert mine.ttft_p99_ms is not None and 0 < mine.ttft_p99_ms < 30_000
+        assert mine.itl_p99_ms is not None and 0 < mine.itl_p99_ms < 1_000
+        assert stable.requests == 0 and stable.first_tokens is None
+        found: dict[str, prometheus.TrackLoad] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            window = round(time.monotonic() - started) + 2
+            found = prometheus.track_figures(prom.url, "ml", MODEL, window, generative=True)
+            if (found["canary"].first_tokens or 0) >= sent:
+                break
+            time.sleep(1)
+    theirs = found["canary"]
+    assert theirs.first_tokens is not None and sent <= theirs.first_tokens <= 3 * sent, found
+    assert theirs.tokens is not None and 19 * sent <= theirs.tokens <= 3 * 19 * sent, found
+    assert theirs.ttft_p99_ms is not None and theirs.itl_p99_ms is not None, found
+    assert found["stable"].first_tokens is None  # no stable pod: no histogram

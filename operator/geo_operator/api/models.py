@@ -1983,12 +1983,33 @@ class TrackFigures(_Model):
         description="Its score on the held-out set (model.evaluation), when measured.",
     )
     samples: int | None = Field(default=None, ge=0, description="Held-out samples scored.")
+    first_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        description="A generative engine's first tokens in the window (one a request).",
+    )
+    ttft_p99_ms: float | None = Field(
+        default=None, description="Its p99 time to first token over the window (ms)."
+    )
+    tokens: int | None = Field(
+        default=None,
+        ge=0,
+        description="Its inter-token gaps in the window: what the inter-token p99 is over.",
+    )
+    itl_p99_ms: float | None = Field(
+        default=None, description="Its p99 time between tokens over the window (ms)."
+    )
 
 
 class RolloutGate(_Model):
     """One gate of an analysis and what it found."""
 
-    gate: str = Field(description="p99-objective, p99-relative, error-rate or accuracy.")
+    gate: str = Field(
+        description=(
+            "traffic, error-rate, p99-objective, p99-relative (a generative engine's: "
+            "ttft-objective, ttft-relative, itl-objective, itl-relative) or accuracy."
+        )
+    )
     outcome: GateOutcome = Field(description="pass, fail, inconclusive or skipped.")
     message: str = Field(default="", max_length=1024, description="The figures, in words.")
 

@@ -260,12 +260,19 @@ def _verdict(
     figures: tuple[analysis.Figures, analysis.Figures] | None,
 ) -> analysis.Verdict | None:
     """The canary analysis on the window's figures; with model.evaluation the canary's
-    held-out score is held to the accuracy floor the choice was judged against."""
+    held-out score is held to the accuracy floor the choice was judged against; a
+    generative model's latency is judged on its first tokens and inter-token gaps."""
     if figures is None:
         return None
     floor = decided.choice.accuracy_floor if spec.model.evaluation is not None else None
     canary, stable = figures
-    return analysis.analyse(spec.rollout, canary, stable, spec.target_p99_ms(), floor)
+    objectives = spec.objectives
+    tokens = (
+        (objectives.time_to_first_token_p99_ms, objectives.inter_token_latency_p99_ms)
+        if spec.model.generative
+        else None
+    )
+    return analysis.analyse(spec.rollout, canary, stable, spec.target_p99_ms(), floor, tokens)
 
 
 def _rollout_status(

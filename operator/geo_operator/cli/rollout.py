@@ -104,6 +104,10 @@ def _figures(figures: models.TrackFigures | None) -> str:
     text = f"{figures.requests} requests, {figures.errors} failed"
     if figures.p99_ms is not None:
         text += f", p99 {figures.p99_ms:.1f} ms"
+    if figures.ttft_p99_ms is not None:
+        text += f", TTFT p99 {figures.ttft_p99_ms:.1f} ms"
+    if figures.itl_p99_ms is not None:
+        text += f", inter-token p99 {figures.itl_p99_ms:.1f} ms over {figures.tokens} tokens"
     if figures.accuracy is not None:
         text += f", held-out {figures.accuracy:.4g}"
     return text

@@ -16,7 +16,11 @@ GeoDeployment's Triton pods directly (the autoscaler's direct-scrape source: the
   from its first scrape, so a restart shortens the window, never inflates it;
 - p99: the worst of the track's pods' p99 from Triton's latency summary (its own
   sliding window of recent requests, not exactly the analysis window; no requests in
-  the window: no p99).
+  the window: no p99);
+- a generative model's time to first token and inter-token p99: from its engine's
+  histograms (`vllm:time_to_first_token_seconds`, `vllm:time_per_output_token_seconds`),
+  the buckets' increase since the window opened summed over the track's pods, and the
+  observations they hold (first tokens, inter-token gaps): over exactly the window.
 
 With `model.evaluation`, `Scores.score` sends the held-out set through one ready
 canary pod (its `geo.ai/inference-url` annotation, else `<podIP>:8000`), once per
@@ -54,7 +58,7 @@ from geo_operator.api import models, names
 from geo_operator.controller import background
 from geo_operator.controller.autoscaler import pod_view
 from geo_operator.rollout.analysis import Figures
-from geo_operator.triton import fetch, metrics
+from geo_operator.triton import fetch, llm_metrics, metrics
 from geo_operator.tuning import evaluate, llm_agreement
 
 log = logging.getLogger(__name__)
@@ -70,6 +74,7 @@ class Count:
     success: float
     failure: float
     p99_ms: float | None
+    engine: llm_metrics.EngineScrape | None = None  # a generative engine's histograms
 
 
 @dataclasses.dataclass
@@ -102,7 +107,7 @@ class Windows:
         self._unreadable: set[str] = set()  # pods whose last scrape failed (logged once)
 
     def _scrape(
-        self, pods: Sequence[Mapping[str, Any]], model: str, now: float
+        self, pods: Sequence[Mapping[str, Any]], model: str, now: float, generative: bool
     ) -> dict[str, tuple[str, Count, float | None]] | None:
         """(track, counters, created) of each ready pod; None if any could not be read."""
         found: dict[str, tuple[str, Count, float | None]] = {}
@@ -116,6 +121,7 @@ class Windows:
             try:
                 text = self.fetch(view.metrics_url)
                 scrape = metrics.parse(text, model, now)
+                engine = llm_metrics.parse(text, model, now) if generative else None
             except (OSError, ValueError) as error:
                 with self._guard:  # once per outage per pod, not every tick (issue 31.8)
                     first = view.name not in self._unreadable
@@ -134,7 +140,7 @@ class Windows:
             if back:
                 log.info("pod %s: metrics readable again for the canary analysis", view.name)
             p99 = None if scrape.p99_us is None else scrape.p99_us / 1000
-            count = Count(scrape.success, scrape.failure or 0.0, p99)
+            count = Count(scrape.success, scrape.failure or 0.0, p99, engine)
             found[view.name] = (track_of(pod), count, _created(pod))
         return found
 
@@ -144,13 +150,20 @@ class Windows:
             window = self._windows.get(key)
             return window is not None and window.since == since
 
-    def open(self, key: Key, since: float, pods: Sequence[Mapping[str, Any]], model: str) -> None:
+    def open(
+        self,
+        key: Key,
+        since: float,
+        pods: Sequence[Mapping[str, Any]],
+        model: str,
+        generative: bool = False,
+    ) -> None:
         """Open the window that started at ``since`` (again: no-op while it is the same)."""
         with self._guard:
             window = self._windows.get(key)
             if window is not None and window.since == since:
                 return
-        scraped = self._scrape(pods, model, since) or {}
+        scraped = self._scrape(pods, model, since, generative) or {}
         with self._guard:
             self._windows[key] = _Window(since, {n: c for n, (_, c, _) in scraped.items()})
 
@@ -161,9 +174,10 @@ class Windows:
         pods: Sequence[Mapping[str, Any]],
         model: str,
         now: float,
+        generative: bool = False,
     ) -> tuple[Figures, Figures] | None:
         """(canary, stable) over the window opened at ``since``; None when unreadable."""
-        scraped = self._scrape(pods, model, now)
+        scraped = self._scrape(pods, model, now, generative)
         if scraped is None:
             return None
         with self._guard:
@@ -172,6 +186,9 @@ class Windows:
                 window = self._windows[key] = _Window(since, {})
             sums: dict[str, list[float]] = {names.CANARY_TRACK: [0, 0], names.STABLE_TRACK: [0, 0]}
             p99s: dict[str, list[float]] = {names.CANARY_TRACK: [], names.STABLE_TRACK: []}
+            # A generative engine's histogram increases, summed per track: {le: count}
+            ttfts: dict[str, dict[float, float]] = {}
+            tpots: dict[str, dict[float, float]] = {}
             for pod, (track, count, created) in scraped.items():
                 base = window.baselines.get(pod)
                 if base is None:
@@ -185,12 +202,34 @@ class Windows:
                 bucket[1] += count.failure - base.failure
                 if count.p99_ms is not None and count.success > base.success:
                     p99s.setdefault(track, []).append(count.p99_ms)
+                if count.engine is not None:
+                    was = base.engine
+                    llm_metrics.add_increase(
+                        ttfts.setdefault(track, {}),
+                        was.ttft_buckets if was else (),
+                        count.engine.ttft_buckets,
+                    )
+                    llm_metrics.add_increase(
+                        tpots.setdefault(track, {}),
+                        was.tpot_buckets if was else (),
+                        count.engine.tpot_buckets,
+                    )
 
         def of(track: str) -> Figures:
             success, failure = sums[track]
             requests = int(success + failure)
             worst = max(p99s[track]) if p99s[track] and requests else None
-            return Figures(requests=requests, errors=int(failure), p99_ms=worst)
+            first, ttft = llm_metrics.observed(ttfts.get(track))
+            gaps, itl = llm_metrics.observed(tpots.get(track))
+            return Figures(
+                requests=requests,
+                errors=int(failure),
+                p99_ms=worst,
+                first_tokens=first,
+                ttft_p99_ms=ttft,
+                tokens=gaps,
+                itl_p99_ms=itl,
+            )
 
         return of(names.CANARY_TRACK), of(names.STABLE_TRACK)
 

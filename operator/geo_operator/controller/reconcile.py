@@ -304,16 +304,31 @@ def _figures(
     pods scraped directly, or Prometheus grouped by the track label."""
     source = spec.autoscaling.metrics
     if source.source is not models.MetricsSourceKind.PROMETHEUS:
-        return ctx.windows.figures(key, since, pods.get(), spec.model.name, now)
+        return ctx.windows.figures(
+            key, since, pods.get(), spec.model.name, now, spec.model.generative
+        )
     try:
-        found = prometheus.track_figures(source.prometheus_url or "", *key, round(now - since))
+        found = prometheus.track_figures(
+            source.prometheus_url or "",
+            *key,
+            round(now - since),
+            generative=spec.model.generative,
+        )
     except prometheus.PrometheusError as error:
         log.info("%s/%s: no canary analysis this time: %s", *key, error)
         return None
 
     def of(track: str) -> analysis.Figures:
         load = found[track]
-        return analysis.Figures(requests=load.requests, errors=load.errors, p99_ms=load.p99_ms)
+        return analysis.Figures(
+            requests=load.requests,
+            errors=load.errors,
+            p99_ms=load.p99_ms,
+            first_tokens=load.first_tokens,
+            ttft_p99_ms=load.ttft_p99_ms,
+            tokens=load.tokens,
+            itl_p99_ms=load.itl_p99_ms,
+        )
 
     return of(names.CANARY_TRACK), of(names.STABLE_TRACK)
 
@@ -332,7 +347,7 @@ def _open_window(
         return
     since = _window_since(ctx, key, state)
     if not ctx.windows.is_open(key, since):
-        ctx.windows.open(key, since, pods.get(), spec.model.name)
+        ctx.windows.open(key, since, pods.get(), spec.model.name, spec.model.generative)
 
 
 # A child `context.Written` vouches for: stored as wanted, untouched since (not read).

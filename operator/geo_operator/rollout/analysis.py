@@ -1,6 +1,6 @@
 """The canary analysis: one verdict from the canary's and the stable's figures. Pure.
 
-`analyse(spec, canary, stable, objective_p99_ms, accuracy_floor)` runs the gates
+`analyse(spec, canary, stable, objective_p99_ms, accuracy_floor, tokens)` runs the gates
 on what each track served over one analysis window and returns a `Verdict`:
 pass, fail or inconclusive, with every gate's outcome and the figures in words.
 The policy (`rollout.policy`) acts on it; the controller gathers the figures
@@ -38,6 +38,16 @@ The gates:
   resolution and noise on fast models, where 2 ms against 1.5 ms is no
   regression). Skipped when the stable served nothing (weight 100: nothing to
   compare); inconclusive when it served fewer than minRequests.
+- **ttft-objective**, **ttft-relative**, **itl-objective**, **itl-relative**: a
+  generative model's latency gates, in place of the p99 ones (its request latency is the
+  whole generation, as long as the answer: no objective). The same two tests as the p99
+  gates, on the time to first token (its p99 over the window's first tokens: one a
+  request, so judged with the traffic gate) and on the time between tokens (its p99 over
+  the window's inter-token gaps: judged once the canary streamed MIN_TOKENS of them, the
+  token count being the honest denominator), against `objectives.timeToFirstTokenP99Ms`
+  and `interTokenLatencyP99Ms` (an objective unset: its objective gate skipped) and
+  the stable's × `p99Tolerance`. An engine that exports no latency histograms
+  (TensorRT-LLM's metrics) is judged by the p99 gates instead, and the verdict says so.
 - **accuracy**, only when an accuracy floor is given (the GeoDeployment has an
   evaluation set): the canary's held-out score, measured through one canary pod,
   at least the floor passes; under it fails **hard** (the held-out set is scored
@@ -53,12 +63,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 from geo_operator.api import models
 
 ALPHA = 0.05
 HARD_ALPHA = 0.001
 P99_SLACK = 0.05
+# Inter-token gaps a p99 of them needs before it is judged (fewer: its worst one).
+MIN_TOKENS = 100
 # Terms of the binomial sum further than this many standard deviations from the mean
 # are below e^-800 and left out, so the sum stays short at millions of requests.
 _TAIL_SDS = 40.0
@@ -73,6 +86,11 @@ class Figures:
     p99_ms: float | None = None
     accuracy: float | None = None  # held-out score measured through one of its pods
     samples: int | None = None  # held-out samples scored
+    # A generative engine's, from its latency histograms (None: it exports none).
+    first_tokens: int | None = None  # time-to-first-token observations in the window
+    ttft_p99_ms: float | None = None
+    tokens: int | None = None  # inter-token gaps observed in the window
+    itl_p99_ms: float | None = None
 
     def status(self) -> models.TrackFigures:
         return models.TrackFigures(
@@ -81,18 +99,34 @@ class Figures:
             p99_ms=self.p99_ms,
             accuracy=self.accuracy,
             samples=self.samples,
+            first_tokens=self.first_tokens,
+            ttft_p99_ms=self.ttft_p99_ms,
+            tokens=self.tokens,
+            itl_p99_ms=self.itl_p99_ms,
         )
 
     @classmethod
     def of(cls, figures: models.TrackFigures) -> Figures:
         return cls(
-            figures.requests, figures.errors, figures.p99_ms, figures.accuracy, figures.samples
+            figures.requests,
+            figures.errors,
+            figures.p99_ms,
+            figures.accuracy,
+            figures.samples,
+            figures.first_tokens,
+            figures.ttft_p99_ms,
+            figures.tokens,
+            figures.itl_p99_ms,
         )
 
     def words(self) -> str:
         text = f"{self.errors}/{self.requests} failed"
         if self.p99_ms is not None:
             text += f", p99 {self.p99_ms:.1f} ms"
+        if self.ttft_p99_ms is not None:
+            text += f", TTFT p99 {self.ttft_p99_ms:.1f} ms"
+        if self.itl_p99_ms is not None:
+            text += f", inter-token p99 {self.itl_p99_ms:.1f} ms over {self.tokens} tokens"
         if self.accuracy is not None:
             text += f", held-out {self.accuracy:.4g}"
             if self.samples is not None:
@@ -242,48 +276,112 @@ def _error_rate(spec: models.Rollout, canary: Figures, stable: Figures) -> Gate:
     return Gate("error-rate", "inconclusive", f"{words}: too few requests to tell")
 
 
-def _p99_objective(
-    spec: models.Rollout, canary: Figures, stable: Figures, objective: float
+@dataclasses.dataclass(frozen=True)
+class _Latency:
+    """One latency the gates judge: its gates' prefix, its name in words, and where each
+    track's value and evidence (observations, the minimum a p99 of them needs) are."""
+
+    gate: str
+    what: str
+    value: Callable[[Figures], float | None]
+    count: Callable[[Figures], int | None]
+    unit: str  # what count counts, in words
+
+    def judged(self, figures: Figures, least: int) -> bool:
+        return (self.count(figures) or 0) >= least
+
+
+P99 = _Latency("p99", "p99", lambda f: f.p99_ms, lambda f: f.requests, "requests")
+TTFT = _Latency(
+    "ttft", "TTFT p99", lambda f: f.ttft_p99_ms, lambda f: f.first_tokens, "first tokens"
+)
+ITL = _Latency("itl", "inter-token p99", lambda f: f.itl_p99_ms, lambda f: f.tokens, "tokens")
+
+
+def _objective(
+    latency: _Latency, canary: Figures, stable: Figures, objective: float, least: int
 ) -> Gate:
-    if canary.p99_ms is None:
-        return Gate("p99-objective", "inconclusive", "no p99 for the canary")
-    words = f"canary p99 {canary.p99_ms:.1f} ms against the objective {objective:g} ms"
-    if canary.p99_ms <= objective:
-        return Gate("p99-objective", "pass", words)
-    stable_breach = (
-        stable.p99_ms is not None
-        and stable.requests >= spec.min_requests
-        and stable.p99_ms > objective
-    )
-    if stable_breach:
-        assert stable.p99_ms is not None
+    gate, value = f"{latency.gate}-objective", latency.value(canary)
+    if value is None:
+        return Gate(gate, "inconclusive", f"no {latency.what} for the canary")
+    words = f"canary {latency.what} {value:.1f} ms against the objective {objective:g} ms"
+    if value <= objective:
+        return Gate(gate, "pass", words)
+    theirs = latency.value(stable)
+    if theirs is not None and latency.judged(stable, least) and theirs > objective:
         return Gate(
-            "p99-objective",
+            gate,
             "inconclusive",
-            f"{words}, and the stable's {stable.p99_ms:.1f} ms is above it too: the load, "
-            "not the canary",
+            f"{words}, and the stable's {theirs:.1f} ms is above it too: the load, not the canary",
         )
-    return Gate("p99-objective", "fail", f"{words}: above it while the stable keeps it")
+    return Gate(gate, "fail", f"{words}: above it while the stable keeps it")
 
 
-def _p99_relative(spec: models.Rollout, canary: Figures, stable: Figures, objective: float) -> Gate:
-    if stable.requests <= 0 or stable.p99_ms is None:
-        return Gate("p99-relative", "skipped", "the stable served nothing to compare with")
-    if canary.p99_ms is None:
-        return Gate("p99-relative", "inconclusive", "no p99 for the canary")
-    if stable.requests < spec.min_requests:
+def _relative(
+    spec: models.Rollout,
+    latency: _Latency,
+    canary: Figures,
+    stable: Figures,
+    objective: float,
+    least: int,
+) -> Gate:
+    gate, value, theirs = f"{latency.gate}-relative", latency.value(canary), latency.value(stable)
+    if not latency.count(stable) or theirs is None:
+        return Gate(gate, "skipped", "the stable served nothing to compare with")
+    if value is None:
+        return Gate(gate, "inconclusive", f"no {latency.what} for the canary")
+    if not latency.judged(stable, least):
         return Gate(
-            "p99-relative",
+            gate,
             "inconclusive",
-            f"the stable's p99 is from only {stable.requests} requests",
+            f"the stable's {latency.what} is from only {latency.count(stable)} {latency.unit}",
         )
-    limit = stable.p99_ms * spec.p99_tolerance + P99_SLACK * objective
+    limit = theirs * spec.p99_tolerance + P99_SLACK * objective
     words = (
-        f"canary p99 {canary.p99_ms:.1f} ms against the stable's {stable.p99_ms:.1f} ms × "
+        f"canary {latency.what} {value:.1f} ms against the stable's {theirs:.1f} ms × "
         f"p99Tolerance {spec.p99_tolerance:g} + {P99_SLACK * objective:.1f} ms slack = "
         f"{limit:.1f} ms"
     )
-    return Gate("p99-relative", "pass" if canary.p99_ms <= limit else "fail", words)
+    return Gate(gate, "pass" if value <= limit else "fail", words)
+
+
+def _latency_gates(
+    spec: models.Rollout,
+    canary: Figures,
+    stable: Figures,
+    objective_p99_ms: float,
+    tokens: tuple[float | None, float | None] | None,
+) -> list[Gate]:
+    """The latency gates: p99's, or for a generative engine that reports them the time to
+    first token's and the inter-token gaps' (each judged once its evidence is in)."""
+    enough = canary.requests >= spec.min_requests
+    checks: list[tuple[_Latency, float | None, int, bool, str]]
+    if tokens is None or canary.first_tokens is None:
+        checks = [(P99, objective_p99_ms, spec.min_requests, enough, "under minRequests")]
+        note = None if tokens is None else "the engine reports no token latencies: p99 gates"
+    else:
+        ttft, itl = tokens
+        itl_enough = ITL.judged(canary, MIN_TOKENS)
+        checks = [
+            (TTFT, ttft, spec.min_requests, enough, "under minRequests"),
+            (ITL, itl, MIN_TOKENS, enough and itl_enough, f"under {MIN_TOKENS} tokens"),
+        ]
+        note = None
+    gates = []
+    for latency, objective, least, judged, why in checks:
+        if not judged:
+            for name in ("objective", "relative"):
+                gates.append(Gate(f"{latency.gate}-{name}", "inconclusive", f"not judged {why}"))
+            continue
+        if objective is None:
+            gates.append(Gate(f"{latency.gate}-objective", "skipped", "no objective set"))
+        else:
+            gates.append(_objective(latency, canary, stable, objective, least))
+        slack = objective if objective is not None else objective_p99_ms
+        gates.append(_relative(spec, latency, canary, stable, slack, least))
+    if note is not None:
+        gates = [dataclasses.replace(g, message=f"{g.message} ({note})") for g in gates]
+    return gates
 
 
 def _accuracy(canary: Figures, floor: float) -> Gate:
@@ -302,16 +400,13 @@ def analyse(
     stable: Figures,
     objective_p99_ms: float,
     accuracy_floor: float | None = None,
+    tokens: tuple[float | None, float | None] | None = None,
 ) -> Verdict:
-    """The verdict on one analysis window (see the module's docstring for the gates)."""
+    """The verdict on one analysis window (see the module's docstring for the gates).
+    ``tokens``: a generative model's (TTFT, inter-token) p99 objectives, None each unset."""
     enough = canary.requests >= spec.min_requests
     gates = [_traffic(spec, canary), _error_rate(spec, canary, stable)]
-    if enough:
-        gates.append(_p99_objective(spec, canary, stable, objective_p99_ms))
-        gates.append(_p99_relative(spec, canary, stable, objective_p99_ms))
-    else:
-        for name in ("p99-objective", "p99-relative"):
-            gates.append(Gate(name, "inconclusive", "not judged under minRequests"))
+    gates += _latency_gates(spec, canary, stable, objective_p99_ms, tokens)
     if accuracy_floor is not None:
         gates.append(_accuracy(canary, accuracy_floor))
     outcomes = {g.outcome for g in gates}

@@ -174,6 +174,28 @@ def quantile(
     return lower
 
 
+def add_increase(
+    summed: dict[float, float],
+    before: tuple[tuple[float, float], ...],
+    after: tuple[tuple[float, float], ...],
+) -> None:
+    """Add one pod's histogram increase between two scrapes (cumulative buckets) into
+    ``summed`` ({le: count}), as ``sum by (le) (increase(...))`` does."""
+    start = dict(before)
+    for le, count in after:
+        summed[le] = summed.get(le, 0.0) + max(0.0, count - start.get(le, 0.0))
+
+
+def observed(summed: dict[float, float] | None) -> tuple[int | None, float | None]:
+    """(observations, their p99 in ms) of a summed histogram increase ({le: cumulative
+    count}); (None, None) when no pod exports it, (0, None) when nothing was observed."""
+    if not summed:
+        return None, None
+    buckets = tuple(sorted(summed.items()))
+    p99 = quantile((), buckets, 0.99)
+    return round(buckets[-1][1]), None if p99 is None else p99 * 1000
+
+
 def rates(before: EngineScrape, after: EngineScrape) -> EngineRates | None:
     """Two scrapes of one pod; None when they are not in order or not the same engine."""
     seconds = after.time - before.time

@@ -38,7 +38,7 @@ import math
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from geo_operator.triton import promql
+from geo_operator.triton import llm_metrics, promql
 
 Key = tuple[str, str]
 
@@ -137,6 +137,11 @@ TRACK_SUCCESS_QUERY = (
 TRACK_FAILURE_QUERY = (
     "sum by (track) (increase(nv_inference_request_failure{{" + _SELECT + "}}[{window}s]))"
 )
+# A generative engine's latency histograms, their buckets' increase by track: the p99 and
+# the observations are taken from them as the direct source does (`llm_metrics.observed`).
+TRACK_HISTOGRAM_QUERY = (
+    "sum by (track, le) (increase({metric}_bucket{{" + _SELECT + "}}[{window}s]))"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +151,11 @@ class TrackLoad:
     requests: int
     errors: int
     p99_ms: float | None
+    # A generative engine's (None: not asked, or it exports no such histogram).
+    first_tokens: int | None = None
+    ttft_p99_ms: float | None = None
+    tokens: int | None = None
+    itl_p99_ms: float | None = None
 
 
 def _by_track(result: list[dict[str, object]], combine: str = "sum") -> dict[str, float]:
@@ -177,17 +187,49 @@ def tracks(
 
 
 def track_figures(
-    url: str, namespace: str, name: str, window_seconds: int, timeout: float = 5.0
+    url: str,
+    namespace: str,
+    name: str,
+    window_seconds: int,
+    timeout: float = 5.0,
+    generative: bool = False,
 ) -> dict[str, TrackLoad]:
     """Each track's requests, errors and p99 for one GeoDeployment over the last
-    ``window_seconds`` (Prometheus' `increase`, extrapolated to the window's edges)."""
+    ``window_seconds`` (Prometheus' `increase`, extrapolated to the window's edges); a
+    generative engine's time to first token and inter-token p99 too."""
     where = {"namespace": namespace, "name": name, "window": max(1, window_seconds)}
+    histograms: dict[str, dict[str, dict[float, float]]] = {}
     try:
         client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout, retry=Retry(total=0))
         success = _by_track(client.custom_query(TRACK_SUCCESS_QUERY.format(**where)))
         failure = _by_track(client.custom_query(TRACK_FAILURE_QUERY.format(**where)))
         p99_query = promql.p99("track", _SELECT.format(**where))
         p99 = _by_track(client.custom_query(p99_query), "max")
+        for metric in (llm_metrics.TTFT, llm_metrics.TPOT) if generative else ():
+            query = TRACK_HISTOGRAM_QUERY.format(metric=metric, **where)
+            histograms[metric] = _buckets_by_track(client.custom_query(query))
     except Exception as error:  # the client raises requests' and its own errors alike
         raise PrometheusError(f"Prometheus at {url}: {type(error).__name__}: {error}") from error
-    return tracks(success, failure, p99)
+    found = tracks(success, failure, p99)
+    if not generative:
+        return found
+    out = {}
+    for track, load in found.items():
+        first, ttft = llm_metrics.observed(histograms[llm_metrics.TTFT].get(track))
+        gaps, itl = llm_metrics.observed(histograms[llm_metrics.TPOT].get(track))
+        out[track] = dataclasses.replace(
+            load, first_tokens=first, ttft_p99_ms=ttft, tokens=gaps, itl_p99_ms=itl
+        )
+    return out
+
+
+def _buckets_by_track(result: list[dict[str, object]]) -> dict[str, dict[float, float]]:
+    """{track: {le: count}} from a ``sum by (track, le)`` answer (no track: stable)."""
+    out: dict[str, dict[float, float]] = {}
+    for labels, number in _finite(result):
+        track = str(labels.get("track") or "stable")
+        le = str(labels.get("le", "+Inf"))
+        bound = math.inf if le in ("+Inf", "inf") else float(le)
+        bucket = out.setdefault(track, {})
+        bucket[bound] = bucket.get(bound, 0.0) + number
+    return out
