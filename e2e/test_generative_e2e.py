@@ -183,7 +183,14 @@ def test_a_change_to_a_generative_model_goes_out_as_a_canary(
     cluster = operator.cluster
     body = yaml.safe_load(EXAMPLE.read_text())
     body["metadata"]["namespace"] = namespace
-    body["spec"]["rollout"] = {"steps": [50, 100], "analysisIntervalSeconds": 5, "minRequests": 10}
+    # p99Tolerance 3: on two cores shared with the whole suite one track's inter-token p99
+    # over a window's hundred-odd gaps swings by more than the default 20 % between windows
+    body["spec"]["rollout"] = {
+        "steps": [50, 100],
+        "analysisIntervalSeconds": 5,
+        "minRequests": 10,
+        "p99Tolerance": 3,
+    }
     cluster.apply(body)
 
     def available() -> dict[str, Any] | None:
@@ -209,7 +216,10 @@ def test_a_change_to_a_generative_model_goes_out_as_a_canary(
             decided = r.get("phase") in ("Promoted", "RolledBack")
             return r if decided and len(r.get("history") or []) == 2 else None
 
-        final = wait_for(rollout, "the canary's verdict", timeout=150)
+        try:
+            final = wait_for(rollout, "the canary's verdict", timeout=240)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the gates' last outcomes: {judged}") from None
         wait_for(
             lambda: cluster.get("deployment", f"{NAME}-canary", namespace) is None,
             "the canary gone",
