@@ -183,8 +183,9 @@ def test_a_change_to_a_generative_model_goes_out_as_a_canary(
     cluster = operator.cluster
     body = yaml.safe_load(EXAMPLE.read_text())
     body["metadata"]["namespace"] = namespace
-    # p99Tolerance 3: on two cores shared with the whole suite one track's inter-token p99
-    # over a window's hundred-odd gaps swings by more than the default 20 % between windows
+    # p99Tolerance 3 and 240 s: in one full suite on two cores no verdict came in 150 s
+    # (why was not seen; suspected: the relative token gates over a window's hundred-odd
+    # gaps swinging past the default 20 %). Alone it is promoted in about 60 s.
     body["spec"]["rollout"] = {
         "steps": [50, 100],
         "analysisIntervalSeconds": 5,
