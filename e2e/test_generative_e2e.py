@@ -185,7 +185,7 @@ def test_a_change_to_a_generative_model_goes_out_as_a_canary(
     body["metadata"]["namespace"] = namespace
     # p99Tolerance 3 and 240 s: in one full suite on two cores no verdict came in 150 s
     # (why was not seen; suspected: the relative token gates over a window's hundred-odd
-    # gaps swinging past the default 20 %). Alone it is promoted in about 60 s.
+    # gaps swinging past the default 20 %). Run alone, this file passed twice (160 s).
     body["spec"]["rollout"] = {
         "steps": [50, 100],
         "analysisIntervalSeconds": 5,
